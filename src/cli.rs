@@ -1,0 +1,177 @@
+//! The command line: argument definitions and what each command does. `main` only parses, calls
+//! [`run`] and maps the error to an exit code.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Dataset, Overrides};
+use crate::error::{Error, Result};
+use crate::grid::{self, GridLayout};
+use crate::metrics;
+use crate::plot;
+use crate::run_dir::{self, RunDir};
+use crate::train::{self, TrainOutcome};
+
+/// Train GANs, watch them learn, judge what they make, never lose a run.
+#[derive(Debug, Parser)]
+#[command(name = "gantry", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a GAN (by default the classic MNIST "simple GAN": 30,000 iterations of batch 32).
+    Train(TrainArgs),
+    /// Draw a grid of samples from a trained run's generator.
+    Sample(SampleArgs),
+    /// (Re)draw a run's loss and accuracy charts from its metrics.csv.
+    Plot(PlotArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// TOML config file; command-line flags override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Folder with the four IDX files (.gz or raw). Default: $GANTRY_DATA, then the cache.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Data set to train on.
+    #[arg(long, value_enum)]
+    pub dataset: Option<Dataset>,
+    /// Number of training iterations [config: train.iterations, default 30000].
+    #[arg(long, value_name = "N")]
+    pub iterations: Option<usize>,
+    /// Images per batch [config: train.batch_size, default 32].
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Write a sample grid every N iterations [config: output.sample_interval, default 200].
+    #[arg(long, value_name = "N")]
+    pub sample_interval: Option<usize>,
+    /// Seed of every random stream [config: train.seed, default 0].
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Compute threads; 0 = one per core [config: train.threads, default 0].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Run folder to write. Default: runs/<dataset>-<UTC time>.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub out: Option<PathBuf>,
+    /// Replace an existing non-empty run folder (its contents are deleted).
+    #[arg(long)]
+    pub force: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// The run folder.
+    pub run: PathBuf,
+    /// PNG file to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Number of images (laid out as a near-square grid).
+    #[arg(long, default_value_t = 64)]
+    pub n: usize,
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// The run folder.
+    pub run: PathBuf,
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(args) => train_command(args),
+        Command::Sample(args) => sample_command(args),
+        Command::Plot(args) => plot_command(args),
+    }
+}
+
+fn train_command(args: TrainArgs) -> Result<()> {
+    let overrides = Overrides {
+        dataset: args.dataset,
+        data_dir: args.data,
+        iterations: args.iterations,
+        batch_size: args.batch_size,
+        sample_interval: args.sample_interval,
+        seed: args.seed,
+        threads: args.threads,
+    };
+    let config = Config::resolve(args.config.as_deref(), &overrides)?;
+    let out = args
+        .out
+        .unwrap_or_else(|| run_dir::generated_path(Path::new("runs"), config.data.dataset.name()));
+    eprintln!(
+        "gantry: training {} iterations on {} (batch {}, seed {}, {} threads) -> {}",
+        config.train.iterations,
+        config.data.dataset.name(),
+        config.train.batch_size,
+        config.train.seed,
+        config.effective_threads(),
+        out.display()
+    );
+    let outcome = train::train(&config, &out, args.force, !args.quiet)?;
+    print!("{}", summary(&outcome));
+    Ok(())
+}
+
+/// The end-of-run table: each metric's mean over the last 10% of iterations, and where things are.
+pub fn summary(outcome: &TrainOutcome) -> String {
+    let n = outcome.records.len();
+    let tail = (n as f64 * 0.1).round().max(1.0) as usize;
+    let mut s = format!(
+        "\nTrained {n} iterations in {:.1} s ({:.2} ms/iteration, {} threads).\n\
+         Mean over the last {tail} iterations:\n",
+        outcome.info.wall_seconds,
+        1e3 * outcome.info.wall_seconds / n.max(1) as f64,
+        outcome.info.threads
+    );
+    s.push_str("  metric        mean\n  ------------  --------\n");
+    for (name, mean) in metrics::tail_means(&outcome.records, 0.1) {
+        s.push_str(&format!("  {name:<12}  {mean:>8.4}\n"));
+    }
+    s.push_str(&format!(
+        "  (equilibrium: acc 0.5, d_out 0.5, losses ln 2 = {:.4})\n\nOutputs in {}:\n  \
+         metrics.csv, d_loss_real.npy, d_loss_fake.npy, g_loss.npy, d_output.npy\n  \
+         samples/ (grids), plots/ (curves_raw, curves_smoothed), weights/, config.toml, run.json\n",
+        std::f64::consts::LN_2,
+        outcome.run.root().display()
+    ));
+    s
+}
+
+fn sample_command(args: SampleArgs) -> Result<()> {
+    if args.n == 0 || args.n > 4096 {
+        return Err(Error::config("--n", format!("must be within 1..=4096, found {}", args.n)));
+    }
+    let run = RunDir::open(&args.run)?;
+    let (images, rows, cols) = train::sample_from_run(&run, args.n, args.seed)?;
+    grid::save_png(&args.out, &images, GridLayout::for_count(args.n, rows, cols))?;
+    eprintln!("gantry: wrote {} samples to {}", args.n, args.out.display());
+    Ok(())
+}
+
+fn plot_command(args: PlotArgs) -> Result<()> {
+    let run = RunDir::open(&args.run)?;
+    let config = Config::from_file(&run.config())?;
+    let records = metrics::read_csv(&run.metrics_csv())?;
+    if records.is_empty() {
+        return Err(Error::bad_data(run.metrics_csv(), "has no rows to plot"));
+    }
+    std::fs::create_dir_all(run.plots_dir()).map_err(|e| Error::io("create", run.plots_dir(), e))?;
+    for path in plot::write_curves(&run.plots_dir(), &records, config.output.smoothing_window)? {
+        eprintln!("gantry: wrote {}", path.display());
+    }
+    Ok(())
+}

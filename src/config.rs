@@ -1,0 +1,367 @@
+//! The one configuration of a run: defaults (the classic preset), then a TOML file, then command-line
+//! overrides. Unknown keys are rejected, values are validated before anything is trained, and the
+//! resolved config is saved in the run folder as `config.toml`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+
+/// Which data set to train on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dataset {
+    /// Handwritten digits (LeCun et al.), 60,000 training images.
+    Mnist,
+    /// Zalando's clothing images in MNIST's format.
+    FashionMnist,
+}
+
+impl Dataset {
+    /// The name used in config files, folder names and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dataset::Mnist => "mnist",
+            Dataset::FashionMnist => "fashion-mnist",
+        }
+    }
+}
+
+/// The whole configuration of a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    pub output: OutputConfig,
+}
+
+/// Where the images come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Data set to train on.
+    pub dataset: Dataset,
+    /// Folder holding the four IDX files; searched before `$GANTRY_DATA` and the cache.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self { dataset: Dataset::Mnist, dir: None }
+    }
+}
+
+/// The architecture. Keras conventions: `bn_momentum` is the fraction of the old moving
+/// average that is kept (Keras 0.8 is PyTorch/burn 0.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Size of the noise vector z ~ N(0, 1).
+    pub latent_dim: usize,
+    /// Widths of the generator's hidden Dense layers (each followed by LeakyReLU and BatchNorm).
+    pub g_hidden: Vec<usize>,
+    /// Widths of the discriminator's hidden Dense layers (each followed by LeakyReLU).
+    pub d_hidden: Vec<usize>,
+    /// Negative slope of every LeakyReLU.
+    pub leaky_slope: f64,
+    /// Keras-style BatchNorm momentum: the moving average keeps this fraction of its old value.
+    pub bn_momentum: f64,
+    /// BatchNorm epsilon (Keras default 1e-3).
+    pub bn_epsilon: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            latent_dim: 100,
+            g_hidden: vec![256, 512, 1024],
+            d_hidden: vec![512, 256],
+            leaky_slope: 0.2,
+            bn_momentum: 0.8,
+            bn_epsilon: 1e-3,
+        }
+    }
+}
+
+/// The optimisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Number of iterations (one D update on real, one on fake, one G update each).
+    pub iterations: usize,
+    /// Images per batch (real and fake batches are each this size).
+    pub batch_size: usize,
+    /// Adam learning rate of the discriminator.
+    pub lr_d: f64,
+    /// Adam learning rate of the generator.
+    pub lr_g: f64,
+    /// Adam beta1 (both optimizers).
+    pub beta1: f32,
+    /// Adam beta2 (both optimizers).
+    pub beta2: f32,
+    /// Adam epsilon (Keras default 1e-7; burn's own default is 1e-5).
+    pub adam_epsilon: f32,
+    /// Seed of every random stream (weights, data order, noise, fixed sample noise).
+    pub seed: u64,
+    /// Compute threads; 0 means one per available core.
+    pub threads: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            iterations: 30_000,
+            batch_size: 32,
+            lr_d: 0.0002,
+            lr_g: 0.0002,
+            beta1: 0.5,
+            beta2: 0.999,
+            adam_epsilon: 1e-7,
+            seed: 0,
+            threads: 0,
+        }
+    }
+}
+
+/// What is written while training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Write a sample grid at iteration 0 and every this many iterations (and at the last one).
+    pub sample_interval: usize,
+    /// Rows of the sample grid.
+    pub grid_rows: usize,
+    /// Columns of the sample grid.
+    pub grid_cols: usize,
+    /// Window of the moving average in the smoothed plot.
+    pub smoothing_window: usize,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self { sample_interval: 200, grid_rows: 5, grid_cols: 5, smoothing_window: 100 }
+    }
+}
+
+/// Values given on the command line; each one that is set replaces the file's value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub dataset: Option<Dataset>,
+    pub data_dir: Option<PathBuf>,
+    pub iterations: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub sample_interval: Option<usize>,
+    pub seed: Option<u64>,
+    pub threads: Option<usize>,
+}
+
+impl Config {
+    /// Parse a TOML document; `origin` names it in errors.
+    pub fn from_toml_str(text: &str, origin: &Path) -> Result<Self> {
+        let config: Config = toml::from_str(text).map_err(|e| Error::ConfigParse {
+            path: origin.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        Ok(config)
+    }
+
+    /// Read and parse a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).at("read config", path)?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// Defaults, then the file (if any), then the overrides; validated.
+    pub fn resolve(file: Option<&Path>, overrides: &Overrides) -> Result<Self> {
+        let mut config = match file {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        config.apply(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Apply command-line overrides.
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(v) = o.dataset {
+            self.data.dataset = v;
+        }
+        if let Some(v) = &o.data_dir {
+            self.data.dir = Some(v.clone());
+        }
+        if let Some(v) = o.iterations {
+            self.train.iterations = v;
+        }
+        if let Some(v) = o.batch_size {
+            self.train.batch_size = v;
+        }
+        if let Some(v) = o.sample_interval {
+            self.output.sample_interval = v;
+        }
+        if let Some(v) = o.seed {
+            self.train.seed = v;
+        }
+        if let Some(v) = o.threads {
+            self.train.threads = v;
+        }
+    }
+
+    /// Check every value against its allowed range, so that nothing downstream can panic on it.
+    pub fn validate(&self) -> Result<()> {
+        let m = &self.model;
+        let t = &self.train;
+        let o = &self.output;
+        positive("model.latent_dim", m.latent_dim, 65_536)?;
+        if m.g_hidden.is_empty() {
+            return Err(Error::config("model.g_hidden", "needs at least one layer"));
+        }
+        if m.d_hidden.is_empty() {
+            return Err(Error::config("model.d_hidden", "needs at least one layer"));
+        }
+        for &w in &m.g_hidden {
+            positive("model.g_hidden", w, 65_536)?;
+        }
+        for &w in &m.d_hidden {
+            positive("model.d_hidden", w, 65_536)?;
+        }
+        finite_in("model.leaky_slope", m.leaky_slope, 0.0, 1.0)?;
+        finite_in("model.bn_momentum", m.bn_momentum, 0.0, 1.0)?;
+        if !(m.bn_epsilon.is_finite() && m.bn_epsilon > 0.0) {
+            return Err(Error::config("model.bn_epsilon", format!("must be > 0, found {}", m.bn_epsilon)));
+        }
+        positive("train.iterations", t.iterations, 1_000_000_000)?;
+        positive("train.batch_size", t.batch_size, 65_536)?;
+        for (key, lr) in [("train.lr_d", t.lr_d), ("train.lr_g", t.lr_g)] {
+            if !(lr.is_finite() && lr > 0.0) {
+                return Err(Error::config(key, format!("must be a positive number, found {lr}")));
+            }
+        }
+        finite_in("train.beta1", t.beta1 as f64, 0.0, 0.999_999)?;
+        finite_in("train.beta2", t.beta2 as f64, 0.0, 0.999_999_9)?;
+        if !(t.adam_epsilon.is_finite() && t.adam_epsilon > 0.0) {
+            return Err(Error::config("train.adam_epsilon", format!("must be > 0, found {}", t.adam_epsilon)));
+        }
+        if t.threads > 1024 {
+            return Err(Error::config("train.threads", format!("at most 1024, found {}", t.threads)));
+        }
+        positive("output.sample_interval", o.sample_interval, usize::MAX)?;
+        positive("output.grid_rows", o.grid_rows, 64)?;
+        positive("output.grid_cols", o.grid_cols, 64)?;
+        positive("output.smoothing_window", o.smoothing_window, 1_000_000)?;
+        Ok(())
+    }
+
+    /// The resolved config as TOML, as saved in the run folder.
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string_pretty(self).expect("a Config always serializes to TOML");
+        format!("# gantry run configuration (resolved: defaults, then file, then command line)\n\n{body}")
+    }
+
+    /// Compute threads to use: the configured number, or one per available core.
+    pub fn effective_threads(&self) -> usize {
+        match self.train.threads {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        }
+    }
+}
+
+fn positive(key: &'static str, value: usize, max: usize) -> Result<()> {
+    if value == 0 {
+        return Err(Error::config(key, "must be at least 1, found 0"));
+    }
+    if value > max {
+        return Err(Error::config(key, format!("must be at most {max}, found {value}")));
+    }
+    Ok(())
+}
+
+fn finite_in(key: &'static str, value: f64, lo: f64, hi: f64) -> Result<()> {
+    if !(value.is_finite() && value >= lo && value <= hi) {
+        return Err(Error::config(key, format!("must be within [{lo}, {hi}], found {value}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::from_toml_str(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn defaults_are_the_classic_preset() {
+        let c = Config::default();
+        assert_eq!(c.model.latent_dim, 100);
+        assert_eq!(c.model.g_hidden, vec![256, 512, 1024]);
+        assert_eq!(c.model.d_hidden, vec![512, 256]);
+        assert_eq!(c.train.iterations, 30_000);
+        assert_eq!(c.train.batch_size, 32);
+        assert_eq!(c.output.sample_interval, 200);
+        assert_eq!(c.model.bn_momentum, 0.8);
+        assert_eq!(c.train.adam_epsilon, 1e-7);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let c = parse("[train]\niterations = 500\n").unwrap();
+        assert_eq!(c.train.iterations, 500);
+        assert_eq!(c.train.batch_size, 32);
+        assert_eq!(c.model, ModelConfig::default());
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_and_named() {
+        let err = parse("[train]\niteratons = 500\n").unwrap_err().to_string();
+        assert!(err.contains("iteratons"), "{err}");
+        assert!(err.contains("test.toml"), "{err}");
+        let err = parse("[trian]\n").unwrap_err().to_string();
+        assert!(err.contains("trian"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_rejected() {
+        let err = parse("[train]\nbatch_size = \"big\"\n").unwrap_err().to_string();
+        assert!(err.contains("batch_size") || err.contains("big"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_named() {
+        for (text, key) in [
+            ("[train]\nbatch_size = 0\n", "train.batch_size"),
+            ("[train]\nlr_d = -1.0\n", "train.lr_d"),
+            ("[model]\nbn_momentum = 1.5\n", "model.bn_momentum"),
+            ("[model]\ng_hidden = []\n", "model.g_hidden"),
+            ("[output]\nsample_interval = 0\n", "output.sample_interval"),
+            ("[model]\nleaky_slope = nan\n", "model.leaky_slope"),
+        ] {
+            let err = parse(text).unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains(key), "{text}: {err}");
+            assert_eq!(err.exit_code(), 2);
+        }
+    }
+
+    #[test]
+    fn overrides_win_over_file() {
+        let mut c = parse("[train]\niterations = 500\nseed = 3\n").unwrap();
+        c.apply(&Overrides { iterations: Some(7), ..Default::default() });
+        assert_eq!(c.train.iterations, 7);
+        assert_eq!(c.train.seed, 3);
+    }
+
+    #[test]
+    fn saved_config_round_trips() {
+        let mut c = Config::default();
+        c.data.dataset = Dataset::FashionMnist;
+        c.train.seed = 42;
+        let back = parse(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
+    }
+}

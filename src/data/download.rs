@@ -1,0 +1,112 @@
+//! Fetching MNIST from its well-known public mirrors when it is nowhere on this machine: each file
+//! is checked against its published SHA-256, written beside its final name and renamed into place
+//! only once verified, so the cache never holds a partial or wrong file.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+
+/// Mirrors tried in order.
+pub const MNIST_MIRRORS: [&str; 2] = [
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+];
+
+/// The four gzip files and their SHA-256 sums (the official files).
+pub const MNIST_FILES: [(&str, &str); 4] = [
+    ("train-images-idx3-ubyte.gz", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+    ("train-labels-idx1-ubyte.gz", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+    ("t10k-images-idx3-ubyte.gz", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+    ("t10k-labels-idx1-ubyte.gz", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+];
+
+/// Download the four MNIST files into `dir` (skipping those already there and verified).
+pub fn fetch_mnist(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).at("create", dir)?;
+    for (name, sha) in MNIST_FILES {
+        let dest = dir.join(name);
+        if dest.is_file() && sha256_file(&dest)? == sha {
+            continue;
+        }
+        let mut last_err = None;
+        for mirror in MNIST_MIRRORS {
+            match fetch_one(&format!("{mirror}{name}"), sha, &dest) {
+                Ok(()) => {
+                    last_err = None;
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        if let Some(e) = last_err {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+fn fetch_one(url: &str, sha: &str, dest: &Path) -> Result<()> {
+    let fail = |problem: String| Error::Download { url: url.to_string(), problem };
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(300)))
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent();
+    let response = agent.get(url).call().map_err(|e| fail(e.to_string()))?;
+    let total = response
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let bar = indicatif::ProgressBar::new(total.unwrap_or(0));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("downloading {}", dest.file_name().unwrap_or_default().to_string_lossy()));
+    let partial = dest.with_extension("gz.partial");
+    let result = (|| {
+        let mut file = fs::File::create(&partial).at("create", &partial)?;
+        let mut reader = response.into_body().into_reader();
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = reader.read(&mut buf).map_err(|e| fail(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n]).at("write", &partial)?;
+            bar.inc(n as u64);
+        }
+        file.sync_all().at("sync", &partial)?;
+        let got = hex(&hasher.finalize());
+        if got != sha {
+            return Err(fail(format!("SHA-256 mismatch: expected {sha}, got {got}")));
+        }
+        fs::rename(&partial, dest).at("rename into", dest)
+    })();
+    bar.finish_and_clear();
+    if result.is_err() {
+        let _ = fs::remove_file(&partial);
+    }
+    result
+}
+
+/// SHA-256 of a file, lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = fs::File::open(path).at("open", path)?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).at("read", path)?;
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,204 @@
+//! Training images: where to find them, how to read them, and how to turn them into the
+//! `[-1, 1]` floats the GAN trains on.
+//!
+//! Search order for a data set's folder: `--data DIR` (config `data.dir`; when given, it must hold
+//! the files), then `$GANTRY_DATA`, then the system folder of Debian's `dataset-fashion-mnist`
+//! (Fashion-MNIST only), then the per-user cache. MNIST missing everywhere is downloaded into the
+//! cache (feature `download`).
+
+pub mod idx;
+#[cfg(feature = "download")]
+pub mod download;
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Dataset;
+use crate::error::{Error, Result};
+
+pub use idx::{IdxImages, read_images, read_labels};
+
+/// The four standard file stems of an MNIST-format data set.
+pub const FILE_STEMS: [&str; 4] = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+];
+
+/// Where Debian's `dataset-fashion-mnist` package installs its files.
+pub const DEBIAN_FASHION_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Environment variable naming a data folder.
+pub const DATA_ENV: &str = "GANTRY_DATA";
+
+/// Training images as floats in `[-1, 1]`, `[count, rows * cols]` row-major.
+#[derive(Debug, Clone)]
+pub struct TrainingImages {
+    pub count: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub pixels: Vec<f32>,
+    /// The file they were read from.
+    pub source: PathBuf,
+}
+
+impl TrainingImages {
+    /// Pixels per image.
+    pub fn dim(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// Convert 8-bit images to `[-1, 1]` as the reference does: `x / 127.5 - 1`.
+    pub fn from_idx(images: IdxImages, source: PathBuf) -> Self {
+        let pixels = images.pixels.iter().map(|&p| p as f32 / 127.5 - 1.0).collect();
+        Self { count: images.count, rows: images.rows, cols: images.cols, pixels, source }
+    }
+
+    /// Copy the images at `indices` into `out` (`[indices.len(), dim]`).
+    pub fn gather_into(&self, indices: &[usize], out: &mut Vec<f32>) {
+        let d = self.dim();
+        out.clear();
+        for &i in indices {
+            out.extend_from_slice(&self.pixels[i * d..(i + 1) * d]);
+        }
+    }
+}
+
+/// The path of `stem` in `dir`, compressed or raw, if present.
+pub fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {
+    [format!("{stem}.gz"), stem.to_string()]
+        .into_iter()
+        .map(|name| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Per-user cache folder for a data set (`~/.cache/gantry/<dataset>` on Linux).
+pub fn cache_dir(dataset: Dataset) -> Option<PathBuf> {
+    dirs::cache_dir().map(|d| d.join("gantry").join(dataset.name()))
+}
+
+/// The folders searched for `dataset`, in order, given an explicit `--data` folder if any.
+pub fn candidate_dirs(dataset: Dataset, explicit: Option<&Path>) -> Vec<PathBuf> {
+    if let Some(dir) = explicit {
+        return vec![dir.to_path_buf()];
+    }
+    let mut dirs = Vec::new();
+    if let Some(env) = std::env::var_os(DATA_ENV).filter(|v| !v.is_empty()) {
+        let env = PathBuf::from(env);
+        // $GANTRY_DATA may be the files' own folder or a root with one folder per data set.
+        dirs.push(env.join(dataset.name()));
+        if dataset == Dataset::Mnist {
+            dirs.push(env);
+        }
+    }
+    if dataset == Dataset::FashionMnist {
+        dirs.push(PathBuf::from(DEBIAN_FASHION_DIR));
+    }
+    dirs.extend(cache_dir(dataset));
+    dirs
+}
+
+/// Find the folder holding `dataset`'s training images, downloading MNIST into the cache when it
+/// is nowhere (and the `download` feature is on).
+pub fn locate(dataset: Dataset, explicit: Option<&Path>) -> Result<PathBuf> {
+    let candidates = candidate_dirs(dataset, explicit);
+    if let Some(dir) = candidates.iter().find(|d| find_file(d, FILE_STEMS[0]).is_some()) {
+        return Ok(dir.clone());
+    }
+    if let Some(dir) = explicit {
+        return Err(Error::DataNotFound(format!(
+            "no {} training images in {} (expected {}.gz or {}; the other files: {})",
+            dataset.name(),
+            dir.display(),
+            FILE_STEMS[0],
+            FILE_STEMS[0],
+            FILE_STEMS[1..].join(", ")
+        )));
+    }
+    #[cfg(feature = "download")]
+    if dataset == Dataset::Mnist
+        && let Some(cache) = cache_dir(dataset)
+    {
+        match download::fetch_mnist(&cache) {
+            Ok(()) => return Ok(cache),
+            Err(e) => return Err(not_found(dataset, &candidates, Some(&e))),
+        }
+    }
+    Err(not_found(dataset, &candidates, None))
+}
+
+fn not_found(dataset: Dataset, searched: &[PathBuf], download_error: Option<&Error>) -> Error {
+    let list: Vec<String> = searched.iter().map(|d| format!("  {}", d.display())).collect();
+    let mut msg = format!(
+        "{} not found. Searched:\n{}\n",
+        dataset.name(),
+        if list.is_empty() { "  (nothing)".to_string() } else { list.join("\n") }
+    );
+    if let Some(e) = download_error {
+        msg.push_str(&format!("Download failed (offline?): {e}\n"));
+    }
+    msg.push_str(&format!(
+        "Put the four files {} (each .gz or raw) into one folder and pass it with --data DIR, \
+         or set {DATA_ENV}=DIR",
+        FILE_STEMS.join(", ")
+    ));
+    if let Some(cache) = cache_dir(dataset) {
+        msg.push_str(&format!(", or copy them into {}", cache.display()));
+    }
+    if dataset == Dataset::FashionMnist {
+        msg.push_str(&format!(
+            ". On Debian and Ubuntu, `apt-get install dataset-fashion-mnist` puts them in {DEBIAN_FASHION_DIR}"
+        ));
+    }
+    msg.push('.');
+    Error::DataNotFound(msg)
+}
+
+/// Locate and read `dataset`'s training images as `[-1, 1]` floats.
+pub fn load_training_images(dataset: Dataset, explicit: Option<&Path>) -> Result<TrainingImages> {
+    let dir = locate(dataset, explicit)?;
+    let path = find_file(&dir, FILE_STEMS[0]).ok_or_else(|| {
+        Error::DataNotFound(format!("{}: training images vanished while reading", dir.display()))
+    })?;
+    let images = read_images(&path)?;
+    if images.count == 0 {
+        return Err(Error::bad_data(&path, "holds no images"));
+    }
+    Ok(TrainingImages::from_idx(images, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_folder_without_files_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = locate(Dataset::Mnist, Some(dir.path())).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+        assert!(msg.contains("train-images-idx3-ubyte"), "{msg}");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn explicit_folder_is_the_only_candidate() {
+        let d = PathBuf::from("some/dir");
+        assert_eq!(candidate_dirs(Dataset::FashionMnist, Some(&d)), vec![d]);
+    }
+
+    #[test]
+    fn fashion_looks_in_debians_folder() {
+        let c = candidate_dirs(Dataset::FashionMnist, None);
+        assert!(c.contains(&PathBuf::from(DEBIAN_FASHION_DIR)));
+    }
+
+    #[test]
+    fn scaling_matches_the_reference() {
+        let imgs = IdxImages { count: 1, rows: 1, cols: 3, pixels: vec![0, 255, 128] };
+        let t = TrainingImages::from_idx(imgs, PathBuf::new());
+        assert_eq!(t.pixels[0], -1.0);
+        assert_eq!(t.pixels[1], 1.0);
+        assert!((t.pixels[2] - 0.003_921_6).abs() < 1e-6);
+    }
+}

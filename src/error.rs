@@ -1,0 +1,97 @@
+//! The library's error type: every failure names what it was working on (a file, a config key,
+//! an iteration), so a user can act on the message without a backtrace.
+
+use std::path::{Path, PathBuf};
+
+/// Everything that can go wrong in gantry, with its context.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O operation failed; `path` is the file or folder it was about.
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A data file exists but is not what it should be.
+    #[error("{path}: {problem}")]
+    BadDataFile { path: PathBuf, problem: String },
+
+    /// The data set could not be found anywhere gantry looks.
+    #[error("{0}")]
+    DataNotFound(String),
+
+    /// A download failed or produced the wrong bytes.
+    #[error("download of {url} failed: {problem}")]
+    Download { url: String, problem: String },
+
+    /// The configuration file could not be parsed (syntax, unknown key, wrong type).
+    #[error("config {path}: {message}")]
+    ConfigParse { path: PathBuf, message: String },
+
+    /// A configuration value is out of its allowed range.
+    #[error("config key `{key}`: {problem}")]
+    ConfigValue { key: &'static str, problem: String },
+
+    /// The run folder cannot be used as asked.
+    #[error("run folder {path}: {problem}")]
+    RunDir { path: PathBuf, problem: String },
+
+    /// Saving or loading model weights failed.
+    #[error("weights {path}: {problem}")]
+    Weights { path: PathBuf, problem: String },
+
+    /// Training produced a value that cannot be used (for example a NaN loss).
+    #[error("iteration {iteration}: {problem}")]
+    Training { iteration: usize, problem: String },
+
+    /// Writing an image or plot failed.
+    #[error("render {path}: {problem}")]
+    Render { path: PathBuf, problem: String },
+}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wrap an I/O error with the path it concerns and what was being done.
+    pub fn io(action: &'static str, path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io { action, path: path.as_ref().to_path_buf(), source }
+    }
+
+    /// A malformed data file.
+    pub fn bad_data(path: impl AsRef<Path>, problem: impl Into<String>) -> Self {
+        Error::BadDataFile { path: path.as_ref().to_path_buf(), problem: problem.into() }
+    }
+
+    /// A configuration value out of range.
+    pub fn config(key: &'static str, problem: impl Into<String>) -> Self {
+        Error::ConfigValue { key, problem: problem.into() }
+    }
+
+    /// The process exit code for this error (documented in the README):
+    /// 2 for bad input (config, data, run folder), 1 for everything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::ConfigParse { .. }
+            | Error::ConfigValue { .. }
+            | Error::BadDataFile { .. }
+            | Error::DataNotFound(_)
+            | Error::RunDir { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Attach a path to I/O results: `fs::read(p).at("read", p)?`.
+pub trait IoContext<T> {
+    fn at(self, action: &'static str, path: impl AsRef<Path>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, action: &'static str, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| Error::io(action, path, e))
+    }
+}

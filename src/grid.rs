@@ -1,0 +1,120 @@
+//! Sample grids: a batch of generated images tiled into one PNG, white digits on black as MNIST
+//! shows them, separated by a thin grey border and scaled up so they are easy to look at.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+
+use crate::error::{Error, IoContext, Result};
+
+/// Border between tiles, in image pixels (before scaling).
+pub const PAD: usize = 2;
+/// Nearest-neighbour upscaling factor.
+pub const SCALE: usize = 3;
+/// Border grey level.
+const PAD_LEVEL: u8 = 96;
+
+/// Layout of a grid of `rows x cols` tiles of `h x w` pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GridLayout {
+    pub rows: usize,
+    pub cols: usize,
+    pub tile_h: usize,
+    pub tile_w: usize,
+}
+
+impl GridLayout {
+    /// Width and height of the PNG.
+    pub fn size(&self) -> (usize, usize) {
+        (
+            (self.cols * (self.tile_w + PAD) + PAD) * SCALE,
+            (self.rows * (self.tile_h + PAD) + PAD) * SCALE,
+        )
+    }
+
+    /// The nearest grid (as square as possible) holding `n` tiles.
+    pub fn for_count(n: usize, tile_h: usize, tile_w: usize) -> Self {
+        let cols = (n as f64).sqrt().ceil().max(1.0) as usize;
+        let rows = n.div_ceil(cols).max(1);
+        Self { rows, cols, tile_h, tile_w }
+    }
+}
+
+/// Render images (`[n, h * w]`, values in [-1, 1]) into 8-bit grey pixels, row-major.
+/// Tiles beyond `images.len() / (h * w)` stay black.
+pub fn render(images: &[f32], layout: GridLayout) -> Vec<u8> {
+    let (width, height) = layout.size();
+    let (uw, uh) = (width / SCALE, height / SCALE);
+    let mut small = vec![PAD_LEVEL; uw * uh];
+    let tile = layout.tile_h * layout.tile_w;
+    for k in 0..layout.rows * layout.cols {
+        let (r, c) = (k / layout.cols, k % layout.cols);
+        let (y0, x0) = (PAD + r * (layout.tile_h + PAD), PAD + c * (layout.tile_w + PAD));
+        for y in 0..layout.tile_h {
+            for x in 0..layout.tile_w {
+                let v = images.get(k * tile + y * layout.tile_w + x).copied().unwrap_or(-1.0);
+                // [-1, 1] -> [0, 255], as `0.5 * x + 0.5` then byte.
+                let level = ((v.clamp(-1.0, 1.0) * 0.5 + 0.5) * 255.0).round() as u8;
+                small[(y0 + y) * uw + x0 + x] = level;
+            }
+        }
+    }
+    let mut out = vec![0u8; width * height];
+    for y in 0..height {
+        for x in 0..width {
+            out[y * width + x] = small[(y / SCALE) * uw + x / SCALE];
+        }
+    }
+    out
+}
+
+/// Render and save a grid as an 8-bit greyscale PNG.
+pub fn save_png(path: &Path, images: &[f32], layout: GridLayout) -> Result<()> {
+    let pixels = render(images, layout);
+    let (w, h) = layout.size();
+    write_gray_png(path, &pixels, w, h)
+}
+
+/// Write an 8-bit greyscale PNG.
+pub fn write_gray_png(path: &Path, pixels: &[u8], width: usize, height: usize) -> Result<()> {
+    let file = File::create(path).at("create", path)?;
+    let mut encoder = png::Encoder::new(BufWriter::new(file), width as u32, height as u32);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    let render_err = |e: png::EncodingError| Error::Render { path: path.to_path_buf(), problem: e.to_string() };
+    let mut writer = encoder.write_header().map_err(render_err)?;
+    writer.write_image_data(pixels).map_err(render_err)?;
+    writer.finish().map_err(render_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn five_by_five_of_mnist_size() {
+        let l = GridLayout { rows: 5, cols: 5, tile_h: 28, tile_w: 28 };
+        assert_eq!(l.size(), (152 * 3, 152 * 3));
+    }
+
+    #[test]
+    fn tiles_land_where_expected() {
+        let l = GridLayout { rows: 1, cols: 2, tile_h: 2, tile_w: 2 };
+        // Tile 0 all white, tile 1 all black.
+        let imgs = [1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0];
+        let px = render(&imgs, l);
+        let (w, _) = l.size();
+        let at = |x: usize, y: usize| px[(y * SCALE) * w + x * SCALE];
+        assert_eq!(at(0, 0), PAD_LEVEL);
+        assert_eq!(at(PAD, PAD), 255);
+        assert_eq!(at(PAD + 2 + PAD, PAD), 0);
+    }
+
+    #[test]
+    fn square_layout_for_count() {
+        let l = GridLayout::for_count(64, 28, 28);
+        assert_eq!((l.rows, l.cols), (8, 8));
+        let l = GridLayout::for_count(10, 28, 28);
+        assert_eq!((l.rows, l.cols), (3, 4));
+    }
+}

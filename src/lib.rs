@@ -1,0 +1,21 @@
+//! gantry: train generative adversarial networks, watch them learn, judge what they make, and
+//! never lose a run.
+//!
+//! The pipeline, one module each: [`data`] (IDX files -> images) -> [`model`] (G and D) ->
+//! [`train`] (the loop, writing [`metrics`], [`grid`]s and [`plot`]s into a [`run_dir`]).
+//! [`config`] holds every setting; [`cli`] is the command line on top.
+
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod grid;
+pub mod metrics;
+pub mod model;
+pub mod plot;
+pub mod rng;
+pub mod run_dir;
+pub mod train;
+
+pub use config::Config;
+pub use error::{Error, Result};

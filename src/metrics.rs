@@ -1,0 +1,203 @@
+//! The per-iteration record: what D and G did at every iteration, kept in memory, appended to
+//! `metrics.csv` as training goes, and written as numpy `.npy` files (the notebook's three, plus
+//! D's mean outputs) that `np.load` reads unmodified.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use npyz::WriterBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+
+/// One iteration's numbers, from the forward passes before each update (as Keras'
+/// `train_on_batch` reports them).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct IterationRecord {
+    /// 0-based iteration.
+    pub iteration: usize,
+    /// D's binary cross-entropy on the real batch (label 1).
+    pub d_loss_real: f32,
+    /// D's binary cross-entropy on the fake batch (label 0).
+    pub d_loss_fake: f32,
+    /// Mean of the two.
+    pub d_loss: f32,
+    /// Fraction of real images D called real.
+    pub acc_real: f32,
+    /// Fraction of fake images D called fake.
+    pub acc_fake: f32,
+    /// Mean of the two.
+    pub acc: f32,
+    /// G's loss: D's cross-entropy on fresh fakes labelled real.
+    pub g_loss: f32,
+    /// D's mean output (probability "real") on the real batch.
+    pub d_out_real: f32,
+    /// D's mean output on the fake batch.
+    pub d_out_fake: f32,
+}
+
+/// The CSV columns, in order.
+pub const CSV_COLUMNS: [&str; 10] = [
+    "iteration", "d_loss_real", "d_loss_fake", "d_loss", "acc_real", "acc_fake", "acc", "g_loss",
+    "d_out_real", "d_out_fake",
+];
+
+/// Names of the metric curves (everything but `iteration`), with accessors.
+pub const METRICS: [(&str, fn(&IterationRecord) -> f32); 9] = [
+    ("d_loss_real", |r| r.d_loss_real),
+    ("d_loss_fake", |r| r.d_loss_fake),
+    ("d_loss", |r| r.d_loss),
+    ("acc_real", |r| r.acc_real),
+    ("acc_fake", |r| r.acc_fake),
+    ("acc", |r| r.acc),
+    ("g_loss", |r| r.g_loss),
+    ("d_out_real", |r| r.d_out_real),
+    ("d_out_fake", |r| r.d_out_fake),
+];
+
+/// Appends records to `metrics.csv`, flushing when asked.
+pub struct CsvLog {
+    path: PathBuf,
+    writer: csv::Writer<BufWriter<File>>,
+}
+
+impl CsvLog {
+    /// Create (truncate) the CSV file and write its header.
+    pub fn create(path: &Path) -> Result<Self> {
+        let file = File::create(path).at("create", path)?;
+        let mut writer = csv::Writer::from_writer(BufWriter::new(file));
+        writer.write_record(CSV_COLUMNS).map_err(|e| csv_err(path, e))?;
+        Ok(Self { path: path.to_path_buf(), writer })
+    }
+
+    pub fn append(&mut self, r: &IterationRecord) -> Result<()> {
+        self.writer.serialize(r).map_err(|e| csv_err(&self.path, e))
+    }
+
+    /// Push buffered rows to the file.
+    pub fn flush(&mut self) -> Result<()> {
+        self.writer.flush().at("flush", &self.path)
+    }
+}
+
+fn csv_err(path: &Path, e: csv::Error) -> Error {
+    Error::bad_data(path, format!("CSV: {e}"))
+}
+
+/// Read every record of a `metrics.csv`.
+pub fn read_csv(path: &Path) -> Result<Vec<IterationRecord>> {
+    let mut reader = csv::Reader::from_path(path).map_err(|e| csv_err(path, e))?;
+    let headers = reader.headers().map_err(|e| csv_err(path, e))?.clone();
+    if headers.iter().collect::<Vec<_>>() != CSV_COLUMNS {
+        return Err(Error::bad_data(path, format!("unexpected CSV header {:?}", headers)));
+    }
+    reader
+        .deserialize()
+        .enumerate()
+        .map(|(i, row)| row.map_err(|e| Error::bad_data(path, format!("row {}: {e}", i + 1))))
+        .collect()
+}
+
+/// Write the numpy files: `d_loss_real.npy` [N, 2] (loss, acc), `d_loss_fake.npy` [N, 2],
+/// `g_loss.npy` [N] (the notebook's three, float64 like `np.zeros`), and `d_output.npy` [N, 2]
+/// (D's mean output on real, on fake).
+pub fn write_npy_files(dir: &Path, records: &[IterationRecord]) -> Result<()> {
+    let pairs = |f: fn(&IterationRecord) -> [f32; 2]| -> Vec<f64> {
+        records.iter().flat_map(|r| f(r).map(f64::from)).collect()
+    };
+    let n = records.len() as u64;
+    write_npy(&dir.join("d_loss_real.npy"), &[n, 2], &pairs(|r| [r.d_loss_real, r.acc_real]))?;
+    write_npy(&dir.join("d_loss_fake.npy"), &[n, 2], &pairs(|r| [r.d_loss_fake, r.acc_fake]))?;
+    let g: Vec<f64> = records.iter().map(|r| r.g_loss as f64).collect();
+    write_npy(&dir.join("g_loss.npy"), &[n], &g)?;
+    write_npy(&dir.join("d_output.npy"), &[n, 2], &pairs(|r| [r.d_out_real, r.d_out_fake]))?;
+    Ok(())
+}
+
+/// Write one little-endian float64 C-order array.
+pub fn write_npy(path: &Path, shape: &[u64], data: &[f64]) -> Result<()> {
+    let file = File::create(path).at("create", path)?;
+    let mut writer = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(BufWriter::new(file))
+        .begin_nd()
+        .at("write", path)?;
+    writer.extend(data.iter().copied()).at("write", path)?;
+    writer.finish().at("write", path)
+}
+
+/// Mean of each metric over the last `fraction` of the records (at least one record).
+pub fn tail_means(records: &[IterationRecord], fraction: f64) -> Vec<(&'static str, f64)> {
+    let n = records.len();
+    let take = ((n as f64 * fraction).round() as usize).clamp(1.min(n), n);
+    let tail = &records[n - take..];
+    METRICS
+        .iter()
+        .map(|(name, get)| {
+            let mean = tail.iter().map(|r| get(r) as f64).sum::<f64>() / tail.len().max(1) as f64;
+            (*name, mean)
+        })
+        .collect()
+}
+
+/// Flush `writer` to disk and make sure it was written.
+pub fn sync_file(path: &Path) -> Result<()> {
+    File::open(path).at("open", path)?.sync_all().at("sync", path)?;
+    Ok(())
+}
+
+/// Write bytes to a file, naming the path on failure.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::create(path).at("create", path)?;
+    f.write_all(bytes).at("write", path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(i: usize, v: f32) -> IterationRecord {
+        IterationRecord { iteration: i, d_loss: v, g_loss: 2.0 * v, ..Default::default() }
+    }
+
+    #[test]
+    fn csv_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.csv");
+        let mut log = CsvLog::create(&path).unwrap();
+        let rows: Vec<_> = (0..3).map(|i| rec(i, 0.1 * i as f32 + 1e-7)).collect();
+        for r in &rows {
+            log.append(r).unwrap();
+        }
+        log.flush().unwrap();
+        assert_eq!(read_csv(&path).unwrap(), rows);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("iteration,d_loss_real,d_loss_fake,d_loss,acc_real"));
+    }
+
+    #[test]
+    fn npy_header_is_numpy_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows: Vec<_> = (0..5).map(|i| rec(i, i as f32)).collect();
+        write_npy_files(dir.path(), &rows).unwrap();
+        let bytes = std::fs::read(dir.path().join("d_loss_real.npy")).unwrap();
+        assert_eq!(&bytes[..6], b"\x93NUMPY");
+        let header = String::from_utf8_lossy(&bytes[10..]);
+        assert!(header.contains("'descr': '<f8'") && header.contains("'shape': (5, 2)"), "{header}");
+        let g = npyz::NpyFile::new(&std::fs::read(dir.path().join("g_loss.npy")).unwrap()[..]).unwrap();
+        assert_eq!(g.shape(), &[5]);
+        let v: Vec<f64> = g.into_vec().unwrap();
+        assert_eq!(v, vec![0.0, 2.0, 4.0, 6.0, 8.0]);
+    }
+
+    #[test]
+    fn tail_means_use_the_last_tenth() {
+        let rows: Vec<_> = (0..100).map(|i| rec(i, if i >= 90 { 1.0 } else { 5.0 })).collect();
+        let m = tail_means(&rows, 0.1);
+        let d = m.iter().find(|(n, _)| *n == "d_loss").unwrap().1;
+        assert_eq!(d, 1.0);
+        assert_eq!(tail_means(&rows[..1], 0.1).len(), METRICS.len());
+    }
+}

@@ -1,0 +1,133 @@
+//! The two networks of the classic "simple GAN" (Keras-GAN's gan.py), built from the config so
+//! the same code trains on any burn device.
+//!
+//! G: z [batch, latent] -> (Dense -> LeakyReLU -> BatchNorm)* -> Dense -> tanh -> [batch, pixels]
+//! D: x [batch, pixels] -> (Dense -> LeakyReLU)* -> Dense -> logit [batch, 1]
+//! D returns the logit; the sigmoid lives in the loss (binary cross-entropy from logits), which is
+//! what Keras' TF backend computes for a sigmoid output and is numerically stable.
+
+use burn::module::{Module, Param};
+use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig};
+use burn::tensor::activation::{leaky_relu, tanh};
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::RngExt;
+
+use crate::config::ModelConfig;
+
+/// The generator.
+#[derive(Module, Debug)]
+pub struct Generator {
+    hidden: Vec<Linear>,
+    norms: Vec<BatchNorm>,
+    output: Linear,
+    leaky_slope: f64,
+}
+
+/// The discriminator (returns logits).
+#[derive(Module, Debug)]
+pub struct Discriminator {
+    hidden: Vec<Linear>,
+    output: Linear,
+    leaky_slope: f64,
+}
+
+impl Generator {
+    /// Build G with Glorot-uniform weights and zero biases drawn from `rng`.
+    pub fn new(cfg: &ModelConfig, pixels: usize, rng: &mut impl rand::Rng, device: &Device) -> Self {
+        let mut width = cfg.latent_dim;
+        let mut hidden = Vec::new();
+        let mut norms = Vec::new();
+        for &w in &cfg.g_hidden {
+            hidden.push(dense(width, w, rng, device));
+            norms.push(
+                BatchNormConfig::new(w)
+                    // Keras keeps `momentum` of the old average; burn weighs the new batch by it.
+                    .with_momentum(1.0 - cfg.bn_momentum)
+                    .with_epsilon(cfg.bn_epsilon)
+                    .init(device),
+            );
+            width = w;
+        }
+        let output = dense(width, pixels, rng, device);
+        Self { hidden, norms, output, leaky_slope: cfg.leaky_slope }
+    }
+
+    /// `z` [batch, latent] -> images [batch, pixels] in [-1, 1].
+    /// BatchNorm uses batch statistics on an autodiff device in training mode, moving statistics
+    /// otherwise (`g.valid()`).
+    pub fn forward(&self, z: Tensor<2>) -> Tensor<2> {
+        let mut x = z;
+        for (linear, norm) in self.hidden.iter().zip(&self.norms) {
+            x = norm.forward(leaky_relu(linear.forward(x), self.leaky_slope));
+        }
+        tanh(self.output.forward(x))
+    }
+}
+
+impl Discriminator {
+    /// Build D with Glorot-uniform weights and zero biases drawn from `rng`.
+    pub fn new(cfg: &ModelConfig, pixels: usize, rng: &mut impl rand::Rng, device: &Device) -> Self {
+        let mut width = pixels;
+        let mut hidden = Vec::new();
+        for &w in &cfg.d_hidden {
+            hidden.push(dense(width, w, rng, device));
+            width = w;
+        }
+        let output = dense(width, 1, rng, device);
+        Self { hidden, output, leaky_slope: cfg.leaky_slope }
+    }
+
+    /// Images [batch, pixels] -> logits [batch, 1].
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let mut x = x;
+        for linear in &self.hidden {
+            x = leaky_relu(linear.forward(x), self.leaky_slope);
+        }
+        self.output.forward(x)
+    }
+}
+
+/// A Dense layer as Keras initialises it: Glorot-uniform kernel, zero bias. The kernel comes from
+/// gantry's own seeded stream, so initial weights do not depend on the backend's RNG.
+fn dense(d_in: usize, d_out: usize, rng: &mut impl rand::Rng, device: &Device) -> Linear {
+    let mut linear = LinearConfig::new(d_in, d_out).with_initializer(Initializer::Zeros).init(device);
+    let limit = (6.0 / (d_in + d_out) as f64).sqrt() as f32;
+    let kernel: Vec<f32> = (0..d_in * d_out).map(|_| rng.random_range(-limit..limit)).collect();
+    // Row layout: the kernel is [d_in, d_out], like Keras'.
+    linear.weight = Param::from_data(TensorData::new(kernel, [d_in, d_out]), device);
+    linear
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn shapes_and_ranges() {
+        let device = Device::flex();
+        let cfg = ModelConfig { g_hidden: vec![8, 16], d_hidden: vec![16], latent_dim: 4, ..Default::default() };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let g = Generator::new(&cfg, 12, &mut rng, &device);
+        let d = Discriminator::new(&cfg, 12, &mut rng, &device);
+        let z = Tensor::<2>::from_data(TensorData::new(vec![0.5f32; 3 * 4], [3, 4]), &device);
+        let x = g.forward(z);
+        assert_eq!(x.dims(), [3, 12]);
+        let v: Vec<f32> = x.clone().into_data().try_into_vec().unwrap();
+        assert!(v.iter().all(|p| (-1.0..=1.0).contains(p)));
+        assert_eq!(d.forward(x).dims(), [3, 1]);
+    }
+
+    #[test]
+    fn glorot_limits_and_zero_bias() {
+        let device = Device::flex();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let l = dense(100, 256, &mut rng, &device);
+        let w: Vec<f32> = l.weight.val().into_data().try_into_vec().unwrap();
+        let limit = (6.0f32 / 356.0).sqrt();
+        assert!(w.iter().all(|v| v.abs() <= limit));
+        assert!(w.iter().map(|v| v.abs()).fold(0.0, f32::max) > 0.9 * limit);
+        let b: Vec<f32> = l.bias.unwrap().val().into_data().try_into_vec().unwrap();
+        assert!(b.iter().all(|&v| v == 0.0));
+    }
+}

@@ -1,0 +1,52 @@
+//! When to do the things around the training step: pure functions of the iteration count, so the
+//! policy is tested without training anything.
+
+/// Whether to write a sample grid after `done` completed iterations out of `total`: at the start
+/// (`done == 0`), every `interval` iterations, and at the end.
+pub fn is_sample_step(done: usize, total: usize, interval: usize) -> bool {
+    done == 0 || done == total || (interval > 0 && done % interval == 0 && done <= total)
+}
+
+/// How many grids a run of `total` iterations writes.
+pub fn sample_count(total: usize, interval: usize) -> usize {
+    (0..=total).filter(|&d| is_sample_step(d, total, interval)).count()
+}
+
+/// Whether to push buffered CSV rows to disk after `done` iterations: at least every sample
+/// interval, so a crash loses little.
+pub fn is_flush_step(done: usize, total: usize, interval: usize) -> bool {
+    done == total || (interval > 0 && done % interval == 0)
+}
+
+/// Whether to refresh the console's loss readout (cheap, but not every iteration).
+pub fn is_display_step(done: usize, total: usize) -> bool {
+    done == total || done % 25 == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_run_writes_151_grids() {
+        assert_eq!(sample_count(30_000, 200), 151);
+        assert!(is_sample_step(0, 30_000, 200));
+        assert!(is_sample_step(200, 30_000, 200));
+        assert!(!is_sample_step(201, 30_000, 200));
+        assert!(is_sample_step(30_000, 30_000, 200));
+    }
+
+    #[test]
+    fn last_iteration_is_sampled_even_off_the_interval() {
+        assert!(is_sample_step(250, 250, 200));
+        assert_eq!(sample_count(250, 200), 3); // 0, 200, 250
+        assert_eq!(sample_count(1, 200), 2); // 0, 1
+    }
+
+    #[test]
+    fn flushes_at_least_every_interval() {
+        assert!(is_flush_step(400, 1000, 200));
+        assert!(is_flush_step(1000, 1000, 200));
+        assert!(!is_flush_step(401, 1000, 200));
+    }
+}
