@@ -2,6 +2,8 @@
 //! [`run`] and maps the error to an exit code.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -11,7 +13,7 @@ use crate::grid::{self, GridLayout};
 use crate::metrics;
 use crate::plot;
 use crate::run_dir::{self, RunDir};
-use crate::train::{self, TrainOutcome};
+use crate::train::{self, Options, TrainOutcome};
 
 /// Train GANs, watch them learn, judge what they make, never lose a run.
 #[derive(Debug, Parser)]
@@ -25,6 +27,9 @@ pub struct Cli {
 pub enum Command {
     /// Train a GAN (by default the classic MNIST "simple GAN": 30,000 iterations of batch 32).
     Train(TrainArgs),
+    /// Continue a stopped run exactly where its newest valid checkpoint left it
+    /// (same as `gantry train --resume RUN_DIR`).
+    Resume(ResumeArgs),
     /// Draw a grid of samples from a trained run's generator.
     Sample(SampleArgs),
     /// (Re)draw a run's loss and accuracy charts from its metrics.csv.
@@ -63,6 +68,26 @@ pub struct TrainArgs {
     /// Replace an existing non-empty run folder (its contents are deleted).
     #[arg(long)]
     pub force: bool,
+    /// Continue the run in RUN_DIR (or from the checkpoint folder given) instead of starting one.
+    /// Only --iterations, --threads, --sample-interval, --data and --config may change; the
+    /// architecture may not.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The run folder (or one of its checkpoints/step_NNNNNN folders).
+    pub run: PathBuf,
+    /// Extend the run to N iterations.
+    #[arg(long, value_name = "N")]
+    pub iterations: Option<usize>,
+    /// Compute threads (use the original number for a bit-identical continuation).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -89,16 +114,52 @@ pub struct PlotArgs {
     pub run: PathBuf,
 }
 
-/// Run a parsed command line.
-pub fn run(cli: Cli) -> Result<()> {
+/// Exit code of a run stopped by SIGINT or SIGTERM after it saved its checkpoint.
+pub const EXIT_STOPPED: i32 = 130;
+
+/// Run a parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Train(args) => train_command(args),
-        Command::Sample(args) => sample_command(args),
-        Command::Plot(args) => plot_command(args),
+        Command::Resume(args) => train_command(TrainArgs {
+            config: None,
+            data: None,
+            dataset: None,
+            iterations: args.iterations,
+            batch_size: None,
+            sample_interval: None,
+            seed: None,
+            threads: args.threads,
+            out: None,
+            force: false,
+            resume: Some(args.run),
+            quiet: args.quiet,
+        }),
+        Command::Sample(args) => sample_command(args).map(|()| 0),
+        Command::Plot(args) => plot_command(args).map(|()| 0),
     }
 }
 
-fn train_command(args: TrainArgs) -> Result<()> {
+/// Stop requests from SIGINT/SIGTERM: the first asks the loop to checkpoint and stop, a second
+/// exits at once.
+fn install_stop_handler() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let installed = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\ngantry: second signal, exiting now");
+            std::process::exit(EXIT_STOPPED);
+        }
+        eprintln!("\ngantry: stopping after this iteration and saving a checkpoint (signal again to exit at once)");
+    });
+    if let Err(e) = installed {
+        eprintln!("warning: cannot handle SIGINT/SIGTERM ({e}); an interrupted run resumes from its last checkpoint");
+    }
+    stop
+}
+
+fn train_command(args: TrainArgs) -> Result<i32> {
+    let options = Options { progress: !args.quiet, stop: Some(install_stop_handler()), stop_after: None };
     let overrides = Overrides {
         dataset: args.dataset,
         data_dir: args.data,
@@ -108,6 +169,16 @@ fn train_command(args: TrainArgs) -> Result<()> {
         seed: args.seed,
         threads: args.threads,
     };
+    if let Some(run) = &args.resume {
+        if args.out.is_some() || args.force || args.seed.is_some() || args.batch_size.is_some() || args.dataset.is_some() {
+            return Err(Error::config(
+                "--resume",
+                "continues a run as it was: --out, --force, --seed, --batch-size and --dataset do not apply",
+            ));
+        }
+        let outcome = train::resume(run, args.config.as_deref(), &overrides, &options)?;
+        return Ok(report(&outcome));
+    }
     let config = Config::resolve(args.config.as_deref(), &overrides)?;
     let out = args
         .out
@@ -121,9 +192,25 @@ fn train_command(args: TrainArgs) -> Result<()> {
         config.effective_threads(),
         out.display()
     );
-    let outcome = train::train(&config, &out, args.force, !args.quiet)?;
-    print!("{}", summary(&outcome));
-    Ok(())
+    let outcome = train::start(&config, &out, args.force, &options)?;
+    Ok(report(&outcome))
+}
+
+/// Print the end of a run and choose the exit code.
+fn report(outcome: &TrainOutcome) -> i32 {
+    match outcome.stopped_at {
+        Some(it) => {
+            eprintln!(
+                "gantry: stopped at iteration {it}; checkpoint saved. Continue with:\n  gantry train --resume {}",
+                outcome.run.root().display()
+            );
+            EXIT_STOPPED
+        }
+        None => {
+            print!("{}", summary(outcome));
+            0
+        }
+    }
 }
 
 /// The end-of-run table: each metric's mean over the last 10% of iterations, and where things are.
@@ -144,7 +231,7 @@ pub fn summary(outcome: &TrainOutcome) -> String {
     s.push_str(&format!(
         "  (equilibrium: acc 0.5, d_out 0.5, losses ln 2 = {:.4})\n\nOutputs in {}:\n  \
          metrics.csv, d_loss_real.npy, d_loss_fake.npy, g_loss.npy, d_output.npy\n  \
-         samples/ (grids), plots/ (curves_raw, curves_smoothed), weights/, config.toml, run.json\n",
+         samples/ (grids), plots/ (curves_raw, curves_smoothed), weights/, checkpoints/, config.toml, run.json\n",
         std::f64::consts::LN_2,
         outcome.run.root().display()
     ));

@@ -36,6 +36,7 @@ pub struct Config {
     pub model: ModelConfig,
     pub train: TrainConfig,
     pub output: OutputConfig,
+    pub checkpoint: CheckpointConfig,
 }
 
 /// Where the images come from.
@@ -146,6 +147,24 @@ impl Default for OutputConfig {
     }
 }
 
+/// When checkpoints are written and how many are kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Checkpoint every this many iterations; 0 means every `output.sample_interval`.
+    pub every: usize,
+    /// Also checkpoint when this many minutes of wall time have passed since the last one (0: off).
+    pub every_minutes: f64,
+    /// Number of checkpoints kept (the newest; the one a run resumed from is never deleted).
+    pub keep: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self { every: 0, every_minutes: 10.0, keep: 3 }
+    }
+}
+
 /// Values given on the command line; each one that is set replaces the file's value.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -252,6 +271,11 @@ impl Config {
         positive("output.grid_rows", o.grid_rows, 64)?;
         positive("output.grid_cols", o.grid_cols, 64)?;
         positive("output.smoothing_window", o.smoothing_window, 1_000_000)?;
+        let c = &self.checkpoint;
+        if !(c.every_minutes.is_finite() && c.every_minutes >= 0.0) {
+            return Err(Error::config("checkpoint.every_minutes", format!("must be >= 0, found {}", c.every_minutes)));
+        }
+        positive("checkpoint.keep", c.keep, 1_000_000)?;
         Ok(())
     }
 
@@ -259,6 +283,38 @@ impl Config {
     pub fn to_toml(&self) -> String {
         let body = toml::to_string_pretty(self).expect("a Config always serializes to TOML");
         format!("# gantry run configuration (resolved: defaults, then file, then command line)\n\n{body}")
+    }
+
+    /// Checkpoint interval in iterations (`checkpoint.every`, or the sample interval when 0).
+    pub fn checkpoint_every(&self) -> usize {
+        match self.checkpoint.every {
+            0 => self.output.sample_interval,
+            n => n,
+        }
+    }
+
+    /// The architecture part of the config as `key = value` lines: what a checkpoint's weights
+    /// depend on.
+    pub fn architecture(&self) -> Vec<(String, String)> {
+        let value = toml::Value::try_from(&self.model).expect("ModelConfig serializes");
+        let table = value.as_table().expect("ModelConfig is a table");
+        table.iter().map(|(k, v)| (format!("model.{k}"), v.to_string())).collect()
+    }
+
+    /// SHA-256 of [`Self::architecture`], stored in checkpoints.
+    pub fn architecture_hash(&self) -> String {
+        let text: String = self.architecture().iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        crate::checkpoint::sha256_hex(text.as_bytes())
+    }
+
+    /// Architecture keys whose values differ between `self` and `other`, as `key: a -> b`.
+    pub fn architecture_diff(&self, other: &Config) -> Vec<String> {
+        self.architecture()
+            .into_iter()
+            .zip(other.architecture())
+            .filter(|(a, b)| a.1 != b.1)
+            .map(|(a, b)| format!("{}: {} -> {}", a.0, a.1, b.1))
+            .collect()
     }
 
     /// Compute threads to use: the configured number, or one per available core.
@@ -354,6 +410,21 @@ mod tests {
         c.apply(&Overrides { iterations: Some(7), ..Default::default() });
         assert_eq!(c.train.iterations, 7);
         assert_eq!(c.train.seed, 3);
+    }
+
+    #[test]
+    fn architecture_changes_are_listed_key_by_key() {
+        let a = Config::default();
+        let mut b = a.clone();
+        b.train.iterations = 60_000;
+        assert!(a.architecture_diff(&b).is_empty());
+        assert_eq!(a.architecture_hash(), b.architecture_hash());
+        b.model.latent_dim = 64;
+        b.model.g_hidden = vec![128, 256];
+        let diff = a.architecture_diff(&b);
+        assert_eq!(diff.len(), 2, "{diff:?}");
+        assert!(diff[0].contains("model.g_hidden") && diff[1].contains("model.latent_dim: 100 -> 64"), "{diff:?}");
+        assert_ne!(a.architecture_hash(), b.architecture_hash());
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub enum Error {
     #[error("run folder {path}: {problem}")]
     RunDir { path: PathBuf, problem: String },
 
+    /// A checkpoint is missing, damaged or does not fit this run.
+    #[error("checkpoint {path}: {problem}")]
+    Checkpoint { path: PathBuf, problem: String },
+
     /// Saving or loading model weights failed.
     #[error("weights {path}: {problem}")]
     Weights { path: PathBuf, problem: String },
@@ -79,7 +83,8 @@ impl Error {
             | Error::ConfigValue { .. }
             | Error::BadDataFile { .. }
             | Error::DataNotFound(_)
-            | Error::RunDir { .. } => 2,
+            | Error::RunDir { .. }
+            | Error::Checkpoint { .. } => 2,
             _ => 1,
         }
     }

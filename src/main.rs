@@ -1,12 +1,17 @@
 //! The `gantry` binary: parse the command line, run it, map errors to exit codes (0 success,
-//! 1 runtime failure, 2 bad input: config, data or run folder).
+//! 1 runtime failure, 2 bad input: config, data, run folder or checkpoint, 130 stopped by a
+//! signal after saving a checkpoint).
 
 use clap::Parser;
 
 fn main() {
     let cli = gantry::cli::Cli::parse();
-    if let Err(err) = gantry::cli::run(cli) {
-        eprintln!("error: {err}");
-        std::process::exit(err.exit_code());
-    }
+    let code = match gantry::cli::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err}");
+            err.exit_code()
+        }
+    };
+    std::process::exit(code);
 }

@@ -3,7 +3,8 @@
 //! D's mean outputs) that `np.load` reads unmodified.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
+
 use std::path::{Path, PathBuf};
 
 use npyz::WriterBuilder;
@@ -66,7 +67,9 @@ impl CsvLog {
     /// Create (truncate) the CSV file and write its header.
     pub fn create(path: &Path) -> Result<Self> {
         let file = File::create(path).at("create", path)?;
-        let mut writer = csv::Writer::from_writer(BufWriter::new(file));
+        // The header is written once here, not by `serialize`, so that a run with no rows
+        // still has it.
+        let mut writer = csv::WriterBuilder::new().has_headers(false).from_writer(BufWriter::new(file));
         writer.write_record(CSV_COLUMNS).map_err(|e| csv_err(path, e))?;
         Ok(Self { path: path.to_path_buf(), writer })
     }
@@ -75,10 +78,56 @@ impl CsvLog {
         self.writer.serialize(r).map_err(|e| csv_err(&self.path, e))
     }
 
+    /// Open an existing CSV (header already there) to append rows.
+    pub fn open_append(path: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new().append(true).open(path).at("open", path)?;
+        let writer = csv::WriterBuilder::new().has_headers(false).from_writer(BufWriter::new(file));
+        Ok(Self { path: path.to_path_buf(), writer })
+    }
+
     /// Push buffered rows to the file.
     pub fn flush(&mut self) -> Result<()> {
         self.writer.flush().at("flush", &self.path)
     }
+
+    /// Push buffered rows and make them durable (before a checkpoint that counts on them).
+    pub fn sync(&mut self) -> Result<()> {
+        self.flush()?;
+        self.writer.get_ref().get_ref().sync_data().at("sync", &self.path)
+    }
+}
+
+/// Keep the header and the first `rows` rows of a metrics CSV (rows of iterations a resumed run
+/// will redo are dropped; a half-written last line from a crash goes with them). The kept rows
+/// must be exactly iterations `0..rows`. Rewritten atomically; returns the kept records.
+pub fn truncate_csv(path: &Path, rows: usize) -> Result<Vec<IterationRecord>> {
+    let text = std::fs::read_to_string(path).at("read", path)?;
+    let mut lines = text.split_inclusive('\n');
+    let header = lines.next().unwrap_or_default();
+    if header.trim_end() != CSV_COLUMNS.join(",") {
+        return Err(Error::bad_data(path, "missing or unexpected CSV header"));
+    }
+    let kept: Vec<&str> = lines.take(rows).collect();
+    let body: String = std::iter::once(header).chain(kept.iter().copied()).collect();
+    let mut reader = csv::ReaderBuilder::new().from_reader(body.as_bytes());
+    let mut records = Vec::with_capacity(rows);
+    for (i, row) in reader.deserialize::<IterationRecord>().enumerate() {
+        let r = row.map_err(|e| Error::bad_data(path, format!("row {}: {e}", i + 1)))?;
+        if r.iteration != i {
+            return Err(Error::bad_data(path, format!("row {} is iteration {}, expected {i}", i + 1, r.iteration)));
+        }
+        records.push(r);
+    }
+    if records.len() != rows || !body.ends_with('\n') && rows > 0 {
+        return Err(Error::bad_data(
+            path,
+            format!("holds {} complete rows, the checkpoint needs {rows}", records.len()),
+        ));
+    }
+    let tmp = path.with_extension("csv.tmp");
+    crate::checkpoint::write_synced(&tmp, body.as_bytes())?;
+    std::fs::rename(&tmp, path).at("rename into place", path)?;
+    Ok(records)
 }
 
 fn csv_err(path: &Path, e: csv::Error) -> Error {
@@ -142,17 +191,6 @@ pub fn tail_means(records: &[IterationRecord], fraction: f64) -> Vec<(&'static s
         .collect()
 }
 
-/// Flush `writer` to disk and make sure it was written.
-pub fn sync_file(path: &Path) -> Result<()> {
-    File::open(path).at("open", path)?.sync_all().at("sync", path)?;
-    Ok(())
-}
-
-/// Write bytes to a file, naming the path on failure.
-pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = File::create(path).at("create", path)?;
-    f.write_all(bytes).at("write", path)
-}
 
 #[cfg(test)]
 mod tests {
@@ -175,6 +213,33 @@ mod tests {
         assert_eq!(read_csv(&path).unwrap(), rows);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("iteration,d_loss_real,d_loss_fake,d_loss,acc_real"));
+        assert_eq!(text.lines().count(), 4, "one header line and three rows:\n{text}");
+    }
+
+    #[test]
+    fn truncation_keeps_whole_rows_and_drops_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.csv");
+        let mut log = CsvLog::create(&path).unwrap();
+        for i in 0..5 {
+            log.append(&rec(i, i as f32)).unwrap();
+        }
+        log.flush().unwrap();
+        // A crash mid-write leaves half a line.
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("5,0.1,0.");
+        std::fs::write(&path, &text).unwrap();
+        let kept = truncate_csv(&path, 3).unwrap();
+        assert_eq!(kept.len(), 3);
+        assert_eq!(read_csv(&path).unwrap(), kept);
+        // Appending continues after the kept rows.
+        let mut log = CsvLog::open_append(&path).unwrap();
+        log.append(&rec(3, 3.0)).unwrap();
+        log.flush().unwrap();
+        assert_eq!(read_csv(&path).unwrap().len(), 4);
+        // Asking for more rows than are complete is an error naming the file.
+        let err = truncate_csv(&path, 10).unwrap_err().to_string();
+        assert!(err.contains("metrics.csv") && err.contains("needs 10"), "{err}");
     }
 
     #[test]
@@ -185,8 +250,9 @@ mod tests {
         let bytes = std::fs::read(dir.path().join("d_loss_real.npy")).unwrap();
         assert_eq!(&bytes[..6], b"\x93NUMPY");
         let header = String::from_utf8_lossy(&bytes[10..]);
-        assert!(header.contains("'descr': '<f8'") && header.contains("'shape': (5, 2)"), "{header}");
-        let g = npyz::NpyFile::new(&std::fs::read(dir.path().join("g_loss.npy")).unwrap()[..]).unwrap();
+        assert!(header.contains("'descr': '<f8'") && header.contains("'shape': (5, 2"), "{header}");
+        let g_bytes = std::fs::read(dir.path().join("g_loss.npy")).unwrap();
+        let g = npyz::NpyFile::new(&g_bytes[..]).unwrap();
         assert_eq!(g.shape(), &[5]);
         let v: Vec<f64> = g.into_vec().unwrap();
         assert_eq!(v, vec![0.0, 2.0, 4.0, 6.0, 8.0]);

@@ -6,7 +6,7 @@
 //! D returns the logit; the sigmoid lives in the loss (binary cross-entropy from logits), which is
 //! what Keras' TF backend computes for a sigmoid output and is numerically stable.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, ModuleMapper, Param, ParamId, RunningState};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::activation::{leaky_relu, tanh};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -49,7 +49,22 @@ impl Generator {
             width = w;
         }
         let output = dense(width, pixels, rng, device);
-        Self { hidden, norms, output, leaky_slope: cfg.leaky_slope }
+        let g = Self { hidden, norms, output, leaky_slope: cfg.leaky_slope };
+        g.with_stable_ids(GENERATOR_IDS)
+    }
+
+    /// Give every parameter and BatchNorm statistic a fixed id (instead of a random one), so that
+    /// saved weights depend only on their values and a resumed run writes the same bytes.
+    fn with_stable_ids(self, base: u64) -> Self {
+        let mut mapper = StableIds { next: base };
+        let mut g = self.map(&mut mapper);
+        for norm in &mut g.norms {
+            for state in [&mut norm.running_mean, &mut norm.running_var] {
+                *state = RunningState::with_id(ParamId::from(mapper.next), state.value_sync());
+                mapper.next += 1;
+            }
+        }
+        g
     }
 
     /// `z` [batch, latent] -> images [batch, pixels] in [-1, 1].
@@ -74,7 +89,7 @@ impl Discriminator {
             width = w;
         }
         let output = dense(width, 1, rng, device);
-        Self { hidden, output, leaky_slope: cfg.leaky_slope }
+        Self { hidden, output, leaky_slope: cfg.leaky_slope }.map(&mut StableIds { next: DISCRIMINATOR_IDS })
     }
 
     /// Images [batch, pixels] -> logits [batch, 1].
@@ -84,6 +99,24 @@ impl Discriminator {
             x = leaky_relu(linear.forward(x), self.leaky_slope);
         }
         self.output.forward(x)
+    }
+}
+
+/// First parameter id of each network (see [`Generator::with_stable_ids`]).
+const GENERATOR_IDS: u64 = 1_000;
+const DISCRIMINATOR_IDS: u64 = 2_000;
+
+/// Renumbers parameters in visiting order (the modules' field order).
+struct StableIds {
+    next: u64,
+}
+
+impl ModuleMapper for StableIds {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (_, value, mapper) = param.consume();
+        let id = ParamId::from(self.next);
+        self.next += 1;
+        Param::from_mapped_value(id, value, mapper)
     }
 }
 

@@ -9,12 +9,17 @@
 //!   samples/step_000000.png ...   fixed-noise grids (after N iterations)
 //!   plots/curves_raw.{png,svg}  plots/curves_smoothed.{png,svg}
 //!   weights/generator.bpk  weights/discriminator.bpk   (burn's burnpack format)
+//!   weights/generator.safetensors                        (for Python and other tools)
+//!   checkpoints/step_NNNNNN/                              (see `checkpoint`)
+//!   run.json             facts about the run (data file, threads, wall time)
+//!   .lock                held by the process writing the run
 //! ```
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::lock::{LOCK_FILE, RunLock};
 
 /// Paths inside one run folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,28 +40,43 @@ impl RunDir {
         Ok(Self { root })
     }
 
-    /// Create a run folder for a new run. An existing non-empty folder is refused unless `force`,
-    /// in which case its previous contents are removed first.
-    pub fn create(root: impl Into<PathBuf>, force: bool) -> Result<Self> {
+    /// Create a run folder for a new run and take its lock. An existing non-empty folder is
+    /// refused unless `force`, in which case its previous contents are removed first (never while
+    /// another process holds its lock).
+    pub fn create_locked(root: impl Into<PathBuf>, force: bool) -> Result<(Self, RunLock)> {
         let root = root.into();
-        if is_non_empty_dir(&root)? {
-            if !force {
-                return Err(Error::RunDir {
-                    path: root,
-                    problem: "already exists and is not empty; choose another --out, or pass --force to \
-                              replace it"
-                        .into(),
-                });
-            }
-            fs::remove_dir_all(&root).at("remove old run folder", &root)?;
-        } else if root.exists() && !root.is_dir() {
+        if root.exists() && !root.is_dir() {
             return Err(Error::RunDir { path: root, problem: "exists and is not a folder".into() });
         }
+        let non_empty = is_non_empty_dir(&root)?;
+        if non_empty && !force {
+            return Err(Error::RunDir {
+                path: root,
+                problem: "already exists and is not empty; choose another --out, resume it with --resume, or \
+                          pass --force to replace it"
+                    .into(),
+            });
+        }
+        fs::create_dir_all(&root).at("create", &root)?;
+        let lock = RunLock::acquire(&root)?;
+        if non_empty {
+            for entry in fs::read_dir(&root).at("list", &root)? {
+                let path = entry.at("list", &root)?.path();
+                if path.file_name().is_some_and(|n| n == LOCK_FILE) {
+                    continue;
+                }
+                if path.is_dir() {
+                    fs::remove_dir_all(&path).at("remove", &path)?;
+                } else {
+                    fs::remove_file(&path).at("remove", &path)?;
+                }
+            }
+        }
         let dir = Self { root };
-        for sub in [dir.root.clone(), dir.samples_dir(), dir.plots_dir(), dir.weights_dir()] {
+        for sub in [dir.samples_dir(), dir.plots_dir(), dir.weights_dir(), dir.checkpoints_dir()] {
             fs::create_dir_all(&sub).at("create", &sub)?;
         }
-        Ok(dir)
+        Ok((dir, lock))
     }
 
     pub fn root(&self) -> &Path {
@@ -76,6 +96,12 @@ impl RunDir {
     }
     pub fn weights_dir(&self) -> PathBuf {
         self.root.join("weights")
+    }
+    pub fn checkpoints_dir(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+    pub fn generator_safetensors(&self) -> PathBuf {
+        self.weights_dir().join("generator.safetensors")
     }
     pub fn generator_weights(&self) -> PathBuf {
         self.weights_dir().join("generator.bpk")
@@ -121,10 +147,10 @@ mod tests {
         let root = tmp.path().join("run");
         fs::create_dir_all(&root).unwrap();
         fs::write(root.join("precious.txt"), "keep me").unwrap();
-        let err = RunDir::create(&root, false).unwrap_err();
+        let err = RunDir::create_locked(&root, false).unwrap_err();
         assert!(err.to_string().contains("--force"), "{err}");
         assert_eq!(fs::read_to_string(root.join("precious.txt")).unwrap(), "keep me");
-        RunDir::create(&root, true).unwrap();
+        RunDir::create_locked(&root, true).unwrap();
         assert!(!root.join("precious.txt").exists());
         assert!(root.join("samples").is_dir());
     }
@@ -132,9 +158,19 @@ mod tests {
     #[test]
     fn empty_folder_is_fine() {
         let tmp = tempfile::tempdir().unwrap();
-        let run = RunDir::create(tmp.path(), false).unwrap();
+        let (run, _lock) = RunDir::create_locked(tmp.path(), false).unwrap();
         assert!(run.weights_dir().is_dir());
         assert_eq!(run.sample_grid(200).file_name().unwrap(), "step_000200.png");
+    }
+
+    #[test]
+    fn a_running_runs_folder_cannot_be_forced_away() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_run, _held) = RunDir::create_locked(tmp.path(), false).unwrap();
+        fs::write(tmp.path().join("metrics.csv"), "x").unwrap();
+        let err = RunDir::create_locked(tmp.path(), true).unwrap_err().to_string();
+        assert!(err.contains("in use"), "{err}");
+        assert!(tmp.path().join("metrics.csv").exists());
     }
 
     #[test]

@@ -5,18 +5,25 @@
 pub mod schedule;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use burn::module::Module;
+use burn::store::ModuleRecord;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_sigmoid;
 use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::checkpoint::{self, RngState, Snapshot, TrainingState, policy};
+use crate::config::{Config, Overrides};
+use crate::lock::RunLock;
 use crate::data::{self, TrainingImages};
 use crate::error::{Error, IoContext, Result};
+use crate::export;
 use crate::grid::{self, GridLayout};
 use crate::metrics::{self, CsvLog, IterationRecord};
 use crate::model::{Discriminator, Generator};
@@ -54,30 +61,168 @@ impl RunInfo {
     }
 }
 
-/// What a finished run leaves behind, for the caller's summary.
+/// What a run leaves behind, for the caller's summary.
 #[derive(Debug)]
 pub struct TrainOutcome {
     pub run: RunDir,
+    /// Every iteration's record, from iteration 0 (resumed runs include the earlier rows).
     pub records: Vec<IterationRecord>,
     pub info: RunInfo,
+    /// Set when a stop request ended the run early: the iteration its checkpoint holds.
+    pub stopped_at: Option<usize>,
+    /// The checkpoint iteration a resumed run continued from.
+    pub resumed_from: Option<usize>,
+}
+
+/// How a run is driven, beyond its config.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Show a progress bar on the terminal.
+    pub progress: bool,
+    /// Raised by a signal handler: finish the current iteration, checkpoint, stop.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Stop as a signal would once this many iterations are done (for tests and scripted pauses).
+    pub stop_after: Option<usize>,
+}
+
+impl Options {
+    fn stop_requested(&self, done: usize) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) || self.stop_after == Some(done)
+    }
 }
 
 /// Train a GAN as `config` says into the run folder `out` (refused if it exists and is not empty,
 /// unless `force`). `progress` shows a progress bar on the terminal.
 pub fn train(config: &Config, out: &Path, force: bool, progress: bool) -> Result<TrainOutcome> {
+    start(config, out, force, &Options { progress, ..Default::default() })
+}
+
+/// Start a new run in `out`.
+pub fn start(config: &Config, out: &Path, force: bool, options: &Options) -> Result<TrainOutcome> {
     config.validate()?;
     // Read the data before creating anything, so a data error leaves no empty run folder.
     let images = data::load_training_images(config.data.dataset, config.data.dir.as_deref())?;
-    let run = RunDir::create(out, force)?;
-    std::fs::write(run.config(), config.to_toml()).at("write", run.config())?;
+    let (run, lock) = RunDir::create_locked(out, force)?;
+    write_config(&run, config)?;
+    let mut streams = Streams::new(config.train.seed);
+    let gan = Gan::new(config, images.dim(), &mut streams);
+    let layout = grid_layout(config, &images);
+    // The fixed noise of every sample grid, drawn once: [rows * cols, latent].
+    let mut fixed_noise = Vec::new();
+    rng::normal(&mut streams.fixed, layout.rows * layout.cols * config.model.latent_dim, &mut fixed_noise);
+    let csv = CsvLog::create(&run.metrics_csv())?;
+    grid::save_png(&run.sample_grid(0), &gan.generate(&fixed_noise), layout)?;
+    let session = Session { gan, streams, fixed_noise, records: Vec::new(), csv, wall_before: 0.0, resumed_from: None };
+    finish(config, &images, run, session, options, lock)
+}
 
+/// Continue the run in `path` (a run folder, or one of its checkpoint folders) from its newest
+/// valid checkpoint (or the one named). `file` and `overrides` may extend the run; changing the
+/// architecture is refused.
+pub fn resume(path: &Path, file: Option<&Path>, overrides: &Overrides, options: &Options) -> Result<TrainOutcome> {
+    let (root, explicit) = match path.parent() {
+        Some(parent) if parent.file_name().is_some_and(|n| n == "checkpoints") => {
+            (parent.parent().unwrap_or(Path::new(".")).to_path_buf(), Some(path.to_path_buf()))
+        }
+        _ => (path.to_path_buf(), None),
+    };
+    let run = RunDir::open(&root)?;
+    let lock = RunLock::acquire(run.root())?;
+    if let Some(pid) = lock.took_over_from {
+        eprintln!("gantry: taking over the lock of process {pid}, which is no longer running");
+    }
+    let saved = Config::from_file(&run.config())?;
+    let mut config = match file {
+        Some(f) => Config::from_file(f)?,
+        None => saved.clone(),
+    };
+    config.apply(overrides);
+    config.validate()?;
+    let diff = saved.architecture_diff(&config);
+    if !diff.is_empty() {
+        return Err(Error::config(
+            "model",
+            format!("a resumed run cannot change its architecture; differing keys:\n  {}", diff.join("\n  ")),
+        ));
+    }
+    let images = data::load_training_images(config.data.dataset, config.data.dir.as_deref())?;
+
+    for leftover in checkpoint::clean_leftovers(&run.checkpoints_dir())? {
+        eprintln!("gantry: removed an unfinished checkpoint save: {}", leftover.display());
+    }
+    let found = match &explicit {
+        Some(p) => Some((p.clone(), checkpoint::load(p)?)),
+        None => {
+            let (found, warnings) = checkpoint::newest_valid(&run.checkpoints_dir())?;
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            found
+        }
+    };
+    let Some((ckpt_path, snapshot)) = found else {
+        eprintln!("warning: {} has no valid checkpoint; starting the run over", run.root().display());
+        drop(lock);
+        return start(&config, run.root(), true, options);
+    };
+    let state = &snapshot.state;
+    if state.architecture_hash != config.architecture_hash() {
+        return Err(Error::Checkpoint { path: ckpt_path, problem: "was written by a different architecture".into() });
+    }
+    if state.iteration > config.train.iterations {
+        return Err(Error::config(
+            "train.iterations",
+            format!("the checkpoint is at iteration {}, beyond the {} asked for", state.iteration, config.train.iterations),
+        ));
+    }
+    write_config(&run, &config)?;
+    let streams = state.streams(&ckpt_path)?;
+    let gan = Gan::new(&config, images.dim(), &mut Streams::new(config.train.seed)).load(&snapshot, &ckpt_path)?;
+    // Rows after the checkpoint are redone: drop them (no duplicates, no gaps).
+    let records = metrics::truncate_csv(&run.metrics_csv(), state.iteration)?;
+    let csv = CsvLog::open_append(&run.metrics_csv())?;
+    eprintln!("gantry: resuming {} from iteration {}", run.root().display(), state.iteration);
+    let session = Session {
+        gan,
+        streams,
+        fixed_noise: state.fixed_noise.clone(),
+        records,
+        csv,
+        wall_before: state.wall_seconds,
+        resumed_from: Some(state.iteration),
+    };
+    finish(&config, &images, run, session, options, lock)
+}
+
+/// The mutable state of a run in progress.
+struct Session {
+    gan: Gan,
+    streams: Streams,
+    fixed_noise: Vec<f32>,
+    records: Vec<IterationRecord>,
+    csv: CsvLog,
+    /// Training-loop wall time of earlier processes (resumed runs).
+    wall_before: f64,
+    resumed_from: Option<usize>,
+}
+
+/// Run the loop on the configured threads, then write the end-of-run files.
+fn finish(
+    config: &Config,
+    images: &TrainingImages,
+    run: RunDir,
+    mut session: Session,
+    options: &Options,
+    _lock: RunLock,
+) -> Result<TrainOutcome> {
     let threads = config.effective_threads();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .map_err(|e| Error::config("train.threads", format!("cannot start {threads} threads: {e}")))?;
-    let (records, wall) = pool.install(|| training_loop(config, &images, &run, progress))?;
+    let stopped_at = pool.install(|| training_loop(config, images, &run, &mut session, options))?;
 
+    let records = session.records;
     let info = RunInfo {
         gantry_version: env!("CARGO_PKG_VERSION").to_string(),
         data_file: images.source.display().to_string(),
@@ -85,53 +230,58 @@ pub fn train(config: &Config, out: &Path, force: bool, progress: bool) -> Result
         image_cols: images.cols,
         threads,
         iterations_done: records.len(),
-        wall_seconds: wall.as_secs_f64(),
+        wall_seconds: session.wall_before,
     };
     info.write(&run)?;
-    metrics::write_npy_files(run.root(), &records)?;
-    plot::write_curves(&run.plots_dir(), &records, config.output.smoothing_window)?;
-    Ok(TrainOutcome { run, records, info })
+    if stopped_at.is_none() {
+        session.gan.save_weights(&run)?;
+        metrics::write_npy_files(run.root(), &records)?;
+        plot::write_curves(&run.plots_dir(), &records, config.output.smoothing_window)?;
+    }
+    Ok(TrainOutcome { run, records, info, stopped_at, resumed_from: session.resumed_from })
 }
 
-/// The loop itself; returns every iteration's record and the loop's wall time.
+/// The loop itself, from the session's iteration to the configured total. Returns the iteration
+/// it stopped at when a stop was requested.
 fn training_loop(
     config: &Config,
     images: &TrainingImages,
     run: &RunDir,
-    progress: bool,
-) -> Result<(Vec<IterationRecord>, Duration)> {
+    s: &mut Session,
+    options: &Options,
+) -> Result<Option<usize>> {
     let total = config.train.iterations;
     let interval = config.output.sample_interval;
-    let mut streams = Streams::new(config.train.seed);
-    let mut gan = Gan::new(config, images.dim(), &mut streams);
+    let layout = grid_layout(config, images);
+    let first = s.records.len();
+    let bar = progress_bar(total, options.progress);
+    bar.set_position(first as u64);
 
-    // The fixed noise of every sample grid, drawn once: [rows * cols, latent].
-    let layout = GridLayout {
-        rows: config.output.grid_rows,
-        cols: config.output.grid_cols,
-        tile_h: images.rows,
-        tile_w: images.cols,
-    };
-    let mut fixed_noise = Vec::new();
-    rng::normal(&mut streams.fixed, layout.rows * layout.cols * config.model.latent_dim, &mut fixed_noise);
-
-    let mut csv = CsvLog::create(&run.metrics_csv())?;
-    let mut records = Vec::with_capacity(total);
-    let bar = progress_bar(total, progress);
-    grid::save_png(&run.sample_grid(0), &gan.generate(&fixed_noise), layout)?;
-
-    let start = Instant::now();
-    for iteration in 0..total {
-        let record = gan.step(iteration, images, &mut streams);
-        csv.append(&record)?;
-        records.push(record);
+    let mut last_checkpoint = Instant::now();
+    let mut loop_start = Instant::now();
+    for iteration in first..total {
+        let record = s.gan.step(iteration, images, &mut s.streams);
+        s.csv.append(&record)?;
+        s.records.push(record);
 
         let done = iteration + 1;
         if schedule::is_flush_step(done, total, interval) {
-            csv.flush()?;
+            s.csv.flush()?;
         }
         if schedule::is_sample_step(done, total, interval) {
-            grid::save_png(&run.sample_grid(done), &gan.generate(&fixed_noise), layout)?;
+            grid::save_png(&run.sample_grid(done), &s.gan.generate(&s.fixed_noise), layout)?;
+        }
+        let stop = options.stop_requested(done);
+        let cp = &config.checkpoint;
+        if stop || policy::is_checkpoint_step(done, total, config.checkpoint_every(), last_checkpoint.elapsed(), cp.every_minutes) {
+            s.wall_before += loop_start.elapsed().as_secs_f64();
+            save_checkpoint(run, s, done, cp.keep)?;
+            last_checkpoint = Instant::now();
+            loop_start = Instant::now();
+        }
+        if stop {
+            bar.finish_and_clear();
+            return Ok(Some(done));
         }
         if schedule::is_display_step(done, total) {
             bar.set_message(format!(
@@ -141,12 +291,45 @@ fn training_loop(
         }
         bar.inc(1);
     }
-    let wall = start.elapsed();
+    s.wall_before += loop_start.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    csv.flush()?;
+    s.csv.flush()?;
+    Ok(None)
+}
 
-    gan.save_weights(run)?;
-    Ok((records, wall))
+/// Write the checkpoint after `done` iterations, then delete the ones beyond `keep`.
+fn save_checkpoint(run: &RunDir, s: &mut Session, done: usize, keep: usize) -> Result<()> {
+    // The metrics rows the checkpoint counts on must be on disk before it is.
+    s.csv.sync()?;
+    let snapshot = s.gan.snapshot(TrainingState {
+        format_version: checkpoint::FORMAT_VERSION,
+        iteration: done,
+        architecture_hash: s.gan.architecture_hash.clone(),
+        rng_init: RngState::capture(&s.streams.init),
+        rng_data: RngState::capture(&s.streams.data),
+        rng_noise: RngState::capture(&s.streams.noise),
+        rng_fixed: RngState::capture(&s.streams.fixed),
+        fixed_noise: s.fixed_noise.clone(),
+        wall_seconds: s.wall_before,
+    })?;
+    let dir = run.checkpoints_dir();
+    checkpoint::write(&dir, &snapshot)?;
+    let existing: Vec<usize> = checkpoint::list(&dir)?.into_iter().map(|(it, _)| it).collect();
+    for it in policy::to_delete(&existing, keep, s.resumed_from) {
+        let path = dir.join(checkpoint::folder_name(it));
+        std::fs::remove_dir_all(&path).at("remove old checkpoint", &path)?;
+    }
+    Ok(())
+}
+
+fn write_config(run: &RunDir, config: &Config) -> Result<()> {
+    let tmp = run.root().join("config.toml.tmp");
+    checkpoint::write_synced(&tmp, config.to_toml().as_bytes())?;
+    std::fs::rename(&tmp, run.config()).at("rename into place", run.config())
+}
+
+fn grid_layout(config: &Config, images: &TrainingImages) -> GridLayout {
+    GridLayout { rows: config.output.grid_rows, cols: config.output.grid_cols, tile_h: images.rows, tile_w: images.cols }
 }
 
 fn progress_bar(total: usize, visible: bool) -> ProgressBar {
@@ -178,6 +361,7 @@ struct Gan {
     /// The autodiff device training runs on, and its plain counterpart for inference.
     train_device: Device,
     plain_device: Device,
+    architecture_hash: String,
     indices: Vec<usize>,
     real: Vec<f32>,
     noise: Vec<f32>,
@@ -203,6 +387,7 @@ impl Gan {
             pixels,
             train_device,
             plain_device,
+            architecture_hash: config.architecture_hash(),
             indices: Vec::new(),
             real: Vec::new(),
             noise: Vec::new(),
@@ -276,15 +461,51 @@ impl Gan {
         self.g.valid().forward(z).into_data().try_into_vec().expect("the model computes in f32")
     }
 
-    /// Save both networks (inference snapshots, so BatchNorm statistics are current).
+    /// Save both networks (inference snapshots, so BatchNorm statistics are current), and the
+    /// generator as safetensors for use outside gantry.
     fn save_weights(&self, run: &RunDir) -> Result<()> {
         for (path, record) in [
             (run.generator_weights(), self.g.valid().into_record()),
             (run.discriminator_weights(), self.d.valid().into_record()),
         ] {
-            record.save(&path).map_err(|e| Error::Weights { path: path.clone(), problem: e.to_string() })?;
+            let bytes = record.into_bytes().map_err(|e| Error::Weights { path: path.clone(), problem: e.to_string() })?;
+            checkpoint::write_synced(&path, &bytes)?;
         }
-        Ok(())
+        export::save_safetensors(&self.g.valid(), &run.generator_safetensors())
+    }
+
+    /// The whole training state as a checkpoint. Weights are taken from `valid()` snapshots:
+    /// reading BatchNorm's running statistics right after a step would give values one update
+    /// stale, and a resume from them would drift.
+    fn snapshot(&self, state: TrainingState) -> Result<Snapshot> {
+        let fail = |what: &str, e: burn::store::RecordError| Error::Training {
+            iteration: state.iteration,
+            problem: format!("cannot serialize the {what}: {e}"),
+        };
+        Ok(Snapshot {
+            generator: self.g.valid().into_record().into_bytes().map_err(|e| fail("generator", e))?.to_vec(),
+            discriminator: self.d.valid().into_record().into_bytes().map_err(|e| fail("discriminator", e))?.to_vec(),
+            optimizer_g: self.opt_g.into_bytes().map_err(|e| fail("generator's optimizer", e))?.to_vec(),
+            optimizer_d: self.opt_d.into_bytes().map_err(|e| fail("discriminator's optimizer", e))?.to_vec(),
+            state,
+        })
+    }
+
+    /// Replace weights and optimizer states with a checkpoint's.
+    fn load(mut self, snapshot: &Snapshot, path: &Path) -> Result<Self> {
+        let bad = |file: &str, e: burn::store::RecordError| Error::Checkpoint {
+            path: path.join(file),
+            problem: format!("cannot be loaded: {e}"),
+        };
+        let bytes = |v: &Vec<u8>| burn::tensor::Bytes::from_bytes_vec(v.clone());
+        let record = ModuleRecord::from_bytes(bytes(&snapshot.generator)).map_err(|e| bad("generator.bpk", e))?;
+        // `valid()` snapshots were saved; `train()` puts the modules back on the autodiff device.
+        self.g = self.g.valid().try_load_record(record).map_err(|e| bad("generator.bpk", e))?.train();
+        let record = ModuleRecord::from_bytes(bytes(&snapshot.discriminator)).map_err(|e| bad("discriminator.bpk", e))?;
+        self.d = self.d.valid().try_load_record(record).map_err(|e| bad("discriminator.bpk", e))?.train();
+        self.opt_g = self.opt_g.from_bytes(bytes(&snapshot.optimizer_g)).map_err(|e| bad("optimizer_g.bpk", e))?;
+        self.opt_d = self.opt_d.from_bytes(bytes(&snapshot.optimizer_d)).map_err(|e| bad("optimizer_d.bpk", e))?;
+        Ok(self)
     }
 }
 

@@ -1,0 +1,434 @@
+//! Checkpoints: the whole training state, written all-or-nothing and verified before use.
+//!
+//! A checkpoint is a folder `checkpoints/step_NNNNNN/` holding
+//! - `generator.bpk`, `discriminator.bpk`: weights and BatchNorm statistics (burnpack);
+//! - `optimizer_g.bpk`, `optimizer_d.bpk`: both Adam states with their step counts, keyed by
+//!   parameter id (burn's record format, which safetensors alone cannot carry);
+//! - `state.json`: the iteration, every random stream's position, the fixed sample noise, a hash
+//!   of the architecture and the format version;
+//! - `manifest.json`, written last: each file's size and SHA-256.
+//!
+//! It is written into a temporary folder beside the final one, every file and the folder fsynced,
+//! then renamed into place and the parent fsynced. Only folders whose manifest matches their files
+//! count as checkpoints.
+
+pub mod policy;
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+use crate::rng::Streams;
+
+/// Version of the checkpoint layout; bumped on any incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+/// Prefix of the temporary folders a save writes into.
+const TMP_PREFIX: &str = ".tmp-";
+const MANIFEST: &str = "manifest.json";
+const STATE: &str = "state.json";
+/// The files of a checkpoint besides the manifest.
+pub const FILES: [&str; 5] = ["generator.bpk", "discriminator.bpk", "optimizer_g.bpk", "optimizer_d.bpk", STATE];
+
+/// Position of one ChaCha stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RngState {
+    /// The 32-byte key, hex.
+    pub seed: String,
+    pub stream: u64,
+    /// Position in 32-bit words (a u128, as a decimal string for JSON).
+    pub word_pos: String,
+}
+
+impl RngState {
+    pub fn capture(rng: &ChaCha8Rng) -> Self {
+        Self { seed: hex(&rng.get_seed()), stream: rng.get_stream(), word_pos: rng.get_word_pos().to_string() }
+    }
+
+    pub fn restore(&self, path: &Path) -> Result<ChaCha8Rng> {
+        let bad = |what: &str| Error::bad_data(path, format!("invalid random state: {what}"));
+        let bytes = unhex(&self.seed).filter(|b| b.len() == 32).ok_or_else(|| bad("seed"))?;
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&bytes);
+        let mut rng = ChaCha8Rng::from_seed(seed);
+        rng.set_stream(self.stream);
+        rng.set_word_pos(self.word_pos.parse::<u128>().map_err(|_| bad("word_pos"))?);
+        Ok(rng)
+    }
+}
+
+/// Everything of the training state that is not a tensor record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingState {
+    pub format_version: u32,
+    /// Iterations completed.
+    pub iteration: usize,
+    /// SHA-256 of the architecture part of the config (see [`crate::Config::architecture_hash`]).
+    pub architecture_hash: String,
+    pub rng_init: RngState,
+    pub rng_data: RngState,
+    pub rng_noise: RngState,
+    pub rng_fixed: RngState,
+    /// The fixed noise of the sample grids, [rows * cols * latent].
+    pub fixed_noise: Vec<f32>,
+    /// Wall time of the training loop so far, seconds.
+    pub wall_seconds: f64,
+}
+
+impl TrainingState {
+    pub fn streams(&self, path: &Path) -> Result<Streams> {
+        Ok(Streams {
+            init: self.rng_init.restore(path)?,
+            data: self.rng_data.restore(path)?,
+            noise: self.rng_noise.restore(path)?,
+            fixed: self.rng_fixed.restore(path)?,
+        })
+    }
+}
+
+/// A checkpoint in memory: the state and the four serialized records.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub state: TrainingState,
+    pub generator: Vec<u8>,
+    pub discriminator: Vec<u8>,
+    pub optimizer_g: Vec<u8>,
+    pub optimizer_d: Vec<u8>,
+}
+
+impl Snapshot {
+    fn files(&self) -> Vec<(&'static str, Vec<u8>)> {
+        let state = serde_json::to_vec_pretty(&self.state).expect("TrainingState serializes");
+        vec![
+            (FILES[0], self.generator.clone()),
+            (FILES[1], self.discriminator.clone()),
+            (FILES[2], self.optimizer_g.clone()),
+            (FILES[3], self.optimizer_d.clone()),
+            (FILES[4], state),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ManifestEntry {
+    name: String,
+    size: u64,
+    sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Manifest {
+    format_version: u32,
+    iteration: usize,
+    files: Vec<ManifestEntry>,
+}
+
+/// A step of [`write`] at which a test can make the save fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveFault {
+    /// A file write fails (as a full disk would).
+    WriteError,
+    /// The process dies after the data files, before the manifest.
+    BeforeManifest,
+    /// The process dies after the manifest, before the rename.
+    BeforeRename,
+}
+
+/// Folder name of the checkpoint after `iteration` iterations.
+pub fn folder_name(iteration: usize) -> String {
+    format!("step_{iteration:06}")
+}
+
+/// Write `snapshot` as `dir/step_NNNNNN`, all or nothing. Returns the checkpoint's folder.
+pub fn write(dir: &Path, snapshot: &Snapshot) -> Result<PathBuf> {
+    write_with_fault(dir, snapshot, None)
+}
+
+/// [`write`], failing on purpose at `fault` (for tests of what a crash leaves behind).
+pub fn write_with_fault(dir: &Path, snapshot: &Snapshot, fault: Option<SaveFault>) -> Result<PathBuf> {
+    fs::create_dir_all(dir).at("create", dir)?;
+    let name = folder_name(snapshot.state.iteration);
+    let tmp = dir.join(format!("{TMP_PREFIX}{name}-{}", std::process::id()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).at("remove", &tmp)?;
+    }
+    fs::create_dir(&tmp).at("create", &tmp)?;
+    let result = write_into(&tmp, dir, &name, snapshot, fault);
+    if result.is_err() && !matches!(fault, Some(SaveFault::BeforeManifest | SaveFault::BeforeRename)) {
+        // A real error (not a simulated crash): clean up now rather than at the next start.
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+fn write_into(tmp: &Path, dir: &Path, name: &str, snapshot: &Snapshot, fault: Option<SaveFault>) -> Result<PathBuf> {
+    let mut entries = Vec::new();
+    for (file, bytes) in snapshot.files() {
+        let path = tmp.join(file);
+        if fault == Some(SaveFault::WriteError) && file == FILES[2] {
+            return Err(Error::io("write", &path, std::io::Error::other("simulated write error")));
+        }
+        write_synced(&path, &bytes)?;
+        entries.push(ManifestEntry { name: file.to_string(), size: bytes.len() as u64, sha256: sha256_hex(&bytes) });
+    }
+    if fault == Some(SaveFault::BeforeManifest) {
+        return Err(simulated_crash(tmp));
+    }
+    let manifest = Manifest { format_version: FORMAT_VERSION, iteration: snapshot.state.iteration, files: entries };
+    write_synced(&tmp.join(MANIFEST), &serde_json::to_vec_pretty(&manifest).expect("manifest serializes"))?;
+    sync_dir(tmp)?;
+    if fault == Some(SaveFault::BeforeRename) {
+        return Err(simulated_crash(tmp));
+    }
+    let final_path = dir.join(name);
+    if final_path.exists() {
+        // Only an invalid leftover can be here (a valid newer one would have been resumed from).
+        fs::remove_dir_all(&final_path).at("remove stale checkpoint", &final_path)?;
+    }
+    fs::rename(tmp, &final_path).at("rename into place", &final_path)?;
+    sync_dir(dir)?;
+    Ok(final_path)
+}
+
+fn simulated_crash(path: &Path) -> Error {
+    Error::io("save (simulated crash)", path, std::io::Error::other("simulated crash"))
+}
+
+/// Remove the temporary folders of saves that never finished.
+pub fn clean_leftovers(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    if !dir.is_dir() {
+        return Ok(removed);
+    }
+    for entry in fs::read_dir(dir).at("list", dir)? {
+        let path = entry.at("list", dir)?.path();
+        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(TMP_PREFIX)) {
+            fs::remove_dir_all(&path).at("remove leftover", &path)?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
+}
+
+/// Committed checkpoint folders (valid or not), newest first, with their iteration.
+pub fn list(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let mut found = Vec::new();
+    if !dir.is_dir() {
+        return Ok(found);
+    }
+    for entry in fs::read_dir(dir).at("list", dir)? {
+        let path = entry.at("list", dir)?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some(it) = name.strip_prefix("step_").and_then(|s| s.parse::<usize>().ok()) {
+            found.push((it, path));
+        }
+    }
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok(found)
+}
+
+/// Read and verify a checkpoint folder: every file present, of the size and checksum its manifest
+/// says. The error names the first bad file.
+pub fn load(path: &Path) -> Result<Snapshot> {
+    let manifest_path = path.join(MANIFEST);
+    let bad = |file: &Path, problem: String| Error::Checkpoint { path: file.to_path_buf(), problem };
+    let text = fs::read(&manifest_path).map_err(|e| bad(&manifest_path, format!("unreadable manifest ({e})")))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&text).map_err(|e| bad(&manifest_path, format!("corrupt manifest ({e})")))?;
+    if manifest.format_version != FORMAT_VERSION {
+        return Err(bad(
+            &manifest_path,
+            format!("format version {} (this gantry reads {FORMAT_VERSION})", manifest.format_version),
+        ));
+    }
+    let mut contents = std::collections::HashMap::new();
+    for name in FILES {
+        let file = path.join(name);
+        let entry = manifest
+            .files
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| bad(&file, "not listed in the manifest".into()))?;
+        let bytes = fs::read(&file).map_err(|e| bad(&file, format!("unreadable ({e})")))?;
+        if bytes.len() as u64 != entry.size {
+            return Err(bad(&file, format!("size {} bytes, manifest says {} (truncated?)", bytes.len(), entry.size)));
+        }
+        if sha256_hex(&bytes) != entry.sha256 {
+            return Err(bad(&file, "checksum does not match the manifest (corrupted)".into()));
+        }
+        contents.insert(name, bytes);
+    }
+    let state_path = path.join(STATE);
+    let state: TrainingState = serde_json::from_slice(&contents[STATE])
+        .map_err(|e| bad(&state_path, format!("unreadable state ({e})")))?;
+    if state.iteration != manifest.iteration || state.format_version != FORMAT_VERSION {
+        return Err(bad(&state_path, "disagrees with the manifest".into()));
+    }
+    let mut take = |name: &str| contents.remove(name).unwrap_or_default();
+    Ok(Snapshot {
+        generator: take(FILES[0]),
+        discriminator: take(FILES[1]),
+        optimizer_g: take(FILES[2]),
+        optimizer_d: take(FILES[3]),
+        state,
+    })
+}
+
+/// The newest checkpoint in `dir` that verifies, with a warning for each newer one that did not.
+pub fn newest_valid(dir: &Path) -> Result<(Option<(PathBuf, Snapshot)>, Vec<String>)> {
+    let mut warnings = Vec::new();
+    for (_, path) in list(dir)? {
+        match load(&path) {
+            Ok(snapshot) => return Ok((Some((path, snapshot)), warnings)),
+            Err(e) => warnings.push(format!("skipping checkpoint {}: {e}", path.display())),
+        }
+    }
+    Ok((None, warnings))
+}
+
+/// Rewrite a checkpoint's manifest to match its files as they are now (for tests that edit a
+/// checkpoint on purpose and for repair tools; training never calls it).
+pub fn rewrite_manifest(path: &Path) -> Result<()> {
+    let mut files = Vec::new();
+    for name in FILES {
+        let file = path.join(name);
+        let bytes = fs::read(&file).at("read", &file)?;
+        files.push(ManifestEntry { name: name.to_string(), size: bytes.len() as u64, sha256: sha256_hex(&bytes) });
+    }
+    let state: TrainingState = serde_json::from_slice(&fs::read(path.join(STATE)).at("read", path.join(STATE))?)
+        .map_err(|e| Error::bad_data(path.join(STATE), e.to_string()))?;
+    let manifest = Manifest { format_version: FORMAT_VERSION, iteration: state.iteration, files };
+    write_synced(&path.join(MANIFEST), &serde_json::to_vec_pretty(&manifest).expect("manifest serializes"))
+}
+
+/// Write a file and fsync it.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::create(path).at("create", path)?;
+    f.write_all(bytes).at("write", path)?;
+    f.sync_all().at("sync", path)
+}
+
+/// fsync a folder, so that a rename or new file in it is durable.
+pub fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path).at("open", path)?.sync_all().at("sync", path)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(iteration: usize) -> Snapshot {
+        let s = Streams::new(9);
+        Snapshot {
+            state: TrainingState {
+                format_version: FORMAT_VERSION,
+                iteration,
+                architecture_hash: "abc".into(),
+                rng_init: RngState::capture(&s.init),
+                rng_data: RngState::capture(&s.data),
+                rng_noise: RngState::capture(&s.noise),
+                rng_fixed: RngState::capture(&s.fixed),
+                fixed_noise: vec![0.25, -1.5],
+                wall_seconds: 1.0,
+            },
+            generator: vec![1; 1000],
+            discriminator: vec![2; 500],
+            optimizer_g: vec![3; 300],
+            optimizer_d: vec![4; 200],
+        }
+    }
+
+    #[test]
+    fn written_checkpoint_loads_back_identical() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = write(tmp.path(), &snapshot(200)).unwrap();
+        assert_eq!(path.file_name().unwrap(), "step_000200");
+        let back = load(&path).unwrap();
+        assert_eq!(back.state, snapshot(200).state);
+        assert_eq!(back.generator, vec![1; 1000]);
+        assert_eq!(back.optimizer_d, vec![4; 200]);
+    }
+
+    #[test]
+    fn random_state_round_trips_mid_stream() {
+        use rand::Rng;
+        let mut rng = Streams::new(3).noise;
+        for _ in 0..37 {
+            rng.next_u32();
+        }
+        let mut restored = RngState::capture(&rng).restore(Path::new("x")).unwrap();
+        assert_eq!(rng.next_u64(), restored.next_u64());
+    }
+
+    #[test]
+    fn every_kind_of_damage_is_detected_and_named() {
+        for file in FILES.iter().chain([&MANIFEST]) {
+            for damage in ["truncate", "flip", "delete"] {
+                let tmp = tempfile::tempdir().unwrap();
+                let path = write(tmp.path(), &snapshot(400)).unwrap();
+                let target = path.join(file);
+                let mut bytes = fs::read(&target).unwrap();
+                match damage {
+                    "truncate" => fs::write(&target, &bytes[..bytes.len() / 2]).unwrap(),
+                    "flip" => {
+                        let mid = bytes.len() / 2;
+                        bytes[mid] ^= 0x01;
+                        fs::write(&target, &bytes).unwrap();
+                    }
+                    _ => fs::remove_file(&target).unwrap(),
+                }
+                let err = load(&path).expect_err(&format!("{damage} of {file} went unnoticed"));
+                assert!(err.to_string().contains(file), "{damage} {file}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn fallback_to_the_previous_valid_checkpoint_with_a_warning() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), &snapshot(200)).unwrap();
+        let newer = write(tmp.path(), &snapshot(400)).unwrap();
+        fs::write(newer.join("generator.bpk"), b"garbage").unwrap();
+        let (found, warnings) = newest_valid(tmp.path()).unwrap();
+        assert_eq!(found.unwrap().1.state.iteration, 200);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("generator.bpk"), "{}", warnings[0]);
+    }
+
+    #[test]
+    fn failed_saves_leave_the_previous_checkpoint_newest_and_are_cleaned() {
+        for fault in [SaveFault::WriteError, SaveFault::BeforeManifest, SaveFault::BeforeRename] {
+            let tmp = tempfile::tempdir().unwrap();
+            write(tmp.path(), &snapshot(200)).unwrap();
+            assert!(write_with_fault(tmp.path(), &snapshot(400), Some(fault)).is_err());
+            let (found, _) = newest_valid(tmp.path()).unwrap();
+            assert_eq!(found.unwrap().1.state.iteration, 200, "{fault:?}");
+            // The crash leftovers are not checkpoints, and the next start removes them.
+            assert_eq!(list(tmp.path()).unwrap().len(), 1, "{fault:?}");
+            clean_leftovers(tmp.path()).unwrap();
+            let names: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(names, vec![std::ffi::OsString::from("step_000200")], "{fault:?}");
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The binary as a user meets it: help, exit codes, and clear errors for bad input.
+
+mod common;
+
+use std::fs;
+use std::process::{Command, Output};
+
+fn gantry(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gantry")).args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn train_help_explains_every_flag() {
+    let o = gantry(&["train", "--help"]);
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout);
+    for flag in [
+        "--config", "--data", "--dataset", "--iterations", "--batch-size", "--sample-interval", "--seed",
+        "--threads", "--out", "--force",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+    assert!(help.contains("fashion-mnist"));
+}
+
+#[test]
+fn config_errors_exit_2_and_name_the_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("bad.toml");
+    fs::write(&cfg, "[train]\nbatchsize = 64\n").unwrap();
+    let o = gantry(&["train", "--config", cfg.to_str().unwrap(), "--out", tmp.path().join("r").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("batchsize") && stderr(&o).contains("bad.toml"), "{}", stderr(&o));
+
+    fs::write(&cfg, "[train]\nbatch_size = 0\n").unwrap();
+    let o = gantry(&["train", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("train.batch_size"), "{}", stderr(&o));
+
+    let o = gantry(&["train", "--config", tmp.path().join("missing.toml").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("missing.toml"), "{}", stderr(&o));
+
+    let o = gantry(&["train", "--iterations", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("train.iterations"), "{}", stderr(&o));
+}
+
+#[test]
+fn corrupt_data_file_is_named_and_nothing_is_created() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    fs::create_dir(&data).unwrap();
+    // A real header announcing 60000 images, followed by only 100 bytes.
+    let mut bytes = vec![0, 0, 8, 3];
+    for d in [60_000u32, 28, 28] {
+        bytes.extend_from_slice(&d.to_be_bytes());
+    }
+    bytes.extend_from_slice(&[0; 100]);
+    fs::write(data.join("train-images-idx3-ubyte"), &bytes).unwrap();
+    let out = tmp.path().join("run");
+    let o = gantry(&["train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("train-images-idx3-ubyte") && err.contains("47040000"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.exists(), "a failed start must not leave a run folder");
+}
+
+#[test]
+fn existing_run_folder_is_never_overwritten_without_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    fs::create_dir(&out).unwrap();
+    fs::write(out.join("notes.txt"), "mine").unwrap();
+    let data = common::mnist_dir();
+    let args = ["train", "--data", data.to_str().unwrap(), "--iterations", "3", "--out", out.to_str().unwrap(), "-q"];
+    let o = gantry(&args);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    assert_eq!(fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
+
+    // With --force it trains, and `gantry plot` and `gantry sample` work on the result.
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    let o = gantry(&forced);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Mean over the last"));
+    assert!(!out.join("notes.txt").exists());
+    let o = gantry(&["plot", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let grid = tmp.path().join("grid.png");
+    let o = gantry(&["sample", out.to_str().unwrap(), "--out", grid.to_str().unwrap(), "--n", "16"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(fs::metadata(&grid).unwrap().len() > 100);
+}

@@ -1,0 +1,30 @@
+//! Shared helpers of the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use gantry::config::Config;
+
+/// The real MNIST files: `$GANTRY_DATA`, else `../shared/data/mnist` beside the repository.
+pub fn mnist_dir() -> PathBuf {
+    let dir = std::env::var_os("GANTRY_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist"));
+    assert!(
+        gantry::data::find_file(&dir, "train-images-idx3-ubyte").is_some(),
+        "the tests need the real MNIST files: set GANTRY_DATA to their folder (looked in {})",
+        dir.display()
+    );
+    dir
+}
+
+/// A small, fast configuration on the real data: `iterations` of batch 32, 2 threads.
+pub fn tiny_config(iterations: usize, sample_interval: usize, seed: u64) -> Config {
+    let mut c = Config::default();
+    c.data.dir = Some(mnist_dir());
+    c.train.iterations = iterations;
+    c.train.seed = seed;
+    c.train.threads = 2;
+    c.output.sample_interval = sample_interval;
+    c
+}

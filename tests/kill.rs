@@ -1,0 +1,104 @@
+//! The real binary killed with SIGKILL at random moments, resumed each time, ends identical to a
+//! straight run; SIGTERM checkpoints and exits with the documented code; one writer per run.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::{RngExt, SeedableRng};
+
+const ITERATIONS: &str = "300";
+
+fn gantry() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gantry"));
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    c
+}
+
+fn start(out: &Path) -> Child {
+    let data = common::mnist_dir();
+    gantry()
+        .args(["train", "-q", "--threads", "2", "--seed", "4", "--sample-interval", "25", "--iterations", ITERATIONS])
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(out)
+        .spawn()
+        .unwrap()
+}
+
+fn resume(run: &Path) -> Child {
+    gantry().args(["train", "-q", "--resume"]).arg(run).spawn().unwrap()
+}
+
+fn rows(run: &Path) -> usize {
+    fs::read_to_string(run.join("metrics.csv")).map(|t| t.lines().count().saturating_sub(1)).unwrap_or(0)
+}
+
+fn wait_for_rows(run: &Path, n: usize, child: &mut Child) {
+    let t0 = Instant::now();
+    while rows(run) < n {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before {n} rows");
+        assert!(t0.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigkill_at_random_moments_never_loses_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let straight = tmp.path().join("straight");
+    assert!(start(&straight).wait().unwrap().success());
+
+    let run = tmp.path().join("killed");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2026);
+    let mut child = start(&run);
+    let mut kills = 0;
+    loop {
+        let delay = Duration::from_millis(rng.random_range(50..2500));
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+        child = resume(&run);
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "final resume failed: {status}");
+    assert!(kills >= 3, "only {kills} kills landed; the test did not test much");
+    eprintln!("survived {kills} SIGKILLs");
+    for f in ["metrics.csv", "g_loss.npy", "d_loss_real.npy", "weights/generator.bpk", "weights/generator.safetensors"] {
+        assert!(
+            fs::read(straight.join(f)).unwrap() == fs::read(run.join(f)).unwrap(),
+            "{f} differs after {kills} kills"
+        );
+    }
+}
+
+#[test]
+fn sigterm_checkpoints_the_last_logged_step_and_a_second_writer_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let mut child = start(&run);
+    wait_for_rows(&run, 40, &mut child);
+
+    // While it runs, a second writer is refused.
+    let second = gantry().stderr(Stdio::piped()).args(["train", "--resume"]).arg(&run).output().unwrap();
+    assert_eq!(second.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("in use"), "{}", String::from_utf8_lossy(&second.stderr));
+
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "SIGTERM must checkpoint and exit 130");
+    let logged = rows(&run);
+    let newest = gantry::checkpoint::list(&run.join("checkpoints")).unwrap()[0].0;
+    assert_eq!(newest, logged, "the checkpoint holds the last logged step");
+    assert!(resume(&run).wait().unwrap().success());
+    assert_eq!(rows(&run), 300);
+}

@@ -1,0 +1,127 @@
+//! Never lose a run: a run stopped anywhere and resumed ends byte-identical to one that never
+//! stopped; damaged checkpoints are detected; the architecture cannot change under a resume.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use gantry::checkpoint::{self, RngState};
+use gantry::config::Overrides;
+use gantry::rng::Streams;
+use gantry::train::{self, Options};
+
+/// Files that must come out byte-identical.
+const OUTPUTS: [&str; 9] = [
+    "metrics.csv",
+    "d_loss_real.npy",
+    "d_loss_fake.npy",
+    "g_loss.npy",
+    "d_output.npy",
+    "weights/generator.bpk",
+    "weights/discriminator.bpk",
+    "weights/generator.safetensors",
+    "samples/step_000120.png",
+];
+
+fn config() -> gantry::Config {
+    // 120 iterations, checkpoints (and grids) every 40.
+    common::tiny_config(120, 40, 11)
+}
+
+fn straight_run(dir: &Path) -> PathBuf {
+    let out = dir.join("straight");
+    train::train(&config(), &out, false, false).unwrap();
+    out
+}
+
+fn stopped_at(dir: &Path, name: &str, stop: usize) -> PathBuf {
+    let out = dir.join(name);
+    let options = Options { stop_after: Some(stop), ..Default::default() };
+    let outcome = train::start(&config(), &out, false, &options).unwrap();
+    assert_eq!(outcome.stopped_at, Some(stop));
+    out
+}
+
+fn resume(run: &Path) -> train::TrainOutcome {
+    train::resume(run, None, &Overrides::default(), &Options::default()).unwrap()
+}
+
+fn differing(a: &Path, b: &Path) -> Vec<&'static str> {
+    OUTPUTS.into_iter().filter(|f| fs::read(a.join(f)).unwrap() != fs::read(b.join(f)).unwrap()).collect()
+}
+
+#[test]
+fn resumed_runs_are_byte_identical_to_a_straight_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let straight = straight_run(tmp.path());
+    // At the first iteration, mid-way, just before a checkpoint and just after one.
+    for stop in [1, 60, 79, 81] {
+        let run = stopped_at(tmp.path(), &format!("stop{stop}"), stop);
+        let outcome = resume(&run);
+        assert_eq!(outcome.resumed_from, Some(stop));
+        assert_eq!(outcome.records.len(), 120);
+        let diff = differing(&straight, &run);
+        assert!(diff.is_empty(), "stopped at {stop} and resumed: {diff:?} differ from the straight run");
+    }
+}
+
+#[test]
+fn control_resume_without_the_random_state_differs() {
+    // Proves the test above can fail: forget the data and noise streams' positions.
+    let tmp = tempfile::tempdir().unwrap();
+    let straight = straight_run(tmp.path());
+    let run = stopped_at(tmp.path(), "forgetful", 60);
+    let ckpt = run.join("checkpoints/step_000060");
+    let state_path = ckpt.join("state.json");
+    let mut state: checkpoint::TrainingState = serde_json::from_slice(&fs::read(&state_path).unwrap()).unwrap();
+    let fresh = Streams::new(11);
+    state.rng_data = RngState::capture(&fresh.data);
+    state.rng_noise = RngState::capture(&fresh.noise);
+    fs::write(&state_path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    checkpoint::rewrite_manifest(&ckpt).unwrap();
+    resume(&run);
+    let diff = differing(&straight, &run);
+    assert!(diff.contains(&"metrics.csv") && diff.contains(&"weights/generator.bpk"), "{diff:?}");
+}
+
+#[test]
+fn damaged_newest_checkpoint_falls_back_and_named_one_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let straight = straight_run(tmp.path());
+    let run = stopped_at(tmp.path(), "damaged", 100);
+    // Checkpoints at 40, 80 and the stop at 100; damage the newest.
+    let newest = run.join("checkpoints/step_000100");
+    let g = newest.join("generator.bpk");
+    let bytes = fs::read(&g).unwrap();
+    fs::write(&g, &bytes[..bytes.len() - 10]).unwrap();
+
+    // Named explicitly: an error naming the file, and nothing changes.
+    let err = train::resume(&newest, None, &Overrides::default(), &Options::default()).unwrap_err();
+    assert!(err.to_string().contains("generator.bpk"), "{err}");
+    assert_eq!(err.exit_code(), 2);
+
+    // Automatic: falls back to iteration 80 and still ends identical.
+    let outcome = resume(&run);
+    assert_eq!(outcome.resumed_from, Some(80));
+    assert!(differing(&straight, &run).is_empty());
+}
+
+#[test]
+fn architecture_changes_are_refused_and_extensions_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = stopped_at(tmp.path(), "arch", 50);
+    let cfg = tmp.path().join("changed.toml");
+    let mut changed = config();
+    changed.model.latent_dim = 64;
+    changed.model.d_hidden = vec![128];
+    fs::write(&cfg, changed.to_toml()).unwrap();
+    let err = train::resume(&run, Some(&cfg), &Overrides::default(), &Options::default()).unwrap_err().to_string();
+    assert!(err.contains("model.latent_dim: 100 -> 64") && err.contains("model.d_hidden"), "{err}");
+
+    let longer = Overrides { iterations: Some(130), ..Default::default() };
+    let outcome = train::resume(&run, None, &longer, &Options::default()).unwrap();
+    assert_eq!(outcome.records.len(), 130);
+    let saved = gantry::Config::from_file(&run.join("config.toml")).unwrap();
+    assert_eq!(saved.train.iterations, 130);
+}
