@@ -43,8 +43,11 @@ pub struct RunInfo {
     pub threads: usize,
     /// Iterations completed.
     pub iterations_done: usize,
-    /// Wall time of the training loop, seconds.
+    /// Wall time of the training loop, seconds (checkpoint writes included).
     pub wall_seconds: f64,
+    /// Checkpoints written by the last process, and the median time one took to write.
+    pub checkpoints_written: usize,
+    pub checkpoint_ms_median: f64,
 }
 
 impl RunInfo {
@@ -112,7 +115,7 @@ pub fn start(config: &Config, out: &Path, force: bool, options: &Options) -> Res
     rng::normal(&mut streams.fixed, layout.rows * layout.cols * config.model.latent_dim, &mut fixed_noise);
     let csv = CsvLog::create(&run.metrics_csv())?;
     grid::save_png(&run.sample_grid(0), &gan.generate(&fixed_noise), layout)?;
-    let session = Session { gan, streams, fixed_noise, records: Vec::new(), csv, wall_before: 0.0, resumed_from: None };
+    let session = Session { gan, streams, fixed_noise, records: Vec::new(), csv, wall_before: 0.0, resumed_from: None, checkpoint_ms: Vec::new() };
     finish(config, &images, run, session, options, lock)
 }
 
@@ -161,7 +164,14 @@ pub fn resume(path: &Path, file: Option<&Path>, overrides: &Overrides, options: 
         }
     };
     let Some((ckpt_path, snapshot)) = found else {
-        eprintln!("warning: {} has no valid checkpoint; starting the run over", run.root().display());
+        if !checkpoint::list(&run.checkpoints_dir())?.is_empty() {
+            // Never wipe a run whose checkpoints are all damaged: a person should look first.
+            return Err(Error::Checkpoint {
+                path: run.checkpoints_dir(),
+                problem: "no checkpoint verifies (see the warnings above); nothing was changed".into(),
+            });
+        }
+        eprintln!("warning: {} has no checkpoint yet; starting the run over", run.root().display());
         drop(lock);
         return start(&config, run.root(), true, options);
     };
@@ -190,6 +200,7 @@ pub fn resume(path: &Path, file: Option<&Path>, overrides: &Overrides, options: 
         csv,
         wall_before: state.wall_seconds,
         resumed_from: Some(state.iteration),
+        checkpoint_ms: Vec::new(),
     };
     finish(&config, &images, run, session, options, lock)
 }
@@ -204,6 +215,8 @@ struct Session {
     /// Training-loop wall time of earlier processes (resumed runs).
     wall_before: f64,
     resumed_from: Option<usize>,
+    /// How long each checkpoint of this process took to write, ms.
+    checkpoint_ms: Vec<f64>,
 }
 
 /// Run the loop on the configured threads, then write the end-of-run files.
@@ -222,7 +235,7 @@ fn finish(
         .map_err(|e| Error::config("train.threads", format!("cannot start {threads} threads: {e}")))?;
     let stopped_at = pool.install(|| training_loop(config, images, &run, &mut session, options))?;
 
-    let records = session.records;
+    let records = std::mem::take(&mut session.records);
     let info = RunInfo {
         gantry_version: env!("CARGO_PKG_VERSION").to_string(),
         data_file: images.source.display().to_string(),
@@ -231,6 +244,8 @@ fn finish(
         threads,
         iterations_done: records.len(),
         wall_seconds: session.wall_before,
+        checkpoints_written: session.checkpoint_ms.len(),
+        checkpoint_ms_median: median(&mut session.checkpoint_ms),
     };
     info.write(&run)?;
     if stopped_at.is_none() {
@@ -299,6 +314,7 @@ fn training_loop(
 
 /// Write the checkpoint after `done` iterations, then delete the ones beyond `keep`.
 fn save_checkpoint(run: &RunDir, s: &mut Session, done: usize, keep: usize) -> Result<()> {
+    let started = Instant::now();
     // The metrics rows the checkpoint counts on must be on disk before it is.
     s.csv.sync()?;
     let snapshot = s.gan.snapshot(TrainingState {
@@ -319,7 +335,16 @@ fn save_checkpoint(run: &RunDir, s: &mut Session, done: usize, keep: usize) -> R
         let path = dir.join(checkpoint::folder_name(it));
         std::fs::remove_dir_all(&path).at("remove old checkpoint", &path)?;
     }
+    s.checkpoint_ms.push(started.elapsed().as_secs_f64() * 1e3);
     Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn write_config(run: &RunDir, config: &Config) -> Result<()> {
