@@ -13,7 +13,7 @@ use crate::grid::{self, GridLayout};
 use crate::metrics;
 use crate::plot;
 use crate::run_dir::{self, RunDir};
-use crate::train::{self, Options, TrainOutcome};
+use crate::train::{self, Options, TrainOutcome, bench};
 
 /// Train GANs, watch them learn, judge what they make, never lose a run.
 #[derive(Debug, Parser)]
@@ -34,6 +34,9 @@ pub enum Command {
     Sample(SampleArgs),
     /// (Re)draw a run's loss and accuracy charts from its metrics.csv.
     Plot(PlotArgs),
+    /// Time the training step (classic preset, random images) at several batch sizes and thread
+    /// counts: median ms/iteration, images/s, achieved GFLOP/s.
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +112,28 @@ pub struct SampleArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [32, 64, 256])]
+    pub batch: Vec<usize>,
+    /// Thread counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2])]
+    pub threads: Vec<usize>,
+    /// Untimed iterations before measuring.
+    #[arg(long, default_value_t = 30)]
+    pub warmup: usize,
+    /// Timed iterations per configuration.
+    #[arg(long, default_value_t = 200)]
+    pub iterations: usize,
+    /// TOML config whose model and optimizer to time (default: the classic preset).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Also write the results as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct PlotArgs {
     /// The run folder.
     pub run: PathBuf,
@@ -137,6 +162,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }),
         Command::Sample(args) => sample_command(args).map(|()| 0),
         Command::Plot(args) => plot_command(args).map(|()| 0),
+        Command::Bench(args) => bench_command(args).map(|()| 0),
     }
 }
 
@@ -150,10 +176,14 @@ fn install_stop_handler() -> Arc<AtomicBool> {
             eprintln!("\ngantry: second signal, exiting now");
             std::process::exit(EXIT_STOPPED);
         }
-        eprintln!("\ngantry: stopping after this iteration and saving a checkpoint (signal again to exit at once)");
+        eprintln!(
+            "\ngantry: stopping after this iteration and saving a checkpoint (signal again to exit at once)"
+        );
     });
     if let Err(e) = installed {
-        eprintln!("warning: cannot handle SIGINT/SIGTERM ({e}); an interrupted run resumes from its last checkpoint");
+        eprintln!(
+            "warning: cannot handle SIGINT/SIGTERM ({e}); an interrupted run resumes from its last checkpoint"
+        );
     }
     stop
 }
@@ -170,7 +200,12 @@ fn train_command(args: TrainArgs) -> Result<i32> {
         threads: args.threads,
     };
     if let Some(run) = &args.resume {
-        if args.out.is_some() || args.force || args.seed.is_some() || args.batch_size.is_some() || args.dataset.is_some() {
+        if args.out.is_some()
+            || args.force
+            || args.seed.is_some()
+            || args.batch_size.is_some()
+            || args.dataset.is_some()
+        {
             return Err(Error::config(
                 "--resume",
                 "continues a run as it was: --out, --force, --seed, --batch-size and --dataset do not apply",
@@ -180,9 +215,8 @@ fn train_command(args: TrainArgs) -> Result<i32> {
         return Ok(report(&outcome));
     }
     let config = Config::resolve(args.config.as_deref(), &overrides)?;
-    let out = args
-        .out
-        .unwrap_or_else(|| run_dir::generated_path(Path::new("runs"), config.data.dataset.name()));
+    let out =
+        args.out.unwrap_or_else(|| run_dir::generated_path(Path::new("runs"), config.data.dataset.name()));
     eprintln!(
         "gantry: training {} iterations on {} (batch {}, seed {}, {} threads) -> {}",
         config.train.iterations,
@@ -246,6 +280,37 @@ fn sample_command(args: SampleArgs) -> Result<()> {
     let (images, rows, cols) = train::sample_from_run(&run, args.n, args.seed)?;
     grid::save_png(&args.out, &images, GridLayout::for_count(args.n, rows, cols))?;
     eprintln!("gantry: wrote {} samples to {}", args.n, args.out.display());
+    Ok(())
+}
+
+fn bench_command(args: BenchArgs) -> Result<()> {
+    if args.iterations == 0 || args.batch.is_empty() || args.threads.is_empty() {
+        return Err(Error::config(
+            "--iterations",
+            "needs at least one iteration, batch size and thread count",
+        ));
+    }
+    if args.threads.contains(&0) {
+        return Err(Error::config("--threads", "thread counts must be at least 1"));
+    }
+    let config = Config::resolve(args.config.as_deref(), &Overrides::default())?;
+    println!(
+        "gantry {} training-step benchmark ({} warm-up + {} timed iterations each, random images)",
+        env!("CARGO_PKG_VERSION"),
+        args.warmup,
+        args.iterations
+    );
+    println!("batch  threads  median ms/it   p10     p90    images/s  GFLOP/s");
+    let results = bench::run(&config, &args.batch, &args.threads, args.warmup, args.iterations, |r| {
+        println!(
+            "{:>5}  {:>7}  {:>12.2}  {:>6.2}  {:>6.2}  {:>9.0}  {:>7.1}",
+            r.batch, r.threads, r.median_ms, r.p10_ms, r.p90_ms, r.images_per_s, r.gflops
+        );
+    })?;
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&results).expect("results serialize");
+        std::fs::write(path, text + "\n").map_err(|e| Error::io("write", path, e))?;
+    }
     Ok(())
 }
 

@@ -262,7 +262,10 @@ impl Config {
         finite_in("train.beta1", t.beta1 as f64, 0.0, 0.999_999)?;
         finite_in("train.beta2", t.beta2 as f64, 0.0, 0.999_999_9)?;
         if !(t.adam_epsilon.is_finite() && t.adam_epsilon > 0.0) {
-            return Err(Error::config("train.adam_epsilon", format!("must be > 0, found {}", t.adam_epsilon)));
+            return Err(Error::config(
+                "train.adam_epsilon",
+                format!("must be > 0, found {}", t.adam_epsilon),
+            ));
         }
         if t.threads > 1024 {
             return Err(Error::config("train.threads", format!("at most 1024, found {}", t.threads)));
@@ -273,7 +276,10 @@ impl Config {
         positive("output.smoothing_window", o.smoothing_window, 1_000_000)?;
         let c = &self.checkpoint;
         if !(c.every_minutes.is_finite() && c.every_minutes >= 0.0) {
-            return Err(Error::config("checkpoint.every_minutes", format!("must be >= 0, found {}", c.every_minutes)));
+            return Err(Error::config(
+                "checkpoint.every_minutes",
+                format!("must be >= 0, found {}", c.every_minutes),
+            ));
         }
         positive("checkpoint.keep", c.keep, 1_000_000)?;
         Ok(())
@@ -423,7 +429,10 @@ mod tests {
         b.model.g_hidden = vec![128, 256];
         let diff = a.architecture_diff(&b);
         assert_eq!(diff.len(), 2, "{diff:?}");
-        assert!(diff[0].contains("model.g_hidden") && diff[1].contains("model.latent_dim: 100 -> 64"), "{diff:?}");
+        assert!(
+            diff[0].contains("model.g_hidden") && diff[1].contains("model.latent_dim: 100 -> 64"),
+            "{diff:?}"
+        );
         assert_ne!(a.architecture_hash(), b.architecture_hash());
     }
 

@@ -26,10 +26,7 @@ pub struct GridLayout {
 impl GridLayout {
     /// Width and height of the PNG.
     pub fn size(&self) -> (usize, usize) {
-        (
-            (self.cols * (self.tile_w + PAD) + PAD) * SCALE,
-            (self.rows * (self.tile_h + PAD) + PAD) * SCALE,
-        )
+        ((self.cols * (self.tile_w + PAD) + PAD) * SCALE, (self.rows * (self.tile_h + PAD) + PAD) * SCALE)
     }
 
     /// The nearest grid (as square as possible) holding `n` tiles.
@@ -81,7 +78,8 @@ pub fn write_gray_png(path: &Path, pixels: &[u8], width: usize, height: usize) -
     let mut encoder = png::Encoder::new(BufWriter::new(file), width as u32, height as u32);
     encoder.set_color(png::ColorType::Grayscale);
     encoder.set_depth(png::BitDepth::Eight);
-    let render_err = |e: png::EncodingError| Error::Render { path: path.to_path_buf(), problem: e.to_string() };
+    let render_err =
+        |e: png::EncodingError| Error::Render { path: path.to_path_buf(), problem: e.to_string() };
     let mut writer = encoder.write_header().map_err(render_err)?;
     writer.write_image_data(pixels).map_err(render_err)?;
     writer.finish().map_err(render_err)

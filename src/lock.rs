@@ -24,7 +24,13 @@ impl RunLock {
     /// Take the lock of the run folder `root` (which must exist), or fail naming the holder.
     pub fn acquire(root: &Path) -> Result<Self> {
         let path = root.join(LOCK_FILE);
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).at("open", &path)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .at("open", &path)?;
         let mut previous = String::new();
         let _ = file.read_to_string(&mut previous);
         let previous_pid = previous.trim().parse::<u32>().ok();
@@ -34,7 +40,9 @@ impl RunLock {
                 let who = previous_pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
                 return Err(Error::RunDir {
                     path: root.to_path_buf(),
-                    problem: format!("in use by another running gantry process{who}; wait for it or stop it first"),
+                    problem: format!(
+                        "in use by another running gantry process{who}; wait for it or stop it first"
+                    ),
                 });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),

@@ -40,8 +40,16 @@ pub struct IterationRecord {
 
 /// The CSV columns, in order.
 pub const CSV_COLUMNS: [&str; 10] = [
-    "iteration", "d_loss_real", "d_loss_fake", "d_loss", "acc_real", "acc_fake", "acc", "g_loss",
-    "d_out_real", "d_out_fake",
+    "iteration",
+    "d_loss_real",
+    "d_loss_fake",
+    "d_loss",
+    "acc_real",
+    "acc_fake",
+    "acc",
+    "g_loss",
+    "d_out_real",
+    "d_out_fake",
 ];
 
 /// Names of the metric curves (everything but `iteration`), with accessors.
@@ -114,7 +122,10 @@ pub fn truncate_csv(path: &Path, rows: usize) -> Result<Vec<IterationRecord>> {
     for (i, row) in reader.deserialize::<IterationRecord>().enumerate() {
         let r = row.map_err(|e| Error::bad_data(path, format!("row {}: {e}", i + 1)))?;
         if r.iteration != i {
-            return Err(Error::bad_data(path, format!("row {} is iteration {}, expected {i}", i + 1, r.iteration)));
+            return Err(Error::bad_data(
+                path,
+                format!("row {} is iteration {}, expected {i}", i + 1, r.iteration),
+            ));
         }
         records.push(r);
     }
@@ -190,7 +201,6 @@ pub fn tail_means(records: &[IterationRecord], fraction: f64) -> Vec<(&'static s
         })
         .collect()
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -139,7 +139,8 @@ mod tests {
     #[test]
     fn shapes_and_ranges() {
         let device = Device::flex();
-        let cfg = ModelConfig { g_hidden: vec![8, 16], d_hidden: vec![16], latent_dim: 4, ..Default::default() };
+        let cfg =
+            ModelConfig { g_hidden: vec![8, 16], d_hidden: vec![16], latent_dim: 4, ..Default::default() };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let g = Generator::new(&cfg, 12, &mut rng, &device);
         let d = Discriminator::new(&cfg, 12, &mut rng, &device);

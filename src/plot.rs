@@ -108,10 +108,12 @@ pub fn write_curves(dir: &Path, records: &[IterationRecord], window: usize) -> R
 
         let png = dir.join(format!("{stem}.png"));
         let area = BitMapBackend::new(&png, SIZE).into_drawing_area();
-        draw(area, &title, &losses, &accs, x_max).map_err(|problem| Error::Render { path: png.clone(), problem })?;
+        draw(area, &title, &losses, &accs, x_max)
+            .map_err(|problem| Error::Render { path: png.clone(), problem })?;
         let svg = dir.join(format!("{stem}.svg"));
         let area = SVGBackend::new(&svg, SIZE).into_drawing_area();
-        draw(area, &title, &losses, &accs, x_max).map_err(|problem| Error::Render { path: svg.clone(), problem })?;
+        draw(area, &title, &losses, &accs, x_max)
+            .map_err(|problem| Error::Render { path: svg.clone(), problem })?;
         written.extend([png, svg]);
     }
     Ok(written)
@@ -223,7 +225,8 @@ mod tests {
 
     #[test]
     fn envelope_keeps_extremes() {
-        let pts: Vec<(f64, f64)> = (0..10_000).map(|i| (i as f64, if i == 4321 { 99.0 } else { 0.0 })).collect();
+        let pts: Vec<(f64, f64)> =
+            (0..10_000).map(|i| (i as f64, if i == 4321 { 99.0 } else { 0.0 })).collect();
         let e = envelope(&pts, 100);
         assert!(e.len() <= 100);
         assert!(e.iter().any(|p| p.1 == 99.0));
@@ -234,7 +237,13 @@ mod tests {
     fn writes_both_charts_in_both_formats() {
         let dir = tempfile::tempdir().unwrap();
         let recs: Vec<IterationRecord> = (0..300)
-            .map(|i| IterationRecord { iteration: i, d_loss: 0.6, g_loss: 0.9, acc: 0.6, ..Default::default() })
+            .map(|i| IterationRecord {
+                iteration: i,
+                d_loss: 0.6,
+                g_loss: 0.9,
+                acc: 0.6,
+                ..Default::default()
+            })
             .collect();
         let files = write_curves(dir.path(), &recs, 100).unwrap();
         assert_eq!(files.len(), 4);

@@ -18,6 +18,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, IoContext, Result};
 use crate::lock::{LOCK_FILE, RunLock};
 
@@ -52,9 +54,10 @@ impl RunDir {
         if non_empty && !force {
             return Err(Error::RunDir {
                 path: root,
-                problem: "already exists and is not empty; choose another --out, resume it with --resume, or \
+                problem:
+                    "already exists and is not empty; choose another --out, resume it with --resume, or \
                           pass --force to replace it"
-                    .into(),
+                        .into(),
             });
         }
         fs::create_dir_all(&root).at("create", &root)?;
@@ -115,11 +118,42 @@ impl RunDir {
     }
 }
 
+/// Facts about a run that are not configuration, saved as `run.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunInfo {
+    pub gantry_version: String,
+    /// Training images used.
+    pub data_file: String,
+    pub image_rows: usize,
+    pub image_cols: usize,
+    /// Compute threads actually used.
+    pub threads: usize,
+    /// Iterations completed.
+    pub iterations_done: usize,
+    /// Wall time of the training loop, seconds (checkpoint writes included).
+    pub wall_seconds: f64,
+    /// Checkpoints written by the last process, and the median time one took to write.
+    pub checkpoints_written: usize,
+    pub checkpoint_ms_median: f64,
+}
+
+impl RunInfo {
+    pub fn read(run: &RunDir) -> Result<Self> {
+        let path = run.root().join("run.json");
+        let text = std::fs::read_to_string(&path).at("read", &path)?;
+        serde_json::from_str(&text).map_err(|e| Error::bad_data(&path, e.to_string()))
+    }
+
+    pub fn write(&self, run: &RunDir) -> Result<()> {
+        let path = run.root().join("run.json");
+        let text = serde_json::to_string_pretty(self).expect("RunInfo serializes");
+        std::fs::write(&path, text + "\n").at("write", &path)
+    }
+}
+
 /// A fresh run name under `parent`: `<dataset>-<UTC time>`, with a suffix if that exists.
 pub fn generated_path(parent: &Path, dataset: &str) -> PathBuf {
-    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-        .to_string()
-        .replace(':', "-");
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "-");
     let base = format!("{dataset}-{stamp}");
     let mut path = parent.join(&base);
     let mut k = 2;

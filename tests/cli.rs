@@ -19,8 +19,16 @@ fn train_help_explains_every_flag() {
     assert!(o.status.success());
     let help = String::from_utf8_lossy(&o.stdout);
     for flag in [
-        "--config", "--data", "--dataset", "--iterations", "--batch-size", "--sample-interval", "--seed",
-        "--threads", "--out", "--force",
+        "--config",
+        "--data",
+        "--dataset",
+        "--iterations",
+        "--batch-size",
+        "--sample-interval",
+        "--seed",
+        "--threads",
+        "--out",
+        "--force",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
@@ -32,7 +40,13 @@ fn config_errors_exit_2_and_name_the_problem() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("bad.toml");
     fs::write(&cfg, "[train]\nbatchsize = 64\n").unwrap();
-    let o = gantry(&["train", "--config", cfg.to_str().unwrap(), "--out", tmp.path().join("r").to_str().unwrap()]);
+    let o = gantry(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        tmp.path().join("r").to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("batchsize") && stderr(&o).contains("bad.toml"), "{}", stderr(&o));
 
@@ -78,7 +92,16 @@ fn existing_run_folder_is_never_overwritten_without_force() {
     fs::create_dir(&out).unwrap();
     fs::write(out.join("notes.txt"), "mine").unwrap();
     let data = common::mnist_dir();
-    let args = ["train", "--data", data.to_str().unwrap(), "--iterations", "3", "--out", out.to_str().unwrap(), "-q"];
+    let args = [
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--iterations",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ];
     let o = gantry(&args);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--force"), "{}", stderr(&o));

@@ -21,7 +21,18 @@ fn gantry() -> Command {
 fn start(out: &Path) -> Child {
     let data = common::mnist_dir();
     gantry()
-        .args(["train", "-q", "--threads", "2", "--seed", "4", "--sample-interval", "25", "--iterations", ITERATIONS])
+        .args([
+            "train",
+            "-q",
+            "--threads",
+            "2",
+            "--seed",
+            "4",
+            "--sample-interval",
+            "25",
+            "--iterations",
+            ITERATIONS,
+        ])
         .arg("--data")
         .arg(&data)
         .arg("--out")
@@ -72,7 +83,13 @@ fn sigkill_at_random_moments_never_loses_the_run() {
     assert!(status.success(), "final resume failed: {status}");
     assert!(kills >= 3, "only {kills} kills landed; the test did not test much");
     eprintln!("survived {kills} SIGKILLs");
-    for f in ["metrics.csv", "g_loss.npy", "d_loss_real.npy", "weights/generator.bpk", "weights/generator.safetensors"] {
+    for f in [
+        "metrics.csv",
+        "g_loss.npy",
+        "d_loss_real.npy",
+        "weights/generator.bpk",
+        "weights/generator.safetensors",
+    ] {
         assert!(
             fs::read(straight.join(f)).unwrap() == fs::read(run.join(f)).unwrap(),
             "{f} differs after {kills} kills"
@@ -90,7 +107,11 @@ fn sigterm_checkpoints_the_last_logged_step_and_a_second_writer_is_refused() {
     // While it runs, a second writer is refused.
     let second = gantry().stderr(Stdio::piped()).args(["train", "--resume"]).arg(&run).output().unwrap();
     assert_eq!(second.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&second.stderr).contains("in use"), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("in use"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
 
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());

@@ -74,7 +74,8 @@ fn control_resume_without_the_random_state_differs() {
     let run = stopped_at(tmp.path(), "forgetful", 60);
     let ckpt = run.join("checkpoints/step_000060");
     let state_path = ckpt.join("state.json");
-    let mut state: checkpoint::TrainingState = serde_json::from_slice(&fs::read(&state_path).unwrap()).unwrap();
+    let mut state: checkpoint::TrainingState =
+        serde_json::from_slice(&fs::read(&state_path).unwrap()).unwrap();
     let fresh = Streams::new(11);
     state.rng_data = RngState::capture(&fresh.data);
     state.rng_noise = RngState::capture(&fresh.noise);
@@ -116,7 +117,8 @@ fn architecture_changes_are_refused_and_extensions_allowed() {
     changed.model.latent_dim = 64;
     changed.model.d_hidden = vec![128];
     fs::write(&cfg, changed.to_toml()).unwrap();
-    let err = train::resume(&run, Some(&cfg), &Overrides::default(), &Options::default()).unwrap_err().to_string();
+    let err =
+        train::resume(&run, Some(&cfg), &Overrides::default(), &Options::default()).unwrap_err().to_string();
     assert!(err.contains("model.latent_dim: 100 -> 64") && err.contains("model.d_hidden"), "{err}");
 
     let longer = Overrides { iterations: Some(130), ..Default::default() };

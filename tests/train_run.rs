@@ -6,8 +6,8 @@ use std::fs;
 use std::path::Path;
 
 use gantry::metrics::read_csv;
-use gantry::run_dir::RunDir;
-use gantry::train::{self, RunInfo};
+use gantry::run_dir::{RunDir, RunInfo};
+use gantry::train;
 
 fn npy_shape(path: &Path) -> Vec<u64> {
     let bytes = fs::read(path).unwrap();

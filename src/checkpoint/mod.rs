@@ -33,7 +33,8 @@ const TMP_PREFIX: &str = ".tmp-";
 const MANIFEST: &str = "manifest.json";
 const STATE: &str = "state.json";
 /// The files of a checkpoint besides the manifest.
-pub const FILES: [&str; 5] = ["generator.bpk", "discriminator.bpk", "optimizer_g.bpk", "optimizer_d.bpk", STATE];
+pub const FILES: [&str; 5] =
+    ["generator.bpk", "discriminator.bpk", "optimizer_g.bpk", "optimizer_d.bpk", STATE];
 
 /// Position of one ChaCha stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +48,11 @@ pub struct RngState {
 
 impl RngState {
     pub fn capture(rng: &ChaCha8Rng) -> Self {
-        Self { seed: hex(&rng.get_seed()), stream: rng.get_stream(), word_pos: rng.get_word_pos().to_string() }
+        Self {
+            seed: hex(&rng.get_seed()),
+            stream: rng.get_stream(),
+            word_pos: rng.get_word_pos().to_string(),
+        }
     }
 
     pub fn restore(&self, path: &Path) -> Result<ChaCha8Rng> {
@@ -167,7 +172,13 @@ pub fn write_with_fault(dir: &Path, snapshot: &Snapshot, fault: Option<SaveFault
     result
 }
 
-fn write_into(tmp: &Path, dir: &Path, name: &str, snapshot: &Snapshot, fault: Option<SaveFault>) -> Result<PathBuf> {
+fn write_into(
+    tmp: &Path,
+    dir: &Path,
+    name: &str,
+    snapshot: &Snapshot,
+    fault: Option<SaveFault>,
+) -> Result<PathBuf> {
     let mut entries = Vec::new();
     for (file, bytes) in snapshot.files() {
         let path = tmp.join(file);
@@ -175,12 +186,17 @@ fn write_into(tmp: &Path, dir: &Path, name: &str, snapshot: &Snapshot, fault: Op
             return Err(Error::io("write", &path, std::io::Error::other("simulated write error")));
         }
         write_synced(&path, &bytes)?;
-        entries.push(ManifestEntry { name: file.to_string(), size: bytes.len() as u64, sha256: sha256_hex(&bytes) });
+        entries.push(ManifestEntry {
+            name: file.to_string(),
+            size: bytes.len() as u64,
+            sha256: sha256_hex(&bytes),
+        });
     }
     if fault == Some(SaveFault::BeforeManifest) {
         return Err(simulated_crash(tmp));
     }
-    let manifest = Manifest { format_version: FORMAT_VERSION, iteration: snapshot.state.iteration, files: entries };
+    let manifest =
+        Manifest { format_version: FORMAT_VERSION, iteration: snapshot.state.iteration, files: entries };
     write_synced(&tmp.join(MANIFEST), &serde_json::to_vec_pretty(&manifest).expect("manifest serializes"))?;
     sync_dir(tmp)?;
     if fault == Some(SaveFault::BeforeRename) {
@@ -238,7 +254,8 @@ pub fn list(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
 pub fn load(path: &Path) -> Result<Snapshot> {
     let manifest_path = path.join(MANIFEST);
     let bad = |file: &Path, problem: String| Error::Checkpoint { path: file.to_path_buf(), problem };
-    let text = fs::read(&manifest_path).map_err(|e| bad(&manifest_path, format!("unreadable manifest ({e})")))?;
+    let text =
+        fs::read(&manifest_path).map_err(|e| bad(&manifest_path, format!("unreadable manifest ({e})")))?;
     let manifest: Manifest =
         serde_json::from_slice(&text).map_err(|e| bad(&manifest_path, format!("corrupt manifest ({e})")))?;
     if manifest.format_version != FORMAT_VERSION {
@@ -257,7 +274,10 @@ pub fn load(path: &Path) -> Result<Snapshot> {
             .ok_or_else(|| bad(&file, "not listed in the manifest".into()))?;
         let bytes = fs::read(&file).map_err(|e| bad(&file, format!("unreadable ({e})")))?;
         if bytes.len() as u64 != entry.size {
-            return Err(bad(&file, format!("size {} bytes, manifest says {} (truncated?)", bytes.len(), entry.size)));
+            return Err(bad(
+                &file,
+                format!("size {} bytes, manifest says {} (truncated?)", bytes.len(), entry.size),
+            ));
         }
         if sha256_hex(&bytes) != entry.sha256 {
             return Err(bad(&file, "checksum does not match the manifest (corrupted)".into()));
@@ -299,10 +319,15 @@ pub fn rewrite_manifest(path: &Path) -> Result<()> {
     for name in FILES {
         let file = path.join(name);
         let bytes = fs::read(&file).at("read", &file)?;
-        files.push(ManifestEntry { name: name.to_string(), size: bytes.len() as u64, sha256: sha256_hex(&bytes) });
+        files.push(ManifestEntry {
+            name: name.to_string(),
+            size: bytes.len() as u64,
+            sha256: sha256_hex(&bytes),
+        });
     }
-    let state: TrainingState = serde_json::from_slice(&fs::read(path.join(STATE)).at("read", path.join(STATE))?)
-        .map_err(|e| Error::bad_data(path.join(STATE), e.to_string()))?;
+    let state: TrainingState =
+        serde_json::from_slice(&fs::read(path.join(STATE)).at("read", path.join(STATE))?)
+            .map_err(|e| Error::bad_data(path.join(STATE), e.to_string()))?;
     let manifest = Manifest { format_version: FORMAT_VERSION, iteration: state.iteration, files };
     write_synced(&path.join(MANIFEST), &serde_json::to_vec_pretty(&manifest).expect("manifest serializes"))
 }

@@ -5,7 +5,13 @@ use std::time::Duration;
 /// Whether to checkpoint after `done` of `total` iterations: every `every` iterations (0 = never
 /// by count), when `every_minutes` of wall time have passed since the last one (0 = never by
 /// time), and always at the end.
-pub fn is_checkpoint_step(done: usize, total: usize, every: usize, since_last: Duration, every_minutes: f64) -> bool {
+pub fn is_checkpoint_step(
+    done: usize,
+    total: usize,
+    every: usize,
+    since_last: Duration,
+    every_minutes: f64,
+) -> bool {
     done == total
         || (every > 0 && done % every == 0)
         || (every_minutes > 0.0 && since_last.as_secs_f64() >= every_minutes * 60.0)

@@ -12,10 +12,8 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, IoContext, Result};
 
 /// Mirrors tried in order.
-pub const MNIST_MIRRORS: [&str; 2] = [
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-];
+pub const MNIST_MIRRORS: [&str; 2] =
+    ["https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"];
 
 /// The four gzip files and their SHA-256 sums (the official files).
 pub const MNIST_FILES: [(&str, &str); 4] = [

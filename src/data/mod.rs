@@ -6,9 +6,9 @@
 //! (Fashion-MNIST only), then the per-user cache. MNIST missing everywhere is downloaded into the
 //! cache (feature `download`).
 
-pub mod idx;
 #[cfg(feature = "download")]
 pub mod download;
+pub mod idx;
 
 use std::path::{Path, PathBuf};
 
@@ -66,10 +66,7 @@ impl TrainingImages {
 
 /// The path of `stem` in `dir`, compressed or raw, if present.
 pub fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {
-    [format!("{stem}.gz"), stem.to_string()]
-        .into_iter()
-        .map(|name| dir.join(name))
-        .find(|p| p.is_file())
+    [format!("{stem}.gz"), stem.to_string()].into_iter().map(|name| dir.join(name)).find(|p| p.is_file())
 }
 
 /// Per-user cache folder for a data set (`~/.cache/gantry/<dataset>` on Linux).

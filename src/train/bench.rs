@@ -1,0 +1,143 @@
+//! The training-step benchmark: the classic preset's iteration timed after warm-up, at several
+//! batch sizes and thread counts, reported as median ms/iteration, images/s and achieved GFLOP/s.
+//! It times exactly the step `gantry train` runs (the same `Gan::step`), on random images so it
+//! needs no data set (as the peer scripts do without `--data`).
+
+use std::time::Instant;
+
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+
+use crate::config::{Config, ModelConfig};
+use crate::data::TrainingImages;
+use crate::error::{Error, Result};
+use crate::rng::Streams;
+
+use super::gan::Gan;
+
+/// Random images the benchmark draws its batches from.
+const BENCH_IMAGES: usize = 4096;
+
+/// One measured configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub batch: usize,
+    pub threads: usize,
+    pub iterations: usize,
+    pub median_ms: f64,
+    pub p10_ms: f64,
+    pub p90_ms: f64,
+    /// Training images consumed per second (one real batch per iteration).
+    pub images_per_s: f64,
+    /// Matrix-product FLOPs per iteration (see [`flops_per_iteration`]) over the median time.
+    pub gflops: f64,
+}
+
+/// Matrix-product FLOPs of one iteration (multiply-add = 2): G forward for the fakes; D forward
+/// and backward (weight gradients, and input gradients below the first layer) on the real and on
+/// the fake batch; G forward and backward through D (D's input gradients only, G's weight
+/// gradients and its input gradients below the first layer). About 0.60 GFLOP at batch 32.
+pub fn flops_per_iteration(model: &ModelConfig, pixels: usize, batch: usize) -> f64 {
+    let dims = |first: usize, hidden: &[usize], last: usize| -> Vec<(usize, usize)> {
+        let mut widths = vec![first];
+        widths.extend_from_slice(hidden);
+        widths.push(last);
+        widths.windows(2).map(|w| (w[0], w[1])).collect()
+    };
+    let g = dims(model.latent_dim, &model.g_hidden, pixels);
+    let d = dims(pixels, &model.d_hidden, 1);
+    let macs = |layers: &[(usize, usize)]| layers.iter().map(|(i, o)| i * o).sum::<usize>() as f64;
+    let below_first = |layers: &[(usize, usize)]| macs(&layers[1..]);
+    let (g_fwd, d_fwd) = (macs(&g), macs(&d));
+    let d_update = d_fwd + d_fwd + below_first(&d);
+    let g_update = g_fwd + d_fwd + d_fwd + g_fwd + below_first(&g);
+    2.0 * batch as f64 * (g_fwd + 2.0 * d_update + g_update)
+}
+
+/// Time `iterations` training steps after `warmup` ones, at each batch size and thread count.
+pub fn run(
+    base: &Config,
+    batches: &[usize],
+    threads: &[usize],
+    warmup: usize,
+    iterations: usize,
+    mut on_result: impl FnMut(&BenchResult),
+) -> Result<Vec<BenchResult>> {
+    let images = random_images(base.train.seed);
+    let mut results = Vec::new();
+    for &t in threads {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .map_err(|e| Error::config("--threads", format!("cannot start {t} threads: {e}")))?;
+        for &b in batches {
+            let mut config = base.clone();
+            config.train.batch_size = b;
+            config.validate()?;
+            let result = pool.install(|| measure(&config, &images, t, warmup, iterations));
+            on_result(&result);
+            results.push(result);
+        }
+    }
+    Ok(results)
+}
+
+fn measure(config: &Config, images: &TrainingImages, threads: usize, warmup: usize, n: usize) -> BenchResult {
+    let mut streams = Streams::new(config.train.seed);
+    let mut gan = Gan::new(config, images.dim(), &mut streams);
+    for i in 0..warmup {
+        gan.step(i, images, &mut streams);
+    }
+    let mut ms: Vec<f64> = (0..n)
+        .map(|i| {
+            let t0 = Instant::now();
+            gan.step(warmup + i, images, &mut streams);
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    let median = at(0.5);
+    let batch = config.train.batch_size;
+    BenchResult {
+        batch,
+        threads,
+        iterations: n,
+        median_ms: median,
+        p10_ms: at(0.1),
+        p90_ms: at(0.9),
+        images_per_s: batch as f64 / (median / 1e3),
+        gflops: flops_per_iteration(&config.model, images.dim(), batch) / (median / 1e3) / 1e9,
+    }
+}
+
+fn random_images(seed: u64) -> TrainingImages {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xbe9c);
+    let pixels = (0..BENCH_IMAGES * 784).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    TrainingImages { count: BENCH_IMAGES, rows: 28, cols: 28, pixels, source: "random".into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_iteration_is_about_0_6_gflop() {
+        let f = flops_per_iteration(&ModelConfig::default(), 784, 32);
+        // Hand count: G forward 2*32*1,492,992 = 95.6 MFLOP, D forward 34.1 MFLOP; see the doc.
+        assert!((f / 1e9 - 0.60).abs() < 0.01, "{f}");
+        assert_eq!(flops_per_iteration(&ModelConfig::default(), 784, 64), 2.0 * f);
+    }
+
+    #[test]
+    fn measures_a_tiny_model() {
+        let mut config = Config::default();
+        config.model.g_hidden = vec![16];
+        config.model.d_hidden = vec![16];
+        let results = run(&config, &[8], &[1], 1, 3, |_| {}).unwrap();
+        assert_eq!(results.len(), 1);
+        let r = &results[0];
+        assert!(r.median_ms > 0.0 && r.p10_ms <= r.median_ms && r.median_ms <= r.p90_ms);
+        assert!(r.gflops > 0.0 && r.images_per_s > 0.0);
+    }
+}
