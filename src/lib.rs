@@ -17,6 +17,7 @@ pub mod grid;
 pub mod lock;
 pub mod metrics;
 pub mod model;
+pub mod optim;
 pub mod plot;
 pub mod rng;
 pub mod run_dir;

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::store::ModuleRecord;
 use burn::tensor::activation::log_sigmoid;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::export;
 use crate::metrics::IterationRecord;
 use crate::model::{Discriminator, Generator};
+use crate::optim::FusedAdam;
 use crate::rng::{self, Streams};
 use crate::run_dir::{RunDir, RunInfo};
 
@@ -46,7 +47,7 @@ impl Gan {
         let g = Generator::new(&config.model, pixels, &mut streams.init, &train_device);
         let d = Discriminator::new(&config.model, pixels, &mut streams.init, &train_device);
         let t = &config.train;
-        let adam = AdamConfig::new().with_beta_1(t.beta1).with_beta_2(t.beta2).with_epsilon(t.adam_epsilon);
+        let adam = FusedAdam { beta_1: t.beta1, beta_2: t.beta2, epsilon: t.adam_epsilon };
         Self {
             g,
             d,
