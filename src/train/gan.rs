@@ -22,8 +22,9 @@ use crate::run_dir::{RunDir, RunInfo};
 
 /// The two networks, their optimizers and the scratch buffers of one training step.
 pub(crate) struct Gan {
-    g: Generator,
-    d: Discriminator,
+    /// The networks; `None` only while an optimizer step holds them.
+    g: Option<Generator>,
+    d: Option<Discriminator>,
     opt_g: ModuleOptimizer,
     opt_d: ModuleOptimizer,
     lr_g: f64,
@@ -49,8 +50,8 @@ impl Gan {
         let t = &config.train;
         let adam = FusedAdam { beta_1: t.beta1, beta_2: t.beta2, epsilon: t.adam_epsilon };
         Self {
-            g,
-            d,
+            g: Some(g),
+            d: Some(d),
             opt_g: adam.init(),
             opt_d: adam.init(),
             lr_g: t.lr_g,
@@ -65,6 +66,14 @@ impl Gan {
             real: Vec::new(),
             noise: Vec::new(),
         }
+    }
+
+    fn g(&self) -> &Generator {
+        self.g.as_ref().expect("G is present between steps")
+    }
+
+    fn d(&self) -> &Discriminator {
+        self.d.as_ref().expect("D is present between steps")
     }
 
     /// One iteration: D on a real batch, D on a fake batch, G through a frozen D.
@@ -83,7 +92,7 @@ impl Gan {
 
         // Fakes from G in inference mode (BatchNorm's moving statistics), no graph: [b, pixels].
         rng::normal(&mut streams.noise, b * self.latent, &mut self.noise);
-        let fake = Tensor::from_inner(self.g.valid().forward(self.noise_tensor(&self.plain_device)));
+        let fake = Tensor::from_inner(self.g().valid().forward(self.noise_tensor(&self.plain_device)));
 
         // D update on the real batch (label 1), then on the fake batch (label 0).
         let (d_loss_real, acc_real, d_out_real) = self.d_update(real, true);
@@ -92,11 +101,14 @@ impl Gan {
         // G update on fresh noise, through D with its weights untouched (label 1).
         rng::normal(&mut streams.noise, b * self.latent, &mut self.noise);
         let z = self.noise_tensor(&dev); // [b, latent]
-        let logits = self.d.clone().no_grad().forward(self.g.forward(z)); // [b, 1]
+        let logits = self.d().clone().no_grad().forward(self.g().forward(z)); // [b, 1]
         let loss = bce_with_logits(logits, true);
         let g_loss = scalar(&loss);
-        let grads = GradientsParams::from_grads(loss.backward(), &self.g);
-        self.g = self.opt_g.step(self.lr_g, self.g.clone(), grads);
+        let grads = GradientsParams::from_grads(loss.backward(), self.g());
+        // Move the module into the step (no clone), so that the optimizer owns the only reference
+        // to each parameter and can update it without copying.
+        let g = self.g.take().expect("G is present between steps");
+        self.g = Some(self.opt_g.step(self.lr_g, g, grads));
 
         IterationRecord {
             iteration,
@@ -115,12 +127,13 @@ impl Gan {
     /// One D update on a batch with a constant label; returns (loss, accuracy, mean output) of the
     /// forward pass before the update.
     fn d_update(&mut self, x: Tensor<2>, label_real: bool) -> (f32, f32, f32) {
-        let logits = self.d.forward(x); // [b, 1]
+        let logits = self.d().forward(x); // [b, 1]
         let values: Vec<f32> = logits.to_data().try_into_vec().expect("the model computes in f32");
         let loss = bce_with_logits(logits, label_real);
         let loss_value = scalar(&loss);
-        let grads = GradientsParams::from_grads(loss.backward(), &self.d);
-        self.d = self.opt_d.step(self.lr_d, self.d.clone(), grads);
+        let grads = GradientsParams::from_grads(loss.backward(), self.d());
+        let d = self.d.take().expect("D is present between steps");
+        self.d = Some(self.opt_d.step(self.lr_d, d, grads));
 
         let n = values.len() as f32;
         let correct = values.iter().filter(|&&l| (l > 0.0) == label_real).count() as f32;
@@ -139,22 +152,22 @@ impl Gan {
     pub(crate) fn generate(&self, noise: &[f32]) -> Vec<f32> {
         let n = noise.len() / self.latent;
         let z = Tensor::<2>::from_data(TensorData::new(noise.to_vec(), [n, self.latent]), &self.plain_device);
-        self.g.valid().forward(z).into_data().try_into_vec().expect("the model computes in f32")
+        self.g().valid().forward(z).into_data().try_into_vec().expect("the model computes in f32")
     }
 
     /// Save both networks (inference snapshots, so BatchNorm statistics are current), and the
     /// generator as safetensors for use outside gantry.
     pub(crate) fn save_weights(&self, run: &RunDir) -> Result<()> {
         for (path, record) in [
-            (run.generator_weights(), self.g.valid().into_record()),
-            (run.discriminator_weights(), self.d.valid().into_record()),
+            (run.generator_weights(), self.g().valid().into_record()),
+            (run.discriminator_weights(), self.d().valid().into_record()),
         ] {
             let bytes = record
                 .into_bytes()
                 .map_err(|e| Error::Weights { path: path.clone(), problem: e.to_string() })?;
             checkpoint::write_synced(&path, &bytes)?;
         }
-        export::save_safetensors(&self.g.valid(), &run.generator_safetensors())
+        export::save_safetensors(&self.g().valid(), &run.generator_safetensors())
     }
 
     /// The whole training state as a checkpoint. Weights are taken from `valid()` snapshots:
@@ -166,7 +179,13 @@ impl Gan {
             problem: format!("cannot serialize the {what}: {e}"),
         };
         Ok(Snapshot {
-            generator: self.g.valid().into_record().into_bytes().map_err(|e| fail("generator", e))?.to_vec(),
+            generator: self
+                .g()
+                .valid()
+                .into_record()
+                .into_bytes()
+                .map_err(|e| fail("generator", e))?
+                .to_vec(),
             discriminator: self
                 .d
                 .valid()
@@ -190,10 +209,11 @@ impl Gan {
         let record =
             ModuleRecord::from_bytes(bytes(&snapshot.generator)).map_err(|e| bad("generator.bpk", e))?;
         // `valid()` snapshots were saved; `train()` puts the modules back on the autodiff device.
-        self.g = self.g.valid().try_load_record(record).map_err(|e| bad("generator.bpk", e))?.train();
+        self.g = Some(self.g().valid().try_load_record(record).map_err(|e| bad("generator.bpk", e))?.train());
         let record = ModuleRecord::from_bytes(bytes(&snapshot.discriminator))
             .map_err(|e| bad("discriminator.bpk", e))?;
-        self.d = self.d.valid().try_load_record(record).map_err(|e| bad("discriminator.bpk", e))?.train();
+        self.d =
+            Some(self.d().valid().try_load_record(record).map_err(|e| bad("discriminator.bpk", e))?.train());
         self.opt_g =
             self.opt_g.from_bytes(bytes(&snapshot.optimizer_g)).map_err(|e| bad("optimizer_g.bpk", e))?;
         self.opt_d =
