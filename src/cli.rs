@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::grid::{self, GridLayout};
 use crate::metrics;
 use crate::plot;
+use crate::report;
 use crate::run_dir::{self, RunDir};
 use crate::train::{self, Options, TrainOutcome, bench};
 
@@ -34,6 +35,9 @@ pub enum Command {
     Sample(SampleArgs),
     /// (Re)draw a run's loss and accuracy charts from its metrics.csv.
     Plot(PlotArgs),
+    /// Write one self-contained HTML report of a run (charts, grids, timelapse, summary, alerts,
+    /// config) that opens offline in any browser.
+    Report(ReportArgs),
     /// Time the training step (classic preset, random images) at several batch sizes and thread
     /// counts: median ms/iteration, images/s, achieved GFLOP/s.
     Bench(BenchArgs),
@@ -134,6 +138,15 @@ pub struct BenchArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run folder.
+    pub run: PathBuf,
+    /// HTML file to write (default: RUN/report.html).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct PlotArgs {
     /// The run folder.
     pub run: PathBuf,
@@ -163,6 +176,12 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Sample(args) => sample_command(args).map(|()| 0),
         Command::Plot(args) => plot_command(args).map(|()| 0),
         Command::Bench(args) => bench_command(args).map(|()| 0),
+        Command::Report(args) => {
+            let run = RunDir::open(&args.run)?;
+            let path = report::write(&run, args.out.as_deref())?;
+            eprintln!("gantry: wrote {}", path.display());
+            Ok(0)
+        }
     }
 }
 
@@ -265,8 +284,10 @@ pub fn summary(outcome: &TrainOutcome) -> String {
     s.push_str(&format!(
         "  (equilibrium: acc 0.5, d_out 0.5, losses ln 2 = {:.4})\n\nOutputs in {}:\n  \
          metrics.csv, d_loss_real.npy, d_loss_fake.npy, g_loss.npy, d_output.npy\n  \
-         samples/ (grids), plots/ (curves_raw, curves_smoothed), weights/, checkpoints/, config.toml, run.json\n",
+         samples/ (grids), timelapse.gif, plots/ (curves_raw, curves_smoothed), alerts.json, weights/,\n  \
+         checkpoints/, config.toml, run.json; `gantry report {}` writes one HTML file of it all\n",
         std::f64::consts::LN_2,
+        outcome.run.root().display(),
         outcome.run.root().display()
     ));
     s

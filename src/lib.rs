@@ -7,6 +7,7 @@
 //! [`export`] (weights for other tools).
 //! [`config`] holds every setting; [`cli`] is the command line on top.
 
+pub mod alerts;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
@@ -19,8 +20,10 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod plot;
+pub mod report;
 pub mod rng;
 pub mod run_dir;
+pub mod timelapse;
 pub mod train;
 
 pub use config::Config;

@@ -12,6 +12,9 @@
 //!   weights/generator.safetensors                        (for Python and other tools)
 //!   checkpoints/step_NNNNNN/                              (see `checkpoint`)
 //!   run.json             facts about the run (data file, threads, wall time)
+//!   alerts.json          training-failure alerts (empty list when healthy)
+//!   timelapse.gif        the fixed-noise grids as an animation
+//!   report.html          one self-contained page (`gantry report`)
 //!   .lock                held by the process writing the run
 //! ```
 
@@ -99,6 +102,15 @@ impl RunDir {
     }
     pub fn weights_dir(&self) -> PathBuf {
         self.root.join("weights")
+    }
+    pub fn alerts(&self) -> PathBuf {
+        self.root.join("alerts.json")
+    }
+    pub fn timelapse(&self) -> PathBuf {
+        self.root.join("timelapse.gif")
+    }
+    pub fn report(&self) -> PathBuf {
+        self.root.join("report.html")
     }
     pub fn checkpoints_dir(&self) -> PathBuf {
         self.root.join("checkpoints")

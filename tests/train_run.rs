@@ -88,3 +88,36 @@ fn short_real_run_leaves_every_output() {
     assert_eq!((images.len(), rows_px, cols_px), (7 * 784, 28, 28));
     assert!(images.iter().all(|v| (-1.0..=1.0).contains(v)));
 }
+
+#[test]
+fn report_timelapse_and_alerts_of_a_real_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    train::train(&common::tiny_config(200, 50, 2), &out, false, false).unwrap();
+    let run = RunDir::open(&out).unwrap();
+
+    // The timelapse has one frame per grid (0, 50, 100, 150, 200).
+    let mut options = gif::DecodeOptions::new();
+    options.set_color_output(gif::ColorOutput::Indexed);
+    let mut gif = options.read_info(fs::File::open(run.timelapse()).unwrap()).unwrap();
+    let mut frames = 0;
+    while gif.read_next_frame().unwrap().is_some() {
+        frames += 1;
+    }
+    assert_eq!(frames, 5);
+
+    // A short healthy run raises nothing.
+    assert_eq!(gantry::alerts::load(&run.alerts()).unwrap(), vec![]);
+
+    // One HTML file with everything inline and nothing fetched from elsewhere.
+    let path = gantry::report::write(&run, None).unwrap();
+    let html = fs::read_to_string(path).unwrap();
+    for needle in
+        ["<svg", "data:image/png;base64,", "data:image/gif;base64,", "d_out_fake", "latent_dim = 100"]
+    {
+        assert!(html.contains(needle), "report lacks {needle}");
+    }
+    for external in ["src=\"http", "href=\"http", "url(http", "<script src", "<link"] {
+        assert!(!html.contains(external), "report loads something from outside: {external}");
+    }
+}

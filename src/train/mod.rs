@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::alerts::{self, Alert, Monitor, Rules};
 use crate::checkpoint::{self, RngState, TrainingState, policy};
 use crate::config::{Config, Overrides};
 use crate::data::{self, TrainingImages};
@@ -26,6 +27,7 @@ use crate::metrics::{self, CsvLog, IterationRecord};
 use crate::plot;
 use crate::rng::{self, Streams};
 use crate::run_dir::{RunDir, RunInfo};
+use crate::timelapse;
 
 use gan::Gan;
 
@@ -79,13 +81,17 @@ pub fn start(config: &Config, out: &Path, force: bool, options: &Options) -> Res
     let mut fixed_noise = Vec::new();
     rng::normal(&mut streams.fixed, layout.rows * layout.cols * config.model.latent_dim, &mut fixed_noise);
     let csv = CsvLog::create(&run.metrics_csv())?;
-    grid::save_png(&run.sample_grid(0), &gan.generate(&fixed_noise), layout)?;
+    let first_grid = gan.generate(&fixed_noise);
+    grid::save_png(&run.sample_grid(0), &first_grid, layout)?;
+    let mut monitor = Monitor::new(Rules::default(), &reference_images(&images, &layout), images.dim());
+    monitor.observe_grid(0, &first_grid, images.dim());
     let session = Session {
         gan,
         streams,
         fixed_noise,
         records: Vec::new(),
         csv,
+        monitor,
         wall_before: 0.0,
         resumed_from: None,
         checkpoint_ms: Vec::new(),
@@ -176,6 +182,15 @@ pub fn resume(
         Gan::new(&config, images.dim(), &mut Streams::new(config.train.seed)).load(&snapshot, &ckpt_path)?;
     // Rows after the checkpoint are redone: drop them (no duplicates, no gaps).
     let records = metrics::truncate_csv(&run.metrics_csv(), state.iteration)?;
+    // The alert monitor sees the kept records again, so stretches in progress carry on.
+    let layout = grid_layout(&config, &images);
+    let mut monitor = Monitor::new(Rules::default(), &reference_images(&images, &layout), images.dim());
+    if run.alerts().is_file() {
+        monitor.restore(alerts::load(&run.alerts())?, state.iteration);
+    }
+    for r in &records {
+        monitor.observe(r);
+    }
     let csv = CsvLog::open_append(&run.metrics_csv())?;
     eprintln!("gantry: resuming {} from iteration {}", run.root().display(), state.iteration);
     let session = Session {
@@ -184,6 +199,7 @@ pub fn resume(
         fixed_noise: state.fixed_noise.clone(),
         records,
         csv,
+        monitor,
         wall_before: state.wall_seconds,
         resumed_from: Some(state.iteration),
         checkpoint_ms: Vec::new(),
@@ -198,6 +214,8 @@ struct Session {
     fixed_noise: Vec<f32>,
     records: Vec<IterationRecord>,
     csv: CsvLog,
+    /// Watches for training failures.
+    monitor: Monitor,
     /// Training-loop wall time of earlier processes (resumed runs).
     wall_before: f64,
     resumed_from: Option<usize>,
@@ -234,10 +252,12 @@ fn finish(
         checkpoint_ms_median: median(&mut session.checkpoint_ms),
     };
     info.write(&run)?;
+    alerts::save(&run.alerts(), session.monitor.alerts())?;
     if stopped_at.is_none() {
         session.gan.save_weights(&run)?;
         metrics::write_npy_files(run.root(), &records)?;
         plot::write_curves(&run.plots_dir(), &records, config.output.smoothing_window)?;
+        timelapse::write_gif(&run)?;
     }
     Ok(TrainOutcome { run, records, info, stopped_at, resumed_from: session.resumed_from })
 }
@@ -264,13 +284,20 @@ fn training_loop(
         let record = s.gan.step(iteration, images, &mut s.streams);
         s.csv.append(&record)?;
         s.records.push(record);
+        if let Some(alert) = s.monitor.observe(&record) {
+            announce(&bar, options, run, &s.monitor, &alert)?;
+        }
 
         let done = iteration + 1;
         if schedule::is_flush_step(done, total, interval) {
             s.csv.flush()?;
         }
         if schedule::is_sample_step(done, total, interval) {
-            grid::save_png(&run.sample_grid(done), &s.gan.generate(&s.fixed_noise), layout)?;
+            let samples = s.gan.generate(&s.fixed_noise);
+            grid::save_png(&run.sample_grid(done), &samples, layout)?;
+            if let Some(alert) = s.monitor.observe_grid(done, &samples, images.dim()) {
+                announce(&bar, options, run, &s.monitor, &alert)?;
+            }
         }
         let stop = options.stop_requested(done);
         let cp = &config.checkpoint;
@@ -342,10 +369,33 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
+/// Show an alert on the console and save every alert so far to `alerts.json`.
+fn announce(
+    bar: &ProgressBar,
+    options: &Options,
+    run: &RunDir,
+    monitor: &Monitor,
+    alert: &Alert,
+) -> Result<()> {
+    let line = format!("alert at iteration {}: {}", alert.raised_at, alert.message);
+    if options.progress {
+        bar.println(line);
+    } else {
+        eprintln!("gantry: {line}");
+    }
+    alerts::save(&run.alerts(), monitor.alerts())
+}
+
 fn write_config(run: &RunDir, config: &Config) -> Result<()> {
     let tmp = run.root().join("config.toml.tmp");
     checkpoint::write_synced(&tmp, config.to_toml().as_bytes())?;
     std::fs::rename(&tmp, run.config()).at("rename into place", run.config())
+}
+
+/// A grid's worth of training images (the first ones), the diversity a healthy grid approaches.
+fn reference_images(images: &TrainingImages, layout: &GridLayout) -> Vec<f32> {
+    let n = (layout.rows * layout.cols).min(images.count);
+    images.pixels[..n * images.dim()].to_vec()
 }
 
 fn grid_layout(config: &Config, images: &TrainingImages) -> GridLayout {

@@ -1,0 +1,158 @@
+//! `gantry report`: one self-contained HTML file per run (charts inline as SVG, sample grids and
+//! the timelapse as data URIs, the summary table, alerts and config) that opens offline in any
+//! browser and can be mailed as it is.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+
+use crate::alerts::{self, Alert};
+use crate::error::{Error, IoContext, Result};
+use crate::metrics::{self, IterationRecord};
+use crate::plot;
+use crate::run_dir::{RunDir, RunInfo};
+use crate::timelapse;
+
+/// Number of grids shown in the progression strip.
+const STRIP: usize = 8;
+
+/// Write the report of `run` to `out` (default `RUN/report.html`); returns its path.
+pub fn write(run: &RunDir, out: Option<&Path>) -> Result<PathBuf> {
+    let config_text = std::fs::read_to_string(run.config()).at("read", run.config())?;
+    let config = crate::Config::from_toml_str(&config_text, &run.config())?;
+    let records = metrics::read_csv(&run.metrics_csv())?;
+    if records.is_empty() {
+        return Err(Error::bad_data(run.metrics_csv(), "has no rows to report"));
+    }
+    let info = RunInfo::read(run).ok();
+    let alerts = if run.alerts().is_file() { alerts::load(&run.alerts())? } else { Vec::new() };
+    // Charts: drawn now if the run has none yet (a stopped run).
+    let raw_svg = run.plots_dir().join("curves_raw.svg");
+    if !raw_svg.is_file() {
+        std::fs::create_dir_all(run.plots_dir()).at("create", run.plots_dir())?;
+        plot::write_curves(&run.plots_dir(), &records, config.output.smoothing_window)?;
+    }
+    let svg = |name: &str| -> Result<String> {
+        let path = run.plots_dir().join(name);
+        let text = std::fs::read_to_string(&path).at("read", &path)?;
+        // Drop the XML prolog: the SVG is embedded in HTML.
+        Ok(text.find("<svg").map(|i| text[i..].to_string()).unwrap_or(text))
+    };
+    let grids = timelapse::grid_files(run)?;
+    let strip: Vec<&PathBuf> = if grids.len() <= STRIP {
+        grids.iter().collect()
+    } else {
+        (0..STRIP).map(|k| &grids[k * (grids.len() - 1) / (STRIP - 1)]).collect()
+    };
+
+    let mut html = String::new();
+    let name = run.root().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    html.push_str(&format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>gantry run {}</title>\n<style>{}</style></head><body>\n",
+        escape(&name),
+        STYLE
+    ));
+    html.push_str(&format!("<h1>gantry run <code>{}</code></h1>\n", escape(&name)));
+    html.push_str(&summary_html(&records, info.as_ref()));
+    html.push_str(&alerts_html(&alerts));
+    html.push_str("<h2>Curves</h2>\n");
+    html.push_str(&format!("<figure>{}</figure>\n", svg("curves_smoothed.svg")?));
+    html.push_str(&format!(
+        "<details><summary>Raw curves</summary><figure>{}</figure></details>\n",
+        svg("curves_raw.svg")?
+    ));
+    html.push_str("<h2>Samples (the same noise throughout)</h2>\n<div class=\"strip\">\n");
+    for path in &strip {
+        let step = path
+            .file_stem()
+            .and_then(|n| n.to_string_lossy().strip_prefix("step_").and_then(|d| d.parse::<usize>().ok()))
+            .unwrap_or(0);
+        html.push_str(&format!(
+            "<figure><img alt=\"iteration {step}\" src=\"{}\"><figcaption>iteration {step}</figcaption></figure>\n",
+            data_uri("image/png", path)?
+        ));
+    }
+    html.push_str("</div>\n");
+    if run.timelapse().is_file() {
+        html.push_str(&format!(
+            "<h2>Timelapse</h2>\n<img class=\"timelapse\" alt=\"timelapse of the sample grids\" src=\"{}\">\n",
+            data_uri("image/gif", &run.timelapse())?
+        ));
+    }
+    html.push_str(&format!("<h2>Configuration</h2>\n<pre>{}</pre>\n", escape(&config_text)));
+    html.push_str("</body></html>\n");
+
+    let out = out.map(Path::to_path_buf).unwrap_or_else(|| run.report());
+    std::fs::write(&out, html).at("write", &out)?;
+    Ok(out)
+}
+
+fn summary_html(records: &[IterationRecord], info: Option<&RunInfo>) -> String {
+    let n = records.len();
+    let tail = (n as f64 * 0.1).round().max(1.0) as usize;
+    let mut s = String::from("<h2>Summary</h2>\n<p>");
+    s.push_str(&format!("{n} iterations"));
+    if let Some(i) = info {
+        s.push_str(&format!(
+            " in {:.0} s ({:.2} ms/iteration, {} threads) on <code>{}</code>",
+            i.wall_seconds,
+            1e3 * i.wall_seconds / i.iterations_done.max(1) as f64,
+            i.threads,
+            escape(&i.data_file)
+        ));
+    }
+    s.push_str(&format!(
+        ". Means over the last {tail} iterations; at equilibrium D's accuracy and outputs are 0.5 and \
+         the losses ln 2 = 0.693.</p>\n<table><tr><th>metric</th><th>mean</th></tr>\n"
+    ));
+    for (name, mean) in metrics::tail_means(records, 0.1) {
+        s.push_str(&format!("<tr><td>{name}</td><td>{mean:.4}</td></tr>\n"));
+    }
+    s.push_str("</table>\n");
+    s
+}
+
+fn alerts_html(alerts: &[Alert]) -> String {
+    if alerts.is_empty() {
+        return "<h2>Alerts</h2>\n<p class=\"ok\">None: no sign of a training failure.</p>\n".into();
+    }
+    let mut s = String::from("<h2>Alerts</h2>\n<ul class=\"alerts\">\n");
+    for a in alerts {
+        s.push_str(&format!(
+            "<li><b>{:?}</b> from iteration {} (raised at {}): {}</li>\n",
+            a.kind,
+            a.began_at,
+            a.raised_at,
+            escape(&a.message)
+        ));
+    }
+    s.push_str("</ul>\n");
+    s
+}
+
+fn data_uri(mime: &str, path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).at("read", path)?;
+    Ok(format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes)))
+}
+
+/// Escape text for HTML.
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}\
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .8em;text-align:right}\
+td:first-child{text-align:left}figure{margin:0}figure svg{max-width:100%;height:auto}\
+.strip{display:flex;flex-wrap:wrap;gap:.5em}.strip img{width:150px;image-rendering:pixelated}\
+figcaption{text-align:center;font-size:.85em}.timelapse{width:300px;image-rendering:pixelated}\
+.alerts li{color:#a40000}.ok{color:#206020}pre{background:#f6f6f6;padding:1em;overflow:auto}";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(escape("<a href=\"x\">&</a>"), "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;");
+    }
+}

@@ -1,0 +1,106 @@
+//! The timelapse: every fixed-noise grid of a run, in order, as one looping animated GIF.
+
+use std::fs::{self, File};
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::grid::SCALE;
+use crate::run_dir::RunDir;
+
+/// Delay between frames, in hundredths of a second.
+const FRAME_DELAY: u16 = 10;
+/// The last frame is held this long, so the end of the run can be seen.
+const LAST_FRAME_DELAY: u16 = 200;
+
+/// The run's sample grids, oldest first.
+pub fn grid_files(run: &RunDir) -> Result<Vec<PathBuf>> {
+    let dir = run.samples_dir();
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .at("list", &dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            name.starts_with("step_") && name.ends_with(".png")
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Write `timelapse.gif` from the run's grids (at their original, unscaled size).
+pub fn write_gif(run: &RunDir) -> Result<PathBuf> {
+    let frames = grid_files(run)?;
+    let path = run.timelapse();
+    let fail = |problem: String| Error::Render { path: path.clone(), problem };
+    let mut encoder: Option<gif::Encoder<BufWriter<File>>> = None;
+    let grey: Vec<u8> = (0..=255u8).flat_map(|v| [v, v, v]).collect();
+    for (k, frame_path) in frames.iter().enumerate() {
+        let (pixels, width, height) = read_gray(frame_path)?;
+        // Grids are written scaled up; the animation keeps one pixel per image pixel.
+        let (w, h) = (width / SCALE, height / SCALE);
+        let small: Vec<u8> = (0..h)
+            .flat_map(|y| (0..w).map(move |x| (y, x)))
+            .map(|(y, x)| pixels[y * SCALE * width + x * SCALE])
+            .collect();
+        let enc = match &mut encoder {
+            Some(enc) => enc,
+            None => {
+                let file = File::create(&path).at("create", &path)?;
+                let mut enc = gif::Encoder::new(BufWriter::new(file), w as u16, h as u16, &grey)
+                    .map_err(|e| fail(e.to_string()))?;
+                enc.set_repeat(gif::Repeat::Infinite).map_err(|e| fail(e.to_string()))?;
+                encoder.insert(enc)
+            }
+        };
+        let mut frame = gif::Frame::from_indexed_pixels(w as u16, h as u16, small, None);
+        frame.delay = if k + 1 == frames.len() { LAST_FRAME_DELAY } else { FRAME_DELAY };
+        enc.write_frame(&frame).map_err(|e| fail(e.to_string()))?;
+    }
+    if encoder.is_none() {
+        return Err(fail("the run has no sample grids".into()));
+    }
+    Ok(path)
+}
+
+/// Decode an 8-bit greyscale PNG (as `grid` writes them).
+pub fn read_gray(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
+    let file = File::open(path).at("open", path)?;
+    let bad = |e: png::DecodingError| Error::bad_data(path, format!("unreadable PNG ({e})"));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().map_err(bad)?;
+    let size = reader.output_buffer_size().ok_or_else(|| Error::bad_data(path, "PNG too large"))?;
+    let mut buf = vec![0; size];
+    let info = reader.next_frame(&mut buf).map_err(bad)?;
+    if info.color_type != png::ColorType::Grayscale || info.bit_depth != png::BitDepth::Eight {
+        return Err(Error::bad_data(path, "not an 8-bit greyscale sample grid"));
+    }
+    buf.truncate(info.buffer_size());
+    Ok((buf, info.width as usize, info.height as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::{self, GridLayout};
+
+    #[test]
+    fn one_frame_per_grid_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (run, _lock) = RunDir::create_locked(tmp.path(), false).unwrap();
+        let layout = GridLayout { rows: 2, cols: 2, tile_h: 3, tile_w: 3 };
+        for (step, level) in [(0, -1.0f32), (200, 0.0), (400, 1.0)] {
+            grid::save_png(&run.sample_grid(step), &vec![level; 4 * 9], layout).unwrap();
+        }
+        let path = write_gif(&run).unwrap();
+        let mut decoder = gif::DecodeOptions::new();
+        decoder.set_color_output(gif::ColorOutput::Indexed);
+        let mut d = decoder.read_info(File::open(path).unwrap()).unwrap();
+        let (w, h) = layout.size();
+        assert_eq!((d.width() as usize, d.height() as usize), (w / SCALE, h / SCALE));
+        let mut centres = Vec::new();
+        while let Some(frame) = d.read_next_frame().unwrap() {
+            centres.push(frame.buffer[(grid::PAD + 1) * (w / SCALE) + grid::PAD + 1]);
+        }
+        assert_eq!(centres, vec![0, 128, 255]);
+    }
+}
