@@ -6,6 +6,28 @@
 //! [`checkpoint`] (all-or-nothing saves, exact resume; [`lock`] keeps one writer per run) ->
 //! [`export`] (weights for other tools).
 //! [`config`] holds every setting; [`cli`] is the command line on top.
+//!
+//! A run from code, as `gantry train` does it:
+//!
+//! ```no_run
+//! use gantry::{Config, train};
+//!
+//! let mut config = Config::default(); // the classic preset: 30,000 iterations of batch 32
+//! config.train.iterations = 1_000;
+//! let outcome = train::train(&config, "runs/example".as_ref(), false, true)?;
+//! println!("{} iterations, final G loss {}", outcome.records.len(), outcome.records[999].g_loss);
+//! # Ok::<(), gantry::Error>(())
+//! ```
+//!
+//! Every setting is validated before anything runs:
+//!
+//! ```
+//! let mut config = gantry::Config::default();
+//! assert_eq!(config.model.g_hidden, vec![256, 512, 1024]);
+//! config.train.batch_size = 0;
+//! let err = config.validate().unwrap_err();
+//! assert!(err.to_string().contains("train.batch_size"));
+//! ```
 
 pub mod alerts;
 pub mod checkpoint;
