@@ -52,8 +52,11 @@ pub const CSV_COLUMNS: [&str; 10] = [
     "d_out_fake",
 ];
 
+/// Reads one metric of a record.
+pub type Getter = fn(&IterationRecord) -> f32;
+
 /// Names of the metric curves (everything but `iteration`), with accessors.
-pub const METRICS: [(&str, fn(&IterationRecord) -> f32); 9] = [
+pub const METRICS: [(&str, Getter); 9] = [
     ("d_loss_real", |r| r.d_loss_real),
     ("d_loss_fake", |r| r.d_loss_fake),
     ("d_loss", |r| r.d_loss),

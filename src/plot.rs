@@ -9,7 +9,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::metrics::IterationRecord;
+use crate::metrics::{Getter, IterationRecord};
 
 /// Most points drawn per curve; longer curves are reduced to a min/max envelope, which keeps
 /// every spike visible.
@@ -81,7 +81,7 @@ pub fn write_curves(dir: &Path, records: &[IterationRecord], window: usize) -> R
         } else {
             "Training curves (raw)".to_string()
         };
-        let curves = |getters: &[(&'static str, RGBColor, fn(&IterationRecord) -> f32)]| -> Vec<Curve> {
+        let curves = |getters: &[(&'static str, RGBColor, Getter)]| -> Vec<Curve> {
             getters
                 .iter()
                 .map(|&(name, color, get)| {

@@ -89,7 +89,7 @@ mod tests {
         let (run, _lock) = RunDir::create_locked(tmp.path(), false).unwrap();
         let layout = GridLayout { rows: 2, cols: 2, tile_h: 3, tile_w: 3 };
         for (step, level) in [(0, -1.0f32), (200, 0.0), (400, 1.0)] {
-            grid::save_png(&run.sample_grid(step), &vec![level; 4 * 9], layout).unwrap();
+            grid::save_png(&run.sample_grid(step), &[level; 4 * 9], layout).unwrap();
         }
         let path = write_gif(&run).unwrap();
         let mut decoder = gif::DecodeOptions::new();

@@ -245,7 +245,7 @@ pub fn list(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
             found.push((it, path));
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|(it, _)| std::cmp::Reverse(*it));
     Ok(found)
 }
 
@@ -300,8 +300,11 @@ pub fn load(path: &Path) -> Result<Snapshot> {
     })
 }
 
+/// A verified checkpoint and the folder it was read from.
+pub type Found = (PathBuf, Snapshot);
+
 /// The newest checkpoint in `dir` that verifies, with a warning for each newer one that did not.
-pub fn newest_valid(dir: &Path) -> Result<(Option<(PathBuf, Snapshot)>, Vec<String>)> {
+pub fn newest_valid(dir: &Path) -> Result<(Option<Found>, Vec<String>)> {
     let mut warnings = Vec::new();
     for (_, path) in list(dir)? {
         match load(&path) {
@@ -353,7 +356,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()

@@ -13,7 +13,7 @@ pub fn is_checkpoint_step(
     every_minutes: f64,
 ) -> bool {
     done == total
-        || (every > 0 && done % every == 0)
+        || (every > 0 && done.is_multiple_of(every))
         || (every_minutes > 0.0 && since_last.as_secs_f64() >= every_minutes * 60.0)
 }
 

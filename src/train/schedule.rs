@@ -4,7 +4,7 @@
 /// Whether to write a sample grid after `done` completed iterations out of `total`: at the start
 /// (`done == 0`), every `interval` iterations, and at the end.
 pub fn is_sample_step(done: usize, total: usize, interval: usize) -> bool {
-    done == 0 || done == total || (interval > 0 && done % interval == 0 && done <= total)
+    done == 0 || done == total || (interval > 0 && done.is_multiple_of(interval) && done <= total)
 }
 
 /// How many grids a run of `total` iterations writes.
@@ -15,12 +15,12 @@ pub fn sample_count(total: usize, interval: usize) -> usize {
 /// Whether to push buffered CSV rows to disk after `done` iterations: at least every sample
 /// interval, so a crash loses little.
 pub fn is_flush_step(done: usize, total: usize, interval: usize) -> bool {
-    done == total || (interval > 0 && done % interval == 0)
+    done == total || (interval > 0 && done.is_multiple_of(interval))
 }
 
 /// Whether to refresh the console's loss readout (cheap, but not every iteration).
 pub fn is_display_step(done: usize, total: usize) -> bool {
-    done == total || done % 25 == 0
+    done == total || done.is_multiple_of(25)
 }
 
 #[cfg(test)]
