@@ -45,6 +45,7 @@ pub mod plot;
 pub mod report;
 pub mod rng;
 pub mod run_dir;
+pub mod tensorboard;
 pub mod timelapse;
 pub mod train;
 

@@ -27,6 +27,7 @@ use crate::metrics::{self, CsvLog, IterationRecord};
 use crate::plot;
 use crate::rng::{self, Streams};
 use crate::run_dir::{RunDir, RunInfo};
+use crate::tensorboard::EventWriter;
 use crate::timelapse;
 
 use gan::Gan;
@@ -85,7 +86,10 @@ pub fn start(config: &Config, out: &Path, force: bool, options: &Options) -> Res
     grid::save_png(&run.sample_grid(0), &first_grid, layout)?;
     let mut monitor = Monitor::new(Rules::default(), &reference_images(&images, &layout), images.dim());
     monitor.observe_grid(0, &first_grid, images.dim());
+    let mut events = EventWriter::create(run.root())?;
+    log_grid(&mut events, &run, 0)?;
     let session = Session {
+        events,
         gan,
         streams,
         fixed_noise,
@@ -194,6 +198,8 @@ pub fn resume(
     let csv = CsvLog::open_append(&run.metrics_csv())?;
     eprintln!("gantry: resuming {} from iteration {}", run.root().display(), state.iteration);
     let session = Session {
+        // A new event file; TensorBoard reads all of a run folder's files together.
+        events: EventWriter::create(run.root())?,
         gan,
         streams,
         fixed_noise: state.fixed_noise.clone(),
@@ -216,6 +222,8 @@ struct Session {
     csv: CsvLog,
     /// Watches for training failures.
     monitor: Monitor,
+    /// TensorBoard's view of the run.
+    events: EventWriter,
     /// Training-loop wall time of earlier processes (resumed runs).
     wall_before: f64,
     resumed_from: Option<usize>,
@@ -287,14 +295,17 @@ fn training_loop(
         if let Some(alert) = s.monitor.observe(&record) {
             announce(&bar, options, run, &s.monitor, &alert)?;
         }
+        log_scalars(&mut s.events, &record)?;
 
         let done = iteration + 1;
         if schedule::is_flush_step(done, total, interval) {
             s.csv.flush()?;
+            s.events.flush()?;
         }
         if schedule::is_sample_step(done, total, interval) {
             let samples = s.gan.generate(&s.fixed_noise);
             grid::save_png(&run.sample_grid(done), &samples, layout)?;
+            log_grid(&mut s.events, run, done)?;
             if let Some(alert) = s.monitor.observe_grid(done, &samples, images.dim()) {
                 announce(&bar, options, run, &s.monitor, &alert)?;
             }
@@ -313,6 +324,7 @@ fn training_loop(
             // The time spent writing counts in the next stretch of wall time.
             s.wall_before += loop_start.elapsed().as_secs_f64();
             loop_start = Instant::now();
+            s.events.flush()?;
             save_checkpoint(run, s, done, cp.keep)?;
             last_checkpoint = Instant::now();
         }
@@ -331,6 +343,7 @@ fn training_loop(
     s.wall_before += loop_start.elapsed().as_secs_f64();
     bar.finish_and_clear();
     s.csv.flush()?;
+    s.events.flush()?;
     Ok(None)
 }
 
@@ -367,6 +380,32 @@ fn median(values: &mut [f64]) -> f64 {
     }
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+/// Every metric of one iteration, as TensorBoard scalars (step = iterations done before it).
+fn log_scalars(events: &mut EventWriter, r: &IterationRecord) -> Result<()> {
+    events.scalars(
+        r.iteration,
+        &[
+            ("loss/d", r.d_loss),
+            ("loss/d_real", r.d_loss_real),
+            ("loss/d_fake", r.d_loss_fake),
+            ("loss/g", r.g_loss),
+            ("accuracy/d", r.acc),
+            ("accuracy/d_real", r.acc_real),
+            ("accuracy/d_fake", r.acc_fake),
+            ("d_output/real", r.d_out_real),
+            ("d_output/fake", r.d_out_fake),
+        ],
+    )
+}
+
+/// The grid just written after `step` iterations, as a TensorBoard image.
+fn log_grid(events: &mut EventWriter, run: &RunDir, step: usize) -> Result<()> {
+    let path = run.sample_grid(step);
+    let png = std::fs::read(&path).at("read", &path)?;
+    let (_, width, height) = timelapse::read_gray(&path)?;
+    events.image(step, "samples", &png, width, height)
 }
 
 /// Show an alert on the console and save every alert so far to `alerts.json`.
