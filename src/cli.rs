@@ -269,7 +269,7 @@ fn report(outcome: &TrainOutcome) -> i32 {
 /// The end-of-run table: each metric's mean over the last 10% of iterations, and where things are.
 pub fn summary(outcome: &TrainOutcome) -> String {
     let n = outcome.records.len();
-    let tail = (n as f64 * 0.1).round().max(1.0) as usize;
+    let tail = metrics::tail_len(n, 0.1);
     let mut s = format!(
         "\nTrained {n} iterations in {:.1} s ({:.2} ms/iteration, {} threads).\n\
          Mean over the last {tail} iterations:\n",

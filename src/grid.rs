@@ -1,8 +1,6 @@
 //! Sample grids: a batch of generated images tiled into one PNG, white digits on black as MNIST
 //! shows them, separated by a thin grey border and scaled up so they are easy to look at.
 
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
@@ -65,24 +63,26 @@ pub fn render(images: &[f32], layout: GridLayout) -> Vec<u8> {
     out
 }
 
-/// Render and save a grid as an 8-bit greyscale PNG.
-pub fn save_png(path: &Path, images: &[f32], layout: GridLayout) -> Result<()> {
-    let pixels = render(images, layout);
+/// Render and save a grid as an 8-bit greyscale PNG; returns the PNG's bytes (for other
+/// consumers of the same image, such as TensorBoard).
+pub fn save_png(path: &Path, images: &[f32], layout: GridLayout) -> Result<Vec<u8>> {
     let (w, h) = layout.size();
-    write_gray_png(path, &pixels, w, h)
+    let png = encode_gray_png(&render(images, layout), w, h)
+        .map_err(|e| Error::Render { path: path.to_path_buf(), problem: e.to_string() })?;
+    std::fs::write(path, &png).at("write", path)?;
+    Ok(png)
 }
 
-/// Write an 8-bit greyscale PNG.
-pub fn write_gray_png(path: &Path, pixels: &[u8], width: usize, height: usize) -> Result<()> {
-    let file = File::create(path).at("create", path)?;
-    let mut encoder = png::Encoder::new(BufWriter::new(file), width as u32, height as u32);
+/// Encode 8-bit grey pixels (row-major) as a PNG in memory.
+pub fn encode_gray_png(pixels: &[u8], width: usize, height: usize) -> Result<Vec<u8>, png::EncodingError> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width as u32, height as u32);
     encoder.set_color(png::ColorType::Grayscale);
     encoder.set_depth(png::BitDepth::Eight);
-    let render_err =
-        |e: png::EncodingError| Error::Render { path: path.to_path_buf(), problem: e.to_string() };
-    let mut writer = encoder.write_header().map_err(render_err)?;
-    writer.write_image_data(pixels).map_err(render_err)?;
-    writer.finish().map_err(render_err)
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(pixels)?;
+    writer.finish()?;
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -191,10 +191,15 @@ pub fn write_npy(path: &Path, shape: &[u64], data: &[f64]) -> Result<()> {
     writer.finish().at("write", path)
 }
 
+/// How many of `n` records make up the last `fraction` (at least one, when there are any).
+pub fn tail_len(n: usize, fraction: f64) -> usize {
+    ((n as f64 * fraction).round() as usize).clamp(1.min(n), n)
+}
+
 /// Mean of each metric over the last `fraction` of the records (at least one record).
 pub fn tail_means(records: &[IterationRecord], fraction: f64) -> Vec<(&'static str, f64)> {
     let n = records.len();
-    let take = ((n as f64 * fraction).round() as usize).clamp(1.min(n), n);
+    let take = tail_len(n, fraction);
     let tail = &records[n - take..];
     METRICS
         .iter()

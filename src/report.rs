@@ -89,7 +89,7 @@ pub fn write(run: &RunDir, out: Option<&Path>) -> Result<PathBuf> {
 
 fn summary_html(records: &[IterationRecord], info: Option<&RunInfo>) -> String {
     let n = records.len();
-    let tail = (n as f64 * 0.1).round().max(1.0) as usize;
+    let tail = metrics::tail_len(n, 0.1);
     let mut s = String::from("<h2>Summary</h2>\n<p>");
     s.push_str(&format!("{n} iterations"));
     if let Some(i) = info {

@@ -83,11 +83,11 @@ pub fn start(config: &Config, out: &Path, force: bool, options: &Options) -> Res
     rng::normal(&mut streams.fixed, layout.rows * layout.cols * config.model.latent_dim, &mut fixed_noise);
     let csv = CsvLog::create(&run.metrics_csv())?;
     let first_grid = gan.generate(&fixed_noise);
-    grid::save_png(&run.sample_grid(0), &first_grid, layout)?;
+    let first_png = grid::save_png(&run.sample_grid(0), &first_grid, layout)?;
     let mut monitor = Monitor::new(Rules::default(), &reference_images(&images, &layout), images.dim());
     monitor.observe_grid(0, &first_grid, images.dim());
     let mut events = EventWriter::create(run.root())?;
-    log_grid(&mut events, &run, 0)?;
+    log_grid(&mut events, 0, &first_png, &layout)?;
     let session = Session {
         events,
         gan,
@@ -304,8 +304,8 @@ fn training_loop(
         }
         if schedule::is_sample_step(done, total, interval) {
             let samples = s.gan.generate(&s.fixed_noise);
-            grid::save_png(&run.sample_grid(done), &samples, layout)?;
-            log_grid(&mut s.events, run, done)?;
+            let png = grid::save_png(&run.sample_grid(done), &samples, layout)?;
+            log_grid(&mut s.events, done, &png, &layout)?;
             if let Some(alert) = s.monitor.observe_grid(done, &samples, images.dim()) {
                 announce(&bar, options, run, &s.monitor, &alert)?;
             }
@@ -400,12 +400,10 @@ fn log_scalars(events: &mut EventWriter, r: &IterationRecord) -> Result<()> {
     )
 }
 
-/// The grid just written after `step` iterations, as a TensorBoard image.
-fn log_grid(events: &mut EventWriter, run: &RunDir, step: usize) -> Result<()> {
-    let path = run.sample_grid(step);
-    let png = std::fs::read(&path).at("read", &path)?;
-    let (_, width, height) = timelapse::read_gray(&path)?;
-    events.image(step, "samples", &png, width, height)
+/// The grid drawn after `step` iterations (its PNG bytes), as a TensorBoard image.
+fn log_grid(events: &mut EventWriter, step: usize, png: &[u8], layout: &GridLayout) -> Result<()> {
+    let (width, height) = layout.size();
+    events.image(step, "samples", png, width, height)
 }
 
 /// Show an alert on the console and save every alert so far to `alerts.json`.
