@@ -14,6 +14,7 @@ use crate::metrics;
 use crate::plot;
 use crate::report;
 use crate::run_dir::{self, RunDir};
+use crate::serve::{self, Dashboard};
 use crate::train::{self, Options, TrainOutcome, bench};
 
 /// Train GANs, watch them learn, judge what they make, never lose a run.
@@ -38,6 +39,9 @@ pub enum Command {
     /// Write one self-contained HTML report of a run (charts, grids, timelapse, summary, alerts,
     /// config) that opens offline in any browser.
     Report(ReportArgs),
+    /// Serve the live dashboard of one or more runs (a run folder, or a folder of runs such as
+    /// `runs/`) on http://127.0.0.1:6150/.
+    Serve(ServeArgs),
     /// Time the training step (classic preset, random images) at several batch sizes and thread
     /// counts: median ms/iteration, images/s, achieved GFLOP/s.
     Bench(BenchArgs),
@@ -83,6 +87,32 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Serve the live dashboard of this run while it trains (and after, until Ctrl-C).
+    #[arg(long)]
+    pub serve: bool,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+}
+
+/// Where the dashboard listens.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct ListenArgs {
+    /// Port of the dashboard (0 = any free port).
+    #[arg(long, default_value_t = serve::DEFAULT_PORT)]
+    pub port: u16,
+    /// Address to listen on. Default 127.0.0.1 (this machine only); give another address, such as
+    /// 0.0.0.0, only to let other machines read the runs.
+    #[arg(long, value_name = "ADDR")]
+    pub host: Option<std::net::IpAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Run folders, or folders of run folders.
+    #[arg(required = true, value_name = "RUN_DIR")]
+    pub runs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub listen: ListenArgs,
 }
 
 #[derive(Debug, Args)]
@@ -172,7 +202,17 @@ pub fn run(cli: Cli) -> Result<i32> {
             force: false,
             resume: Some(args.run),
             quiet: args.quiet,
+            serve: false,
+            listen: ListenArgs { port: serve::DEFAULT_PORT, host: None },
         }),
+        Command::Serve(args) => {
+            let dashboard = Arc::new(Dashboard::from_paths(&args.runs)?);
+            let addr = serve::bind_address(args.listen.host, args.listen.port);
+            serve::serve_blocking(dashboard.clone(), addr, None, |bound| {
+                announce_dashboard(bound, &dashboard.run_names().join(", "))
+            })?;
+            Ok(0)
+        }
         Command::Sample(args) => sample_command(args).map(|()| 0),
         Command::Plot(args) => plot_command(args).map(|()| 0),
         Command::Bench(args) => bench_command(args).map(|()| 0),
@@ -230,6 +270,11 @@ fn train_command(args: TrainArgs) -> Result<i32> {
                 "continues a run as it was: --out, --force, --seed, --batch-size and --dataset do not apply",
             ));
         }
+        if args.serve {
+            // RUN_DIR, or RUN_DIR/checkpoints/step_N.
+            let root = run.ancestors().find(|p| p.join("config.toml").is_file()).unwrap_or(run);
+            start_dashboard(root, args.listen, options.stop.clone())?;
+        }
         let outcome = train::resume(run, args.config.as_deref(), &overrides, &options)?;
         return Ok(report(&outcome));
     }
@@ -245,8 +290,60 @@ fn train_command(args: TrainArgs) -> Result<i32> {
         config.effective_threads(),
         out.display()
     );
+    if args.serve {
+        start_dashboard(&out, args.listen, options.stop.clone())?;
+    }
     let outcome = train::start(&config, &out, args.force, &options)?;
-    Ok(report(&outcome))
+    let code = report(&outcome);
+    if args.serve && code == 0 {
+        eprintln!("gantry: training finished; the dashboard stays up until Ctrl-C");
+        let stop = options.stop.expect("train installs a stop flag");
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    Ok(code)
+}
+
+/// Serve `run`'s dashboard from a background thread while the main thread trains. Binding happens
+/// before training starts, so a busy port is an error up front rather than a silent missing page.
+fn start_dashboard(run: &Path, listen: ListenArgs, stop: Option<Arc<AtomicBool>>) -> Result<()> {
+    let dashboard = Arc::new(Dashboard::single(run));
+    let addr = serve::bind_address(listen.host, listen.port);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let ready = tx.clone();
+        let result = serve::serve_blocking(dashboard, addr, stop, move |bound| {
+            let _ = ready.send(Ok(bound));
+        });
+        if let Err(e) = result {
+            // Before `ready` the error goes back to the caller; after it, training goes on without.
+            if let Err(std::sync::mpsc::SendError(Err(e))) = tx.send(Err(e)) {
+                eprintln!("gantry: dashboard stopped: {e}");
+            }
+        }
+    });
+    match rx.recv() {
+        Ok(Ok(bound)) => {
+            announce_dashboard(bound, &run.display().to_string());
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::io(
+            "listen on",
+            addr.to_string(),
+            std::io::Error::new(std::io::ErrorKind::AddrInUse, "the dashboard could not start"),
+        )),
+    }
+}
+
+fn announce_dashboard(bound: std::net::SocketAddr, what: &str) {
+    eprintln!("gantry: dashboard of {what} at http://{bound}/");
+    if !bound.ip().is_loopback() {
+        eprintln!(
+            "gantry: warning: listening on {bound}: anyone who can reach this address can read the runs"
+        );
+    }
 }
 
 /// Print the end of a run and choose the exit code.

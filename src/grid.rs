@@ -69,7 +69,10 @@ pub fn save_png(path: &Path, images: &[f32], layout: GridLayout) -> Result<Vec<u
     let (w, h) = layout.size();
     let png = encode_gray_png(&render(images, layout), w, h)
         .map_err(|e| Error::Render { path: path.to_path_buf(), problem: e.to_string() })?;
-    std::fs::write(path, &png).at("write", path)?;
+    // Written beside and renamed, so a dashboard never shows a half-written grid.
+    let partial = path.with_extension("png.partial");
+    std::fs::write(&partial, &png).at("write", &partial)?;
+    std::fs::rename(&partial, path).at("rename", &partial)?;
     Ok(png)
 }
 

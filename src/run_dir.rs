@@ -33,7 +33,12 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// A view of an existing run folder (nothing is created or checked).
+    /// The paths of the run folder at `root`, which may not exist yet (nothing is checked).
+    pub fn from_path(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// A view of an existing run folder (nothing is created; it must have a config.toml).
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         if !root.join("config.toml").is_file() {

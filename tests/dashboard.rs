@@ -1,0 +1,286 @@
+//! The live dashboard: the server's routes and refusals over raw HTTP, and the page itself in
+//! headless Chromium (driven through ChromeDriver's WebDriver protocol) against a real run that is
+//! training while the browser watches. `.ci/run` installs Debian's chromium and chromium-driver.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use gantry::serve::{self, Dashboard};
+use gantry::train;
+use serde_json::{Value, json};
+
+/// Send one raw HTTP/1.1 GET (no client-side path normalisation) and return (status, body).
+fn raw_get(addr: SocketAddr, target: &str) -> (u16, String) {
+    let (status, body) = raw_get_bytes(addr, target);
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn raw_get_bytes(addr: SocketAddr, target: &str) -> (u16, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).unwrap();
+    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP response");
+    let head = String::from_utf8_lossy(&bytes[..head_end]);
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, bytes[head_end + 4..].to_vec())
+}
+
+/// Serve `dashboard` from a background thread on a free loopback port.
+fn start_server(dashboard: Dashboard) -> (SocketAddr, Arc<AtomicBool>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        serve::serve_blocking(Arc::new(dashboard), serve::bind_address(None, 0), Some(flag), |a| {
+            tx.send(a).unwrap()
+        })
+        .unwrap()
+    });
+    (rx.recv_timeout(Duration::from_secs(10)).unwrap(), stop)
+}
+
+#[test]
+fn server_serves_the_run_and_refuses_everything_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("runs/first");
+    train::train(&common::tiny_config(30, 10, 1), &root, false, false).unwrap();
+    std::fs::write(tmp.path().join("runs/secret.txt"), "not the run's").unwrap();
+    let dashboard = Dashboard::from_paths(&[tmp.path().join("runs")]).unwrap();
+    assert_eq!(dashboard.run_names(), ["first"]);
+    let (addr, stop) = start_server(dashboard);
+    assert!(addr.ip().is_loopback(), "binds loopback unless told otherwise: {addr}");
+
+    let (code, page) = raw_get(addr, "/");
+    assert_eq!(code, 200);
+    assert!(page.contains("<canvas id=\"chart-loss\""));
+    assert_eq!(raw_get(addr, "/api/runs").1, r#"["first"]"#);
+
+    let (code, body) = raw_get(addr, "/api/runs/first/metrics?from=10");
+    assert_eq!(code, 200);
+    let metrics: Value = serde_json::from_str(&body).unwrap();
+    let rows = metrics["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 20, "rows 10..30 of 30");
+    assert_eq!(rows[0][0], json!(10.0));
+
+    let status: gantry::serve::RunStatus =
+        serde_json::from_str(&raw_get(addr, "/api/runs/first/status").1).unwrap();
+    assert_eq!((status.iterations_done, status.iterations_total, status.finished), (30, Some(30), true));
+    assert_eq!(status.grids, [0, 10, 20, 30]);
+    assert!(status.ms_per_iteration.unwrap() > 0.0, "from run.json when not watched live");
+
+    let (code, png) = raw_get_bytes(addr, "/runs/first/files/samples/step_000010.png");
+    assert_eq!(code, 200);
+    assert_eq!(png, std::fs::read(root.join("samples/step_000010.png")).unwrap());
+    assert!(raw_get(addr, "/api/runs/first/config").1.contains("[train]"));
+
+    for unknown in [
+        "/nothing",
+        "/api/runs/second/status",
+        "/runs/second/files/config.toml",
+        "/runs/first/files/nope.png",
+    ] {
+        assert_eq!(raw_get(addr, unknown).0, 404, "{unknown}");
+    }
+    for traversal in [
+        "/runs/first/files/../secret.txt",
+        "/runs/first/files/..%2fsecret.txt",
+        "/runs/first/files/%2e%2e/secret.txt",
+        "/runs/first/files/samples/..%2F..%2Fsecret.txt",
+        "/runs/first/files/%2fetc%2fpasswd",
+        "/runs/first/files/.lock",
+    ] {
+        let (code, body) = raw_get(addr, traversal);
+        assert!(code == 403 || code == 404, "{traversal}: {code}");
+        assert!(!body.contains("not the run's") && !body.contains("root:"), "{traversal} leaked: {body}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+#[test]
+fn serve_refuses_a_folder_without_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry")).arg("serve").arg(tmp.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&tmp.path().display().to_string()) && err.contains("run folder"), "{err}");
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A minimal WebDriver client (the W3C protocol is JSON over HTTP).
+struct Browser {
+    base: String,
+    session: String,
+    _driver: KillOnDrop,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let driver_path = std::env::var("GANTRY_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let driver = Command::new(&driver_path)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {driver_path} ({e}): install Debian's chromium and chromium-driver (.ci/run does)")
+            });
+        let driver = KillOnDrop(driver);
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ureq::get(format!("{base}/status")).call().is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let chromium = std::env::var("GANTRY_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1050"]
+        }}}});
+        let created = post(&format!("{base}/session"), &caps);
+        let session = created["value"]["sessionId"].as_str().expect("a WebDriver session").to_string();
+        Browser { base, session, _driver: driver }
+    }
+
+    fn goto(&self, url: &str) {
+        post(&format!("{}/session/{}/url", self.base, self.session), &json!({ "url": url }));
+    }
+
+    fn eval(&self, script: &str) -> Value {
+        let r = post(
+            &format!("{}/session/{}/execute/sync", self.base, self.session),
+            &json!({"script": script, "args": []}),
+        );
+        r["value"].clone()
+    }
+
+    fn screenshot_png(&self) -> Vec<u8> {
+        let text = ureq::get(format!("{}/session/{}/screenshot", self.base, self.session))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.decode(v["value"].as_str().unwrap()).unwrap()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = ureq::delete(format!("{}/session/{}", self.base, self.session)).call();
+    }
+}
+
+fn post(url: &str, body: &Value) -> Value {
+    let mut response = ureq::post(url)
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap()
+}
+
+/// What the page shows, read from the live DOM: rows received, grids listed, charts drawn, the
+/// grid image's width, and how many pixels of the loss chart are painted.
+const PAGE_STATE: &str = r#"
+    const c = document.getElementById('chart-loss');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let painted = 0;
+    for (let i = 3; i < d.length; i += 4) if (d[i] > 0) painted++;
+    const img = document.getElementById('grid-img');
+    return { rows: +document.body.dataset.rows, grids: +document.body.dataset.grids,
+             charts: +document.body.dataset.charts, gridWidth: img.complete ? img.naturalWidth : 0,
+             painted, state: document.getElementById('state').textContent,
+             error: document.body.dataset.error || null };
+"#;
+
+#[test]
+fn dashboard_renders_in_chromium_and_follows_a_training_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("live");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args([
+            "train",
+            "--iterations",
+            "3000",
+            "--sample-interval",
+            "100",
+            "--threads",
+            "2",
+            "-q",
+            "--serve",
+        ])
+        .args(["--port", "0", "--out"])
+        .arg(&run)
+        .arg("--data")
+        .arg(common::mnist_dir())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let training = KillOnDrop(child);
+    let mut lines = stderr.lines();
+    let url = loop {
+        let line = lines.next().expect("train --serve prints the dashboard address").unwrap();
+        if let Some(at) = line.find("http://") {
+            break line[at..].trim().to_string();
+        }
+    };
+    assert!(url.starts_with("http://127.0.0.1:"), "loopback by default: {url}");
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+
+    let browser = Browser::start();
+    browser.goto(&url);
+    let wait_for = |what: &str, ok: &dyn Fn(&Value) -> bool| -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let state = browser.eval(PAGE_STATE);
+            if ok(&state) {
+                return state;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; page state {state}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    let first = wait_for("charts, a grid and some rows", &|s| {
+        assert!(s["error"].is_null(), "script error on the page: {s}");
+        s["rows"].as_u64() > Some(0)
+            && s["charts"] == 3
+            && s["gridWidth"].as_u64() > Some(0)
+            && s["grids"].as_u64() > Some(1)
+    });
+    assert!(first["painted"].as_u64().unwrap() > 2_000, "the loss chart is drawn: {first}");
+    // New rows and new grids appear while the run goes on, without reloading the page.
+    let rows0 = first["rows"].as_u64().unwrap();
+    let grids0 = first["grids"].as_u64().unwrap();
+    let later = wait_for("new rows and a new grid", &|s| {
+        s["rows"].as_u64().unwrap_or(0) >= rows0 + 100 && s["grids"].as_u64().unwrap_or(0) > grids0
+    });
+    let state = later["state"].as_str().unwrap();
+    assert!(state.contains("/ 3,000") && state.contains("training") && state.contains("ETA"), "{state}");
+
+    let png = browser.screenshot_png();
+    assert!(png.starts_with(b"\x89PNG"));
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    std::fs::write(&shot, png).unwrap();
+    eprintln!("screenshot: {} (page state {later})", shot.display());
+    drop(browser);
+    drop(training);
+}
