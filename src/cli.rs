@@ -7,8 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::checkpoint;
 use crate::config::{Config, Dataset, Overrides};
+use crate::data;
 use crate::error::{Error, Result};
+use crate::eval;
 use crate::grid::{self, GridLayout};
 use crate::metrics;
 use crate::plot;
@@ -39,6 +42,10 @@ pub enum Command {
     /// Write one self-contained HTML report of a run (charts, grids, timelapse, summary, alerts,
     /// config) that opens offline in any browser.
     Report(ReportArgs),
+    /// Judge samples against the real test set with a classifier trained on the data set (FID and
+    /// KID in its feature space, precision/recall, Inception-Score analogue, class coverage): a
+    /// run's generator, or images from any tool.
+    Eval(EvalArgs),
     /// Serve the live dashboard of one or more runs (a run folder, or a folder of runs such as
     /// `runs/`) on http://127.0.0.1:6150/.
     Serve(ServeArgs),
@@ -73,6 +80,10 @@ pub struct TrainArgs {
     /// Compute threads; 0 = one per core [config: train.threads, default 0].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Judge sample quality every N iterations (FID, precision/recall... into eval.csv); 0 = off
+    /// [config: eval.every, default 2000].
+    #[arg(long, value_name = "N")]
+    pub eval_every: Option<usize>,
     /// Run folder to write. Default: runs/<dataset>-<UTC time>.
     #[arg(long, value_name = "RUN_DIR")]
     pub out: Option<PathBuf>,
@@ -104,6 +115,36 @@ pub struct ListenArgs {
     /// 0.0.0.0, only to let other machines read the runs.
     #[arg(long, value_name = "ADDR")]
     pub host: Option<std::net::IpAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Run folders whose generator to judge (each one a column of the table).
+    #[arg(value_name = "RUN_DIR")]
+    pub runs: Vec<PathBuf>,
+    /// Judge the generator saved in the checkpoint after this many iterations (RUN/checkpoints/)
+    /// instead of the final one.
+    #[arg(long, value_name = "ITERATION")]
+    pub checkpoint: Option<usize>,
+    /// Images made by any tool: a .npy of shape [N,28,28] or [N,784] (0-255, [0,1] or [-1,1]), or a
+    /// folder of 28x28 PNGs. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub samples: Vec<PathBuf>,
+    /// Images to draw from each run's generator.
+    #[arg(long, default_value_t = 10_000)]
+    pub n: usize,
+    /// Seed of the generator's noise and of KID's subsets.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Data set the samples imitate (runs: taken from their config; default mnist).
+    #[arg(long, value_enum)]
+    pub dataset: Option<Dataset>,
+    /// Folder with the data set's IDX files. Default: $GANTRY_DATA, then the cache.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Write the reports as JSON here (default, when judging one run: RUN/eval.json).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -198,6 +239,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             sample_interval: None,
             seed: None,
             threads: args.threads,
+            eval_every: None,
             out: None,
             force: false,
             resume: Some(args.run),
@@ -205,6 +247,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             serve: false,
             listen: ListenArgs { port: serve::DEFAULT_PORT, host: None },
         }),
+        Command::Eval(args) => eval_command(args).map(|()| 0),
         Command::Serve(args) => {
             let dashboard = Arc::new(Dashboard::from_paths(&args.runs)?);
             let addr = serve::bind_address(args.listen.host, args.listen.port);
@@ -257,6 +300,7 @@ fn train_command(args: TrainArgs) -> Result<i32> {
         sample_interval: args.sample_interval,
         seed: args.seed,
         threads: args.threads,
+        eval_every: args.eval_every,
     };
     if let Some(run) = &args.resume {
         if args.out.is_some()
@@ -398,6 +442,90 @@ fn sample_command(args: SampleArgs) -> Result<()> {
     let (images, rows, cols) = train::sample_from_run(&run, args.n, args.seed)?;
     grid::save_png(&args.out, &images, GridLayout::for_count(args.n, rows, cols))?;
     eprintln!("gantry: wrote {} samples to {}", args.n, args.out.display());
+    Ok(())
+}
+
+fn eval_command(args: EvalArgs) -> Result<()> {
+    if args.runs.is_empty() && args.samples.is_empty() {
+        return Err(Error::config("eval", "give a run folder or --samples FILE to judge"));
+    }
+    if !(2..=1_000_000).contains(&args.n) {
+        return Err(Error::config("--n", format!("must be within 2..=1000000, found {}", args.n)));
+    }
+    let started = std::time::Instant::now();
+    let runs = args.runs.iter().map(RunDir::open).collect::<Result<Vec<_>>>()?;
+    let mut dataset = args.dataset;
+    for run in &runs {
+        let d = Config::from_file(&run.config())?.data.dataset;
+        if dataset.is_some_and(|x| x != d) {
+            return Err(Error::config(
+                "--dataset",
+                format!("{} was trained on {}", run.root().display(), d.name()),
+            ));
+        }
+        dataset = Some(d);
+    }
+    let dataset = dataset.unwrap_or(Dataset::Mnist);
+    // Read everything that can be wrong before a judge may have to be trained (minutes).
+    let outside_samples =
+        args.samples.iter().map(|path| Ok((path, eval::samples::load(path)?))).collect::<Result<Vec<_>>>()?;
+    let judge = eval::judge::Judge::load_or_train(
+        dataset,
+        args.data.as_deref(),
+        None,
+        &eval::judge::JudgeConfig::default(),
+        &mut |line| eprintln!("gantry: {line}"),
+    )?;
+    if let Some(path) = &judge.cached_at {
+        eprintln!(
+            "gantry: judge for {} ({:.2}% test accuracy){} {}",
+            dataset.name(),
+            100.0 * judge.test_accuracy,
+            if judge.trained_now { " trained and cached at" } else { " from" },
+            path.display()
+        );
+    }
+    let dir = data::locate(dataset, args.data.as_deref())?;
+    let test = data::load_labelled(dataset, &dir, data::Split::Test)?;
+    let real = judge.judge(&test.images.pixels)?;
+    let settings = eval::EvalSettings { seed: args.seed, ..Default::default() };
+
+    let mut reports = Vec::new();
+    for run in &runs {
+        let (weights, source) = match args.checkpoint {
+            Some(step) => {
+                let folder = run.checkpoints_dir().join(checkpoint::folder_name(step));
+                (folder.join("generator.bpk"), folder.display().to_string())
+            }
+            None => (run.generator_weights(), run.root().display().to_string()),
+        };
+        let (images, rows, cols) = train::sample_generator(run, &weights, args.n, args.seed)?;
+        if (rows, cols) != (28, 28) {
+            return Err(Error::config(
+                "eval",
+                format!("{source}: the judge takes 28x28 images, not {rows}x{cols}"),
+            ));
+        }
+        reports.push(eval::evaluate(&judge, &source, &images, &real, &settings)?);
+    }
+    for (path, images) in &outside_samples {
+        reports.push(eval::evaluate(&judge, &path.display().to_string(), images, &real, &settings)?);
+    }
+    print!("{}", eval::format_table(&reports));
+    eprintln!("gantry: judged in {:.1} s", started.elapsed().as_secs_f64());
+    let json_path = match (&args.json, runs.as_slice(), args.samples.is_empty()) {
+        (Some(path), _, _) => Some(path.clone()),
+        (None, [run], true) => Some(match args.checkpoint {
+            Some(step) => run.root().join(format!("eval-{}.json", checkpoint::folder_name(step))),
+            None => run.root().join("eval.json"),
+        }),
+        _ => None,
+    };
+    if let Some(path) = json_path {
+        let text = serde_json::to_string_pretty(&reports).expect("reports serialize");
+        std::fs::write(&path, text + "\n").map_err(|e| Error::io("write", &path, e))?;
+        eprintln!("gantry: wrote {}", path.display());
+    }
     Ok(())
 }
 

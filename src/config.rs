@@ -37,6 +37,24 @@ pub struct Config {
     pub train: TrainConfig,
     pub output: OutputConfig,
     pub checkpoint: CheckpointConfig,
+    pub eval: EvalConfig,
+}
+
+/// Sample quality measured during training by the judge (see `gantry eval`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Judge the generator every this many iterations and at the end; 0 turns it off (the first
+    /// use on a machine trains the judge once, about two minutes).
+    pub every: usize,
+    /// Generated images per evaluation, compared with as many real test images.
+    pub samples: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self { every: 2_000, samples: 2_000 }
+    }
 }
 
 /// Where the images come from.
@@ -175,6 +193,7 @@ pub struct Overrides {
     pub sample_interval: Option<usize>,
     pub seed: Option<u64>,
     pub threads: Option<usize>,
+    pub eval_every: Option<usize>,
 }
 
 impl Config {
@@ -226,6 +245,9 @@ impl Config {
         }
         if let Some(v) = o.threads {
             self.train.threads = v;
+        }
+        if let Some(v) = o.eval_every {
+            self.eval.every = v;
         }
     }
 
@@ -282,6 +304,13 @@ impl Config {
             ));
         }
         positive("checkpoint.keep", c.keep, 1_000_000)?;
+        // At least k + 1 = 4 for precision/recall; at most the 10,000 test images.
+        if !(10..=10_000).contains(&self.eval.samples) {
+            return Err(Error::config(
+                "eval.samples",
+                format!("must be within 10..=10000 (the test set's size), found {}", self.eval.samples),
+            ));
+        }
         Ok(())
     }
 

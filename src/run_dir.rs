@@ -108,6 +108,10 @@ impl RunDir {
     pub fn weights_dir(&self) -> PathBuf {
         self.root.join("weights")
     }
+    /// Sample quality measured during training (one row per evaluation).
+    pub fn eval_csv(&self) -> PathBuf {
+        self.root.join("eval.csv")
+    }
     pub fn alerts(&self) -> PathBuf {
         self.root.join("alerts.json")
     }

@@ -98,6 +98,8 @@ fn existing_run_folder_is_never_overwritten_without_force() {
         data.to_str().unwrap(),
         "--iterations",
         "3",
+        "--eval-every",
+        "0",
         "--out",
         out.to_str().unwrap(),
         "-q",

@@ -225,6 +225,8 @@ fn dashboard_renders_in_chromium_and_follows_a_training_run() {
             "2",
             "-q",
             "--serve",
+            "--eval-every",
+            "0",
         ])
         .args(["--port", "0", "--out"])
         .arg(&run)

@@ -32,6 +32,8 @@ fn start(out: &Path) -> Child {
             "25",
             "--iterations",
             ITERATIONS,
+            "--eval-every",
+            "0",
         ])
         .arg("--data")
         .arg(&data)

@@ -164,6 +164,45 @@ pub fn load_training_images(dataset: Dataset, explicit: Option<&Path>) -> Result
     Ok(TrainingImages::from_idx(images, path))
 }
 
+/// Which half of a data set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Test,
+}
+
+/// Images with their class labels.
+#[derive(Debug, Clone)]
+pub struct LabelledImages {
+    pub images: TrainingImages,
+    pub labels: Vec<u8>,
+}
+
+/// Read one split's images (as `[-1, 1]` floats) and labels from `dir`, checking they agree.
+pub fn load_labelled(dataset: Dataset, dir: &Path, split: Split) -> Result<LabelledImages> {
+    let (image_stem, label_stem) = match split {
+        Split::Train => (FILE_STEMS[0], FILE_STEMS[1]),
+        Split::Test => (FILE_STEMS[2], FILE_STEMS[3]),
+    };
+    let missing = |stem: &str| {
+        Error::DataNotFound(format!("{} data in {}: {stem}(.gz) is missing", dataset.name(), dir.display()))
+    };
+    let image_path = find_file(dir, image_stem).ok_or_else(|| missing(image_stem))?;
+    let label_path = find_file(dir, label_stem).ok_or_else(|| missing(label_stem))?;
+    let images = read_images(&image_path)?;
+    let labels = idx::read_labels(&label_path)?;
+    if labels.len() != images.count {
+        return Err(Error::bad_data(
+            &label_path,
+            format!("{} labels for the {} images of {}", labels.len(), images.count, image_path.display()),
+        ));
+    }
+    if let Some(bad) = labels.iter().find(|&&l| l >= 10) {
+        return Err(Error::bad_data(&label_path, format!("label {bad} is not a class 0-9")));
+    }
+    Ok(LabelledImages { images: TrainingImages::from_idx(images, image_path), labels })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,153 @@
-//! Judging samples: a domain classifier (the judge) turns images into features and class
-//! probabilities; [`stats`] turns those into FID, KID, precision/recall, an Inception-Score
-//! analogue and class coverage.
+//! Judging samples: are these digits any good? The [`judge`] (a classifier gantry trains on the
+//! data set) turns images into features and class probabilities; [`stats`] turns those into FID,
+//! KID, precision/recall, an Inception-Score analogue, class coverage and a linear separability
+//! probe; this module ties them together for `gantry eval` (a run's generator, or samples from any
+//! tool) and for the evaluation during training.
 
+pub mod judge;
+pub mod samples;
 pub mod stats;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use judge::{CLASSES, FEATURES, Judge, Judgement};
+use stats::Features;
+
+/// How an evaluation is computed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalSettings {
+    /// Random subsets for KID, and their size (capped at the sample counts).
+    pub kid_subsets: usize,
+    pub kid_subset_size: usize,
+    /// Neighbourhood size of precision/recall (Kynkaanniemi et al. use 3).
+    pub k: usize,
+    /// Seed of KID's subsets.
+    pub seed: u64,
+}
+
+impl Default for EvalSettings {
+    fn default() -> Self {
+        Self { kid_subsets: 100, kid_subset_size: 1000, k: 3, seed: 0 }
+    }
+}
+
+/// Everything `gantry eval` reports about one set of samples, against the real test set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// What was judged (a run folder, a checkpoint, a samples file).
+    pub source: String,
+    pub dataset: String,
+    pub judge_test_accuracy: f64,
+    pub generated: usize,
+    pub real: usize,
+    /// Fréchet distance in the judge's 84-dimensional feature space (0 = same Gaussian statistics).
+    pub fid: f64,
+    /// Unbiased KID (polynomial kernel) mean and standard deviation over subsets.
+    pub kid: f64,
+    pub kid_std: f64,
+    /// Fraction of samples inside the real data's k-NN manifold (quality), and of real images
+    /// inside the samples' manifold (variety).
+    pub precision: f64,
+    pub recall: f64,
+    /// Naeem et al.'s density (about 1 for real-like spread; robust to real outliers, which can
+    /// make precision high even for noise) and coverage (share of real neighbourhoods reached).
+    pub density: f64,
+    pub coverage: f64,
+    /// exp(E KL(p(y|x) || p(y))): 10 at best (confident and balanced), 1 at worst.
+    pub inception_score: f64,
+    /// The same score of the real test set, for scale.
+    pub real_inception_score: f64,
+    /// Samples per predicted class; classes holding at least 1% of the samples; KL to uniform.
+    pub class_histogram: Vec<usize>,
+    pub classes_present: usize,
+    pub class_kl_from_uniform: f64,
+    /// Held-out accuracy of a linear classifier telling real from generated judge features
+    /// (0.5: indistinguishable), the answer to "what would a fair D reach?".
+    pub separability: f64,
+}
+
+/// Judge `generated` ([n, 784] in [-1, 1]) against the judged real images.
+pub fn evaluate(
+    judge: &Judge,
+    source: &str,
+    generated: &[f32],
+    real: &Judgement,
+    settings: &EvalSettings,
+) -> Result<EvalReport> {
+    let fake = judge.judge(generated)?;
+    compare(judge, source, &fake, real, settings)
+}
+
+/// The metrics of already-judged samples against already-judged real images.
+pub fn compare(
+    judge: &Judge,
+    source: &str,
+    fake: &Judgement,
+    real: &Judgement,
+    settings: &EvalSettings,
+) -> Result<EvalReport> {
+    let f = Features::new(&fake.features, fake.count, FEATURES)?;
+    let r = Features::new(&real.features, real.count, FEATURES)?;
+    let (kid, kid_std) = stats::kid(r, f, settings.kid_subsets, settings.kid_subset_size, settings.seed)?;
+    let manifold = stats::manifold_scores(r, f, settings.k)?;
+    let coverage = stats::class_coverage(&fake.probabilities, CLASSES)?;
+    Ok(EvalReport {
+        source: source.to_string(),
+        dataset: judge.dataset.name().to_string(),
+        judge_test_accuracy: judge.test_accuracy,
+        generated: fake.count,
+        real: real.count,
+        fid: stats::frechet_distance_features(r, f)?,
+        kid,
+        kid_std,
+        precision: manifold.precision,
+        recall: manifold.recall,
+        density: manifold.density,
+        coverage: manifold.coverage,
+        inception_score: stats::inception_score(&fake.probabilities, CLASSES)?,
+        real_inception_score: stats::inception_score(&real.probabilities, CLASSES)?,
+        class_histogram: coverage.histogram,
+        classes_present: coverage.present,
+        class_kl_from_uniform: coverage.kl_from_uniform,
+        separability: stats::separability_accuracy(r, f)?,
+    })
+}
+
+/// The reports side by side, one column each: the table `gantry eval` prints.
+pub fn format_table(reports: &[EvalReport]) -> String {
+    type Cell = fn(&EvalReport) -> String;
+    let rows: [(&str, Cell); 13] = [
+        ("samples", |r| r.generated.to_string()),
+        ("FID (judge features)", |r| format!("{:.3}", r.fid)),
+        ("KID", |r| format!("{:.3e} ± {:.1e}", r.kid, r.kid_std)),
+        ("precision (k=3)", |r| format!("{:.3}", r.precision)),
+        ("recall (k=3)", |r| format!("{:.3}", r.recall)),
+        ("density (k=3)", |r| format!("{:.3}", r.density)),
+        ("coverage (k=3)", |r| format!("{:.3}", r.coverage)),
+        ("inception score", |r| format!("{:.2} (real {:.2})", r.inception_score, r.real_inception_score)),
+        ("classes present", |r| format!("{}/10", r.classes_present)),
+        ("class KL vs uniform", |r| format!("{:.3}", r.class_kl_from_uniform)),
+        ("real/fake separability", |r| format!("{:.3}", r.separability)),
+        ("judge test accuracy", |r| format!("{:.2}%", 100.0 * r.judge_test_accuracy)),
+        ("predicted classes 0-9", |r| {
+            r.class_histogram.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" ")
+        }),
+    ];
+    let header: Vec<String> = reports.iter().map(|r| r.source.clone()).collect();
+    let cells: Vec<Vec<String>> = rows.iter().map(|(_, cell)| reports.iter().map(cell).collect()).collect();
+    let width = header.iter().chain(cells.iter().flatten()).map(|c| c.chars().count()).max().unwrap_or(0);
+    let mut out = format!("{:<22}", "metric");
+    for name in &header {
+        out.push_str(&format!("  {name:>width$}"));
+    }
+    out.push('\n');
+    for ((label, _), row) in rows.iter().zip(&cells) {
+        out.push_str(&format!("{label:<22}"));
+        for cell in row {
+            out.push_str(&format!("  {cell:>width$}"));
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -305,10 +305,31 @@ fn kth_smallest(d2: &[f32], skip: usize, k: usize) -> f32 {
 /// computed per block of rows, in `f32` as `|a|² + |b|² - 2 a·b` on data centred on the real mean,
 /// and compared squared (no square roots). `k` must be below both row counts (3 is usual).
 pub fn precision_recall(real: Features, fake: Features, k: usize) -> Result<(f64, f64)> {
-    precision_recall_blocked(real, fake, k, BLOCK)
+    manifold_scores(real, fake, k).map(|m| (m.precision, m.recall))
 }
 
-fn precision_recall_blocked(real: Features, fake: Features, k: usize, block: usize) -> Result<(f64, f64)> {
+/// The four k-NN manifold scores of a fake set against a real one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ManifoldScores {
+    /// Fraction of fake points inside at least one real ball (Kynkäänniemi et al. 2019).
+    pub precision: f64,
+    /// Fraction of real points inside at least one fake ball (Kynkäänniemi et al. 2019).
+    pub recall: f64,
+    /// Real balls containing each fake point, averaged and divided by k (Naeem et al. 2020): about
+    /// 1 when fakes are spread like the reals. Unlike precision, a few real outliers with huge
+    /// balls cannot push it up much.
+    pub density: f64,
+    /// Fraction of real balls that contain at least one fake point (Naeem et al. 2020).
+    pub coverage: f64,
+}
+
+/// Precision, recall, density and coverage in one set of passes (see [`precision_recall`] for how
+/// distances are computed).
+pub fn manifold_scores(real: Features, fake: Features, k: usize) -> Result<ManifoldScores> {
+    manifold_scores_blocked(real, fake, k, BLOCK)
+}
+
+fn manifold_scores_blocked(real: Features, fake: Features, k: usize, block: usize) -> Result<ManifoldScores> {
     same_width(&real, &fake)?;
     if k == 0 || k >= real.rows || k >= fake.rows {
         return Err(bad(format!(
@@ -322,20 +343,34 @@ fn precision_recall_blocked(real: Features, fake: Features, k: usize, block: usi
     let (r, f) = (Packed::new(real, &centre), Packed::new(fake, &centre));
     let radii = |p: &Packed| scan(p, p, block, |i, d2| kth_smallest(d2, i, k));
     let (real_radii2, fake_radii2) = (radii(&r), radii(&f));
-    // One pass over the fake-to-real distances serves both sides: each fake row answers "inside a
-    // real ball?" (precision) and marks the real points inside its own ball (recall).
-    let covered: Vec<AtomicBool> = (0..r.rows).map(|_| AtomicBool::new(false)).collect();
-    let inside = scan(&f, &r, block, |i, d2| {
-        for (c, &d) in covered.iter().zip(d2) {
+    // One pass over the fake-to-real distances serves all four: each fake row counts the real balls
+    // it is in (precision, density), marks the real balls it is in (coverage) and the real points
+    // inside its own ball (recall).
+    let in_fake_ball: Vec<AtomicBool> = (0..r.rows).map(|_| AtomicBool::new(false)).collect();
+    let ball_hit: Vec<AtomicBool> = (0..r.rows).map(|_| AtomicBool::new(false)).collect();
+    let real_balls_containing = scan(&f, &r, block, |i, d2| {
+        let mut count = 0usize;
+        for (j, &d) in d2.iter().enumerate() {
             if d <= fake_radii2[i] {
-                c.store(true, Ordering::Relaxed);
+                in_fake_ball[j].store(true, Ordering::Relaxed);
+            }
+            if d <= real_radii2[j] {
+                ball_hit[j].store(true, Ordering::Relaxed);
+                count += 1;
             }
         }
-        d2.iter().zip(&real_radii2).any(|(d, r)| d <= r)
+        count
     });
-    let fraction = |hits: usize, n: usize| hits as f64 / n as f64;
-    let recall_hits = covered.iter().filter(|c| c.load(Ordering::Relaxed)).count();
-    Ok((fraction(inside.iter().filter(|&&b| b).count(), f.rows), fraction(recall_hits, r.rows)))
+    let share = |flags: &[AtomicBool]| {
+        flags.iter().filter(|c| c.load(Ordering::Relaxed)).count() as f64 / r.rows as f64
+    };
+    let m = f.rows as f64;
+    Ok(ManifoldScores {
+        precision: real_balls_containing.iter().filter(|&&c| c > 0).count() as f64 / m,
+        recall: share(&in_fake_ball),
+        density: real_balls_containing.iter().sum::<usize>() as f64 / (k as f64 * m),
+        coverage: share(&ball_hit),
+    })
 }
 
 /// Checks a row-major table of class probabilities and returns its row count. Rows must be
@@ -591,9 +626,18 @@ mod tests {
         // Against the brute-force reference on overlapping clouds.
         let (a, b) = (gaussian(9, 300, 10, 1.0, 0.0), gaussian(10, 250, 10, 1.2, 0.3));
         let (fa, fb) = (feats(&a, 10), feats(&b, 10));
-        let (p, r) = precision_recall_blocked(fa, fb, 5, 16).unwrap();
+        let m = manifold_scores_blocked(fa, fb, 5, 16).unwrap();
+        let (p, r) = (m.precision, m.recall);
         assert!(p > 0.0 && p < 1.0 && r > 0.0 && r < 1.0);
         assert_eq!((p, r), brute_precision_recall(fa, fb, 5));
+        // Density and coverage of a set against itself: every point is in its own ball plus k
+        // others' (density (k+1)/k), and every ball holds a point (coverage 1).
+        let own = manifold_scores(fa, fa, 5).unwrap();
+        assert_eq!(own.coverage, 1.0);
+        assert!(own.density >= 1.0, "{own:?}");
+        // Far away: nothing inside any ball.
+        let far = manifold_scores(fa, feats(&gaussian(13, 250, 10, 1.0, 100.0), 10), 5).unwrap();
+        assert_eq!((far.density, far.coverage), (0.0, 0.0));
     }
 
     #[test]
@@ -605,7 +649,8 @@ mod tests {
         let blocked = precision_recall(fr, ff, 3).unwrap();
         eprintln!("precision/recall {n}x{d} both ways, k=3: {:.2?} -> {blocked:?}", start.elapsed());
         // Small blocks that do not divide n exercise every block and tile edge.
-        assert_eq!(precision_recall_blocked(fr, ff, 3, 37).unwrap(), blocked);
+        let small_blocks = manifold_scores_blocked(fr, ff, 3, 37).unwrap();
+        assert_eq!((small_blocks.precision, small_blocks.recall), blocked);
         assert!(blocked.0 > 0.0 && blocked.0 < 1.0 && blocked.1 > 0.0 && blocked.1 < 1.0);
     }
 

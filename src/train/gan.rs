@@ -239,12 +239,18 @@ fn sigmoid(x: f32) -> f32 {
 /// Load a trained run's generator (on the plain CPU device) and draw `n` images from noise seeded
 /// by `seed`. Returns images [n * pixels] in [-1, 1] and the image size.
 pub fn sample_from_run(run: &RunDir, n: usize, seed: u64) -> Result<(Vec<f32>, usize, usize)> {
+    sample_generator(run, &run.generator_weights(), n, seed)
+}
+
+/// As [`sample_from_run`], with the generator weights read from `path` (the final ones, or a
+/// checkpoint's `generator.bpk`).
+pub fn sample_generator(run: &RunDir, path: &Path, n: usize, seed: u64) -> Result<(Vec<f32>, usize, usize)> {
     let config = Config::from_file(&run.config())?;
     let info = RunInfo::read(run)?;
     let device = Device::flex();
     let mut init = Streams::new(0).init;
     let pixels = info.image_rows * info.image_cols;
-    let path = run.generator_weights();
+    let path = path.to_path_buf();
     if !path.is_file() {
         return Err(Error::Weights { path, problem: "missing (did the run finish?)".into() });
     }

@@ -5,9 +5,10 @@
 
 pub mod bench;
 mod gan;
+pub mod quality;
 pub mod schedule;
 
-pub use gan::sample_from_run;
+pub use gan::{sample_from_run, sample_generator};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use crate::rng::{self, Streams};
 use crate::run_dir::{RunDir, RunInfo};
 use crate::tensorboard::EventWriter;
 use crate::timelapse;
+use quality::{QualityProbe, QualityRecord};
 
 use gan::Gan;
 
@@ -75,6 +77,7 @@ pub fn start(config: &Config, out: &Path, force: bool, options: &Options) -> Res
     let images = data::load_training_images(config.data.dataset, config.data.dir.as_deref())?;
     let (run, lock) = RunDir::create_locked(out, force)?;
     write_config(&run, config)?;
+    let quality = QualityProbe::new(config, options.progress)?;
     let mut streams = Streams::new(config.train.seed);
     let gan = Gan::new(config, images.dim(), &mut streams);
     let layout = grid_layout(config, &images);
@@ -96,6 +99,7 @@ pub fn start(config: &Config, out: &Path, force: bool, options: &Options) -> Res
         records: Vec::new(),
         csv,
         monitor,
+        quality,
         wall_before: 0.0,
         resumed_from: None,
         checkpoint_ms: Vec::new(),
@@ -196,6 +200,8 @@ pub fn resume(
         monitor.observe(r);
     }
     let csv = CsvLog::open_append(&run.metrics_csv())?;
+    quality::truncate(&run.eval_csv(), state.iteration)?;
+    let quality = QualityProbe::new(&config, options.progress)?;
     eprintln!("gantry: resuming {} from iteration {}", run.root().display(), state.iteration);
     let session = Session {
         // A new event file; TensorBoard reads all of a run folder's files together.
@@ -206,6 +212,7 @@ pub fn resume(
         records,
         csv,
         monitor,
+        quality,
         wall_before: state.wall_seconds,
         resumed_from: Some(state.iteration),
         checkpoint_ms: Vec::new(),
@@ -224,6 +231,8 @@ struct Session {
     monitor: Monitor,
     /// TensorBoard's view of the run.
     events: EventWriter,
+    /// The sample-quality judge (None when `eval.every` is 0).
+    quality: Option<QualityProbe>,
     /// Training-loop wall time of earlier processes (resumed runs).
     wall_before: f64,
     resumed_from: Option<usize>,
@@ -310,6 +319,13 @@ fn training_loop(
                 announce(&bar, options, run, &s.monitor, &alert)?;
             }
         }
+        if let Some(probe) = &s.quality
+            && schedule::is_eval_step(done, total, config.eval.every)
+        {
+            let q = probe.measure(done, &s.gan.generate(probe.noise()))?;
+            quality::append(&run.eval_csv(), &q)?;
+            log_quality(&mut s.events, &q)?;
+        }
         let stop = options.stop_requested(done);
         let cp = &config.checkpoint;
         if stop
@@ -383,6 +399,21 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 /// Every metric of one iteration, as TensorBoard scalars (step = iterations done before it).
+fn log_quality(events: &mut EventWriter, q: &QualityRecord) -> Result<()> {
+    events.scalars(
+        q.iteration,
+        &[
+            ("quality/fid", q.fid as f32),
+            ("quality/kid", q.kid as f32),
+            ("quality/precision", q.precision as f32),
+            ("quality/recall", q.recall as f32),
+            ("quality/inception_score", q.inception_score as f32),
+            ("quality/classes_present", q.classes_present as f32),
+            ("quality/separability", q.separability as f32),
+        ],
+    )
+}
+
 fn log_scalars(events: &mut EventWriter, r: &IterationRecord) -> Result<()> {
     events.scalars(
         r.iteration,

@@ -24,6 +24,11 @@ pub fn is_flush_step(done: usize, total: usize, interval: usize) -> bool {
     done == total || done.is_multiple_of(LIVE_FLUSH_EVERY) || (interval > 0 && done.is_multiple_of(interval))
 }
 
+/// Whether to judge sample quality after `done` iterations: every `every` (0: never) and at the end.
+pub fn is_eval_step(done: usize, total: usize, every: usize) -> bool {
+    every > 0 && done > 0 && (done.is_multiple_of(every) || done == total)
+}
+
 /// Whether to refresh the console's loss readout (cheap, but not every iteration).
 pub fn is_display_step(done: usize, total: usize) -> bool {
     done == total || done.is_multiple_of(25)
@@ -56,5 +61,8 @@ mod tests {
         assert!(!is_flush_step(401, 1000, 200));
         assert!(is_flush_step(425, 1000, 200), "live watchers get rows every LIVE_FLUSH_EVERY");
         assert!(is_flush_step(7, 7, 0));
+        assert!(is_eval_step(2000, 30000, 2000) && is_eval_step(999, 999, 2000));
+        assert!(!is_eval_step(0, 30000, 2000) && !is_eval_step(2001, 30000, 2000));
+        assert!(!is_eval_step(30000, 30000, 0), "0 turns it off");
     }
 }

@@ -26,5 +26,7 @@ pub fn tiny_config(iterations: usize, sample_interval: usize, seed: u64) -> Conf
     c.train.seed = seed;
     c.train.threads = 2;
     c.output.sample_interval = sample_interval;
+    // The sample-quality judge has its own tests (tests/eval.rs).
+    c.eval.every = 0;
     c
 }

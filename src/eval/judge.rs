@@ -1,0 +1,368 @@
+//! The judge: a small LeNet-5-style convolutional classifier of the data set's classes, trained by
+//! gantry itself (seeded, deterministic), whose penultimate layer is the feature space the sample
+//! metrics are computed in: Inception features are the wrong yardstick for 28x28 digits.
+//!
+//! A trained judge is cached per user (`$GANTRY_CACHE_DIR` or the OS cache folder, under
+//! `gantry/judges/`), keyed by a hash of the training files and of the judge's own settings, so it
+//! is trained once per data set and reused by every `gantry eval`.
+//!
+//! Network (images in [-1, 1], as G makes them):
+//! x [b, 784] -> [b, 1, 28, 28] -> conv 5x5 (pad 2) 1->C1 -> ReLU -> maxpool 2 -> [b, C1, 14, 14]
+//! -> conv 5x5 C1->C2 -> ReLU -> maxpool 2 -> [b, C2, 5, 5] -> flatten -> dense 120 -> ReLU
+//! -> dense 84 -> ReLU (the features) -> dense 10 (logits).
+
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::activation::{log_softmax, relu, softmax};
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{sha256_hex, write_synced};
+use crate::config::Dataset;
+use crate::data::{self, LabelledImages};
+use crate::error::{Error, IoContext, Result};
+use crate::optim::FusedAdam;
+
+/// Width of the feature space (the penultimate layer).
+pub const FEATURES: usize = 84;
+/// Number of classes of MNIST and Fashion-MNIST.
+pub const CLASSES: usize = 10;
+/// Bumped whenever the network or its training changes, so stale cached judges are not reused.
+const JUDGE_VERSION: u32 = 1;
+
+/// How the judge is trained (part of its cache key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgeConfig {
+    pub conv1_channels: usize,
+    pub conv2_channels: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    /// The learning rate is multiplied by this after every epoch.
+    pub lr_decay: f64,
+    pub seed: u64,
+}
+
+impl Default for JudgeConfig {
+    fn default() -> Self {
+        Self {
+            conv1_channels: 16,
+            conv2_channels: 32,
+            epochs: 5,
+            batch_size: 64,
+            learning_rate: 1e-3,
+            lr_decay: 0.6,
+            seed: 0,
+        }
+    }
+}
+
+impl JudgeConfig {
+    /// The test accuracy a judge of `dataset` must reach to be trusted.
+    pub fn required_accuracy(dataset: Dataset) -> f64 {
+        match dataset {
+            Dataset::Mnist => 0.99,
+            Dataset::FashionMnist => 0.90,
+        }
+    }
+}
+
+/// The classifier network.
+#[derive(Module, Debug)]
+pub struct LeNet {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    pool: MaxPool2d,
+    fc1: Linear,
+    fc2: Linear,
+    out: Linear,
+}
+
+impl LeNet {
+    fn new(cfg: &JudgeConfig, rng: &mut ChaCha8Rng, device: &Device) -> Self {
+        let (c1, c2) = (cfg.conv1_channels, cfg.conv2_channels);
+        Self {
+            conv1: conv(1, c1, PaddingConfig2d::Explicit(2, 2, 2, 2), rng, device),
+            conv2: conv(c1, c2, PaddingConfig2d::Valid, rng, device),
+            pool: MaxPool2dConfig::new([2, 2]).init(),
+            fc1: dense(c2 * 25, 120, rng, device),
+            fc2: dense(120, FEATURES, rng, device),
+            out: dense(FEATURES, CLASSES, rng, device),
+        }
+    }
+
+    /// Images [b, 784] in [-1, 1] -> features [b, 84].
+    pub fn features(&self, x: Tensor<2>) -> Tensor<2> {
+        let b = x.dims()[0];
+        let x = x.reshape([b, 1, 28, 28]);
+        let x = self.pool.forward(relu(self.conv1.forward(x))); // [b, C1, 14, 14]
+        let x = self.pool.forward(relu(self.conv2.forward(x))); // [b, C2, 5, 5]
+        let x: Tensor<2> = x.flatten(1, 3); // [b, C2 * 25]
+        relu(self.fc2.forward(relu(self.fc1.forward(x))))
+    }
+
+    /// Features [b, 84] -> class logits [b, 10].
+    pub fn logits(&self, features: Tensor<2>) -> Tensor<2> {
+        self.out.forward(features)
+    }
+}
+
+/// He-uniform weights (for ReLU) from gantry's own seeded stream, zero biases.
+fn he_uniform(n: usize, fan_in: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    let limit = (6.0 / fan_in as f64).sqrt() as f32;
+    (0..n).map(|_| rng.random_range(-limit..limit)).collect()
+}
+
+fn conv(
+    c_in: usize,
+    c_out: usize,
+    padding: PaddingConfig2d,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> Conv2d {
+    let mut conv = Conv2dConfig::new([c_in, c_out], [5, 5])
+        .with_padding(padding)
+        .with_initializer(Initializer::Zeros)
+        .init(device);
+    let w = he_uniform(c_out * c_in * 25, c_in * 25, rng);
+    conv.weight = Param::from_data(TensorData::new(w, [c_out, c_in, 5, 5]), device);
+    conv
+}
+
+fn dense(d_in: usize, d_out: usize, rng: &mut ChaCha8Rng, device: &Device) -> Linear {
+    let mut linear = LinearConfig::new(d_in, d_out).with_initializer(Initializer::Zeros).init(device);
+    linear.weight =
+        Param::from_data(TensorData::new(he_uniform(d_in * d_out, d_in, rng), [d_in, d_out]), device);
+    linear
+}
+
+/// What a judge makes of a set of images.
+#[derive(Debug, Clone)]
+pub struct Judgement {
+    pub count: usize,
+    /// [count, FEATURES] row-major.
+    pub features: Vec<f32>,
+    /// Class probabilities, [count, CLASSES] row-major.
+    pub probabilities: Vec<f32>,
+}
+
+/// A trained judge, ready to use.
+#[derive(Debug)]
+pub struct Judge {
+    model: LeNet,
+    device: Device,
+    pub dataset: Dataset,
+    /// Accuracy on the data set's test split.
+    pub test_accuracy: f64,
+    /// Where it is cached (None when the cache could not be written).
+    pub cached_at: Option<PathBuf>,
+    /// Whether this call trained it (false: loaded from the cache).
+    pub trained_now: bool,
+}
+
+/// Facts saved beside the cached weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct JudgeCard {
+    dataset: String,
+    key: String,
+    config: JudgeConfig,
+    test_accuracy: f64,
+    train_seconds: f64,
+}
+
+/// The per-user cache root: `$GANTRY_CACHE_DIR`, else the OS cache folder's `gantry/`.
+pub fn cache_root() -> Option<PathBuf> {
+    std::env::var_os("GANTRY_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| dirs::cache_dir().map(|d| d.join("gantry")))
+}
+
+impl Judge {
+    /// Load the cached judge for `dataset` (data located as `gantry train` does), or train and cache
+    /// it. `cache` overrides the cache root. `progress` gets one line per epoch.
+    pub fn load_or_train(
+        dataset: Dataset,
+        data_dir: Option<&Path>,
+        cache: Option<&Path>,
+        config: &JudgeConfig,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Self> {
+        let dir = data::locate(dataset, data_dir)?;
+        let key = cache_key(dataset, &dir, config)?;
+        let root = cache.map(Path::to_path_buf).or_else(cache_root);
+        let device = Device::flex();
+        let stem = format!("{}-{}", dataset.name(), &key[..16]);
+        if let Some(root) = &root {
+            let weights = root.join("judges").join(format!("{stem}.bpk"));
+            let card_path = weights.with_extension("json");
+            if weights.is_file() && card_path.is_file() {
+                let card: JudgeCard =
+                    std::fs::read_to_string(&card_path).at("read", &card_path).and_then(|t| {
+                        serde_json::from_str(&t).map_err(|e| Error::bad_data(&card_path, e.to_string()))
+                    })?;
+                let blank = LeNet::new(config, &mut ChaCha8Rng::seed_from_u64(config.seed), &device);
+                let model = blank
+                    .try_load_file(&weights)
+                    .map_err(|e| Error::Weights { path: weights.clone(), problem: e.to_string() })?;
+                return Ok(Self {
+                    model,
+                    device,
+                    dataset,
+                    test_accuracy: card.test_accuracy,
+                    cached_at: Some(weights),
+                    trained_now: false,
+                });
+            }
+        }
+
+        let train = data::load_labelled(dataset, &dir, data::Split::Train)?;
+        let test = data::load_labelled(dataset, &dir, data::Split::Test)?;
+        let started = std::time::Instant::now();
+        let model = train_lenet(&train, config, &device, progress);
+        let mut judge =
+            Self { model, device, dataset, test_accuracy: 0.0, cached_at: None, trained_now: true };
+        judge.test_accuracy = judge.accuracy(&test)?;
+        progress(&format!("judge test accuracy {:.2}%", 100.0 * judge.test_accuracy));
+        if let Some(root) = root {
+            let folder = root.join("judges");
+            std::fs::create_dir_all(&folder).at("create", &folder)?;
+            let weights = folder.join(format!("{stem}.bpk"));
+            let card = JudgeCard {
+                dataset: dataset.name().into(),
+                key,
+                config: config.clone(),
+                test_accuracy: judge.test_accuracy,
+                train_seconds: started.elapsed().as_secs_f64(),
+            };
+            // Weights first, card last: a card means a complete judge.
+            let bytes = judge
+                .model
+                .clone()
+                .into_record()
+                .into_bytes()
+                .map_err(|e| Error::Weights { path: weights.clone(), problem: e.to_string() })?;
+            let partial = weights.with_extension("bpk.partial");
+            write_synced(&partial, &bytes)?;
+            std::fs::rename(&partial, &weights).at("rename", &partial)?;
+            let text = serde_json::to_string_pretty(&card).expect("card serializes");
+            write_synced(&weights.with_extension("json"), text.as_bytes())?;
+            judge.cached_at = Some(weights);
+        }
+        Ok(judge)
+    }
+
+    /// Features and class probabilities of `images` ([count, 784] in [-1, 1]).
+    pub fn judge(&self, images: &[f32]) -> Result<Judgement> {
+        const PIXELS: usize = 28 * 28;
+        if images.len() % PIXELS != 0 || images.is_empty() {
+            return Err(Error::config(
+                "eval.samples",
+                format!("{} values are not whole 28x28 images", images.len()),
+            ));
+        }
+        let count = images.len() / PIXELS;
+        let mut features = Vec::with_capacity(count * FEATURES);
+        let mut probabilities = Vec::with_capacity(count * CLASSES);
+        for chunk in images.chunks(500 * PIXELS) {
+            let b = chunk.len() / PIXELS;
+            let x = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [b, PIXELS]), &self.device);
+            let f = self.model.features(x); // [b, 84]
+            let p = softmax(self.model.logits(f.clone()), 1); // [b, 10]
+            features.extend(f.into_data().try_into_vec::<f32>().expect("f32 features"));
+            probabilities.extend(p.into_data().try_into_vec::<f32>().expect("f32 probabilities"));
+        }
+        Ok(Judgement { count, features, probabilities })
+    }
+
+    /// Fraction of `set` classified correctly.
+    pub fn accuracy(&self, set: &LabelledImages) -> Result<f64> {
+        let j = self.judge(&set.images.pixels)?;
+        let correct = j
+            .probabilities
+            .chunks(CLASSES)
+            .zip(&set.labels)
+            .filter(|(p, label)| argmax(p) == **label as usize)
+            .count();
+        Ok(correct as f64 / set.labels.len() as f64)
+    }
+}
+
+fn argmax(p: &[f32]) -> usize {
+    p.iter().enumerate().fold(0, |best, (i, &v)| if v > p[best] { i } else { best })
+}
+
+/// SHA-256 over the judge's version and settings and the training files' bytes.
+fn cache_key(dataset: Dataset, dir: &Path, config: &JudgeConfig) -> Result<String> {
+    let mut text = format!(
+        "judge v{JUDGE_VERSION} {} {}\n",
+        dataset.name(),
+        serde_json::to_string(config).expect("config")
+    );
+    for stem in &data::FILE_STEMS[..2] {
+        let path = data::find_file(dir, stem)
+            .ok_or_else(|| Error::DataNotFound(format!("{}: {stem} is missing", dir.display())))?;
+        text.push_str(&crate::data::download::sha256_file(&path)?);
+        text.push('\n');
+    }
+    Ok(sha256_hex(text.as_bytes()))
+}
+
+/// Train the classifier: Adam, cross-entropy, shuffled mini-batches from a seeded stream.
+fn train_lenet(
+    set: &LabelledImages,
+    cfg: &JudgeConfig,
+    plain: &Device,
+    progress: &mut dyn FnMut(&str),
+) -> LeNet {
+    let device = plain.clone().autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut model = LeNet::new(cfg, &mut rng, &device);
+    let mut optimizer: ModuleOptimizer = FusedAdam { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-8 }.init();
+    let n = set.labels.len();
+    let pixels = set.images.dim();
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut batch = Vec::new();
+    let mut lr = cfg.learning_rate;
+    for epoch in 0..cfg.epochs {
+        // Fisher-Yates with the seeded stream.
+        for i in (1..n).rev() {
+            order.swap(i, rng.random_range(0..=i));
+        }
+        let started = std::time::Instant::now();
+        let mut loss_sum = 0.0;
+        let mut batches = 0;
+        for idx in order.chunks(cfg.batch_size) {
+            let b = idx.len();
+            set.images.gather_into(idx, &mut batch);
+            let mut onehot = vec![0f32; b * CLASSES];
+            for (row, &i) in idx.iter().enumerate() {
+                onehot[row * CLASSES + set.labels[i] as usize] = 1.0;
+            }
+            let x = Tensor::<2>::from_data(TensorData::new(batch.clone(), [b, pixels]), &device);
+            let y = Tensor::<2>::from_data(TensorData::new(onehot, [b, CLASSES]), &device);
+            let logits = model.logits(model.features(x)); // [b, 10]
+            // Cross-entropy: -mean over the batch of log p(true class).
+            let loss = (log_softmax(logits, 1) * y).sum().neg() / (b as f32);
+            loss_sum += loss.clone().into_scalar::<f32>() as f64;
+            batches += 1;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optimizer.step(lr, model, grads);
+        }
+        lr *= cfg.lr_decay;
+        progress(&format!(
+            "judge epoch {}/{}: loss {:.4} ({:.0} s)",
+            epoch + 1,
+            cfg.epochs,
+            loss_sum / batches as f64,
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    model.valid()
+}

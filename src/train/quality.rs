@@ -1,0 +1,194 @@
+//! Sample quality during training: every `eval.every` iterations the judge scores a fixed set of
+//! generated images against as many real test images, and the numbers go to `eval.csv` (one row
+//! per evaluation), TensorBoard and the dashboard.
+//!
+//! The evaluation draws its noise from its own stream (seeded from the run's seed), never from the
+//! training streams, so turning it on or off leaves training bit-identical.
+
+use std::io::Write;
+use std::path::Path;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::data::{self, Split};
+use crate::error::{Error, IoContext, Result};
+use crate::eval::judge::{Judge, JudgeConfig, Judgement};
+use crate::eval::{self, EvalReport, EvalSettings};
+use crate::rng;
+
+/// Header of `eval.csv`.
+pub const EVAL_COLUMNS: [&str; 8] =
+    ["iteration", "fid", "kid", "precision", "recall", "inception_score", "classes_present", "separability"];
+
+/// Salt of the evaluation's noise stream (any constant apart from the training streams' seeds).
+const NOISE_SALT: u64 = 0x6a75_6467_655f_7a00;
+
+/// One row of `eval.csv`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct QualityRecord {
+    pub iteration: usize,
+    pub fid: f64,
+    pub kid: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub inception_score: f64,
+    pub classes_present: usize,
+    pub separability: f64,
+}
+
+impl QualityRecord {
+    fn from_report(iteration: usize, r: &EvalReport) -> Self {
+        Self {
+            iteration,
+            fid: r.fid,
+            kid: r.kid,
+            precision: r.precision,
+            recall: r.recall,
+            inception_score: r.inception_score,
+            classes_present: r.classes_present,
+            separability: r.separability,
+        }
+    }
+}
+
+/// The judge, the judged real images and the evaluation's fixed noise.
+pub(crate) struct QualityProbe {
+    judge: Judge,
+    real: Judgement,
+    /// [samples, latent]: the same noise at every evaluation, so changes are the generator's.
+    noise: Vec<f32>,
+}
+
+impl QualityProbe {
+    /// Load (or train, once per machine) the judge of the run's data set; None when evaluation is off.
+    pub(crate) fn new(config: &Config, progress: bool) -> Result<Option<Self>> {
+        if config.eval.every == 0 {
+            return Ok(None);
+        }
+        let dataset = config.data.dataset;
+        let dir = data::locate(dataset, config.data.dir.as_deref())?;
+        let judge = Judge::load_or_train(dataset, Some(&dir), None, &JudgeConfig::default(), &mut |line| {
+            if progress {
+                eprintln!(
+                    "gantry: {line} (sample-quality judge, trained once per machine; --eval-every 0 skips it)"
+                )
+            }
+        })?;
+        let n = config.eval.samples;
+        let test = data::load_labelled(dataset, &dir, Split::Test)?;
+        let real = judge.judge(&test.images.pixels[..n * test.images.dim()])?;
+        let mut noise = Vec::new();
+        rng::normal(
+            &mut ChaCha8Rng::seed_from_u64(config.train.seed ^ NOISE_SALT),
+            n * config.model.latent_dim,
+            &mut noise,
+        );
+        Ok(Some(Self { judge, real, noise }))
+    }
+
+    /// The evaluation's noise, [samples, latent].
+    pub(crate) fn noise(&self) -> &[f32] {
+        &self.noise
+    }
+
+    /// Score `generated` ([samples, pixels] in [-1, 1]) as iteration `iteration`.
+    pub(crate) fn measure(&self, iteration: usize, generated: &[f32]) -> Result<QualityRecord> {
+        // Few KID subsets: this runs inside training; `gantry eval` uses 100.
+        let settings = EvalSettings { kid_subsets: 10, ..Default::default() };
+        let report = eval::evaluate(&self.judge, "training", generated, &self.real, &settings)
+            .map_err(|e| Error::Training { iteration, problem: format!("sample-quality evaluation: {e}") })?;
+        Ok(QualityRecord::from_report(iteration, &report))
+    }
+}
+
+/// Append one row to `eval.csv` (created with its header when missing).
+pub fn append(path: &Path, r: &QualityRecord) -> Result<()> {
+    let exists = path.is_file();
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).at("open", path)?;
+    let mut text = String::new();
+    if !exists {
+        text.push_str(&EVAL_COLUMNS.join(","));
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "{},{},{},{},{},{},{},{}\n",
+        r.iteration,
+        r.fid,
+        r.kid,
+        r.precision,
+        r.recall,
+        r.inception_score,
+        r.classes_present,
+        r.separability
+    ));
+    file.write_all(text.as_bytes()).at("write", path)
+}
+
+/// Read `eval.csv` (empty when missing).
+pub fn read(path: &Path) -> Result<Vec<QualityRecord>> {
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let mut reader = csv::Reader::from_path(path).map_err(|e| Error::bad_data(path, e.to_string()))?;
+    reader.deserialize().map(|row| row.map_err(|e| Error::bad_data(path, e.to_string()))).collect()
+}
+
+/// Keep only the rows up to `iteration` (a resume redoes what came after), rewriting the file.
+pub fn truncate(path: &Path, iteration: usize) -> Result<()> {
+    let rows = read(path)?;
+    if rows.iter().all(|r| r.iteration <= iteration) {
+        return Ok(());
+    }
+    let partial = path.with_extension("csv.partial");
+    let _ = std::fs::remove_file(&partial);
+    for r in rows.iter().filter(|r| r.iteration <= iteration) {
+        append(&partial, r)?;
+    }
+    if !partial.exists() {
+        return std::fs::remove_file(path).at("remove", path);
+    }
+    std::fs::rename(&partial, path).at("rename", &partial)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(iteration: usize) -> QualityRecord {
+        QualityRecord {
+            iteration,
+            fid: 1.5,
+            kid: 0.01,
+            precision: 0.7,
+            recall: 0.6,
+            inception_score: 8.0,
+            classes_present: 10,
+            separability: 0.8,
+        }
+    }
+
+    #[test]
+    fn rows_round_trip_and_truncate_at_the_resume_point() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("eval.csv");
+        for it in [0, 100, 200, 300] {
+            append(&path, &record(it)).unwrap();
+        }
+        assert_eq!(read(&path).unwrap(), [0, 100, 200, 300].map(record));
+        truncate(&path, 200).unwrap();
+        assert_eq!(read(&path).unwrap(), [0, 100, 200].map(record));
+        truncate(&path, 200).unwrap();
+        assert_eq!(read(&path).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_damaged_eval_csv_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("eval.csv");
+        std::fs::write(&path, "iteration,fid\nx,y\n").unwrap();
+        assert!(read(&path).unwrap_err().to_string().contains("eval.csv"));
+    }
+}

@@ -1,0 +1,206 @@
+//! The judge and the sample metrics on real data: orderings and bounds that must hold (real vs
+//! itself ~0, train vs test small, noise large, one class covers one class), `gantry eval` on a run
+//! and on files from other tools, and sample quality measured during training.
+//!
+//! The judge is trained once per build folder (cached under target/tmp/judge-cache; about two
+//! minutes on 2 cores), then loaded by every test.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+
+use gantry::config::Dataset;
+use gantry::data::{self, LabelledImages, Split};
+use gantry::eval::judge::{Judge, JudgeConfig};
+use gantry::eval::{self, EvalReport, EvalSettings};
+use gantry::train;
+use npyz::WriterBuilder;
+
+fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("judge-cache")
+}
+
+/// The MNIST judge; the first caller trains it, the others wait and load it from the cache.
+fn judge() -> Judge {
+    static TRAINING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    Judge::load_or_train(
+        Dataset::Mnist,
+        Some(&common::mnist_dir()),
+        Some(&cache_dir()),
+        &JudgeConfig::default(),
+        &mut |line| eprintln!("{line}"),
+    )
+    .unwrap()
+}
+
+fn split(s: Split) -> LabelledImages {
+    data::load_labelled(Dataset::Mnist, &common::mnist_dir(), s).unwrap()
+}
+
+fn report(judge: &Judge, images: &[f32], real: &eval::judge::Judgement) -> EvalReport {
+    eval::evaluate(judge, "test", images, real, &EvalSettings::default()).unwrap()
+}
+
+#[test]
+fn judge_is_accurate_and_metrics_order_real_train_one_class_and_noise() {
+    let judge = judge();
+    assert!(
+        judge.test_accuracy >= JudgeConfig::required_accuracy(Dataset::Mnist),
+        "judge test accuracy {}",
+        judge.test_accuracy
+    );
+    let test = split(Split::Test);
+    let train = split(Split::Train);
+    let real = judge.judge(&test.images.pixels).unwrap();
+
+    // Real against itself: every distance vanishes, precision and recall are perfect.
+    let itself = eval::compare(&judge, "itself", &real, &real, &EvalSettings::default()).unwrap();
+    assert!(itself.fid.abs() < 1e-6, "FID of the test set with itself: {}", itself.fid);
+    assert_eq!((itself.precision, itself.recall), (1.0, 1.0));
+
+    // 10,000 training images: other digits from the same distribution.
+    let train_part = &train.images.pixels[..10_000 * 784];
+    let from_train = report(&judge, train_part, &real);
+    // Uniform noise in [-1, 1].
+    let mut state = 12345u64;
+    let noise: Vec<f32> = (0..2_000 * 784)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect();
+    let from_noise = report(&judge, &noise, &real);
+    // Only the test set's threes.
+    let threes: Vec<f32> = test
+        .labels
+        .iter()
+        .enumerate()
+        .filter(|&(_, &l)| l == 3)
+        .flat_map(|(i, _)| test.images.pixels[i * 784..(i + 1) * 784].iter().copied())
+        .collect();
+    let one_class = report(&judge, &threes, &real);
+    eprintln!(
+        "{}",
+        eval::format_table(&[itself.clone(), from_train.clone(), one_class.clone(), from_noise.clone()])
+    );
+
+    assert!(from_train.fid < 0.02 * from_noise.fid, "train {} vs noise {}", from_train.fid, from_noise.fid);
+    assert!(from_train.fid < one_class.fid && one_class.fid < from_noise.fid);
+    assert!(from_train.precision > 0.7 && from_train.recall > 0.7, "{from_train:?}");
+    assert!(from_train.separability < 0.6, "train vs test features look alike: {}", from_train.separability);
+    assert_eq!(from_train.classes_present, 10);
+    assert!(from_train.inception_score > 9.0, "{}", from_train.inception_score);
+
+    assert_eq!(one_class.classes_present, 1, "{:?}", one_class.class_histogram);
+    assert!(one_class.recall < 0.3, "one class misses most of the real manifold: {}", one_class.recall);
+    assert!(one_class.inception_score < 1.5);
+    assert!(one_class.class_kl_from_uniform > 2.0);
+
+    // Uniform noise: no recall, no coverage, nearly no density, trivially separable. (Precision
+    // alone is fooled here: a few outlying real digits have neighbourhoods wide enough to hold the
+    // noise's features; density, which counts balls, is not.)
+    assert!(from_noise.recall < 0.01 && from_noise.coverage < 0.01, "{from_noise:?}");
+    assert!(from_noise.density < 0.5 * from_train.density, "{from_noise:?} vs {from_train:?}");
+    assert!(from_noise.separability > 0.95, "{from_noise:?}");
+    assert!(from_noise.kid > 10.0 * from_train.kid.abs());
+
+    // Same inputs, same seed: the same numbers, bit for bit.
+    assert_eq!(report(&judge, train_part, &real), from_train);
+}
+
+#[test]
+fn eval_command_judges_a_run_and_files_from_other_tools() {
+    let judge_ready = judge(); // trained (or loaded) before the command looks in the same cache
+    drop(judge_ready);
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    train::train(&common::tiny_config(60, 30, 2), &run, false, false).unwrap();
+    let gantry = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(args)
+            .env("GANTRY_CACHE_DIR", cache_dir())
+            .env("GANTRY_DATA", common::mnist_dir())
+            .output()
+            .unwrap()
+    };
+    let o = gantry(&["eval", run.to_str().unwrap(), "--n", "500"]);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(table.contains("FID (judge features)") && table.contains("classes present"), "{table}");
+    let saved: Vec<EvalReport> =
+        serde_json::from_slice(&std::fs::read(run.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(saved[0].generated, 500);
+    // The same command again: the same numbers.
+    gantry(&["eval", run.to_str().unwrap(), "--n", "500"]);
+    let again: Vec<EvalReport> =
+        serde_json::from_slice(&std::fs::read(run.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(saved, again);
+
+    // Another tool's samples: real test digits as uint8 [N, 28, 28], and as a folder of PNGs.
+    let test = split(Split::Test);
+    let bytes: Vec<u8> =
+        test.images.pixels[..1000 * 784].iter().map(|&v| ((v + 1.0) * 127.5).round() as u8).collect();
+    let npy = tmp.path().join("samples.npy");
+    let mut out = Vec::new();
+    let mut w =
+        npyz::WriteOptions::new().default_dtype().shape(&[1000, 28, 28]).writer(&mut out).begin_nd().unwrap();
+    w.extend(bytes.iter().copied()).unwrap();
+    w.finish().unwrap();
+    std::fs::write(&npy, out).unwrap();
+    let pngs = tmp.path().join("pngs");
+    std::fs::create_dir(&pngs).unwrap();
+    for i in 0..50 {
+        let png = gantry::grid::encode_gray_png(&bytes[i * 784..(i + 1) * 784], 28, 28).unwrap();
+        std::fs::write(pngs.join(format!("{i:03}.png")), png).unwrap();
+    }
+    let json = tmp.path().join("files.json");
+    let o = gantry(&[
+        "eval",
+        "--samples",
+        npy.to_str().unwrap(),
+        "--samples",
+        pngs.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let files: Vec<EvalReport> = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!((files[0].generated, files[1].generated), (1000, 50));
+    // Real digits (1,000 of the test set, so FID carries small-sample bias) look real.
+    assert!(
+        files[0].fid < 10.0 && files[0].precision > 0.9 && files[0].classes_present == 10,
+        "{:?}",
+        files[0]
+    );
+
+    // A file that is not samples: exit 2, named, before any judging.
+    std::fs::write(tmp.path().join("bad.npy"), b"\x93NUMPY garbage").unwrap();
+    let o = gantry(&["eval", "--samples", tmp.path().join("bad.npy").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.npy"));
+}
+
+#[test]
+fn quality_during_training_is_logged_and_leaves_training_unchanged() {
+    drop(judge());
+    // SAFETY of the environment: only this test binary's tests read GANTRY_CACHE_DIR, and the
+    // other tests pass the cache folder explicitly.
+    unsafe { std::env::set_var("GANTRY_CACHE_DIR", cache_dir()) };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut with_eval = common::tiny_config(100, 50, 5);
+    with_eval.eval.every = 40;
+    with_eval.eval.samples = 300;
+    train::train(&with_eval, &tmp.path().join("on"), false, false).unwrap();
+    train::train(&common::tiny_config(100, 50, 5), &tmp.path().join("off"), false, false).unwrap();
+
+    let rows = train::quality::read(&tmp.path().join("on/eval.csv")).unwrap();
+    assert_eq!(rows.iter().map(|r| r.iteration).collect::<Vec<_>>(), [40, 80, 100]);
+    assert!(rows.iter().all(|r| r.fid.is_finite() && r.fid > 0.0 && (0.0..=1.0).contains(&r.precision)));
+    assert!(!tmp.path().join("off/eval.csv").exists());
+    // The judge draws its own noise: the training itself is bit-identical with or without it.
+    let metrics = |name: &str| std::fs::read(tmp.path().join(name).join("metrics.csv")).unwrap();
+    assert_eq!(metrics("on"), metrics("off"));
+}
