@@ -568,7 +568,12 @@ fn plot_command(args: PlotArgs) -> Result<()> {
         return Err(Error::bad_data(run.metrics_csv(), "has no rows to plot"));
     }
     std::fs::create_dir_all(run.plots_dir()).map_err(|e| Error::io("create", run.plots_dir(), e))?;
-    for path in plot::write_curves(&run.plots_dir(), &records, config.output.smoothing_window)? {
+    let mut written = plot::write_curves(&run.plots_dir(), &records, config.output.smoothing_window)?;
+    let quality_rows = train::quality::read(&run.eval_csv())?;
+    if !quality_rows.is_empty() {
+        written.extend(plot::write_quality(&run.plots_dir(), &quality_rows)?);
+    }
+    for path in written {
         eprintln!("gantry: wrote {}", path.display());
     }
     Ok(())

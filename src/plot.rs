@@ -119,6 +119,45 @@ pub fn write_curves(dir: &Path, records: &[IterationRecord], window: usize) -> R
     Ok(written)
 }
 
+/// Write `quality.{png,svg}` into `dir` from the sample-quality rows (`eval.csv`): FID in the
+/// judge's feature space (0 = real data's statistics) above, precision and recall below (1 = real).
+pub fn write_quality(dir: &Path, rows: &[crate::train::quality::QualityRecord]) -> Result<Vec<PathBuf>> {
+    register_font();
+    let points = |get: fn(&crate::train::quality::QualityRecord) -> f64| -> Vec<(f64, f64)> {
+        rows.iter().map(|r| (r.iteration as f64, get(r))).collect()
+    };
+    let fid = [Curve { name: "FID (judge features)", color: RGBColor(214, 39, 40), points: points(|r| r.fid) }];
+    let manifold = [
+        Curve { name: "precision", color: RGBColor(31, 119, 180), points: points(|r| r.precision) },
+        Curve { name: "recall", color: RGBColor(44, 160, 44), points: points(|r| r.recall) },
+    ];
+    let x_max = rows.last().map(|r| r.iteration as f64).unwrap_or(0.0).max(1.0);
+    let fid_max = rows.iter().map(|r| r.fid).filter(|v| v.is_finite()).fold(1.0, f64::max) * 1.1;
+    let png = dir.join("quality.png");
+    draw_quality(BitMapBackend::new(&png, SIZE).into_drawing_area(), &fid, &manifold, x_max, fid_max)
+        .map_err(|problem| Error::Render { path: png.clone(), problem })?;
+    let svg = dir.join("quality.svg");
+    draw_quality(SVGBackend::new(&svg, SIZE).into_drawing_area(), &fid, &manifold, x_max, fid_max)
+        .map_err(|problem| Error::Render { path: svg.clone(), problem })?;
+    Ok(vec![png, svg])
+}
+
+fn draw_quality<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    fid: &[Curve],
+    manifold: &[Curve],
+    x_max: f64,
+    fid_max: f64,
+) -> std::result::Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let root = root.titled("Sample quality (gantry's judge, fixed noise)", (FONT, 26)).map_err(e)?;
+    let (top, bottom) = root.split_vertically(SIZE.1 as i32 * 50 / 100);
+    panel(&top, "FID", fid, x_max, 0.0..fid_max, 0.0, "0 (real)").map_err(e)?;
+    panel(&bottom, "precision / recall", manifold, x_max, 0.0..1.02, 1.0, "1 (real)").map_err(e)?;
+    root.present().map_err(e)
+}
+
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     title: &str,

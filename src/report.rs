@@ -61,6 +61,7 @@ pub fn write(run: &RunDir, out: Option<&Path>) -> Result<PathBuf> {
         "<details><summary>Raw curves</summary><figure>{}</figure></details>\n",
         svg("curves_raw.svg")?
     ));
+    html.push_str(&quality_html(run)?);
     html.push_str("<h2>Samples (the same noise throughout)</h2>\n<div class=\"strip\">\n");
     for path in &strip {
         let step = path
@@ -155,4 +156,42 @@ mod tests {
     fn escapes_markup() {
         assert_eq!(escape("<a href=\"x\">&</a>"), "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;");
     }
+}
+
+/// Sample quality measured during training (eval.csv, with its chart) and by `gantry eval`
+/// (eval.json), when the run has them.
+fn quality_html(run: &RunDir) -> Result<String> {
+    let rows = crate::train::quality::read(&run.eval_csv())?;
+    let judged = run.root().join("eval.json");
+    let mut html = String::new();
+    if rows.is_empty() && !judged.is_file() {
+        return Ok(html);
+    }
+    html.push_str("<h2>Sample quality (gantry's judge)</h2>\n");
+    if !rows.is_empty() {
+        let chart = run.plots_dir().join("quality.svg");
+        if !chart.is_file() {
+            plot::write_quality(&run.plots_dir(), &rows)?;
+        }
+        let text = std::fs::read_to_string(&chart).at("read", &chart)?;
+        html.push_str(&format!("<figure>{}</figure>\n", text.find("<svg").map(|i| &text[i..]).unwrap_or(&text)));
+        html.push_str("<table><tr><th>iteration</th><th>FID</th><th>precision</th><th>recall</th><th>IS</th><th>classes</th><th>separability</th></tr>\n");
+        for r in &rows {
+            html.push_str(&format!(
+                "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.2}</td><td>{}</td><td>{:.3}</td></tr>\n",
+                r.iteration, r.fid, r.precision, r.recall, r.inception_score, r.classes_present, r.separability
+            ));
+        }
+        html.push_str("</table>\n");
+    }
+    if judged.is_file() {
+        let text = std::fs::read_to_string(&judged).at("read", &judged)?;
+        let reports: Vec<crate::eval::EvalReport> =
+            serde_json::from_str(&text).map_err(|e| Error::bad_data(&judged, e.to_string()))?;
+        html.push_str(&format!(
+            "<p><code>gantry eval</code> of the final generator:</p>\n<pre>{}</pre>\n",
+            escape(&crate::eval::format_table(&reports))
+        ));
+    }
+    Ok(html)
 }

@@ -164,6 +164,7 @@ impl ServedRun {
             smoothing_window: config.map(|c| c.output.smoothing_window).unwrap_or(100),
             grids: grid_steps(&run.samples_dir()),
             alerts: alerts::load(&run.alerts()).unwrap_or_default(),
+            quality: crate::train::quality::read(&run.eval_csv()).unwrap_or_default(),
         }
     }
 }
@@ -185,6 +186,8 @@ pub struct RunStatus {
     /// Iterations at which a fixed-noise grid exists, ascending.
     pub grids: Vec<usize>,
     pub alerts: Vec<Alert>,
+    /// Sample quality measured during training (eval.csv), oldest first.
+    pub quality: Vec<crate::train::quality::QualityRecord>,
 }
 
 /// The sample grids present (`samples/step_NNNNNN.png`), by iteration.

@@ -274,6 +274,10 @@ fn finish(
         session.gan.save_weights(&run)?;
         metrics::write_npy_files(run.root(), &records)?;
         plot::write_curves(&run.plots_dir(), &records, config.output.smoothing_window)?;
+        let quality_rows = quality::read(&run.eval_csv())?;
+        if !quality_rows.is_empty() {
+            plot::write_quality(&run.plots_dir(), &quality_rows)?;
+        }
         timelapse::write_gif(&run)?;
     }
     Ok(TrainOutcome { run, records, info, stopped_at, resumed_from: session.resumed_from })
