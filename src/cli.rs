@@ -485,9 +485,17 @@ fn eval_command(args: EvalArgs) -> Result<()> {
             path.display()
         );
     }
+    let required = eval::judge::JudgeConfig::required_accuracy(dataset);
+    if judge.test_accuracy < required {
+        eprintln!(
+            "gantry: warning: the judge reaches {:.2}% on the test set, below the {:.0}% it should; treat the numbers with care",
+            100.0 * judge.test_accuracy,
+            100.0 * required
+        );
+    }
     let dir = data::locate(dataset, args.data.as_deref())?;
     let test = data::load_labelled(dataset, &dir, data::Split::Test)?;
-    let real = judge.judge(&test.images.pixels)?;
+    let real = judge.judge(&test.images.all_floats())?;
     let settings = eval::EvalSettings { seed: args.seed, ..Default::default() };
 
     let mut reports = Vec::new();

@@ -4,7 +4,8 @@
 //! The pipeline, one module each: [`data`] (IDX files -> images) -> [`model`] (G and D) ->
 //! [`train`] (the loop, writing [`metrics`], [`grid`]s and [`plot`]s into a [`run_dir`]) ->
 //! [`checkpoint`] (all-or-nothing saves, exact resume; [`lock`] keeps one writer per run) ->
-//! [`export`] (weights for other tools).
+//! [`export`] (weights for other tools) -> [`eval`] (a classifier judge: FID, KID, precision/recall,
+//! coverage) -> [`report`] (one HTML file) / [`serve`] (the live dashboard) / [`tensorboard`].
 //! [`config`] holds every setting; [`cli`] is the command line on top.
 //!
 //! A run from code, as `gantry train` does it:

@@ -126,7 +126,8 @@ pub fn write_quality(dir: &Path, rows: &[crate::train::quality::QualityRecord]) 
     let points = |get: fn(&crate::train::quality::QualityRecord) -> f64| -> Vec<(f64, f64)> {
         rows.iter().map(|r| (r.iteration as f64, get(r))).collect()
     };
-    let fid = [Curve { name: "FID (judge features)", color: RGBColor(214, 39, 40), points: points(|r| r.fid) }];
+    let fid =
+        [Curve { name: "FID (judge features)", color: RGBColor(214, 39, 40), points: points(|r| r.fid) }];
     let manifold = [
         Curve { name: "precision", color: RGBColor(31, 119, 180), points: points(|r| r.precision) },
         Curve { name: "recall", color: RGBColor(44, 160, 44), points: points(|r| r.recall) },

@@ -174,7 +174,10 @@ fn quality_html(run: &RunDir) -> Result<String> {
             plot::write_quality(&run.plots_dir(), &rows)?;
         }
         let text = std::fs::read_to_string(&chart).at("read", &chart)?;
-        html.push_str(&format!("<figure>{}</figure>\n", text.find("<svg").map(|i| &text[i..]).unwrap_or(&text)));
+        html.push_str(&format!(
+            "<figure>{}</figure>\n",
+            text.find("<svg").map(|i| &text[i..]).unwrap_or(&text)
+        ));
         html.push_str("<table><tr><th>iteration</th><th>FID</th><th>precision</th><th>recall</th><th>IS</th><th>classes</th><th>separability</th></tr>\n");
         for r in &rows {
             html.push_str(&format!(

@@ -54,7 +54,7 @@ fn judge_is_accurate_and_metrics_order_real_train_one_class_and_noise() {
     );
     let test = split(Split::Test);
     let train = split(Split::Train);
-    let real = judge.judge(&test.images.pixels).unwrap();
+    let real = judge.judge(&test.images.all_floats()).unwrap();
 
     // Real against itself: every distance vanishes, precision and recall are perfect.
     let itself = eval::compare(&judge, "itself", &real, &real, &EvalSettings::default()).unwrap();
@@ -62,7 +62,7 @@ fn judge_is_accurate_and_metrics_order_real_train_one_class_and_noise() {
     assert_eq!((itself.precision, itself.recall), (1.0, 1.0));
 
     // 10,000 training images: other digits from the same distribution.
-    let train_part = &train.images.pixels[..10_000 * 784];
+    let train_part = &train.images.floats(0..10_000);
     let from_train = report(&judge, train_part, &real);
     // Uniform noise in [-1, 1].
     let mut state = 12345u64;
@@ -79,7 +79,7 @@ fn judge_is_accurate_and_metrics_order_real_train_one_class_and_noise() {
         .iter()
         .enumerate()
         .filter(|&(_, &l)| l == 3)
-        .flat_map(|(i, _)| test.images.pixels[i * 784..(i + 1) * 784].iter().copied())
+        .flat_map(|(i, _)| test.images.floats(i..i + 1))
         .collect();
     let one_class = report(&judge, &threes, &real);
     eprintln!(
@@ -141,8 +141,7 @@ fn eval_command_judges_a_run_and_files_from_other_tools() {
 
     // Another tool's samples: real test digits as uint8 [N, 28, 28], and as a folder of PNGs.
     let test = split(Split::Test);
-    let bytes: Vec<u8> =
-        test.images.pixels[..1000 * 784].iter().map(|&v| ((v + 1.0) * 127.5).round() as u8).collect();
+    let bytes: Vec<u8> = test.images.bytes[..1000 * 784].to_vec();
     let npy = tmp.path().join("samples.npy");
     let mut out = Vec::new();
     let mut w =

@@ -270,7 +270,8 @@ impl Judge {
         let count = images.len() / PIXELS;
         let mut features = Vec::with_capacity(count * FEATURES);
         let mut probabilities = Vec::with_capacity(count * CLASSES);
-        for chunk in images.chunks(500 * PIXELS) {
+        // Small chunks: the conv activations of a chunk are its memory peak ([chunk, C1, 28, 28]).
+        for chunk in images.chunks(128 * PIXELS) {
             let b = chunk.len() / PIXELS;
             let x = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [b, PIXELS]), &self.device);
             let f = self.model.features(x); // [b, 84]
@@ -283,7 +284,7 @@ impl Judge {
 
     /// Fraction of `set` classified correctly.
     pub fn accuracy(&self, set: &LabelledImages) -> Result<f64> {
-        let j = self.judge(&set.images.pixels)?;
+        let j = self.judge(&set.images.all_floats())?;
         let correct = j
             .probabilities
             .chunks(CLASSES)

@@ -141,7 +141,14 @@ impl ServedRun {
         let config = Config::from_file(&run.config()).ok();
         let total = config.as_ref().map(|c| c.train.iterations);
         let info = RunInfo::read(&run).ok();
-        let (rate, active) = self.progress.lock().expect("progress").observe(Instant::now(), rows);
+        let (rate, seen_growing) = self.progress.lock().expect("progress").observe(Instant::now(), rows);
+        // A first look has no history yet: a metrics file written in the last few seconds counts.
+        let recently_written = std::fs::metadata(run.metrics_csv())
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age <= ACTIVE_WITHIN);
+        let active = seen_growing || recently_written;
         // A run seen progressing: its live rate. Otherwise what the last process recorded.
         let ms_per_iteration = rate.map(|per_s| 1e3 / per_s).or_else(|| {
             info.as_ref()
@@ -150,7 +157,9 @@ impl ServedRun {
         });
         let finished = total.is_some_and(|t| rows >= t);
         let eta_seconds = match (total, rate) {
-            (Some(t), Some(per_s)) if active && !finished => Some(t.saturating_sub(rows) as f64 / per_s),
+            (Some(t), Some(per_s)) if seen_growing && !finished => {
+                Some(t.saturating_sub(rows) as f64 / per_s)
+            }
             _ => None,
         };
         RunStatus {

@@ -113,8 +113,8 @@ fn measure(config: &Config, images: &TrainingImages, threads: usize, warmup: usi
 
 fn random_images(seed: u64) -> TrainingImages {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xbe9c);
-    let pixels = (0..BENCH_IMAGES * 784).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-    TrainingImages { count: BENCH_IMAGES, rows: 28, cols: 28, pixels, source: "random".into() }
+    let bytes = (0..BENCH_IMAGES * 784).map(|_| rng.random_range(0..=255u8)).collect();
+    TrainingImages { count: BENCH_IMAGES, rows: 28, cols: 28, bytes, source: "random".into() }
 }
 
 #[cfg(test)]

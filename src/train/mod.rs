@@ -326,7 +326,11 @@ fn training_loop(
         if let Some(probe) = &s.quality
             && schedule::is_eval_step(done, total, config.eval.every)
         {
-            let q = probe.measure(done, &s.gan.generate(probe.noise()))?;
+            // Generated in slices, to keep the run's memory peak at the training set's.
+            let latent = config.model.latent_dim;
+            let samples: Vec<f32> =
+                probe.noise().chunks(256 * latent).flat_map(|z| s.gan.generate(z)).collect();
+            let q = probe.measure(done, &samples)?;
             quality::append(&run.eval_csv(), &q)?;
             log_quality(&mut s.events, &q)?;
         }
@@ -467,7 +471,7 @@ fn write_config(run: &RunDir, config: &Config) -> Result<()> {
 /// A grid's worth of training images (the first ones), the diversity a healthy grid approaches.
 fn reference_images(images: &TrainingImages, layout: &GridLayout) -> Vec<f32> {
     let n = (layout.rows * layout.cols).min(images.count);
-    images.pixels[..n * images.dim()].to_vec()
+    images.floats(0..n)
 }
 
 fn grid_layout(config: &Config, images: &TrainingImages) -> GridLayout {
