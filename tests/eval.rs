@@ -199,8 +199,12 @@ fn quality_during_training_is_logged_and_leaves_training_unchanged() {
     assert_eq!(rows.iter().map(|r| r.iteration).collect::<Vec<_>>(), [40, 80, 100]);
     assert!(rows.iter().all(|r| r.fid.is_finite() && r.fid > 0.0 && (0.0..=1.0).contains(&r.precision)));
     assert!(!tmp.path().join("off/eval.csv").exists());
-    assert!(tmp.path().join("on/plots/quality.png").is_file() && tmp.path().join("on/plots/quality.svg").is_file());
-    let report = gantry::report::write(&gantry::run_dir::RunDir::open(tmp.path().join("on")).unwrap(), None).unwrap();
+    assert!(
+        tmp.path().join("on/plots/quality.png").is_file()
+            && tmp.path().join("on/plots/quality.svg").is_file()
+    );
+    let report =
+        gantry::report::write(&gantry::run_dir::RunDir::open(tmp.path().join("on")).unwrap(), None).unwrap();
     let html = std::fs::read_to_string(report).unwrap();
     assert!(html.contains("Sample quality") && html.contains("<td>80</td>"), "the report carries eval.csv");
     // The judge draws its own noise: the training itself is bit-identical with or without it.

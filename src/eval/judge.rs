@@ -203,22 +203,20 @@ impl Judge {
             let weights = root.join("judges").join(format!("{stem}.bpk"));
             let card_path = weights.with_extension("json");
             if weights.is_file() && card_path.is_file() {
-                let card: JudgeCard =
-                    std::fs::read_to_string(&card_path).at("read", &card_path).and_then(|t| {
-                        serde_json::from_str(&t).map_err(|e| Error::bad_data(&card_path, e.to_string()))
-                    })?;
-                let blank = LeNet::new(config, &mut ChaCha8Rng::seed_from_u64(config.seed), &device);
-                let model = blank
-                    .try_load_file(&weights)
-                    .map_err(|e| Error::Weights { path: weights.clone(), problem: e.to_string() })?;
-                return Ok(Self {
-                    model,
-                    device,
-                    dataset,
-                    test_accuracy: card.test_accuracy,
-                    cached_at: Some(weights),
-                    trained_now: false,
-                });
+                match load_cached(config, &weights, &card_path, &device) {
+                    Ok((model, card)) => {
+                        return Ok(Self {
+                            model,
+                            device,
+                            dataset,
+                            test_accuracy: card.test_accuracy,
+                            cached_at: Some(weights),
+                            trained_now: false,
+                        });
+                    }
+                    // A damaged cache entry is only a lost cache: say so and train a new one.
+                    Err(e) => progress(&format!("ignoring the cached judge ({e}); training a new one")),
+                }
             }
         }
 
@@ -299,6 +297,23 @@ fn argmax(p: &[f32]) -> usize {
     p.iter().enumerate().fold(0, |best, (i, &v)| if v > p[best] { i } else { best })
 }
 
+/// Read a cached judge: its card (test accuracy) and its weights.
+fn load_cached(
+    config: &JudgeConfig,
+    weights: &Path,
+    card_path: &Path,
+    device: &Device,
+) -> Result<(LeNet, JudgeCard)> {
+    let text = std::fs::read_to_string(card_path).at("read", card_path)?;
+    let card: JudgeCard =
+        serde_json::from_str(&text).map_err(|e| Error::bad_data(card_path, e.to_string()))?;
+    let blank = LeNet::new(config, &mut ChaCha8Rng::seed_from_u64(config.seed), device);
+    let model = blank
+        .try_load_file(weights)
+        .map_err(|e| Error::Weights { path: weights.to_path_buf(), problem: e.to_string() })?;
+    Ok((model, card))
+}
+
 /// SHA-256 over the judge's version and settings and the training files' bytes.
 fn cache_key(dataset: Dataset, dir: &Path, config: &JudgeConfig) -> Result<String> {
     let mut text = format!(
@@ -366,4 +381,42 @@ fn train_lenet(
         ));
     }
     model.valid()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_cached_judge_is_an_error_naming_the_file_not_a_panic() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (weights, card) = (tmp.path().join("j.bpk"), tmp.path().join("j.json"));
+        std::fs::write(&weights, b"not burnpack").unwrap();
+        std::fs::write(&card, b"{").unwrap();
+        let device = Device::flex();
+        let err = load_cached(&JudgeConfig::default(), &weights, &card, &device).unwrap_err().to_string();
+        assert!(err.contains("j.json"), "{err}");
+        let text = serde_json::to_string(&JudgeCard {
+            dataset: "mnist".into(),
+            key: "k".into(),
+            config: JudgeConfig::default(),
+            test_accuracy: 0.99,
+            train_seconds: 1.0,
+        })
+        .unwrap();
+        std::fs::write(&card, text).unwrap();
+        let err = load_cached(&JudgeConfig::default(), &weights, &card, &device).unwrap_err().to_string();
+        assert!(err.contains("j.bpk"), "{err}");
+    }
+
+    #[test]
+    fn features_and_probabilities_have_the_documented_shapes() {
+        let cfg = JudgeConfig::default();
+        let device = Device::flex();
+        let model = LeNet::new(&cfg, &mut ChaCha8Rng::seed_from_u64(0), &device);
+        let x = Tensor::<2>::from_data(TensorData::new(vec![0.1f32; 3 * 784], [3, 784]), &device);
+        let f = model.features(x);
+        assert_eq!(f.dims(), [3, FEATURES]);
+        assert_eq!(model.logits(f).dims(), [3, CLASSES]);
+    }
 }

@@ -70,12 +70,20 @@ impl QualityProbe {
         }
         let dataset = config.data.dataset;
         let dir = data::locate(dataset, config.data.dir.as_deref())?;
+        let mut announced = false;
         let judge = Judge::load_or_train(dataset, Some(&dir), None, &JudgeConfig::default(), &mut |line| {
-            if progress {
-                eprintln!(
-                    "gantry: {line} (sample-quality judge, trained once per machine; --eval-every 0 skips it)"
-                )
+            if !progress {
+                return;
             }
+            if !announced {
+                eprintln!(
+                    "gantry: training the sample-quality judge for {} (once per machine, a few minutes; \
+                     --eval-every 0 skips it)",
+                    dataset.name()
+                );
+                announced = true;
+            }
+            eprintln!("gantry: {line}");
         })?;
         // Only the first n test images are converted to floats: the run's memory peak is the
         // training set plus whatever is alive beside it.
