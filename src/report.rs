@@ -148,16 +148,6 @@ td:first-child{text-align:left}figure{margin:0}figure svg{max-width:100%;height:
 figcaption{text-align:center;font-size:.85em}.timelapse{width:300px;image-rendering:pixelated}\
 .alerts li{color:#a40000}.ok{color:#206020}pre{background:#f6f6f6;padding:1em;overflow:auto}";
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes_markup() {
-        assert_eq!(escape("<a href=\"x\">&</a>"), "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;");
-    }
-}
-
 /// Sample quality measured during training (eval.csv, with its chart) and by `gantry eval`
 /// (eval.json), when the run has them.
 fn quality_html(run: &RunDir) -> Result<String> {
@@ -197,4 +187,14 @@ fn quality_html(run: &RunDir) -> Result<String> {
         ));
     }
     Ok(html)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(escape("<a href=\"x\">&</a>"), "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;");
+    }
 }

@@ -259,7 +259,7 @@ impl Judge {
     /// Features and class probabilities of `images` ([count, 784] in [-1, 1]).
     pub fn judge(&self, images: &[f32]) -> Result<Judgement> {
         const PIXELS: usize = 28 * 28;
-        if images.len() % PIXELS != 0 || images.is_empty() {
+        if !images.len().is_multiple_of(PIXELS) || images.is_empty() {
             return Err(Error::config(
                 "eval.samples",
                 format!("{} values are not whole 28x28 images", images.len()),

@@ -376,7 +376,7 @@ fn manifold_scores_blocked(real: Features, fake: Features, k: usize, block: usiz
 /// Checks a row-major table of class probabilities and returns its row count. Rows must be
 /// distributions (non-negative, summing to 1 within 1e-3): this catches logits passed by mistake.
 fn probability_rows(probs: &[f32], classes: usize) -> Result<usize> {
-    if classes == 0 || probs.is_empty() || probs.len() % classes != 0 {
+    if classes == 0 || probs.is_empty() || !probs.len().is_multiple_of(classes) {
         return Err(bad(format!("{} probabilities do not make rows of {classes} classes", probs.len())));
     }
     for (i, row) in probs.chunks_exact(classes).enumerate() {

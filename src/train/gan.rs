@@ -148,6 +148,11 @@ impl Gan {
         )
     }
 
+    /// Width of G's noise input.
+    pub(crate) fn latent_dim(&self) -> usize {
+        self.latent
+    }
+
     /// G in inference mode on the given noise ([n * latent] floats) -> images [n * pixels].
     pub(crate) fn generate(&self, noise: &[f32]) -> Vec<f32> {
         let n = noise.len() / self.latent;

@@ -326,13 +326,7 @@ fn training_loop(
         if let Some(probe) = &s.quality
             && schedule::is_eval_step(done, total, config.eval.every)
         {
-            // Generated in slices, to keep the run's memory peak at the training set's.
-            let latent = config.model.latent_dim;
-            let samples: Vec<f32> =
-                probe.noise().chunks(256 * latent).flat_map(|z| s.gan.generate(z)).collect();
-            let q = probe.measure(done, &samples)?;
-            quality::append(&run.eval_csv(), &q)?;
-            log_quality(&mut s.events, &q)?;
+            judge_samples(run, probe, &s.gan, &mut s.events, done)?;
         }
         let stop = options.stop_requested(done);
         let cp = &config.checkpoint;
@@ -406,7 +400,23 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-/// Every metric of one iteration, as TensorBoard scalars (step = iterations done before it).
+/// Score the generator after `done` iterations on the probe's fixed noise; log the row to
+/// eval.csv and TensorBoard.
+fn judge_samples(
+    run: &RunDir,
+    probe: &QualityProbe,
+    gan: &Gan,
+    events: &mut EventWriter,
+    done: usize,
+) -> Result<()> {
+    // Generated in slices, to keep the run's memory peak at the training set's.
+    let slice = 256 * gan.latent_dim();
+    let samples: Vec<f32> = probe.noise().chunks(slice).flat_map(|z| gan.generate(z)).collect();
+    let q = probe.measure(done, &samples)?;
+    quality::append(&run.eval_csv(), &q)?;
+    log_quality(events, &q)
+}
+
 fn log_quality(events: &mut EventWriter, q: &QualityRecord) -> Result<()> {
     events.scalars(
         q.iteration,
@@ -422,6 +432,7 @@ fn log_quality(events: &mut EventWriter, q: &QualityRecord) -> Result<()> {
     )
 }
 
+/// Every metric of one iteration, as TensorBoard scalars (step = iterations done before it).
 fn log_scalars(events: &mut EventWriter, r: &IterationRecord) -> Result<()> {
     events.scalars(
         r.iteration,
