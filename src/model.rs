@@ -123,10 +123,15 @@ impl ModuleMapper for StableIds {
 /// A Dense layer as Keras initialises it: Glorot-uniform kernel, zero bias. The kernel comes from
 /// gantry's own seeded stream, so initial weights do not depend on the backend's RNG.
 fn dense(d_in: usize, d_out: usize, rng: &mut impl rand::Rng, device: &Device) -> Linear {
-    let mut linear = LinearConfig::new(d_in, d_out).with_initializer(Initializer::Zeros).init(device);
     let limit = (6.0 / (d_in + d_out) as f64).sqrt() as f32;
     let kernel: Vec<f32> = (0..d_in * d_out).map(|_| rng.random_range(-limit..limit)).collect();
-    // Row layout: the kernel is [d_in, d_out], like Keras'.
+    linear_with_kernel(kernel, d_in, d_out, device)
+}
+
+/// A dense layer with the given kernel (row layout `[d_in, d_out]`, like Keras') and zero biases:
+/// weights come from gantry's own seeded streams, not burn's global RNG.
+pub(crate) fn linear_with_kernel(kernel: Vec<f32>, d_in: usize, d_out: usize, device: &Device) -> Linear {
+    let mut linear = LinearConfig::new(d_in, d_out).with_initializer(Initializer::Zeros).init(device);
     linear.weight = Param::from_data(TensorData::new(kernel, [d_in, d_out]), device);
     linear
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{Initializer, Linear, PaddingConfig2d};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::{log_softmax, relu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -137,10 +137,7 @@ fn conv(
 }
 
 fn dense(d_in: usize, d_out: usize, rng: &mut ChaCha8Rng, device: &Device) -> Linear {
-    let mut linear = LinearConfig::new(d_in, d_out).with_initializer(Initializer::Zeros).init(device);
-    linear.weight =
-        Param::from_data(TensorData::new(he_uniform(d_in * d_out, d_in, rng), [d_in, d_out]), device);
-    linear
+    crate::model::linear_with_kernel(he_uniform(d_in * d_out, d_in, rng), d_in, d_out, device)
 }
 
 /// What a judge makes of a set of images.
@@ -287,14 +284,10 @@ impl Judge {
             .probabilities
             .chunks(CLASSES)
             .zip(&set.labels)
-            .filter(|(p, label)| argmax(p) == **label as usize)
+            .filter(|(p, label)| super::stats::argmax(p) == **label as usize)
             .count();
         Ok(correct as f64 / set.labels.len() as f64)
     }
-}
-
-fn argmax(p: &[f32]) -> usize {
-    p.iter().enumerate().fold(0, |best, (i, &v)| if v > p[best] { i } else { best })
 }
 
 /// Read a cached judge: its card (test accuracy) and its weights.

@@ -373,6 +373,11 @@ fn manifold_scores_blocked(real: Features, fake: Features, k: usize, block: usiz
     })
 }
 
+/// Index of the largest value (ties go to the lower index): the predicted class of a row.
+pub fn argmax(row: &[f32]) -> usize {
+    (1..row.len()).fold(0, |best, c| if row[c] > row[best] { c } else { best })
+}
+
 /// Checks a row-major table of class probabilities and returns its row count. Rows must be
 /// distributions (non-negative, summing to 1 within 1e-3): this catches logits passed by mistake.
 fn probability_rows(probs: &[f32], classes: usize) -> Result<usize> {
@@ -424,8 +429,7 @@ pub fn class_coverage(probs: &[f32], classes: usize) -> Result<Coverage> {
     let n = probability_rows(probs, classes)?;
     let mut histogram = vec![0usize; classes];
     for row in probs.chunks_exact(classes) {
-        let argmax = (1..classes).fold(0, |best, c| if row[c] > row[best] { c } else { best });
-        histogram[argmax] += 1;
+        histogram[argmax(row)] += 1;
     }
     let present = histogram.iter().filter(|&&c| c * 100 >= n).count(); // integer form of >= 1%
     let kl_from_uniform = histogram

@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::data;
+use crate::data::{self, Split};
 use crate::error::{Error, IoContext, Result};
 use crate::eval::judge::{Judge, JudgeConfig, Judgement};
 use crate::eval::{self, EvalReport, EvalSettings};
@@ -85,18 +85,13 @@ impl QualityProbe {
             }
             eprintln!("gantry: {line}");
         })?;
-        // Only the first n test images are converted to floats: the run's memory peak is the
-        // training set plus whatever is alive beside it.
+        // Only the first n test images become floats (the rest stay bytes, briefly).
         let n = config.eval.samples;
-        let path = data::find_file(&dir, data::FILE_STEMS[2])
-            .ok_or_else(|| Error::DataNotFound(format!("{}: the test images are missing", dir.display())))?;
-        let test = data::idx::read_images(&path)?;
-        if test.count < n || test.rows * test.cols != 28 * 28 {
-            return Err(Error::bad_data(&path, format!("needs {n} images of 28x28 for eval.samples")));
+        let test = data::load_labelled(dataset, &dir, Split::Test)?.images;
+        if test.count < n || test.dim() != 28 * 28 {
+            return Err(Error::bad_data(&test.source, format!("needs {n} images of 28x28 for eval.samples")));
         }
-        let pixels: Vec<f32> = test.pixels[..n * 784].iter().map(|&p| data::to_unit(p)).collect();
-        drop(test);
-        let real = judge.judge(&pixels)?;
+        let real = judge.judge(&test.floats(0..n))?;
         let mut noise = Vec::new();
         rng::normal(
             &mut ChaCha8Rng::seed_from_u64(config.train.seed ^ NOISE_SALT),
