@@ -31,6 +31,7 @@
 //! ```
 
 pub mod alerts;
+pub mod allocator;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

@@ -5,6 +5,7 @@
 use clap::Parser;
 
 fn main() {
+    gantry::allocator::keep_freed_memory();
     let cli = gantry::cli::Cli::parse();
     let code = match gantry::cli::run(cli) {
         Ok(code) => code,

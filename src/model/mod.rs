@@ -8,11 +8,13 @@
 
 use burn::module::{Module, ModuleMapper, Param, ParamId, RunningState};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig};
-use burn::tensor::activation::{leaky_relu, tanh};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::RngExt;
 
 use crate::config::ModelConfig;
+
+pub mod dense;
+use dense::{Activation, dense};
 
 /// The generator.
 #[derive(Module, Debug)]
@@ -38,7 +40,7 @@ impl Generator {
         let mut hidden = Vec::new();
         let mut norms = Vec::new();
         for &w in &cfg.g_hidden {
-            hidden.push(dense(width, w, rng, device));
+            hidden.push(glorot_dense(width, w, rng, device));
             norms.push(
                 BatchNormConfig::new(w)
                     // Keras keeps `momentum` of the old average; burn weighs the new batch by it.
@@ -48,7 +50,7 @@ impl Generator {
             );
             width = w;
         }
-        let output = dense(width, pixels, rng, device);
+        let output = glorot_dense(width, pixels, rng, device);
         let g = Self { hidden, norms, output, leaky_slope: cfg.leaky_slope };
         g.with_stable_ids(GENERATOR_IDS)
     }
@@ -73,9 +75,9 @@ impl Generator {
     pub fn forward(&self, z: Tensor<2>) -> Tensor<2> {
         let mut x = z;
         for (linear, norm) in self.hidden.iter().zip(&self.norms) {
-            x = norm.forward(leaky_relu(linear.forward(x), self.leaky_slope));
+            x = norm.forward(dense(x, linear, Activation::LeakyRelu(self.leaky_slope)));
         }
-        tanh(self.output.forward(x))
+        dense(x, &self.output, Activation::Tanh)
     }
 }
 
@@ -85,10 +87,10 @@ impl Discriminator {
         let mut width = pixels;
         let mut hidden = Vec::new();
         for &w in &cfg.d_hidden {
-            hidden.push(dense(width, w, rng, device));
+            hidden.push(glorot_dense(width, w, rng, device));
             width = w;
         }
-        let output = dense(width, 1, rng, device);
+        let output = glorot_dense(width, 1, rng, device);
         Self { hidden, output, leaky_slope: cfg.leaky_slope }.map(&mut StableIds { next: DISCRIMINATOR_IDS })
     }
 
@@ -96,9 +98,9 @@ impl Discriminator {
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let mut x = x;
         for linear in &self.hidden {
-            x = leaky_relu(linear.forward(x), self.leaky_slope);
+            x = dense(x, linear, Activation::LeakyRelu(self.leaky_slope));
         }
-        self.output.forward(x)
+        dense(x, &self.output, Activation::Identity)
     }
 }
 
@@ -122,7 +124,7 @@ impl ModuleMapper for StableIds {
 
 /// A Dense layer as Keras initialises it: Glorot-uniform kernel, zero bias. The kernel comes from
 /// gantry's own seeded stream, so initial weights do not depend on the backend's RNG.
-fn dense(d_in: usize, d_out: usize, rng: &mut impl rand::Rng, device: &Device) -> Linear {
+fn glorot_dense(d_in: usize, d_out: usize, rng: &mut impl rand::Rng, device: &Device) -> Linear {
     let limit = (6.0 / (d_in + d_out) as f64).sqrt() as f32;
     let kernel: Vec<f32> = (0..d_in * d_out).map(|_| rng.random_range(-limit..limit)).collect();
     linear_with_kernel(kernel, d_in, d_out, device)
@@ -161,7 +163,7 @@ mod tests {
     fn glorot_limits_and_zero_bias() {
         let device = Device::flex();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
-        let l = dense(100, 256, &mut rng, &device);
+        let l = glorot_dense(100, 256, &mut rng, &device);
         let w: Vec<f32> = l.weight.val().into_data().try_into_vec().unwrap();
         let limit = (6.0f32 / 356.0).sqrt();
         assert!(w.iter().all(|v| v.abs() <= limit));

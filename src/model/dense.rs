@@ -1,0 +1,371 @@
+//! The dense layer with its activation as one backend operation: `act(x · W + b)`.
+//!
+//! burn composes a dense layer and its activation from separate operations: a matrix product into
+//! a zero-filled buffer, a broadcast bias add, and for leaky ReLU a comparison, a scaled copy and a
+//! masked select, each allocating a tensor, with as many again in the backward pass. On batch-32
+//! MLPs those passes and allocations cost as much as the matrix products. This module adds the
+//! layer as a burn backend extension ([`DenseOps`]): on the CPU backend (Flex) the product is one
+//! `gemm` call and bias plus activation one pass over its output; the backward pass (on burn's
+//! `Autodiff`) turns the output gradient into the pre-activation gradient in one pass and then
+//! uses burn's own linear-layer backward operations.
+//!
+//! The arithmetic is the same, operation for operation, as `activation(linear.forward(x))`, so
+//! results are bit-identical to the composed layer (the tests below check it). The model code
+//! calls [`dense`] with its `burn::nn::Linear` modules; parameters, records and checkpoints are
+//! unchanged.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension, get_or_init_device_settings};
+use burn::nn::Linear;
+use burn::tensor::{DType, Tensor, TensorData};
+
+/// The activation applied after a dense layer's bias.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    /// No activation (a logit output).
+    Identity,
+    /// `x` for `x >= 0`, `slope * x` below.
+    LeakyRelu(f64),
+    /// `tanh(x)`.
+    Tanh,
+}
+
+/// Apply a [`burn::nn::Linear`] and an activation as one operation: `act(x · W + b)`,
+/// x `[batch, d_in]` -> `[batch, d_out]`. Differentiable on an autodiff device.
+pub fn dense(x: Tensor<2>, linear: &Linear, activation: Activation) -> Tensor<2> {
+    let Some(bias) = &linear.bias else {
+        return composed(x, linear, activation);
+    };
+    let out = <Dispatch as DenseOps>::dense(
+        x.into_dispatch(),
+        linear.weight.val().into_dispatch(),
+        bias.val().into_dispatch(),
+        activation,
+    );
+    Tensor::from_dispatch(out)
+}
+
+/// The same layer from burn's own operations: the reference the fused one must equal.
+pub fn composed(x: Tensor<2>, linear: &Linear, activation: Activation) -> Tensor<2> {
+    let y = linear.forward(x);
+    match activation {
+        Activation::Identity => y,
+        Activation::LeakyRelu(slope) => burn::tensor::activation::leaky_relu(y, slope),
+        Activation::Tanh => burn::tensor::activation::tanh(y),
+    }
+}
+
+/// The backend operations behind [`dense`]. The default bodies compose burn's primitives (any
+/// backend); Flex overrides them with the fused kernels, and `Autodiff` adds the backward pass.
+#[backend_extension(Flex, Autodiff)]
+pub trait DenseOps: Backend {
+    /// `act(x · weight + bias)`: x `[batch, d_in]`, weight `[d_in, d_out]`, bias `[d_out]`.
+    fn dense(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        activation: Activation,
+    ) -> FloatTensor<Self> {
+        composed_forward::<Self>(x, weight, bias, activation)
+    }
+
+    /// The gradient before the activation, from the gradient after it and the layer's output:
+    /// `grad · act'(x)`, with `act'` read off the output (`[batch, d_out]` both).
+    fn dense_activation_grad(
+        grad: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        activation: Activation,
+    ) -> FloatTensor<Self> {
+        composed_activation_grad::<Self>(grad, output, activation)
+    }
+}
+
+/// Forward from burn primitives, in the order burn's `Linear` and activations apply them.
+fn composed_forward<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    activation: Activation,
+) -> FloatTensor<B> {
+    let y = B::linear(x, weight, Some(bias));
+    match activation {
+        Activation::Identity => y,
+        Activation::LeakyRelu(slope) => B::leaky_relu(y, slope.into()),
+        Activation::Tanh => B::float_tanh(y),
+    }
+}
+
+/// Activation gradient from burn primitives (as burn's autodiff computes it for each activation).
+fn composed_activation_grad<B: Backend>(
+    grad: FloatTensor<B>,
+    output: FloatTensor<B>,
+    activation: Activation,
+) -> FloatTensor<B> {
+    match activation {
+        Activation::Identity => grad,
+        Activation::LeakyRelu(slope) => {
+            let bool_dtype = get_or_init_device_settings::<B>(&output.device()).bool_dtype;
+            let negative = B::float_lower_elem(output, 0f32.into(), bool_dtype);
+            let scaled = B::float_mul_scalar(grad.clone(), slope.into());
+            B::float_mask_where(grad, negative, scaled)
+        }
+        Activation::Tanh => {
+            let square = B::float_mul(output.clone(), output);
+            let derivative = B::float_add_scalar(B::float_neg(square), 1f32.into());
+            B::float_mul(grad, derivative)
+        }
+    }
+}
+
+/// Matrix products below this many multiply-adds run on one thread (burn-flex's own threshold,
+/// so that the product is computed exactly as burn's matmul computes it).
+const PARALLEL_MIN_MACS: usize = 192 * 192 * 192;
+
+impl DenseOps for Flex {
+    fn dense(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        activation: Activation,
+    ) -> FloatTensor<Self> {
+        let all_f32 = [&x, &weight, &bias].iter().all(|t| t.dtype() == DType::F32);
+        if !all_f32 {
+            return composed_forward::<Self>(x, weight, bias, activation);
+        }
+        let (x, weight, bias) = (x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
+        let (batch, d_in, d_out) = (x.shape()[0], x.shape()[1], weight.shape()[1]);
+        let (xs, ws, bs) = (x.storage::<f32>(), weight.storage::<f32>(), bias.storage::<f32>());
+        let (xs, ws, bs) = (&xs[..batch * d_in], &ws[..d_in * d_out], &bs[..d_out]);
+
+        // [batch, d_out] = [batch, d_in] · [d_in, d_out], row-major, written without reading.
+        let mut out: Vec<f32> = Vec::with_capacity(batch * d_out);
+        let parallelism = if batch * d_in * d_out >= PARALLEL_MIN_MACS {
+            gemm::Parallelism::Rayon(0)
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: the three buffers hold exactly [batch, d_in], [d_in, d_out] and [batch, d_out]
+        // row-major elements (strides below); with `read_dst = false` gemm only writes `out`,
+        // every element of it, before `set_len`.
+        unsafe {
+            gemm::gemm(
+                batch,
+                d_out,
+                d_in,
+                out.as_mut_ptr(),
+                1,
+                d_out as isize,
+                false,
+                xs.as_ptr(),
+                1,
+                d_in as isize,
+                ws.as_ptr(),
+                1,
+                d_out as isize,
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+            out.set_len(batch * d_out);
+        }
+
+        // Bias and activation in one pass over each row: [d_out] + [d_out].
+        for row in out.chunks_exact_mut(d_out) {
+            match activation {
+                Activation::Identity => row.iter_mut().zip(bs).for_each(|(v, b)| *v += b),
+                Activation::LeakyRelu(slope) => {
+                    let slope = slope as f32;
+                    for (v, b) in row.iter_mut().zip(bs) {
+                        let pre = *v + b;
+                        *v = if pre < 0.0 { pre * slope } else { pre };
+                    }
+                }
+                Activation::Tanh => row.iter_mut().zip(bs).for_each(|(v, b)| *v = (*v + b).tanh()),
+            }
+        }
+        FloatTensor::<Self>::from_data(TensorData::new(out, [batch, d_out]))
+    }
+
+    fn dense_activation_grad(
+        grad: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        activation: Activation,
+    ) -> FloatTensor<Self> {
+        if activation == Activation::Identity {
+            return grad;
+        }
+        let same_layout = grad.shape() == output.shape();
+        if !same_layout || grad.dtype() != DType::F32 || output.dtype() != DType::F32 {
+            return composed_activation_grad::<Self>(grad, output, activation);
+        }
+        let shape = grad.shape();
+        let n = shape.num_elements();
+        let output = output.to_contiguous();
+        let ys = &output.storage::<f32>()[..n];
+        // In place when the gradient is a whole contiguous buffer that is ours alone (the usual
+        // case); otherwise `storage_mut` works on a copy.
+        let whole = grad.is_contiguous() && grad.layout().start_offset() == 0;
+        let mut grad = if whole { grad } else { grad.to_contiguous() };
+        let gs = &mut grad.storage_mut::<f32>()[..n];
+        match activation {
+            Activation::Identity => {}
+            Activation::LeakyRelu(slope) => {
+                // burn's leaky ReLU is a masked select between x and x·slope; its gradient is the
+                // sum of both branches' gradients, one of them zero: hence the `0.0 +`, which
+                // also gives zeros the sign burn gives them.
+                let slope = slope as f32;
+                for (g, &y) in gs.iter_mut().zip(ys) {
+                    *g = if y < 0.0 { 0.0 + *g * slope } else { *g + 0.0 };
+                }
+            }
+            Activation::Tanh => {
+                for (g, &y) in gs.iter_mut().zip(ys) {
+                    *g *= -(y * y) + 1.0;
+                }
+            }
+        }
+        grad
+    }
+}
+
+impl<B: Backend + DenseOps, C: CheckpointStrategy> DenseOps for Autodiff<B, C> {
+    fn dense(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        activation: Activation,
+    ) -> FloatTensor<Self> {
+        /// The backward step; its state: the saved input (for the weight gradient), the saved
+        /// weight (for the input gradient), the layer's output and the activation.
+        #[derive(Debug)]
+        struct DenseBackward;
+
+        impl<B: Backend + DenseOps> Backward<B, 3> for DenseBackward {
+            type State = (Option<NodeId>, Option<NodeId>, FloatTensor<B>, Activation);
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+                let [node_x, node_weight, node_bias] = ops.parents;
+                let (x_state, weight_state, output, activation) = ops.state;
+                let grad = grads.consume::<B>(&ops.node); // [batch, d_out], after the activation
+                let grad = B::dense_activation_grad(grad, output, activation); // before it
+
+                // From here exactly burn's linear backward.
+                if let Some(node) = node_x {
+                    let weight = checkpointer.retrieve_node_output::<FloatTensor<B>>(
+                        weight_state.expect("the weight is saved when x needs a gradient"),
+                    );
+                    grads.register::<B>(node.id, B::linear_x_backward(weight, grad.clone()));
+                }
+                if let Some(node) = node_weight {
+                    let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(
+                        x_state.expect("x is saved when the weight needs a gradient"),
+                    );
+                    grads.register::<B>(node.id, B::linear_weight_backward(x, grad.clone()));
+                }
+                if let Some(node) = node_bias {
+                    grads.register::<B>(node.id, B::linear_bias_backward(grad));
+                }
+            }
+        }
+
+        let (x_tracked, weight_tracked) = (x.is_tracked(), weight.is_tracked());
+        match DenseBackward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                // x is only needed for the weight's gradient, and the weight only for x's.
+                let x_state = weight_tracked.then(|| prep.checkpoint(&x));
+                let weight_state = x_tracked.then(|| prep.checkpoint(&weight));
+                let output = B::dense(x.into_primitive(), weight.into_primitive(), bias.into_primitive(), activation);
+                prep.finish((x_state, weight_state, output.clone(), activation), output)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::dense(x.into_primitive(), weight.into_primitive(), bias.into_primitive(), activation))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::linear_with_kernel;
+    use burn::module::Module;
+    use burn::tensor::Device;
+
+    fn values(t: Tensor<2>) -> Vec<u32> {
+        t.into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()
+    }
+
+    fn layer(d_in: usize, d_out: usize, device: &Device) -> Linear {
+        let kernel = (0..d_in * d_out).map(|i| ((i * 7919) % 997) as f32 / 997.0 - 0.5).collect();
+        let mut linear = linear_with_kernel(kernel, d_in, d_out, device);
+        let bias: Vec<f32> = (0..d_out).map(|i| (i % 7) as f32 * 0.03 - 0.1).collect();
+        linear.bias = Some(burn::module::Param::from_data(TensorData::new(bias, [d_out]), device));
+        linear
+    }
+
+    fn input(batch: usize, d_in: usize, device: &Device) -> Tensor<2> {
+        let x: Vec<f32> = (0..batch * d_in).map(|i| ((i * 31) % 113) as f32 / 40.0 - 1.4).collect();
+        Tensor::from_data(TensorData::new(x, [batch, d_in]), device)
+    }
+
+    const ACTIVATIONS: [Activation; 3] = [Activation::Identity, Activation::LeakyRelu(0.2), Activation::Tanh];
+
+    /// Forward outputs equal burn's composed layer bit for bit, on a small and on a large
+    /// (multi-threaded) product.
+    #[test]
+    fn forward_is_bit_identical_to_burns_layer() {
+        let device = Device::flex();
+        for (batch, d_in, d_out) in [(3, 5, 4), (64, 512, 300)] {
+            let linear = layer(d_in, d_out, &device);
+            for act in ACTIVATIONS {
+                let x = input(batch, d_in, &device);
+                assert_eq!(values(dense(x.clone(), &linear, act)), values(composed(x, &linear, act)), "{act:?}");
+            }
+        }
+    }
+
+    /// Gradients of input, weight and bias equal burn's, bit for bit, through two layers.
+    #[test]
+    fn gradients_are_bit_identical_to_burns_layer() {
+        let device = Device::flex().autodiff();
+        let (first, second) = (layer(40, 24, &device), layer(24, 12, &device));
+        for act in ACTIVATIONS {
+            let run = |f: fn(Tensor<2>, &Linear, Activation) -> Tensor<2>| {
+                let x = input(6, 40, &device).require_grad();
+                let h = f(x.clone(), &first, Activation::LeakyRelu(0.2));
+                let y = f(h, &second, act);
+                // A loss whose gradient is not uniform: sum(y * y).
+                let grads = (y.clone() * y).sum().backward();
+                let grad = |t: Tensor<2>| values(t.grad(&grads).unwrap().into());
+                let grad1 = |t: Tensor<1>| t.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
+                (
+                    grad(x),
+                    grad(first.weight.val()),
+                    grad(second.weight.val()),
+                    grad1(second.bias.as_ref().unwrap().val()),
+                )
+            };
+            assert_eq!(run(dense), run(composed), "{act:?}");
+        }
+    }
+
+    /// Frozen weights (the G step through D) get no gradient; the input still does.
+    #[test]
+    fn frozen_weights_pass_gradients_to_the_input_only() {
+        let device = Device::flex().autodiff();
+        let frozen = layer(8, 3, &device).no_grad();
+        let x = input(4, 8, &device).require_grad();
+        let grads = dense(x.clone(), &frozen, Activation::Identity).sum().backward();
+        assert!(x.grad(&grads).is_some());
+        assert!(frozen.weight.val().grad(&grads).is_none());
+        assert_eq!(frozen.valid().weight.val().dims(), [8, 3]);
+    }
+}
