@@ -6,8 +6,10 @@
 //! (no fused multiply-add, no reassociation), so training is bit-identical to burn's optimizer; the
 //! test below checks it.
 
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::optim::{AdamState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 /// Parameters smaller than this are updated on one thread (spawning would cost more).
@@ -16,7 +18,8 @@ const PARALLEL_MIN: usize = 1 << 16;
 const CHUNK: usize = 1 << 14;
 
 /// The per-element update, with its step's constants (all f32, as burn computes them).
-struct Kernel {
+#[derive(Debug, Clone, Copy)]
+pub struct Kernel {
     b1: f32,
     b2: f32,
     f1: f32,
@@ -28,25 +31,42 @@ struct Kernel {
 }
 
 impl Kernel {
-    /// Plain indexed loops over equal-length slices, which the compiler vectorizes (IEEE sqrt and
-    /// division are exact in vector form too). In burn's order: m, v, then
-    /// `p - ((m * combined) / (sqrt(v) + eps)) * lr`.
+    /// The update over equal-length slices: m, v, then `p - ((m * combined) / (sqrt(v) + eps)) * lr`
+    /// for each element in one pass. On CPUs with AVX-512 the same loop is compiled for 16 lanes;
+    /// IEEE sqrt and division are exact in every vector width, so the bits do not depend on it.
     fn apply(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            return unsafe { self.apply_avx512(p, m, v, g) };
+        }
+        self.apply_portable(p, m, v, g)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn apply_avx512(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+        self.apply_portable(p, m, v, g)
+    }
+
+    /// Plain indexed loops, which the compiler vectorizes; no fused multiply-add (Rust does not
+    /// contract), so each element sees exactly burn's operations in burn's order.
+    #[inline(always)]
+    fn apply_portable(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
         let n = p.len();
         let (m, v, g) = (&mut m[..n], &mut v[..n], &g[..n]);
         if self.first {
             for i in 0..n {
                 m[i] = g[i] * self.f1;
                 v[i] = (g[i] * g[i]) * self.f2;
+                p[i] -= ((m[i] * self.combined) / (v[i].sqrt() + self.eps)) * self.lr;
             }
         } else {
             for i in 0..n {
                 m[i] = m[i] * self.b1 + g[i] * self.f1;
                 v[i] = v[i] * self.b2 + (g[i] * g[i]) * self.f2;
+                p[i] -= ((m[i] * self.combined) / (v[i].sqrt() + self.eps)) * self.lr;
             }
-        }
-        for i in 0..n {
-            p[i] -= ((m[i] * self.combined) / (v[i].sqrt() + self.eps)) * self.lr;
         }
     }
 }
@@ -76,25 +96,15 @@ impl Optimizer for FusedAdam {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        let device = tensor.device();
-        let shape = tensor.shape();
-        let mut param = to_vec(tensor);
-        let grad = to_vec(grad);
-        let (time, mut m, mut v) = match state {
-            Some(s) => (s.momentum.time + 1, to_vec(s.momentum.moment_1), to_vec(s.momentum.moment_2)),
+        let (time, m, v) = match state {
+            Some(s) => (s.momentum.time + 1, s.momentum.moment_1, s.momentum.moment_2),
             // First step: burn sets the moments to g * (1 - beta) directly (not 0 * beta + ...,
-            // which can differ in the sign of a zero), and so does the update below.
-            None => (1, Vec::new(), Vec::new()),
+            // which can differ in the sign of a zero); the kernel writes them without reading.
+            None => (1, grad.zeros_like(), grad.zeros_like()),
         };
-        let first = m.is_empty();
-        if first {
-            m = vec![0.0; grad.len()];
-            v = vec![0.0; grad.len()];
-        }
-
         let t = time as i32;
         let bias_correction2_sqrt = (1.0 - self.beta_2.powi(t)).sqrt();
-        let k = Kernel {
+        let kernel = Kernel {
             b1: self.beta_1,
             b2: self.beta_2,
             f1: 1.0 - self.beta_1,
@@ -102,23 +112,18 @@ impl Optimizer for FusedAdam {
             combined: bias_correction2_sqrt / (1.0 - self.beta_1.powi(t)),
             eps: self.epsilon * bias_correction2_sqrt,
             lr: lr as f32,
-            first,
+            first: time == 1,
         };
-        if param.len() >= PARALLEL_MIN {
-            param
-                .par_chunks_mut(CHUNK)
-                .zip(m.par_chunks_mut(CHUNK))
-                .zip(v.par_chunks_mut(CHUNK))
-                .zip(grad.par_chunks(CHUNK))
-                .for_each(|(((p, m), v), g)| k.apply(p, m, v, g));
-        } else {
-            k.apply(&mut param, &mut m, &mut v, &grad);
-        }
-
-        let tensor =
-            |values: Vec<f32>| Tensor::<D>::from_data(TensorData::new(values, shape.clone()), &device);
-        let state = AdamState::new(AdaptiveMomentumState::new(time, tensor(m), tensor(v)));
-        (tensor(param), Some(state))
+        let (param, m, v) = <Dispatch as AdamOps>::adam_update(
+            tensor.into_dispatch(),
+            grad.into_dispatch(),
+            m.into_dispatch(),
+            v.into_dispatch(),
+            kernel,
+        );
+        let (m, v) = (Tensor::from_dispatch(m), Tensor::from_dispatch(v));
+        let state = AdamState::new(AdaptiveMomentumState::new(time, m, v));
+        (Tensor::from_dispatch(param), Some(state))
     }
 
     fn to_device<const D: usize>(mut state: Self::State<D>, device: &Device) -> Self::State<D> {
@@ -127,14 +132,92 @@ impl Optimizer for FusedAdam {
     }
 }
 
-fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().try_into_vec().expect("the model computes in f32")
+/// One Adam update of a parameter as a backend operation, so that on the CPU backend it runs in
+/// place on the tensors' own buffers: no conversion to vectors and back, no new moment tensors.
+#[backend_extension(Flex)]
+pub trait AdamOps: Backend {
+    /// Returns the updated (parameter, first moment, second moment). Default: burn primitives.
+    fn adam_update(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        kernel: Kernel,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        composed_update::<Self>(param, grad, moment_1, moment_2, kernel)
+    }
+}
+
+/// The update from whole-tensor operations, in the kernel's order.
+fn composed_update<B: Backend>(
+    param: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    m: FloatTensor<B>,
+    v: FloatTensor<B>,
+    k: Kernel,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let g_f1 = B::float_mul_scalar(grad.clone(), k.f1.into());
+    let g2_f2 = B::float_mul_scalar(B::float_mul(grad.clone(), grad), k.f2.into());
+    let (m, v) = if k.first {
+        (g_f1, g2_f2)
+    } else {
+        (
+            B::float_add(B::float_mul_scalar(m, k.b1.into()), g_f1),
+            B::float_add(B::float_mul_scalar(v, k.b2.into()), g2_f2),
+        )
+    };
+    let denominator = B::float_add_scalar(B::float_sqrt(v.clone()), k.eps.into());
+    let step = B::float_div(B::float_mul_scalar(m.clone(), k.combined.into()), denominator);
+    let param = B::float_sub(param, B::float_mul_scalar(step, k.lr.into()));
+    (param, m, v)
+}
+
+impl AdamOps for Flex {
+    fn adam_update(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        kernel: Kernel,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let tensors = [&param, &grad, &moment_1, &moment_2];
+        let n = param.shape().num_elements();
+        let uniform = tensors.iter().all(|t| t.dtype() == DType::F32 && t.shape().num_elements() == n);
+        if !uniform {
+            return composed_update::<Self>(param, grad, moment_1, moment_2, kernel);
+        }
+        // Updated in place when a buffer is whole and ours alone (the usual case: the optimizer
+        // owns parameter and moments); `storage_mut` copies otherwise.
+        let whole = |t: FloatTensor<Self>| {
+            if t.is_contiguous() && t.layout().start_offset() == 0 { t } else { t.to_contiguous() }
+        };
+        let (mut param, mut m, mut v) = (whole(param), whole(moment_1), whole(moment_2));
+        let grad = grad.to_contiguous();
+        let g = &grad.storage::<f32>()[..n];
+        let (p, ms, vs) =
+            (&mut param.storage_mut::<f32>()[..n], &mut m.storage_mut::<f32>()[..n], &mut v.storage_mut::<f32>()[..n]);
+        if n >= PARALLEL_MIN {
+            p.par_chunks_mut(CHUNK)
+                .zip(ms.par_chunks_mut(CHUNK))
+                .zip(vs.par_chunks_mut(CHUNK))
+                .zip(g.par_chunks(CHUNK))
+                .for_each(|(((p, m), v), g)| kernel.apply(p, m, v, g));
+        } else {
+            kernel.apply(p, ms, vs, g);
+        }
+        (param, m, v)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::optim::AdamConfig;
+    use burn::tensor::TensorData;
+
+    fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_into_vec().expect("f32")
+    }
 
     /// Three steps of burn's Adam and of the fused one on the same parameter and gradients.
     #[test]

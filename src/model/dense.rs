@@ -19,6 +19,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension, get_or_init_device_settings};
 use burn::nn::Linear;
@@ -72,6 +73,16 @@ pub trait DenseOps: Backend {
         activation: Activation,
     ) -> FloatTensor<Self> {
         composed_forward::<Self>(x, weight, bias, activation)
+    }
+
+    /// The input's gradient `grad · weightᵀ`: grad `[batch, d_out]`, weight `[d_in, d_out]`.
+    fn dense_input_grad(grad: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::linear_x_backward(weight, grad)
+    }
+
+    /// The weight's gradient `xᵀ · grad`: x `[batch, d_in]`, grad `[batch, d_out]`.
+    fn dense_weight_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::linear_weight_backward(x, grad)
     }
 
     /// The gradient before the activation, from the gradient after it and the layer's output:
@@ -139,43 +150,13 @@ impl DenseOps for Flex {
         }
         let (x, weight, bias) = (x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
         let (batch, d_in, d_out) = (x.shape()[0], x.shape()[1], weight.shape()[1]);
+        assert_eq!(weight.shape()[0], d_in, "dense: input width and weight rows differ");
+        assert_eq!(bias.shape().num_elements(), d_out, "dense: bias and weight columns differ");
         let (xs, ws, bs) = (x.storage::<f32>(), weight.storage::<f32>(), bias.storage::<f32>());
         let (xs, ws, bs) = (&xs[..batch * d_in], &ws[..d_in * d_out], &bs[..d_out]);
 
-        // [batch, d_out] = [batch, d_in] · [d_in, d_out], row-major, written without reading.
-        let mut out: Vec<f32> = Vec::with_capacity(batch * d_out);
-        let parallelism = if batch * d_in * d_out >= PARALLEL_MIN_MACS {
-            gemm::Parallelism::Rayon(0)
-        } else {
-            gemm::Parallelism::None
-        };
-        // SAFETY: the three buffers hold exactly [batch, d_in], [d_in, d_out] and [batch, d_out]
-        // row-major elements (strides below); with `read_dst = false` gemm only writes `out`,
-        // every element of it, before `set_len`.
-        unsafe {
-            gemm::gemm(
-                batch,
-                d_out,
-                d_in,
-                out.as_mut_ptr(),
-                1,
-                d_out as isize,
-                false,
-                xs.as_ptr(),
-                1,
-                d_in as isize,
-                ws.as_ptr(),
-                1,
-                d_out as isize,
-                0.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                parallelism,
-            );
-            out.set_len(batch * d_out);
-        }
+        // [batch, d_out] = [batch, d_in] · [d_in, d_out]
+        let mut out = product(batch, d_out, d_in, xs, (d_in as isize, 1), ws, (d_out as isize, 1));
 
         // Bias and activation in one pass over each row: [d_out] + [d_out].
         for row in out.chunks_exact_mut(d_out) {
@@ -192,6 +173,30 @@ impl DenseOps for Flex {
             }
         }
         FloatTensor::<Self>::from_data(TensorData::new(out, [batch, d_out]))
+    }
+
+    fn dense_input_grad(grad: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        if grad.dtype() != DType::F32 || weight.dtype() != DType::F32 {
+            return <Self as ModuleOps<Self>>::linear_x_backward(weight, grad);
+        }
+        let (grad, weight) = (grad.to_contiguous(), weight.to_contiguous());
+        let (batch, d_in, d_out) = (grad.shape()[0], weight.shape()[0], weight.shape()[1]);
+        let (gs, ws) = (&grad.storage::<f32>()[..batch * d_out], &weight.storage::<f32>()[..d_in * d_out]);
+        // [batch, d_in] = [batch, d_out] · [d_out, d_in], the weight read transposed in place.
+        let out = product(batch, d_in, d_out, gs, (d_out as isize, 1), ws, (1, d_out as isize));
+        FloatTensor::<Self>::from_data(TensorData::new(out, [batch, d_in]))
+    }
+
+    fn dense_weight_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        if grad.dtype() != DType::F32 || x.dtype() != DType::F32 {
+            return <Self as ModuleOps<Self>>::linear_weight_backward(x, grad);
+        }
+        let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
+        let (batch, d_in, d_out) = (x.shape()[0], x.shape()[1], grad.shape()[1]);
+        let (xs, gs) = (&x.storage::<f32>()[..batch * d_in], &grad.storage::<f32>()[..batch * d_out]);
+        // [d_in, d_out] = [d_in, batch] · [batch, d_out], x read transposed in place.
+        let out = product(d_in, d_out, batch, xs, (1, d_in as isize), gs, (d_out as isize, 1));
+        FloatTensor::<Self>::from_data(TensorData::new(out, [d_in, d_out]))
     }
 
     fn dense_activation_grad(
@@ -236,6 +241,57 @@ impl DenseOps for Flex {
     }
 }
 
+/// `lhs [m, k] · rhs [k, n]` into a new row-major `[m, n]` buffer, the operands read through their
+/// (row, column) strides, exactly as burn-flex's matmul calls `gemm` for 2-d operands (same
+/// strides, same threading rule), so results are the same bits. Unlike it, the output is not
+/// zero-filled first (gemm does not read it) nor copied to realign it.
+fn product(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (isize, isize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (isize, isize),
+) -> Vec<f32> {
+    let extent = |rows: usize, cols: usize, rs: isize, cs: isize| {
+        (rows - 1) * rs as usize + (cols - 1) * cs as usize + 1
+    };
+    assert!(m > 0 && n > 0 && k > 0, "empty dense layer");
+    assert!(lhs.len() >= extent(m, k, lhs_rs, lhs_cs) && rhs.len() >= extent(k, n, rhs_rs, rhs_cs));
+    let parallelism =
+        if m * n * k >= PARALLEL_MIN_MACS { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    // SAFETY: the asserts above keep every operand read inside its slice; `out` has room for
+    // [m, n] row-major, and with `read_dst = false` gemm writes each element of it without
+    // reading, before `set_len`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            lhs_cs,
+            lhs_rs,
+            rhs.as_ptr(),
+            rhs_cs,
+            rhs_rs,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        out.set_len(m * n);
+    }
+    out
+}
+
 impl<B: Backend + DenseOps, C: CheckpointStrategy> DenseOps for Autodiff<B, C> {
     fn dense(
         x: FloatTensor<Self>,
@@ -257,18 +313,18 @@ impl<B: Backend + DenseOps, C: CheckpointStrategy> DenseOps for Autodiff<B, C> {
                 let grad = grads.consume::<B>(&ops.node); // [batch, d_out], after the activation
                 let grad = B::dense_activation_grad(grad, output, activation); // before it
 
-                // From here exactly burn's linear backward.
+                // From here burn's linear backward.
                 if let Some(node) = node_x {
                     let weight = checkpointer.retrieve_node_output::<FloatTensor<B>>(
                         weight_state.expect("the weight is saved when x needs a gradient"),
                     );
-                    grads.register::<B>(node.id, B::linear_x_backward(weight, grad.clone()));
+                    grads.register::<B>(node.id, B::dense_input_grad(grad.clone(), weight));
                 }
                 if let Some(node) = node_weight {
                     let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(
                         x_state.expect("x is saved when the weight needs a gradient"),
                     );
-                    grads.register::<B>(node.id, B::linear_weight_backward(x, grad.clone()));
+                    grads.register::<B>(node.id, B::dense_weight_grad(x, grad.clone()));
                 }
                 if let Some(node) = node_bias {
                     grads.register::<B>(node.id, B::linear_bias_backward(grad));
