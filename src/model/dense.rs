@@ -313,18 +313,28 @@ impl<B: Backend + DenseOps, C: CheckpointStrategy> DenseOps for Autodiff<B, C> {
                 let grad = grads.consume::<B>(&ops.node); // [batch, d_out], after the activation
                 let grad = B::dense_activation_grad(grad, output, activation); // before it
 
-                // From here burn's linear backward.
-                if let Some(node) = node_x {
-                    let weight = checkpointer.retrieve_node_output::<FloatTensor<B>>(
+                // From here burn's linear backward. The input's and the weight's gradients are
+                // independent products: on a batch of 32 each is too small to split well across
+                // cores, so they run side by side instead.
+                let weight = node_x.as_ref().map(|_| {
+                    checkpointer.retrieve_node_output::<FloatTensor<B>>(
                         weight_state.expect("the weight is saved when x needs a gradient"),
-                    );
-                    grads.register::<B>(node.id, B::dense_input_grad(grad.clone(), weight));
-                }
-                if let Some(node) = node_weight {
-                    let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(
+                    )
+                });
+                let x = node_weight.as_ref().map(|_| {
+                    checkpointer.retrieve_node_output::<FloatTensor<B>>(
                         x_state.expect("x is saved when the weight needs a gradient"),
-                    );
-                    grads.register::<B>(node.id, B::dense_weight_grad(x, grad.clone()));
+                    )
+                });
+                let (grad_x, grad_weight) = rayon::join(
+                    || weight.map(|weight| B::dense_input_grad(grad.clone(), weight)),
+                    || x.map(|x| B::dense_weight_grad(x, grad.clone())),
+                );
+                if let (Some(node), Some(grad_x)) = (node_x, grad_x) {
+                    grads.register::<B>(node.id, grad_x);
+                }
+                if let (Some(node), Some(grad_weight)) = (node_weight, grad_weight) {
+                    grads.register::<B>(node.id, grad_weight);
                 }
                 if let Some(node) = node_bias {
                     grads.register::<B>(node.id, B::linear_bias_backward(grad));

@@ -93,15 +93,23 @@ impl Gan {
         // Fakes from G in inference mode (BatchNorm's moving statistics), no graph: [b, pixels].
         rng::normal(&mut streams.noise, b * self.latent, &mut self.noise);
         let fake = Tensor::from_inner(self.g().valid().forward(self.noise_tensor(&self.plain_device)));
-
-        // D update on the real batch (label 1), then on the fake batch (label 0).
-        let (d_loss_real, acc_real, d_out_real) = self.d_update(real, true);
-        let (d_loss_fake, acc_fake, d_out_fake) = self.d_update(fake, false);
-
-        // G update on fresh noise, through D with its weights untouched (label 1).
+        // Fresh noise for the G update: [b, latent].
         rng::normal(&mut streams.noise, b * self.latent, &mut self.noise);
-        let z = self.noise_tensor(&dev); // [b, latent]
-        let logits = self.d().clone().no_grad().forward(self.g().forward(z)); // [b, 1]
+        let z = self.noise_tensor(&dev);
+
+        // D update on the real batch (label 1), then on the fake batch (label 0). G's forward pass
+        // for its own update needs only G, which the D updates leave alone: on a batch of 32 the
+        // products are too small to split well across two cores, so the two run side by side.
+        let Self { g, d, opt_d, lr_d, .. } = self;
+        let g = g.as_ref().expect("G is present between steps");
+        let (generated, ((d_loss_real, acc_real, d_out_real), (d_loss_fake, acc_fake, d_out_fake))) =
+            rayon::join(
+                || g.forward(z), // [b, pixels], with its graph
+                || (d_update(d, opt_d, *lr_d, real, true), d_update(d, opt_d, *lr_d, fake, false)),
+            );
+
+        // G update through D with its weights untouched (label 1).
+        let logits = self.d().clone().no_grad().forward(generated); // [b, 1]
         let loss = bce_with_logits(logits, true);
         let g_loss = scalar(&loss);
         let grads = GradientsParams::from_grads(loss.backward(), self.g());
@@ -122,23 +130,6 @@ impl Gan {
             d_out_real,
             d_out_fake,
         }
-    }
-
-    /// One D update on a batch with a constant label; returns (loss, accuracy, mean output) of the
-    /// forward pass before the update.
-    fn d_update(&mut self, x: Tensor<2>, label_real: bool) -> (f32, f32, f32) {
-        let logits = self.d().forward(x); // [b, 1]
-        let values: Vec<f32> = logits.to_data().try_into_vec().expect("the model computes in f32");
-        let loss = bce_with_logits(logits, label_real);
-        let loss_value = scalar(&loss);
-        let grads = GradientsParams::from_grads(loss.backward(), self.d());
-        let d = self.d.take().expect("D is present between steps");
-        self.d = Some(self.opt_d.step(self.lr_d, d, grads));
-
-        let n = values.len() as f32;
-        let correct = values.iter().filter(|&&l| (l > 0.0) == label_real).count() as f32;
-        let mean_out = values.iter().map(|&l| sigmoid(l)).sum::<f32>() / n;
-        (loss_value, correct / n, mean_out)
     }
 
     fn noise_tensor(&self, device: &Device) -> Tensor<2> {
@@ -225,6 +216,29 @@ impl Gan {
             self.opt_d.from_bytes(bytes(&snapshot.optimizer_d)).map_err(|e| bad("optimizer_d.bpk", e))?;
         Ok(self)
     }
+}
+
+/// One D update on a batch with a constant label; returns (loss, accuracy, mean output) of the
+/// forward pass before the update.
+fn d_update(
+    slot: &mut Option<Discriminator>,
+    optimizer: &mut ModuleOptimizer,
+    lr: f64,
+    x: Tensor<2>,
+    label_real: bool,
+) -> (f32, f32, f32) {
+    let d = slot.take().expect("D is present between steps");
+    let logits = d.forward(x); // [b, 1]
+    let values: Vec<f32> = logits.to_data().try_into_vec().expect("the model computes in f32");
+    let loss = bce_with_logits(logits, label_real);
+    let loss_value = scalar(&loss);
+    let grads = GradientsParams::from_grads(loss.backward(), &d);
+    *slot = Some(optimizer.step(lr, d, grads));
+
+    let n = values.len() as f32;
+    let correct = values.iter().filter(|&&l| (l > 0.0) == label_real).count() as f32;
+    let mean_out = values.iter().map(|&l| sigmoid(l)).sum::<f32>() / n;
+    (loss_value, correct / n, mean_out)
 }
 
 /// Binary cross-entropy of logits against a constant label: `-mean(log σ(±x))`. Shape [1].
