@@ -90,23 +90,28 @@ impl Gan {
         images.gather_into(&self.indices, &mut self.real);
         let real = Tensor::<2>::from_data(TensorData::new(self.real.clone(), [b, self.pixels]), &dev);
 
-        // Fakes from G in inference mode (BatchNorm's moving statistics), no graph: [b, pixels].
+        // Noise for the fakes D sees, then fresh noise for the G update: [b, latent] each.
         rng::normal(&mut streams.noise, b * self.latent, &mut self.noise);
-        let fake = Tensor::from_inner(self.g().valid().forward(self.noise_tensor(&self.plain_device)));
-        // Fresh noise for the G update: [b, latent].
+        let z_fake = self.noise_tensor(&self.plain_device);
         rng::normal(&mut streams.noise, b * self.latent, &mut self.noise);
         let z = self.noise_tensor(&dev);
 
-        // D update on the real batch (label 1), then on the fake batch (label 0). G's forward pass
-        // for its own update needs only G, which the D updates leave alone: on a batch of 32 the
-        // products are too small to split well across two cores, so the two run side by side.
+        // D update on the real batch (label 1), then on the fake batch (label 0). The G passes
+        // need only G, which the D updates leave alone, so each runs beside one of them: on a
+        // batch of 32 the products are too small to split well across two cores, whole passes
+        // side by side are not. (Order within G is kept: the fakes read BatchNorm's moving
+        // statistics before the training pass updates them.)
         let Self { g, d, opt_d, lr_d, .. } = self;
         let g = g.as_ref().expect("G is present between steps");
-        let (generated, ((d_loss_real, acc_real, d_out_real), (d_loss_fake, acc_fake, d_out_fake))) =
-            rayon::join(
-                || g.forward(z), // [b, pixels], with its graph
-                || (d_update(d, opt_d, *lr_d, real, true), d_update(d, opt_d, *lr_d, fake, false)),
-            );
+        let (fake, (d_loss_real, acc_real, d_out_real)) = rayon::join(
+            // Fakes from G in inference mode (moving statistics), no graph: [b, pixels].
+            || Tensor::from_inner(g.valid().forward(z_fake)),
+            || d_update(d, opt_d, *lr_d, real, true),
+        );
+        let (generated, (d_loss_fake, acc_fake, d_out_fake)) = rayon::join(
+            || g.forward(z), // [b, pixels], with its graph, for the G update
+            || d_update(d, opt_d, *lr_d, fake, false),
+        );
 
         // G update through D with its weights untouched (label 1).
         let logits = self.d().clone().no_grad().forward(generated); // [b, 1]
