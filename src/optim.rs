@@ -194,8 +194,11 @@ impl AdamOps for Flex {
         let (mut param, mut m, mut v) = (whole(param), whole(moment_1), whole(moment_2));
         let grad = grad.to_contiguous();
         let g = &grad.storage::<f32>()[..n];
-        let (p, ms, vs) =
-            (&mut param.storage_mut::<f32>()[..n], &mut m.storage_mut::<f32>()[..n], &mut v.storage_mut::<f32>()[..n]);
+        let (p, ms, vs) = (
+            &mut param.storage_mut::<f32>()[..n],
+            &mut m.storage_mut::<f32>()[..n],
+            &mut v.storage_mut::<f32>()[..n],
+        );
         if n >= PARALLEL_MIN {
             p.par_chunks_mut(CHUNK)
                 .zip(ms.par_chunks_mut(CHUNK))
