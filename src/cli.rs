@@ -554,11 +554,19 @@ fn bench_command(args: BenchArgs) -> Result<()> {
         args.warmup,
         args.iterations
     );
-    println!("batch  threads  median ms/it   p10     p90    images/s  GFLOP/s");
+    println!("batch  threads  median ms/it   p10     p90    images/s  GFLOP/s  of peak (1024³ product)");
     let results = bench::run(&config, &args.batch, &args.threads, args.warmup, args.iterations, |r| {
         println!(
-            "{:>5}  {:>7}  {:>12.2}  {:>6.2}  {:>6.2}  {:>9.0}  {:>7.1}",
-            r.batch, r.threads, r.median_ms, r.p10_ms, r.p90_ms, r.images_per_s, r.gflops
+            "{:>5}  {:>7}  {:>12.2}  {:>6.2}  {:>6.2}  {:>9.0}  {:>7.1}  {:>6.0}% of {:.0}",
+            r.batch,
+            r.threads,
+            r.median_ms,
+            r.p10_ms,
+            r.p90_ms,
+            r.images_per_s,
+            r.gflops,
+            100.0 * r.fraction_of_peak(),
+            r.peak_gflops
         );
     })?;
     if let Some(path) = &args.json {

@@ -1,5 +1,6 @@
 //! The training-step benchmark: the classic preset's iteration timed after warm-up, at several
-//! batch sizes and thread counts, reported as median ms/iteration, images/s and achieved GFLOP/s.
+//! batch sizes and thread counts, reported as median ms/iteration, images/s and achieved GFLOP/s,
+//! beside the rate a large matrix product reaches on the same threads.
 //! It times exactly the step `gantry train` runs (the same `Gan::step`), on random images so it
 //! needs no data set (as the peer scripts do without `--data`).
 
@@ -31,6 +32,60 @@ pub struct BenchResult {
     pub images_per_s: f64,
     /// Matrix-product FLOPs per iteration (see [`flops_per_iteration`]) over the median time.
     pub gflops: f64,
+    /// This machine's matrix-product rate on the same threads (see [`product_peak_gflops`]).
+    pub peak_gflops: f64,
+}
+
+impl BenchResult {
+    /// The step's achieved rate as a fraction of the machine's matrix-product rate.
+    pub fn fraction_of_peak(&self) -> f64 {
+        self.gflops / self.peak_gflops
+    }
+}
+
+/// Side of the square product that measures the machine's peak.
+const PEAK_SIDE: usize = 1024;
+
+/// The FP32 rate this machine reaches on a large matrix product (1024³, with the same gemm
+/// kernels the step uses, on the current rayon pool's threads): the best of 10 products. Nominal
+/// peaks (cores x FLOP/cycle x clock) depend on how many vector units and what clock a virtual
+/// machine really gets; this is what the step's products could reach at best.
+pub fn product_peak_gflops(threads: usize) -> f64 {
+    let n = PEAK_SIDE;
+    let a: Vec<f32> = (0..n * n).map(|i| (i % 17) as f32 * 0.01).collect();
+    let mut c = vec![0.0f32; n * n];
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    let best = (0..10)
+        .map(|_| {
+            let t0 = Instant::now();
+            // SAFETY: a and c hold n x n row-major elements, as the strides say.
+            unsafe {
+                gemm::gemm(
+                    n,
+                    n,
+                    n,
+                    c.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    n as isize,
+                    a.as_ptr(),
+                    1,
+                    n as isize,
+                    0.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                );
+            }
+            t0.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    2.0 * (n * n * n) as f64 / best / 1e9
 }
 
 /// Matrix-product FLOPs of one iteration (multiply-add = 2): G forward for the fakes; D forward
@@ -70,11 +125,12 @@ pub fn run(
             .num_threads(t)
             .build()
             .map_err(|e| Error::config("--threads", format!("cannot start {t} threads: {e}")))?;
+        let peak = pool.install(|| product_peak_gflops(t));
         for &b in batches {
             let mut config = base.clone();
             config.train.batch_size = b;
             config.validate()?;
-            let result = pool.install(|| measure(&config, &images, t, warmup, iterations));
+            let result = pool.install(|| measure(&config, &images, t, peak, warmup, iterations));
             on_result(&result);
             results.push(result);
         }
@@ -82,7 +138,14 @@ pub fn run(
     Ok(results)
 }
 
-fn measure(config: &Config, images: &TrainingImages, threads: usize, warmup: usize, n: usize) -> BenchResult {
+fn measure(
+    config: &Config,
+    images: &TrainingImages,
+    threads: usize,
+    peak_gflops: f64,
+    warmup: usize,
+    n: usize,
+) -> BenchResult {
     let mut streams = Streams::new(config.train.seed);
     let mut gan = Gan::new(config, images.dim(), &mut streams);
     for i in 0..warmup {
@@ -108,6 +171,7 @@ fn measure(config: &Config, images: &TrainingImages, threads: usize, warmup: usi
         p90_ms: at(0.9),
         images_per_s: batch as f64 / (median / 1e3),
         gflops: flops_per_iteration(&config.model, images.dim(), batch) / (median / 1e3) / 1e9,
+        peak_gflops,
     }
 }
 
@@ -139,5 +203,6 @@ mod tests {
         let r = &results[0];
         assert!(r.median_ms > 0.0 && r.p10_ms <= r.median_ms && r.median_ms <= r.p90_ms);
         assert!(r.gflops > 0.0 && r.images_per_s > 0.0);
+        assert!(r.peak_gflops > r.gflops && r.fraction_of_peak() > 0.0, "{r:?}");
     }
 }
