@@ -455,8 +455,14 @@ fn eval_command(args: EvalArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let runs = args.runs.iter().map(RunDir::open).collect::<Result<Vec<_>>>()?;
     let mut dataset = args.dataset;
+    // Without --data, the data folder a run was trained from (when it is still there).
+    let mut data_dir = args.data.clone();
     for run in &runs {
-        let d = Config::from_file(&run.config())?.data.dataset;
+        let data_config = Config::from_file(&run.config())?.data;
+        let d = data_config.dataset;
+        if data_dir.is_none() {
+            data_dir = data_config.dir.filter(|dir| dir.is_dir());
+        }
         if dataset.is_some_and(|x| x != d) {
             return Err(Error::config(
                 "--dataset",
@@ -471,7 +477,7 @@ fn eval_command(args: EvalArgs) -> Result<()> {
         args.samples.iter().map(|path| Ok((path, eval::samples::load(path)?))).collect::<Result<Vec<_>>>()?;
     let judge = eval::judge::Judge::load_or_train(
         dataset,
-        args.data.as_deref(),
+        data_dir.as_deref(),
         None,
         &eval::judge::JudgeConfig::default(),
         &mut |line| eprintln!("gantry: {line}"),
@@ -493,7 +499,7 @@ fn eval_command(args: EvalArgs) -> Result<()> {
             100.0 * required
         );
     }
-    let dir = data::locate(dataset, args.data.as_deref())?;
+    let dir = data::locate(dataset, data_dir.as_deref())?;
     let test = data::load_labelled(dataset, &dir, data::Split::Test)?;
     let real = judge.judge(&test.images.all_floats())?;
     let settings = eval::EvalSettings { seed: args.seed, ..Default::default() };

@@ -133,8 +133,17 @@ fn eval_command_judges_a_run_and_files_from_other_tools() {
     let saved: Vec<EvalReport> =
         serde_json::from_slice(&std::fs::read(run.join("eval.json")).unwrap()).unwrap();
     assert_eq!(saved[0].generated, 500);
-    // The same command again: the same numbers.
-    gantry(&["eval", run.to_str().unwrap(), "--n", "500"]);
+    // The same command again: the same numbers. This time without GANTRY_DATA (and with an
+    // empty user cache): a run is judged against the data folder it was trained from.
+    let tmp_cache = tmp.path().join("empty-cache");
+    let o = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["eval", run.to_str().unwrap(), "--n", "500"])
+        .env("GANTRY_CACHE_DIR", cache_dir())
+        .env_remove("GANTRY_DATA")
+        .env("XDG_CACHE_HOME", &tmp_cache)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let again: Vec<EvalReport> =
         serde_json::from_slice(&std::fs::read(run.join("eval.json")).unwrap()).unwrap();
     assert_eq!(saved, again);
