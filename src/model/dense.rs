@@ -471,12 +471,12 @@ mod tests {
 
     const ACTIVATIONS: [Activation; 3] = [Activation::Identity, Activation::LeakyRelu(0.2), Activation::Tanh];
 
-    /// Forward outputs equal burn's composed layer bit for bit, on a small and on a large
-    /// (multi-threaded) product.
+    /// Forward outputs equal burn's composed layer bit for bit: a small product, one split across
+    /// threads (over 2²⁵ multiply-adds), and outputs large enough to finish tanh in parallel.
     #[test]
     fn forward_is_bit_identical_to_burns_layer() {
         let device = Device::flex();
-        for (batch, d_in, d_out) in [(3, 5, 4), (64, 512, 300)] {
+        for (batch, d_in, d_out) in [(3, 5, 4), (128, 512, 600), (200, 64, 784)] {
             let linear = layer(d_in, d_out, &device);
             for act in ACTIVATIONS {
                 let x = input(batch, d_in, &device);
@@ -494,9 +494,13 @@ mod tests {
     fn gradients_are_bit_identical_to_burns_layer() {
         let device = Device::flex().autodiff();
         let (first, second) = (layer(40, 24, &device), layer(24, 12, &device));
-        for act in ACTIVATIONS {
+        // Both ways of computing the input gradient: column by column below
+        // COLUMN_ORDER_MAX_BATCH, row by row from it.
+        for (batch, act) in
+            [6, COLUMN_ORDER_MAX_BATCH + 2].into_iter().flat_map(|b| ACTIVATIONS.map(|a| (b, a)))
+        {
             let run = |f: fn(Tensor<2>, &Linear, Activation) -> Tensor<2>| {
-                let x = input(6, 40, &device).require_grad();
+                let x = input(batch, 40, &device).require_grad();
                 let h = f(x.clone(), &first, Activation::LeakyRelu(0.2));
                 let y = f(h, &second, act);
                 // A loss whose gradient is not uniform: sum(y * y).
@@ -510,7 +514,7 @@ mod tests {
                     grad1(second.bias.as_ref().unwrap().val()),
                 )
             };
-            assert_eq!(run(dense), run(composed), "{act:?}");
+            assert_eq!(run(dense), run(composed), "batch {batch}, {act:?}");
         }
     }
 
