@@ -6,7 +6,8 @@
 //! [`checkpoint`] (all-or-nothing saves, exact resume; [`lock`] keeps one writer per run) ->
 //! [`export`] (weights for other tools) -> [`eval`] (a classifier judge: FID, KID, precision/recall,
 //! coverage) -> [`report`] (one HTML file) / [`serve`] (the live dashboard) / [`tensorboard`].
-//! [`config`] holds every setting; [`cli`] is the command line on top.
+//! [`config`] holds every setting; [`cli`] is the command line on top. Speed lives in
+//! [`model::dense`] and [`optim`] (fused burn backend operations) and [`allocator`].
 //!
 //! A run from code, as `gantry train` does it:
 //!

@@ -6,13 +6,16 @@
 //! MLPs those passes and allocations cost as much as the matrix products. This module adds the
 //! layer as a burn backend extension ([`DenseOps`]): on the CPU backend (Flex) the product is one
 //! `gemm` call and bias plus activation one pass over its output; the backward pass (on burn's
-//! `Autodiff`) turns the output gradient into the pre-activation gradient in one pass and then
-//! uses burn's own linear-layer backward operations.
+//! `Autodiff`) turns the output gradient into the pre-activation gradient in one pass, then computes
+//! the input's and the weight's gradients side by side, each one `gemm` call on the saved tensors.
 //!
-//! The arithmetic is the same, operation for operation, as `activation(linear.forward(x))`, so
-//! results are bit-identical to the composed layer (the tests below check it). The model code
-//! calls [`dense`] with its `burn::nn::Linear` modules; parameters, records and checkpoints are
-//! unchanged.
+//! The arithmetic is the same, operation for operation, as `activation(linear.forward(x))` and its
+//! backward pass in burn, so results are bit-identical to the composed layer (the tests below check
+//! it). The model code calls [`dense`] with its `burn::nn::Linear` modules; parameters, records and
+//! checkpoints are unchanged.
+//!
+//! Backends: Flex (with and without `Autodiff`). A backend added later (a GPU feature) gets the
+//! composed default bodies by being listed in `#[backend_extension(..)]` with an empty `impl`.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -311,6 +314,7 @@ enum Order {
 /// column) strides, as burn-flex's matmul calls `gemm` for 2-d operands: each element is the same
 /// sum, so results are the same bits. Unlike it, the output is not zero-filled first (gemm does not
 /// read it) nor copied to realign it.
+#[allow(clippy::too_many_arguments)] // m, n, k, two strided operands and the order: gemm's own shape
 fn product(
     m: usize,
     n: usize,
@@ -396,8 +400,8 @@ impl<B: Backend + DenseOps, C: CheckpointStrategy> DenseOps for Autodiff<B, C> {
                 let grad = grads.consume::<B>(&ops.node); // [batch, d_out], after the activation
                 let grad = B::dense_activation_grad(grad, output, activation); // before it
 
-                // From here burn's linear backward. The input's and the weight's gradients are
-                // independent products: on a batch of 32 each is too small to split well across
+                // From here the products of burn's linear backward. The input's and the weight's
+                // gradients are independent: on a batch of 32 each is too small to split well across
                 // cores, so they run side by side instead.
                 let weight = node_x.as_ref().map(|_| {
                     checkpointer.retrieve_node_output::<FloatTensor<B>>(
@@ -505,7 +509,7 @@ mod tests {
                 let y = f(h, &second, act);
                 // A loss whose gradient is not uniform: sum(y * y).
                 let grads = (y.clone() * y).sum().backward();
-                let grad = |t: Tensor<2>| values(t.grad(&grads).unwrap().into());
+                let grad = |t: Tensor<2>| values(t.grad(&grads).unwrap());
                 let grad1 = |t: Tensor<1>| t.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
                 (
                     grad(x),
