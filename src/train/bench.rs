@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::config::{Config, ModelConfig};
 use crate::data::TrainingImages;
 use crate::error::{Error, Result};
+use crate::model::dense::{Order, product};
 use crate::rng::Streams;
 
 use super::gan::Gan;
@@ -46,43 +47,20 @@ impl BenchResult {
 /// Side of the square product that measures the machine's peak.
 const PEAK_SIDE: usize = 1024;
 
-/// The FP32 rate this machine reaches on a large matrix product (1024³, with the same gemm
-/// kernels the step uses, on the current rayon pool's threads): the best of 10 products. Nominal
-/// peaks (cores x FLOP/cycle x clock) depend on how many vector units and what clock a virtual
-/// machine really gets; this is what the step's products could reach at best.
-pub fn product_peak_gflops(threads: usize) -> f64 {
+/// The FP32 rate this machine reaches on a large matrix product (1024³, through the same code and
+/// gemm kernels the step's products use, on the current rayon pool's threads): the best of 10.
+/// Nominal peaks (cores x FLOP/cycle x clock) depend on how many vector units and what clock a
+/// virtual machine really gets; this is what the step's products could reach at best.
+pub fn product_peak_gflops() -> f64 {
     let n = PEAK_SIDE;
     let a: Vec<f32> = (0..n * n).map(|i| (i % 17) as f32 * 0.01).collect();
-    let mut c = vec![0.0f32; n * n];
-    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     let best = (0..10)
         .map(|_| {
             let t0 = Instant::now();
-            // SAFETY: a and c hold n x n row-major elements, as the strides say.
-            unsafe {
-                gemm::gemm(
-                    n,
-                    n,
-                    n,
-                    c.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    a.as_ptr(),
-                    1,
-                    n as isize,
-                    a.as_ptr(),
-                    1,
-                    n as isize,
-                    0.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                );
-            }
-            t0.elapsed().as_secs_f64()
+            let c = product(n, n, n, &a, (n as isize, 1), &a, (n as isize, 1), Order::RowMajor);
+            let seconds = t0.elapsed().as_secs_f64();
+            std::hint::black_box(c);
+            seconds
         })
         .fold(f64::INFINITY, f64::min);
     2.0 * (n * n * n) as f64 / best / 1e9
@@ -125,7 +103,7 @@ pub fn run(
             .num_threads(t)
             .build()
             .map_err(|e| Error::config("--threads", format!("cannot start {t} threads: {e}")))?;
-        let peak = pool.install(|| product_peak_gflops(t));
+        let peak = pool.install(product_peak_gflops);
         for &b in batches {
             let mut config = base.clone();
             config.train.batch_size = b;
