@@ -1,6 +1,8 @@
 //! Adam, fused: the same update as burn's `Adam`, computed in one pass over each parameter instead
-//! of a dozen whole-tensor operations that each allocate a new tensor. Its state is burn's own
-//! `AdamState`, so checkpoints (optimizer records keyed by parameter id) are unchanged.
+//! of a dozen whole-tensor operations that each allocate a new tensor. The pass is a burn backend
+//! extension op ([`AdamOps`]), so on the CPU backend it updates parameter and moments in place in
+//! their own buffers. Its state is burn's own `AdamState`, so checkpoints (optimizer records keyed
+//! by parameter id) are unchanged.
 //!
 //! Every element goes through exactly the f32 operations burn's `Adam` applies, in the same order
 //! (no fused multiply-add, no reassociation), so training is bit-identical to burn's optimizer; the
