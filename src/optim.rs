@@ -12,6 +12,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::optim::{AdamState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer};
 use burn::tensor::{DType, Device, Tensor};
+
+use crate::model::dense::whole_buffer;
 use rayon::prelude::*;
 
 /// Parameters smaller than this are updated on one thread (spawning would cost more).
@@ -188,12 +190,9 @@ impl AdamOps for Flex {
         if !uniform {
             return composed_update::<Self>(param, grad, moment_1, moment_2, kernel);
         }
-        // Updated in place when a buffer is whole and ours alone (the usual case: the optimizer
-        // owns parameter and moments); `storage_mut` copies otherwise.
-        let whole = |t: FloatTensor<Self>| {
-            if t.is_contiguous() && t.layout().start_offset() == 0 { t } else { t.to_contiguous() }
-        };
-        let (mut param, mut m, mut v) = (whole(param), whole(moment_1), whole(moment_2));
+        // Updated in place when the buffers are ours alone (the usual case: the optimizer owns
+        // parameter and moments); `storage_mut` copies otherwise.
+        let (mut param, mut m, mut v) = (whole_buffer(param), whole_buffer(moment_1), whole_buffer(moment_2));
         let grad = grad.to_contiguous();
         let g = &grad.storage::<f32>()[..n];
         let (p, ms, vs) = (

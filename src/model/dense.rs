@@ -260,10 +260,7 @@ impl DenseOps for Flex {
         let n = shape.num_elements();
         let output = output.to_contiguous();
         let ys = &output.storage::<f32>()[..n];
-        // In place when the gradient is a whole contiguous buffer that is ours alone (the usual
-        // case); otherwise `storage_mut` works on a copy.
-        let whole = grad.is_contiguous() && grad.layout().start_offset() == 0;
-        let mut grad = if whole { grad } else { grad.to_contiguous() };
+        let mut grad = whole_buffer(grad);
         let gs = &mut grad.storage_mut::<f32>()[..n];
         match activation {
             Activation::Identity => {}
@@ -284,6 +281,12 @@ impl DenseOps for Flex {
         }
         grad
     }
+}
+
+/// The tensor as a contiguous buffer starting at its first element: itself when it already is one
+/// (so that `storage_mut` then updates it in place, if no one else holds it), else a copy.
+pub(crate) fn whole_buffer(t: FloatTensor<Flex>) -> FloatTensor<Flex> {
+    if t.is_contiguous() && t.layout().start_offset() == 0 { t } else { t.to_contiguous() }
 }
 
 /// gemm copies a panel of its left operand (for a row-major layer output, which gemm turns around,
