@@ -13,7 +13,10 @@ use rand::RngExt;
 
 use crate::config::ModelConfig;
 
+pub mod batch_norm;
 pub mod dense;
+pub mod tanh;
+use batch_norm::batch_norm;
 use dense::{Activation, dense};
 
 /// The generator.
@@ -75,7 +78,7 @@ impl Generator {
     pub fn forward(&self, z: Tensor<2>) -> Tensor<2> {
         let mut x = z;
         for (linear, norm) in self.hidden.iter().zip(&self.norms) {
-            x = norm.forward(dense(x, linear, Activation::LeakyRelu(self.leaky_slope)));
+            x = batch_norm(dense(x, linear, Activation::LeakyRelu(self.leaky_slope)), norm);
         }
         dense(x, &self.output, Activation::Tanh)
     }
