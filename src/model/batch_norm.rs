@@ -36,7 +36,8 @@ pub fn batch_norm(x: Tensor<2>, norm: &BatchNorm) -> Tensor<2> {
         norm.beta.val().into_dispatch(),
         norm.epsilon,
     );
-    let (mean, variance): (Tensor<1>, Tensor<1>) = (Tensor::from_dispatch(mean), Tensor::from_dispatch(variance));
+    let (mean, variance): (Tensor<1>, Tensor<1>) =
+        (Tensor::from_dispatch(mean), Tensor::from_dispatch(variance));
 
     // As burn's BatchNorm::forward_train: running = running · (1 - momentum) + batch · momentum.
     let device = mean.device();
@@ -179,7 +180,8 @@ impl BatchNormOps for Flex {
         let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
         let mut x_grad = gs.to_vec();
         for (x_row, g_row) in xs.chunks_exact(features).zip(x_grad.chunks_exact_mut(features)) {
-            let per_feature = mean.iter().zip(&inv_std).zip(mean_grad.iter().zip(&mean_normalized_grad)).zip(&scale);
+            let per_feature =
+                mean.iter().zip(&inv_std).zip(mean_grad.iter().zip(&mean_normalized_grad)).zip(&scale);
             for ((g, x), (((m, s), (mg, mng)), sc)) in g_row.iter_mut().zip(x_row).zip(per_feature) {
                 let normalized = (x - m) * s;
                 let centred_grad = *g - mg;
@@ -187,7 +189,11 @@ impl BatchNormOps for Flex {
                 *g = sc * (centred_grad - projected);
             }
         }
-        (new_tensor(x_grad, [batch, features]), new_tensor(gamma_grad, [features]), new_tensor(beta_grad, [features]))
+        (
+            new_tensor(x_grad, [batch, features]),
+            new_tensor(gamma_grad, [features]),
+            new_tensor(beta_grad, [features]),
+        )
     }
 }
 
@@ -205,7 +211,12 @@ impl<B: Backend + BatchNormOps, C: CheckpointStrategy> BatchNormOps for Autodiff
         impl<B: Backend + BatchNormOps> Backward<B, 3> for BatchNormBackward {
             type State = (NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, f64);
 
-            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                checkpointer: &mut Checkpointer,
+            ) {
                 let [node_x, node_gamma, node_beta] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
                 let (x_state, gamma_state, mean, variance, epsilon) = ops.state;
@@ -221,19 +232,28 @@ impl<B: Backend + BatchNormOps, C: CheckpointStrategy> BatchNormOps for Autodiff
             }
         }
 
-        match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+        match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful()
+        {
             OpsKind::Tracked(mut prep) => {
                 let x_state = prep.checkpoint(&x);
                 let gamma_state = prep.checkpoint(&gamma);
-                let (output, mean, variance) =
-                    B::batch_norm_train_2d(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), epsilon);
+                let (output, mean, variance) = B::batch_norm_train_2d(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                );
                 let output =
                     prep.finish((x_state, gamma_state, mean.clone(), variance.clone(), epsilon), output);
                 (output, Self::from_inner(mean), Self::from_inner(variance))
             }
             OpsKind::UnTracked(prep) => {
-                let (output, mean, variance) =
-                    B::batch_norm_train_2d(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), epsilon);
+                let (output, mean, variance) = B::batch_norm_train_2d(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                );
                 (prep.finish(output), Self::from_inner(mean), Self::from_inner(variance))
             }
         }
@@ -268,7 +288,10 @@ mod tests {
         norm.gamma = burn::module::Param::from_tensor(Tensor::from_floats(gamma.as_slice(), device));
         norm.beta = burn::module::Param::from_tensor(Tensor::from_floats(beta.as_slice(), device));
         let x = (0..batch * features)
-            .map(|i| ((i * 7919 % 1000) as f32 / 100.0 - 4.0) * (1.0 + (i % features) as f32) + (i % features) as f32)
+            .map(|i| {
+                ((i * 7919 % 1000) as f32 / 100.0 - 4.0) * (1.0 + (i % features) as f32)
+                    + (i % features) as f32
+            })
             .collect();
         (norm, x)
     }
@@ -282,9 +305,11 @@ mod tests {
         let run = |fused: bool| {
             // A fresh layer each time: clones of a BatchNorm share its running statistics.
             let (norm, x) = setup(&device, batch, features);
-            let x = Tensor::<2>::from_data(TensorData::new(x.clone(), [batch, features]), &device).require_grad();
+            let x =
+                Tensor::<2>::from_data(TensorData::new(x.clone(), [batch, features]), &device).require_grad();
             let y = if fused { batch_norm(x.clone(), &norm) } else { norm.forward(x.clone()) };
-            let weights = Tensor::<2>::from_data(TensorData::new(upstream.clone(), [batch, features]), &device);
+            let weights =
+                Tensor::<2>::from_data(TensorData::new(upstream.clone(), [batch, features]), &device);
             let grads = (y.clone() * weights).sum().backward();
             let x_grad = x.grad(&grads).unwrap();
             let gamma_grad = norm.gamma.grad(&grads).unwrap();

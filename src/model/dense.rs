@@ -17,6 +17,7 @@
 //! Backends: Flex (with and without `Autodiff`). A backend added later (a GPU feature) gets the
 //! composed default bodies by being listed in `#[backend_extension(..)]` with an empty `impl`.
 
+use super::tanh::tanh_in_place;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -30,7 +31,6 @@ use burn::backend::{
 use burn::nn::Linear;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
-use super::tanh::tanh_in_place;
 
 /// The activation applied after a dense layer's bias.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -121,7 +121,8 @@ fn expm1(u: f32) -> f32 {
     let e = (x * (e_primary - c) - c) - hxs;
     let k_minus_one = 0.5 * (x - e) - 0.5;
     let k_one = select(x < -0.25, -2.0 * (e - (x + 0.5)), 1.0 + 2.0 * (x - e));
-    let add_to_exponent = |y: f32| f32::from_bits((y.to_bits() as i32).wrapping_add(k.wrapping_shl(23)) as u32);
+    let add_to_exponent =
+        |y: f32| f32::from_bits((y.to_bits() as i32).wrapping_add(k.wrapping_shl(23)) as u32);
     let k_far = add_to_exponent(1.0 - (e - x)) - 1.0;
     let one_minus_2_to_minus_k = f32::from_bits(0x3f80_0000 - (0x0100_0000u32 >> k.clamp(0, 31)));
     let k_below_23 = add_to_exponent(one_minus_2_to_minus_k - (e - x));
@@ -170,7 +171,9 @@ mod tests {
         inputs.extend([0.0, -0.0, 1.0, -1.0, 22.0, -22.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN]);
         inputs.extend([f32::MIN_POSITIVE, f32::MAX, f32::MIN, 1e-30, 19.3, 43.9]);
         // Either side of each cut-off between branches (of tanh, and of expm1 at half its argument).
-        for edge in [0x2400_0000u32, 0x3f80_0000, 0x41b0_0000, 0x3eb1_7218 - 0x0080_0000, 0x3f85_1592 - 0x0080_0000] {
+        for edge in
+            [0x2400_0000u32, 0x3f80_0000, 0x41b0_0000, 0x3eb1_7218 - 0x0080_0000, 0x3f85_1592 - 0x0080_0000]
+        {
             inputs.extend((edge - 2..=edge + 2).flat_map(|b| [f32::from_bits(b), -f32::from_bits(b)]));
         }
         let mut outputs = inputs.clone();
@@ -185,8 +188,16 @@ mod tests {
         }
         let mut special = [-0.0, 22.0, -22.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 0.125];
         tanh_in_place(&mut special);
-        assert_eq!(special[..5].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            [(-0.0f32).to_bits(), 1.0f32.to_bits(), (-1.0f32).to_bits(), 1.0f32.to_bits(), (-1.0f32).to_bits()]);
+        assert_eq!(
+            special[..5].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            [
+                (-0.0f32).to_bits(),
+                1.0f32.to_bits(),
+                (-1.0f32).to_bits(),
+                1.0f32.to_bits(),
+                (-1.0f32).to_bits()
+            ]
+        );
         assert!(special[5].is_nan());
         assert_eq!(special[6].to_bits(), 0x3dfe_acca, "fdlibm's tanh(0.125)");
     }
@@ -199,7 +210,8 @@ mod tests {
         let mismatches: u64 = (0..=u16::MAX as u32)
             .into_par_iter()
             .map(|high| {
-                let inputs: Vec<f32> = (0..=u16::MAX as u32).map(|low| f32::from_bits(high << 16 | low)).collect();
+                let inputs: Vec<f32> =
+                    (0..=u16::MAX as u32).map(|low| f32::from_bits(high << 16 | low)).collect();
                 let mut outputs = inputs.clone();
                 tanh_in_place(&mut outputs);
                 inputs.iter().zip(&outputs).filter(|(x, y)| !same(**y, x.tanh())).count() as u64
