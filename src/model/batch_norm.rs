@@ -6,6 +6,8 @@
 //! more of the gradients, backward), and each element-wise step allocates a new tensor. For a
 //! dense layer's output the channels are the columns, so here the statistics are accumulated row by
 //! row, in place, and the normalization and its gradient are one pass each ([`BatchNormOps`]).
+//! Outside training (G generating D's fakes) the normalization with the running statistics is one
+//! pass as well, bit-identical to burn's.
 //!
 //! Same formulas, same element-wise operations in the same order as burn's `batch_norm_train` and
 //! `batch_norm_train_backward`; only the per-channel sums add the batch in a different order (row
@@ -23,12 +25,21 @@ use burn::backend::{AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, ba
 use burn::nn::BatchNorm;
 use burn::tensor::{DType, Tensor, TensorData};
 
-/// `norm` applied to `x` `[batch, features]`: in training (on an autodiff device, layer not
-/// frozen) with the batch's statistics, which also move the layer's running statistics exactly as
-/// `BatchNorm::forward` moves them; otherwise `BatchNorm::forward` itself (running statistics).
+/// `norm` applied to `x` `[batch, features]`, as `BatchNorm::forward` applies it: in training (on
+/// an autodiff device, layer not frozen) with the batch's statistics, which also move the layer's
+/// running statistics; otherwise with the running statistics (one pass, the same bits as burn's).
 pub fn batch_norm(x: Tensor<2>, norm: &BatchNorm) -> Tensor<2> {
     if !(x.device().is_autodiff() && norm.training.is_enabled()) {
-        return norm.forward(x);
+        let device = x.device();
+        let output = <Dispatch as BatchNormOps>::batch_norm_inference_2d(
+            x.into_dispatch(),
+            norm.gamma.val().into_dispatch(),
+            norm.beta.val().into_dispatch(),
+            norm.running_mean.value().to_device(&device).into_dispatch(),
+            norm.running_var.value().to_device(&device).into_dispatch(),
+            norm.epsilon,
+        );
+        return Tensor::from_dispatch(output);
     }
     let (output, mean, variance) = <Dispatch as BatchNormOps>::batch_norm_train_2d(
         x.into_dispatch(),
@@ -69,6 +80,19 @@ pub trait BatchNormOps: Backend {
         (result.output, result.mean, result.variance)
     }
 
+    /// Batch norm with given (running) statistics: `((x - mean) / sqrt(var + eps)) · gamma + beta`,
+    /// x `[batch, features]`, the others `[features]`.
+    fn batch_norm_inference_2d(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        Self::batch_norm(x, gamma, beta, mean, variance, epsilon)
+    }
+
     /// Gradients of x, gamma and beta from the output's gradient and the forward's statistics.
     fn batch_norm_train_2d_backward(
         x: FloatTensor<Self>,
@@ -91,6 +115,27 @@ fn values(t: &FloatTensor<Flex>, len: usize) -> Vec<f32> {
 
 fn new_tensor(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FloatTensor<Flex> {
     FloatTensor::<Flex>::from_data(TensorData::new(values, shape))
+}
+
+/// burn's batch_norm, one pass: `((x - mean) / sqrt(var + eps)) · gamma + beta` for each row of
+/// `xs` (`features` wide), the square root taken once per feature as burn takes it.
+fn normalize(
+    xs: &[f32],
+    features: usize,
+    mean: &[f32],
+    variance: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f64,
+) -> Vec<f32> {
+    let std: Vec<f32> = variance.iter().map(|v| (v + epsilon as f32).sqrt()).collect();
+    let mut out = xs.to_vec();
+    for row in out.chunks_exact_mut(features) {
+        for ((((v, m), s), g), b) in row.iter_mut().zip(mean).zip(&std).zip(gamma).zip(beta) {
+            *v = ((*v - m) / s) * g + b;
+        }
+    }
+    out
 }
 
 impl BatchNormOps for Flex {
@@ -126,15 +171,28 @@ impl BatchNormOps for Flex {
         }
         variance.iter_mut().for_each(|sum| *sum /= count);
 
-        // burn's batch_norm: ((x - mean) / sqrt(var + eps)) · gamma + beta.
-        let std: Vec<f32> = variance.iter().map(|v| (v + epsilon as f32).sqrt()).collect();
-        let mut out = xs.to_vec();
-        for row in out.chunks_exact_mut(features) {
-            for ((((v, m), s), g), b) in row.iter_mut().zip(&mean).zip(&std).zip(&gamma).zip(&beta) {
-                *v = ((*v - m) / s) * g + b;
-            }
-        }
+        let out = normalize(xs, features, &mean, &variance, &gamma, &beta, epsilon);
         (new_tensor(out, [batch, features]), new_tensor(mean, [features]), new_tensor(variance, [features]))
+    }
+
+    fn batch_norm_inference_2d(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let all_f32 = [&x, &gamma, &beta, &mean, &variance].iter().all(|t| t.dtype() == DType::F32);
+        if !all_f32 || x.shape().num_dims() != 2 {
+            return <Self as ModuleOps<Self>>::batch_norm(x, gamma, beta, mean, variance, epsilon);
+        }
+        let x = x.to_contiguous();
+        let (batch, features) = (x.shape()[0], x.shape()[1]);
+        let xs = &x.storage::<f32>()[..batch * features];
+        let [gamma, beta, mean, variance] = [&gamma, &beta, &mean, &variance].map(|t| values(t, features));
+        let out = normalize(xs, features, &mean, &variance, &gamma, &beta, epsilon);
+        new_tensor(out, [batch, features])
     }
 
     fn batch_norm_train_2d_backward(
@@ -263,6 +321,7 @@ impl<B: Backend + BatchNormOps, C: CheckpointStrategy> BatchNormOps for Autodiff
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::module::RunningState;
     use burn::nn::BatchNormConfig;
     use burn::tensor::Device;
 
@@ -335,10 +394,17 @@ mod tests {
     }
 
     #[test]
-    fn outside_training_it_is_burns_inference_batch_norm() {
+    fn outside_training_it_is_burns_inference_batch_norm_bit_for_bit() {
         let device = Device::flex();
         let (norm, x) = setup(&device, 4, 3);
         let x = Tensor::<2>::from_data(TensorData::new(x, [4, 3]), &device);
-        assert_eq!(floats(batch_norm(x.clone(), &norm)), floats(norm.forward(x)));
+        // Running statistics away from 0 and 1, so that they take part.
+        let norm = BatchNorm {
+            running_mean: RunningState::new(Tensor::from_floats([0.5, -1.0, 2.0], &device)),
+            running_var: RunningState::new(Tensor::from_floats([0.25, 3.0, 1.5], &device)),
+            ..norm
+        };
+        let bits = |t: Tensor<2>| floats(t).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(batch_norm(x.clone(), &norm)), bits(norm.forward(x)));
     }
 }
