@@ -37,8 +37,6 @@ pub(crate) struct Gan {
     plain_device: Device,
     pub(crate) architecture_hash: String,
     indices: Vec<usize>,
-    real: Vec<f32>,
-    noise: Vec<f32>,
 }
 
 impl Gan {
@@ -63,8 +61,6 @@ impl Gan {
             plain_device,
             architecture_hash: config.architecture_hash(),
             indices: Vec::new(),
-            real: Vec::new(),
-            noise: Vec::new(),
         }
     }
 
@@ -83,29 +79,45 @@ impl Gan {
         images: &TrainingImages,
         streams: &mut Streams,
     ) -> IterationRecord {
-        let (b, dev) = (self.batch, self.train_device.clone());
+        let (b, latent, pixels) = (self.batch, self.latent, self.pixels);
+        let (dev, plain_dev) = (self.train_device.clone(), self.plain_device.clone());
+        let Streams { data: data_stream, noise: noise_stream, .. } = streams;
+        // [b, latent] from N(0, 1).
+        let draw_noise = |stream: &mut rand_chacha::ChaCha8Rng, device: &Device| {
+            let mut z = Vec::with_capacity(b * latent);
+            rng::normal(stream, b * latent, &mut z);
+            Tensor::<2>::from_data(TensorData::new(z, [b, latent]), device)
+        };
 
-        // A random batch of real images: [b, pixels].
-        rng::indices(&mut streams.data, b, images.count, &mut self.indices);
-        images.gather_into(&self.indices, &mut self.real);
-        let real = Tensor::<2>::from_data(TensorData::new(self.real.clone(), [b, self.pixels]), &dev);
-
-        // Noise for the fakes D sees, then fresh noise for the G update: [b, latent] each.
-        rng::normal(&mut streams.noise, b * self.latent, &mut self.noise);
-        let z_fake = self.noise_tensor(&self.plain_device);
-        rng::normal(&mut streams.noise, b * self.latent, &mut self.noise);
-        let z = self.noise_tensor(&dev);
+        // A random batch of real images [b, pixels], and noise for the fakes D sees: each from its
+        // own stream, so side by side.
+        let indices = &mut self.indices;
+        let (real, z_fake) = rayon::join(
+            || {
+                rng::indices(data_stream, b, images.count, indices);
+                let mut real = Vec::with_capacity(b * pixels);
+                images.gather_into(indices, &mut real);
+                Tensor::<2>::from_data(TensorData::new(real, [b, pixels]), &dev)
+            },
+            || draw_noise(noise_stream, &plain_dev),
+        );
 
         // D update on the real batch (label 1), then on the fake batch (label 0). The G passes
         // need only G, which the D updates leave alone, so each runs beside one of them: on a
         // batch of 32 the products are too small to split well across two cores, whole passes
         // side by side are not. (Order within G is kept: the fakes read BatchNorm's moving
-        // statistics before the training pass updates them.)
+        // statistics before the training pass updates them.) The G update's fresh noise is drawn
+        // beside the fakes, after theirs in the same stream.
         let Self { g, d, opt_d, lr_d, .. } = self;
         let g = g.as_ref().expect("G is present between steps");
-        let (fake, (d_loss_real, acc_real, d_out_real)) = rayon::join(
-            // Fakes from G in inference mode (moving statistics), no graph: [b, pixels].
-            || Tensor::from_inner(g.valid().forward(z_fake)),
+        let ((fake, z), (d_loss_real, acc_real, d_out_real)) = rayon::join(
+            || {
+                rayon::join(
+                    // Fakes from G in inference mode (moving statistics), no graph: [b, pixels].
+                    || Tensor::from_inner(g.valid().forward(z_fake)),
+                    || draw_noise(noise_stream, &dev),
+                )
+            },
             || d_update(d, opt_d, *lr_d, real, true),
         );
         let (generated, (d_loss_fake, acc_fake, d_out_fake)) = rayon::join(
@@ -135,13 +147,6 @@ impl Gan {
             d_out_real,
             d_out_fake,
         }
-    }
-
-    fn noise_tensor(&self, device: &Device) -> Tensor<2> {
-        Tensor::from_data(
-            TensorData::new(self.noise.clone(), [self.noise.len() / self.latent, self.latent]),
-            device,
-        )
     }
 
     /// Width of G's noise input.
