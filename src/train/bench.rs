@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::config::{Config, ModelConfig};
 use crate::data::TrainingImages;
 use crate::error::{Error, Result};
-use crate::model::dense::{Order, product};
+use crate::model::dense::{Order, Split, product};
 use crate::rng::Streams;
 
 use super::gan::Gan;
@@ -57,7 +57,7 @@ pub fn product_peak_gflops() -> f64 {
     let best = (0..10)
         .map(|_| {
             let t0 = Instant::now();
-            let c = product(n, n, n, &a, (n as isize, 1), &a, (n as isize, 1), Order::RowMajor);
+            let c = product(n, n, n, &a, (n as isize, 1), &a, (n as isize, 1), Order::RowMajor, Split::Gemm);
             let seconds = t0.elapsed().as_secs_f64();
             std::hint::black_box(c);
             seconds
