@@ -33,7 +33,8 @@ pub struct BenchResult {
     pub images_per_s: f64,
     /// Matrix-product FLOPs per iteration (see [`flops_per_iteration`]) over the median time.
     pub gflops: f64,
-    /// This machine's matrix-product rate on the same threads (see [`product_peak_gflops`]).
+    /// This machine's matrix-product rate on the same threads (see [`product_peak_gflops`]): the
+    /// median of its measurements between the timed steps.
     pub peak_gflops: f64,
 }
 
@@ -47,14 +48,17 @@ impl BenchResult {
 /// Side of the square product that measures the machine's peak.
 const PEAK_SIDE: usize = 1024;
 
+/// Timed iterations between two measurements of the product rate.
+const PEAK_EVERY: usize = 25;
+
 /// The FP32 rate this machine reaches on a large matrix product (1024³, through the same code and
-/// gemm kernels the step's products use, on the current rayon pool's threads): the best of 10.
-/// Nominal peaks (cores x FLOP/cycle x clock) depend on how many vector units and what clock a
-/// virtual machine really gets; this is what the step's products could reach at best.
+/// gemm kernels the step's products use, on the current rayon pool's threads): the best of 3 in a
+/// row. Nominal peaks (cores x FLOP/cycle x clock) depend on how many vector units and what clock
+/// a virtual machine really gets; this is what the step's products could reach at best.
 pub fn product_peak_gflops() -> f64 {
     let n = PEAK_SIDE;
     let a: Vec<f32> = (0..n * n).map(|i| (i % 17) as f32 * 0.01).collect();
-    let best = (0..10)
+    let best = (0..3)
         .map(|_| {
             let t0 = Instant::now();
             let c = product(n, n, n, &a, (n as isize, 1), &a, (n as isize, 1), Order::RowMajor, Split::Gemm);
@@ -103,12 +107,11 @@ pub fn run(
             .num_threads(t)
             .build()
             .map_err(|e| Error::config("--threads", format!("cannot start {t} threads: {e}")))?;
-        let peak = pool.install(product_peak_gflops);
         for &b in batches {
             let mut config = base.clone();
             config.train.batch_size = b;
             config.validate()?;
-            let result = pool.install(|| measure(&config, &images, t, peak, warmup, iterations));
+            let result = pool.install(|| measure(&config, &images, t, warmup, iterations));
             on_result(&result);
             results.push(result);
         }
@@ -116,26 +119,29 @@ pub fn run(
     Ok(results)
 }
 
-fn measure(
-    config: &Config,
-    images: &TrainingImages,
-    threads: usize,
-    peak_gflops: f64,
-    warmup: usize,
-    n: usize,
-) -> BenchResult {
+/// Time `n` steps after `warmup`. The product rate is measured between them (before the first,
+/// every [`PEAK_EVERY`] steps, and after the last), so that the step and the peak it is compared
+/// with are measured under the same conditions: on a shared virtual machine both drift by 10-20%
+/// over minutes. Each is summarized by its median.
+fn measure(config: &Config, images: &TrainingImages, threads: usize, warmup: usize, n: usize) -> BenchResult {
     let mut streams = Streams::new(config.train.seed);
     let mut gan = Gan::new(config, images.dim(), &mut streams);
     for i in 0..warmup {
         gan.step(i, images, &mut streams);
     }
-    let mut ms: Vec<f64> = (0..n)
-        .map(|i| {
-            let t0 = Instant::now();
-            gan.step(warmup + i, images, &mut streams);
-            t0.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
+    let mut peaks = Vec::new();
+    let mut ms = Vec::with_capacity(n);
+    for i in 0..n {
+        if i % PEAK_EVERY == 0 {
+            peaks.push(product_peak_gflops());
+        }
+        let t0 = Instant::now();
+        gan.step(warmup + i, images, &mut streams);
+        ms.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    peaks.push(product_peak_gflops());
+    peaks.sort_by(f64::total_cmp);
+    let peak_gflops = peaks[peaks.len() / 2];
     ms.sort_by(f64::total_cmp);
     let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
     let median = at(0.5);
