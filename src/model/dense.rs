@@ -11,8 +11,9 @@
 //!
 //! The arithmetic is the same, operation for operation, as `activation(linear.forward(x))` and its
 //! backward pass in burn, so results are bit-identical to the composed layer (the tests below check
-//! it; tanh is [`super::tanh`]'s vectorized form of the C library's `tanhf`, the same bits on glibc). The model code calls [`dense`] with its `burn::nn::Linear` modules; parameters, records and
-//! checkpoints are unchanged.
+//! it; tanh is [`super::tanh`]'s vectorized form of the C library's `tanhf`, the same bits on
+//! glibc). The model code calls [`dense`] with its `burn::nn::Linear` modules; parameters, records
+//! and checkpoints are unchanged.
 //!
 //! Backends: Flex (with and without `Autodiff`). A backend added later (a GPU feature) gets the
 //! composed default bodies by being listed in `#[backend_extension(..)]` with an empty `impl`.
