@@ -23,7 +23,9 @@ use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::nn::BatchNorm;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
+
+use super::dense::all_f32;
 
 /// `norm` applied to `x` `[batch, features]`, as `BatchNorm::forward` applies it: in training (on
 /// an autodiff device, layer not frozen) with the batch's statistics, which also move the layer's
@@ -145,8 +147,7 @@ impl BatchNormOps for Flex {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let all_f32 = [&x, &gamma, &beta].iter().all(|t| t.dtype() == DType::F32);
-        if !all_f32 || x.shape().num_dims() != 2 {
+        if !all_f32(&[&x, &gamma, &beta]) || x.shape().num_dims() != 2 {
             let result = <Self as ModuleOps<Self>>::batch_norm_train(x, gamma, beta, epsilon);
             return (result.output, result.mean, result.variance);
         }
@@ -183,8 +184,7 @@ impl BatchNormOps for Flex {
         variance: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        let all_f32 = [&x, &gamma, &beta, &mean, &variance].iter().all(|t| t.dtype() == DType::F32);
-        if !all_f32 || x.shape().num_dims() != 2 {
+        if !all_f32(&[&x, &gamma, &beta, &mean, &variance]) || x.shape().num_dims() != 2 {
             return <Self as ModuleOps<Self>>::batch_norm(x, gamma, beta, mean, variance, epsilon);
         }
         let x = x.to_contiguous();
@@ -203,8 +203,10 @@ impl BatchNormOps for Flex {
         epsilon: f64,
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let all_f32 = [&x, &gamma, &mean, &variance, &grad].iter().all(|t| t.dtype() == DType::F32);
-        if !all_f32 || x.shape().num_dims() != 2 || grad.shape() != x.shape() {
+        if !all_f32(&[&x, &gamma, &mean, &variance, &grad])
+            || x.shape().num_dims() != 2
+            || grad.shape() != x.shape()
+        {
             let result =
                 <Self as ModuleOps<Self>>::batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
             return (result.x_grad, result.gamma_grad, result.beta_grad);

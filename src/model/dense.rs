@@ -161,8 +161,7 @@ impl DenseOps for Flex {
         bias: FloatTensor<Self>,
         activation: Activation,
     ) -> FloatTensor<Self> {
-        let all_f32 = [&x, &weight, &bias].iter().all(|t| t.dtype() == DType::F32);
-        if !all_f32 {
+        if !all_f32(&[&x, &weight, &bias]) {
             return composed_forward::<Self>(x, weight, bias, activation);
         }
         let (x, weight, bias) = (x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
@@ -216,7 +215,7 @@ impl DenseOps for Flex {
     }
 
     fn dense_input_grad(grad: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        if grad.dtype() != DType::F32 || weight.dtype() != DType::F32 {
+        if !all_f32(&[&grad, &weight]) {
             return <Self as ModuleOps<Self>>::linear_x_backward(weight, grad);
         }
         let (grad, weight) = (grad.to_contiguous(), weight.to_contiguous());
@@ -256,7 +255,7 @@ impl DenseOps for Flex {
     }
 
     fn dense_weight_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        if grad.dtype() != DType::F32 || x.dtype() != DType::F32 {
+        if !all_f32(&[&grad, &x]) {
             return <Self as ModuleOps<Self>>::linear_weight_backward(x, grad);
         }
         let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
@@ -286,7 +285,7 @@ impl DenseOps for Flex {
             return grad;
         }
         let same_layout = grad.shape() == output.shape();
-        if !same_layout || grad.dtype() != DType::F32 || output.dtype() != DType::F32 {
+        if !same_layout || !all_f32(&[&grad, &output]) {
             return composed_activation_grad::<Self>(grad, output, activation);
         }
         let shape = grad.shape();
@@ -314,6 +313,12 @@ impl DenseOps for Flex {
         }
         grad
     }
+}
+
+/// Whether every tensor holds f32 (what the fused kernels compute in; other dtypes take burn's
+/// composed operations).
+pub(crate) fn all_f32(tensors: &[&FloatTensor<Flex>]) -> bool {
+    tensors.iter().all(|t| t.dtype() == DType::F32)
 }
 
 /// The tensor as a contiguous buffer starting at its first element: itself when it already is one
