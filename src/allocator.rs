@@ -1,4 +1,5 @@
-//! The process's memory allocator settings.
+//! The process's memory: the allocator's settings, and how much memory the machine has available
+//! (what a model's estimate is checked against before anything is allocated).
 //!
 //! A training step allocates and frees the same few dozen buffers every iteration (activations,
 //! gradients, optimizer scratch: 128 KiB to 3 MiB each). glibc's malloc serves blocks of that size
@@ -21,5 +22,37 @@ pub fn keep_freed_memory() {
             libc::mallopt(libc::M_MMAP_THRESHOLD, LIMIT);
             libc::mallopt(libc::M_TRIM_THRESHOLD, LIMIT);
         }
+    }
+}
+
+/// Bytes of memory available to this process now: the kernel's `MemAvailable`, capped by the
+/// cgroup's limit when one is set. None where neither can be read (the check is then skipped).
+pub fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+    let available = meminfo.as_deref().and_then(parse_mem_available);
+    let cgroup =
+        std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|s| s.trim().parse::<u64>().ok());
+    match (available, cgroup) {
+        (Some(a), Some(c)) => Some(a.min(c)),
+        (a, c) => a.or(c),
+    }
+}
+
+/// `MemAvailable` of a /proc/meminfo text, in bytes.
+fn parse_mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_available_is_read_in_bytes() {
+        let text = "MemTotal:       24000000 kB\nMemFree:  1 kB\nMemAvailable:   23000000 kB\n";
+        assert_eq!(parse_mem_available(text), Some(23_000_000 * 1024));
+        assert_eq!(parse_mem_available("MemTotal: 5 kB\n"), None);
     }
 }

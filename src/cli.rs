@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::checkpoint;
 use crate::config::{Config, Dataset, Overrides};
-use crate::data;
 use crate::error::{Error, Result};
 use crate::eval;
 use crate::grid::{self, GridLayout};
@@ -56,46 +54,55 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// TOML config file; command-line flags override its values.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Folder with the four IDX files (.gz or raw). Default: $GANTRY_DATA, then the cache.
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
     /// Data set to train on.
     #[arg(long, value_enum)]
     pub dataset: Option<Dataset>,
-    /// Number of training iterations [config: train.iterations, default 30000].
-    #[arg(long, value_name = "N")]
-    pub iterations: Option<usize>,
     /// Images per batch [config: train.batch_size, default 32].
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
-    /// Write a sample grid every N iterations [config: output.sample_interval, default 200].
-    #[arg(long, value_name = "N")]
-    pub sample_interval: Option<usize>,
     /// Seed of every random stream [config: train.seed, default 0].
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
-    /// Compute threads; 0 = one per core [config: train.threads, default 0].
+    /// Run folder to write. Default: runs/<dataset>-<UTC time>.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub out: Option<PathBuf>,
+    /// Replace an existing gantry run folder: the files gantry wrote there are deleted, any
+    /// others are kept. Folders that are not gantry runs are never replaced.
+    #[arg(long)]
+    pub force: bool,
+    /// Continue the run in RUN_DIR (or from the checkpoint folder given) instead of starting one
+    /// (the same as `gantry resume RUN_DIR`).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunFlags,
+}
+
+/// The flags `train` and `resume` share: what a continued run may change.
+#[derive(Debug, Args, Clone)]
+pub struct RunFlags {
+    /// TOML config file; command-line flags override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Folder with the four IDX files (.gz or raw). Default: the run's own data (resume), then
+    /// $GANTRY_DATA, then the cache.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Number of training iterations [config: train.iterations, default 30000].
+    #[arg(long, value_name = "N")]
+    pub iterations: Option<usize>,
+    /// Write a sample grid every N iterations [config: output.sample_interval, default 200].
+    #[arg(long, value_name = "N")]
+    pub sample_interval: Option<usize>,
+    /// Compute threads; 0 = one per core (resume: keep the original number for a bit-identical
+    /// continuation) [config: train.threads, default 0].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Judge sample quality every N iterations (FID, precision/recall... into eval.csv); 0 = off
     /// [config: eval.every, default 2000].
     #[arg(long, value_name = "N")]
     pub eval_every: Option<usize>,
-    /// Run folder to write. Default: runs/<dataset>-<UTC time>.
-    #[arg(long, value_name = "RUN_DIR")]
-    pub out: Option<PathBuf>,
-    /// Replace an existing non-empty run folder (its contents are deleted).
-    #[arg(long)]
-    pub force: bool,
-    /// Continue the run in RUN_DIR (or from the checkpoint folder given) instead of starting one.
-    /// Only --iterations, --threads, --sample-interval, --data and --config may change; the
-    /// architecture may not.
-    #[arg(long, value_name = "RUN_DIR")]
-    pub resume: Option<PathBuf>,
-    /// No progress bar.
+    /// No progress bar or progress lines.
     #[arg(long, short)]
     pub quiet: bool,
     /// Serve the live dashboard of this run while it trains (and after, until Ctrl-C).
@@ -130,7 +137,7 @@ pub struct EvalArgs {
     /// folder of 28x28 PNGs. Repeatable.
     #[arg(long, value_name = "FILE")]
     pub samples: Vec<PathBuf>,
-    /// Images to draw from each run's generator.
+    /// Images to draw from each run's generator (10 to 100,000).
     #[arg(long, default_value_t = 10_000)]
     pub n: usize,
     /// Seed of the generator's noise and of KID's subsets.
@@ -139,7 +146,8 @@ pub struct EvalArgs {
     /// Data set the samples imitate (runs: taken from their config; default mnist).
     #[arg(long, value_enum)]
     pub dataset: Option<Dataset>,
-    /// Folder with the data set's IDX files. Default: $GANTRY_DATA, then the cache.
+    /// Folder with the data set's IDX files. Default: the run's own data, then $GANTRY_DATA, then
+    /// the cache.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// Write the reports as JSON here (default, when judging one run: RUN/eval.json).
@@ -160,24 +168,17 @@ pub struct ServeArgs {
 pub struct ResumeArgs {
     /// The run folder (or one of its checkpoints/step_NNNNNN folders).
     pub run: PathBuf,
-    /// Extend the run to N iterations.
-    #[arg(long, value_name = "N")]
-    pub iterations: Option<usize>,
-    /// Compute threads (use the original number for a bit-identical continuation).
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
-    /// No progress bar.
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub flags: RunFlags,
 }
 
 #[derive(Debug, Args)]
 pub struct SampleArgs {
     /// The run folder.
     pub run: PathBuf,
-    /// PNG file to write.
+    /// PNG file to write (default: RUN/sample-seedS.png).
     #[arg(long, value_name = "FILE")]
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
     /// Number of images (laid out as a near-square grid).
     #[arg(long, default_value_t = 64)]
     pub n: usize,
@@ -226,28 +227,31 @@ pub struct PlotArgs {
 /// Exit code of a run stopped by SIGINT or SIGTERM after it saved its checkpoint.
 pub const EXIT_STOPPED: i32 = 130;
 
+/// Exit code of a run ended by a second SIGINT or SIGTERM at once, without a new checkpoint (a
+/// resume continues from the last one saved).
+pub const EXIT_ABORTED: i32 = 3;
+
+/// Largest thread count a command accepts (as `train.threads`).
+pub const MAX_THREADS: usize = 1024;
+
 /// Run a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Train(args) => train_command(args),
-        Command::Resume(args) => train_command(TrainArgs {
-            config: None,
-            data: None,
-            dataset: None,
-            iterations: args.iterations,
-            batch_size: None,
-            sample_interval: None,
-            seed: None,
-            threads: args.threads,
-            eval_every: None,
-            out: None,
-            force: false,
-            resume: Some(args.run),
-            quiet: args.quiet,
-            serve: false,
-            listen: ListenArgs { port: serve::DEFAULT_PORT, host: None },
-        }),
-        Command::Eval(args) => eval_command(args).map(|()| 0),
+        Command::Resume(args) => resume_command(&args.run, &args.flags),
+        Command::Eval(args) => {
+            let request = eval::command::EvalRequest {
+                runs: args.runs,
+                checkpoint: args.checkpoint,
+                samples: args.samples,
+                n: args.n,
+                seed: args.seed,
+                dataset: args.dataset,
+                data: args.data,
+                json: args.json,
+            };
+            eval::command::run(&request).map(|_| 0)
+        }
         Command::Serve(args) => {
             let dashboard = Arc::new(Dashboard::from_paths(&args.runs)?);
             let addr = serve::bind_address(args.listen.host, args.listen.port);
@@ -268,15 +272,32 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-/// Stop requests from SIGINT/SIGTERM: the first asks the loop to checkpoint and stop, a second
-/// exits at once.
-fn install_stop_handler() -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
+/// What a stop request means at the moment it arrives.
+#[derive(Debug, Clone, Default)]
+struct StopState {
+    /// Raised by the first signal: the loop finishes its iteration, checkpoints and stops.
+    stop: Arc<AtomicBool>,
+    /// Set once training is over (only the dashboard is still up).
+    finished: Arc<AtomicBool>,
+}
+
+/// Stop requests from SIGINT/SIGTERM: the first asks the loop to checkpoint and stop (or, after
+/// training, closes the dashboard), a second exits at once with [`EXIT_ABORTED`].
+fn install_stop_handler() -> StopState {
+    let state = StopState::default();
+    let (flag, finished) = (state.stop.clone(), state.finished.clone());
     let installed = ctrlc::set_handler(move || {
+        if finished.load(Ordering::SeqCst) {
+            flag.store(true, Ordering::SeqCst);
+            eprintln!("\ngantry: closing the dashboard");
+            return;
+        }
         if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("\ngantry: second signal, exiting now");
-            std::process::exit(EXIT_STOPPED);
+            eprintln!(
+                "\ngantry: second signal: exiting now without a new checkpoint (exit code {EXIT_ABORTED}); \
+                 a resume continues from the last one saved"
+            );
+            std::process::exit(EXIT_ABORTED);
         }
         eprintln!(
             "\ngantry: stopping after this iteration and saving a checkpoint (signal again to exit at once)"
@@ -287,21 +308,29 @@ fn install_stop_handler() -> Arc<AtomicBool> {
             "warning: cannot handle SIGINT/SIGTERM ({e}); an interrupted run resumes from its last checkpoint"
         );
     }
-    stop
+    state
+}
+
+fn overrides(flags: &RunFlags) -> Result<Overrides> {
+    if flags.threads.is_some_and(|t| t > MAX_THREADS) {
+        return Err(Error::usage(
+            "--threads",
+            format!("at most {MAX_THREADS}, found {}", flags.threads.unwrap_or(0)),
+        ));
+    }
+    Ok(Overrides {
+        dataset: None,
+        data_dir: flags.data.clone(),
+        iterations: flags.iterations,
+        batch_size: None,
+        sample_interval: flags.sample_interval,
+        seed: None,
+        threads: flags.threads,
+        eval_every: flags.eval_every,
+    })
 }
 
 fn train_command(args: TrainArgs) -> Result<i32> {
-    let options = Options { progress: !args.quiet, stop: Some(install_stop_handler()), stop_after: None };
-    let overrides = Overrides {
-        dataset: args.dataset,
-        data_dir: args.data,
-        iterations: args.iterations,
-        batch_size: args.batch_size,
-        sample_interval: args.sample_interval,
-        seed: args.seed,
-        threads: args.threads,
-        eval_every: args.eval_every,
-    };
     if let Some(run) = &args.resume {
         if args.out.is_some()
             || args.force
@@ -309,20 +338,19 @@ fn train_command(args: TrainArgs) -> Result<i32> {
             || args.batch_size.is_some()
             || args.dataset.is_some()
         {
-            return Err(Error::config(
+            return Err(Error::usage(
                 "--resume",
                 "continues a run as it was: --out, --force, --seed, --batch-size and --dataset do not apply",
             ));
         }
-        if args.serve {
-            // RUN_DIR, or RUN_DIR/checkpoints/step_N.
-            let root = run.ancestors().find(|p| p.join("config.toml").is_file()).unwrap_or(run);
-            start_dashboard(root, args.listen, options.stop.clone())?;
-        }
-        let outcome = train::resume(run, args.config.as_deref(), &overrides, &options)?;
-        return Ok(report(&outcome));
+        return resume_command(run, &args.run);
     }
-    let config = Config::resolve(args.config.as_deref(), &overrides)?;
+    let flags = &args.run;
+    let mut overrides = overrides(flags)?;
+    overrides.dataset = args.dataset;
+    overrides.batch_size = args.batch_size;
+    overrides.seed = args.seed;
+    let config = Config::resolve(flags.config.as_deref(), &overrides)?;
     let out =
         args.out.unwrap_or_else(|| run_dir::generated_path(Path::new("runs"), config.data.dataset.name()));
     eprintln!(
@@ -334,15 +362,36 @@ fn train_command(args: TrainArgs) -> Result<i32> {
         config.effective_threads(),
         out.display()
     );
-    if args.serve {
-        start_dashboard(&out, args.listen, options.stop.clone())?;
+    let stop = install_stop_handler();
+    let options = Options { progress: !flags.quiet, stop: Some(stop.stop.clone()), stop_after: None };
+    if flags.serve {
+        start_dashboard(&out, flags.listen, options.stop.clone())?;
     }
     let outcome = train::start(&config, &out, args.force, &options)?;
-    let code = report(&outcome);
-    if args.serve && code == 0 {
+    finish_command(&outcome, flags, &stop)
+}
+
+/// `gantry resume RUN` (and `gantry train --resume RUN`).
+fn resume_command(run: &Path, flags: &RunFlags) -> Result<i32> {
+    let overrides = overrides(flags)?;
+    let stop = install_stop_handler();
+    let options = Options { progress: !flags.quiet, stop: Some(stop.stop.clone()), stop_after: None };
+    if flags.serve {
+        // RUN_DIR, or RUN_DIR/checkpoints/step_N.
+        let root = run.ancestors().find(|p| p.join("config.toml").is_file()).unwrap_or(run);
+        start_dashboard(root, flags.listen, options.stop.clone())?;
+    }
+    let outcome = train::resume(run, flags.config.as_deref(), &overrides, &options)?;
+    finish_command(&outcome, flags, &stop)
+}
+
+/// Report the end of a training command, keep the dashboard up if asked, choose the exit code.
+fn finish_command(outcome: &TrainOutcome, flags: &RunFlags, stop: &StopState) -> Result<i32> {
+    let code = report(outcome);
+    if flags.serve && code == 0 {
+        stop.finished.store(true, Ordering::SeqCst);
         eprintln!("gantry: training finished; the dashboard stays up until Ctrl-C");
-        let stop = options.stop.expect("train installs a stop flag");
-        while !stop.load(Ordering::SeqCst) {
+        while !stop.stop.load(Ordering::SeqCst) {
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }
@@ -395,10 +444,21 @@ fn report(outcome: &TrainOutcome) -> i32 {
     match outcome.stopped_at {
         Some(it) => {
             eprintln!(
-                "gantry: stopped at iteration {it}; checkpoint saved. Continue with:\n  gantry train --resume {}",
+                "gantry: stopped at iteration {it}; checkpoint saved. Continue with:\n  gantry resume {}",
                 outcome.run.root().display()
             );
             EXIT_STOPPED
+        }
+        None if outcome.already_complete => {
+            let n = outcome.records.len();
+            eprintln!(
+                "gantry: {} is complete ({n} iterations); nothing was changed. To train it further:\n  \
+                 gantry resume {} --iterations {}",
+                outcome.run.root().display(),
+                outcome.run.root().display(),
+                n.saturating_mul(2).max(1)
+            );
+            0
         }
         None => {
             print!("{}", summary(outcome));
@@ -423,135 +483,63 @@ pub fn summary(outcome: &TrainOutcome) -> String {
         s.push_str(&format!("  {name:<12}  {mean:>8.4}\n"));
     }
     s.push_str(&format!(
-        "  (equilibrium: acc 0.5, d_out 0.5, losses ln 2 = {:.4})\n\nOutputs in {}:\n  \
-         metrics.csv, d_loss_real.npy, d_loss_fake.npy, g_loss.npy, d_output.npy\n  \
-         samples/ (grids), timelapse.gif, plots/ (curves_raw, curves_smoothed), alerts.json, weights/,\n  \
-         checkpoints/, config.toml, run.json; `gantry report {}` writes one HTML file of it all\n",
-        std::f64::consts::LN_2,
-        outcome.run.root().display(),
-        outcome.run.root().display()
+        "  (equilibrium: acc 0.5, d_out 0.5, losses ln 2 = {:.4})\n",
+        std::f64::consts::LN_2
+    ));
+    if let Some(q) = &outcome.quality {
+        s.push_str(&format!(
+            "\nSample quality at iteration {} (the judge's scores, eval.csv): FID {:.2}, precision {:.3}, \
+             recall {:.3}, {} classes present\n",
+            q.iteration, q.fid, q.precision, q.recall, q.classes_present
+        ));
+    }
+    let root = outcome.run.root().display();
+    let quality = if outcome.quality.is_some() { "eval.csv (sample quality), " } else { "" };
+    let quality_plot = if outcome.quality.is_some() { ", quality" } else { "" };
+    s.push_str(&format!(
+        "\nOutputs in {root}:\n  \
+         metrics.csv, d_loss_real.npy, d_loss_fake.npy, g_loss.npy, d_output.npy, {quality}alerts.json\n  \
+         samples/ (grids), timelapse.gif, plots/ (curves_raw, curves_smoothed{quality_plot}; png and svg)\n  \
+         weights/ (generator.bpk, discriminator.bpk, generator.safetensors, manifest.json), checkpoints/\n  \
+         config.toml, run.json, events.out.tfevents.* (tensorboard --logdir {root})\n\
+         `gantry report {root}` writes one HTML file of it all; `gantry eval {root}` judges 10,000 samples\n"
     ));
     s
 }
 
 fn sample_command(args: SampleArgs) -> Result<()> {
     if args.n == 0 || args.n > 4096 {
-        return Err(Error::config("--n", format!("must be within 1..=4096, found {}", args.n)));
+        return Err(Error::usage("--n", format!("must be within 1..=4096, found {}", args.n)));
     }
     let run = RunDir::open(&args.run)?;
+    let out = args.out.unwrap_or_else(|| crate::sample::default_out(&run, args.seed));
+    if out.is_dir() {
+        return Err(Error::usage(
+            "--out",
+            format!("{} is a folder; give the PNG file to write", out.display()),
+        ));
+    }
     let (images, rows, cols) = train::sample_from_run(&run, args.n, args.seed)?;
-    grid::save_png(&args.out, &images, GridLayout::for_count(args.n, rows, cols))?;
-    eprintln!("gantry: wrote {} samples to {}", args.n, args.out.display());
-    Ok(())
-}
-
-fn eval_command(args: EvalArgs) -> Result<()> {
-    if args.runs.is_empty() && args.samples.is_empty() {
-        return Err(Error::config("eval", "give a run folder or --samples FILE to judge"));
-    }
-    if !(2..=1_000_000).contains(&args.n) {
-        return Err(Error::config("--n", format!("must be within 2..=1000000, found {}", args.n)));
-    }
-    let started = std::time::Instant::now();
-    let runs = args.runs.iter().map(RunDir::open).collect::<Result<Vec<_>>>()?;
-    let mut dataset = args.dataset;
-    // Without --data, the data folder a run was trained from (when it is still there).
-    let mut data_dir = args.data.clone();
-    for run in &runs {
-        let data_config = Config::from_file(&run.config())?.data;
-        let d = data_config.dataset;
-        if data_dir.is_none() {
-            data_dir = data_config.dir.filter(|dir| dir.is_dir());
-        }
-        if dataset.is_some_and(|x| x != d) {
-            return Err(Error::config(
-                "--dataset",
-                format!("{} was trained on {}", run.root().display(), d.name()),
-            ));
-        }
-        dataset = Some(d);
-    }
-    let dataset = dataset.unwrap_or(Dataset::Mnist);
-    // Read everything that can be wrong before a judge may have to be trained (minutes).
-    let outside_samples =
-        args.samples.iter().map(|path| Ok((path, eval::samples::load(path)?))).collect::<Result<Vec<_>>>()?;
-    let judge = eval::judge::Judge::load_or_train(
-        dataset,
-        data_dir.as_deref(),
-        None,
-        &eval::judge::JudgeConfig::default(),
-        &mut |line| eprintln!("gantry: {line}"),
-    )?;
-    if let Some(path) = &judge.cached_at {
-        eprintln!(
-            "gantry: judge for {} ({:.2}% test accuracy){} {}",
-            dataset.name(),
-            100.0 * judge.test_accuracy,
-            if judge.trained_now { " trained and cached at" } else { " from" },
-            path.display()
-        );
-    }
-    let required = eval::judge::JudgeConfig::required_accuracy(dataset);
-    if judge.test_accuracy < required {
-        eprintln!(
-            "gantry: warning: the judge reaches {:.2}% on the test set, below the {:.0}% it should; treat the numbers with care",
-            100.0 * judge.test_accuracy,
-            100.0 * required
-        );
-    }
-    let dir = data::locate(dataset, data_dir.as_deref())?;
-    let test = data::load_labelled(dataset, &dir, data::Split::Test)?;
-    let real = judge.judge(&test.images.all_floats())?;
-    let settings = eval::EvalSettings { seed: args.seed, ..Default::default() };
-
-    let mut reports = Vec::new();
-    for run in &runs {
-        let (weights, source) = match args.checkpoint {
-            Some(step) => {
-                let folder = run.checkpoints_dir().join(checkpoint::folder_name(step));
-                (folder.join("generator.bpk"), folder.display().to_string())
-            }
-            None => (run.generator_weights(), run.root().display().to_string()),
-        };
-        let (images, rows, cols) = train::sample_generator(run, &weights, args.n, args.seed)?;
-        if (rows, cols) != (28, 28) {
-            return Err(Error::config(
-                "eval",
-                format!("{source}: the judge takes 28x28 images, not {rows}x{cols}"),
-            ));
-        }
-        reports.push(eval::evaluate(&judge, &source, &images, &real, &settings)?);
-    }
-    for (path, images) in &outside_samples {
-        reports.push(eval::evaluate(&judge, &path.display().to_string(), images, &real, &settings)?);
-    }
-    print!("{}", eval::format_table(&reports));
-    eprintln!("gantry: judged in {:.1} s", started.elapsed().as_secs_f64());
-    let json_path = match (&args.json, runs.as_slice(), args.samples.is_empty()) {
-        (Some(path), _, _) => Some(path.clone()),
-        (None, [run], true) => Some(match args.checkpoint {
-            Some(step) => run.root().join(format!("eval-{}.json", checkpoint::folder_name(step))),
-            None => run.root().join("eval.json"),
-        }),
-        _ => None,
-    };
-    if let Some(path) = json_path {
-        let text = serde_json::to_string_pretty(&reports).expect("reports serialize");
-        std::fs::write(&path, text + "\n").map_err(|e| Error::io("write", &path, e))?;
-        eprintln!("gantry: wrote {}", path.display());
-    }
+    grid::save_png(&out, &images, GridLayout::for_count(args.n, rows, cols))?;
+    eprintln!("gantry: wrote {} samples to {}", args.n, out.display());
     Ok(())
 }
 
 fn bench_command(args: BenchArgs) -> Result<()> {
     if args.iterations == 0 || args.batch.is_empty() || args.threads.is_empty() {
-        return Err(Error::config(
+        return Err(Error::usage(
             "--iterations",
             "needs at least one iteration, batch size and thread count",
         ));
     }
-    if args.threads.contains(&0) {
-        return Err(Error::config("--threads", "thread counts must be at least 1"));
+    if let Some(&t) = args.threads.iter().find(|&&t| t == 0 || t > MAX_THREADS) {
+        return Err(Error::usage(
+            "--threads",
+            format!("thread counts must be within 1..={MAX_THREADS}, found {t}"),
+        ));
+    }
+    if args.iterations > 1_000_000 || args.warmup > 1_000_000 {
+        return Err(Error::usage("--iterations", "at most 1,000,000 timed and 1,000,000 warm-up iterations"));
     }
     let config = Config::resolve(args.config.as_deref(), &Overrides::default())?;
     println!(
@@ -577,7 +565,7 @@ fn bench_command(args: BenchArgs) -> Result<()> {
     })?;
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&results).expect("results serialize");
-        std::fs::write(path, text + "\n").map_err(|e| Error::io("write", path, e))?;
+        crate::durable::write_atomic(path, (text + "\n").as_bytes())?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 
 /// Which data set to train on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -201,14 +201,28 @@ impl Config {
     pub fn from_toml_str(text: &str, origin: &Path) -> Result<Self> {
         let config: Config = toml::from_str(text).map_err(|e| Error::ConfigParse {
             path: origin.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
+            message: cut_long_lines(e.to_string().trim_end()),
         })?;
         Ok(config)
     }
 
-    /// Read and parse a TOML config file.
+    /// Read and parse a TOML config file. Anything but a regular file of at most
+    /// [`MAX_CONFIG_BYTES`] (a folder, a FIFO, `/dev/zero`, a missing or unreadable file) is
+    /// refused as bad input, before it is read.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).at("read config", path)?;
+        let bytes = crate::durable::read_limited(path, MAX_CONFIG_BYTES).map_err(|e| Error::ConfigParse {
+            path: path.to_path_buf(),
+            message: match e {
+                crate::durable::ReadRefused::TooLarge(n) => {
+                    format!("is {n} bytes; a config file is at most {MAX_CONFIG_BYTES}")
+                }
+                other => format!("cannot be read: {other}"),
+            },
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| Error::ConfigParse {
+            path: path.to_path_buf(),
+            message: "is not UTF-8 text".into(),
+        })?;
         Self::from_toml_str(&text, path)
     }
 
@@ -314,6 +328,47 @@ impl Config {
         Ok(())
     }
 
+    /// Parameters of G and D for images of `pixels` values (weights, biases, BatchNorm's scale,
+    /// shift and running statistics). Saturating: absurd widths give a huge count, not an overflow.
+    pub fn parameter_count(&self, pixels: usize) -> u64 {
+        let m = &self.model;
+        let dense = |a: u64, b: u64| a.saturating_mul(b).saturating_add(b);
+        let chain = |widths: &[u64]| -> u64 {
+            widths.windows(2).fold(0u64, |acc, w| acc.saturating_add(dense(w[0], w[1])))
+        };
+        let g: Vec<u64> = std::iter::once(m.latent_dim)
+            .chain(m.g_hidden.iter().copied())
+            .chain(std::iter::once(pixels))
+            .map(|w| w as u64)
+            .collect();
+        let bn: u64 = m.g_hidden.iter().fold(0u64, |acc, &w| acc.saturating_add(4 * w as u64));
+        let d: Vec<u64> = std::iter::once(pixels)
+            .chain(m.d_hidden.iter().copied())
+            .chain(std::iter::once(1))
+            .map(|w| w as u64)
+            .collect();
+        chain(&g).saturating_add(bn).saturating_add(chain(&d))
+    }
+
+    /// A generous estimate of the bytes one training process needs: every parameter held about
+    /// eight times in f32 (weights, gradients, two Adam moments, inference and checkpoint copies),
+    /// the activations of a step (each layer's output and its gradient, a few times over, for the
+    /// real, fake and G batches), the training images as floats, and 256 MiB for the rest.
+    pub fn memory_estimate(&self, pixels: usize) -> u64 {
+        let params = self.parameter_count(pixels).saturating_mul(8 * 4);
+        let widths: u64 = self
+            .model
+            .g_hidden
+            .iter()
+            .chain(&self.model.d_hidden)
+            .map(|&w| w as u64)
+            .sum::<u64>()
+            .saturating_add(3 * pixels as u64);
+        let activations = widths.saturating_mul(self.train.batch_size as u64).saturating_mul(3 * 6 * 4);
+        let images = 70_000u64 * pixels as u64 * 4;
+        params.saturating_add(activations).saturating_add(images).saturating_add(256 << 20)
+    }
+
     /// The resolved config as TOML, as saved in the run folder.
     pub fn to_toml(&self) -> String {
         let body = toml::to_string_pretty(self).expect("a Config always serializes to TOML");
@@ -339,7 +394,7 @@ impl Config {
     /// SHA-256 of [`Self::architecture`], stored in checkpoints.
     pub fn architecture_hash(&self) -> String {
         let text: String = self.architecture().iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-        crate::checkpoint::sha256_hex(text.as_bytes())
+        crate::durable::sha256_hex(text.as_bytes())
     }
 
     /// Architecture keys whose values differ between `self` and `other`, as `key: a -> b`.
@@ -359,6 +414,23 @@ impl Config {
             n => n,
         }
     }
+}
+
+/// The largest config file read (a real one is about 1 KB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Lines of a message longer than 200 characters are cut (a parse error quotes the offending line,
+/// which in a garbage file can be megabytes long).
+fn cut_long_lines(message: &str) -> String {
+    const MAX: usize = 200;
+    message
+        .lines()
+        .map(|line| match line.char_indices().nth(MAX) {
+            Some((at, _)) => format!("{} ... ({} characters cut)", &line[..at], line[at..].chars().count()),
+            None => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn positive(key: &'static str, value: usize, max: usize) -> Result<()> {
@@ -437,6 +509,40 @@ mod tests {
             assert!(err.to_string().contains(key), "{text}: {err}");
             assert_eq!(err.exit_code(), 2);
         }
+    }
+
+    #[test]
+    fn model_size_is_estimated_before_anything_is_allocated() {
+        // The bug: `g_hidden = [65536, 65536]` passed validation and aborted on a 16 GiB allocation.
+        let classic = Config::default();
+        // Keras-GAN's simple GAN as Keras' summary counts it: G 1,493,520 (BatchNorm's four
+        // vectors included), D 533,505.
+        assert_eq!(classic.parameter_count(784), 1_493_520 + 533_505);
+        assert!(classic.memory_estimate(784) < 1 << 30, "{}", classic.memory_estimate(784));
+        let mut huge = Config::default();
+        huge.model.g_hidden = vec![65_536, 65_536];
+        huge.validate().unwrap();
+        assert!(huge.memory_estimate(784) > 64 << 30, "{}", huge.memory_estimate(784));
+    }
+
+    #[test]
+    fn config_reads_refuse_folders_fifos_and_huge_files_as_bad_input() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = Config::from_file(tmp.path()).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        let err = Config::from_file(&tmp.path().join("missing.toml")).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        assert!(err.to_string().contains("missing.toml"), "{err}");
+        let big = tmp.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; MAX_CONFIG_BYTES as usize + 1]).unwrap();
+        let err = Config::from_file(&big).unwrap_err().to_string();
+        assert!(err.contains("big.toml") && err.contains("at most"), "{err}");
+        // A garbage line of 100,000 characters is quoted cut, not whole.
+        let garbage = tmp.path().join("garbage.toml");
+        std::fs::write(&garbage, "x".repeat(100_000)).unwrap();
+        let err = Config::from_file(&garbage).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().len() < 2_000, "{}", err.to_string().len());
     }
 
     #[test]

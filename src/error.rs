@@ -31,6 +31,14 @@ pub enum Error {
     #[error("config {path}: {message}")]
     ConfigParse { path: PathBuf, message: String },
 
+    /// A command-line flag's value is out of its allowed range, or flags do not go together.
+    #[error("{flag}: {problem}")]
+    Usage { flag: &'static str, problem: String },
+
+    /// Not enough memory for what the settings ask (an estimate, checked before anything is made).
+    #[error("{what} needs about {needed}, more than the {available} this machine has available; {advice}")]
+    TooLarge { what: String, needed: String, available: String, advice: String },
+
     /// A configuration value is out of its allowed range.
     #[error("config key `{key}`: {problem}")]
     ConfigValue { key: &'static str, problem: String },
@@ -43,9 +51,13 @@ pub enum Error {
     #[error("checkpoint {path}: {problem}")]
     Checkpoint { path: PathBuf, problem: String },
 
-    /// Saving or loading model weights failed.
+    /// Model weights to load are missing, damaged or do not fit the run.
     #[error("weights {path}: {problem}")]
     Weights { path: PathBuf, problem: String },
+
+    /// A model or optimizer state could not be serialized.
+    #[error("cannot serialize the {what}: {problem}")]
+    Serialize { what: String, problem: String },
 
     /// Training produced a value that cannot be used (for example a NaN loss).
     #[error("iteration {iteration}: {problem}")]
@@ -75,12 +87,21 @@ impl Error {
         Error::ConfigValue { key, problem: problem.into() }
     }
 
+    /// A command-line flag's value that cannot be used.
+    pub fn usage(flag: &'static str, problem: impl Into<String>) -> Self {
+        Error::Usage { flag, problem: problem.into() }
+    }
+
     /// The process exit code for this error (documented in the README):
-    /// 2 for bad input (config, data, run folder), 1 for everything else.
+    /// 2 for bad input (flags, config, data, run folder, checkpoint, weights, settings too large
+    /// for the machine), 1 for everything else (I/O, downloads, training failures).
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::ConfigParse { .. }
             | Error::ConfigValue { .. }
+            | Error::Usage { .. }
+            | Error::TooLarge { .. }
+            | Error::Weights { .. }
             | Error::BadDataFile { .. }
             | Error::DataNotFound(_)
             | Error::RunDir { .. }

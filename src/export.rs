@@ -10,7 +10,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use safetensors::tensor::{Dtype, TensorView};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 struct Collect {
     path: Vec<String>,
@@ -51,8 +51,7 @@ pub fn to_safetensors<M: Module>(module: &M) -> Vec<u8> {
 
 /// Write a module as a safetensors file.
 pub fn save_safetensors<M: Module>(module: &M, path: &Path) -> Result<()> {
-    crate::checkpoint::write_synced(path, &to_safetensors(module))
-        .map_err(|e| Error::Weights { path: path.to_path_buf(), problem: e.to_string() })
+    crate::durable::write_synced(path, &to_safetensors(module))
 }
 
 #[cfg(test)]

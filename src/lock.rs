@@ -1,6 +1,7 @@
 //! One writer per run folder: an exclusive advisory lock on `RUN/.lock`, held for the life of the
 //! process. The operating system releases it when the holder dies, however it dies, so a lock left
-//! by a killed process is simply taken over; the file records the holder's PID for messages.
+//! by a killed process is simply taken over; the file records the holder's PID for messages, and a
+//! holder that finishes normally empties it, so only a holder that died leaves its PID behind.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -14,7 +15,7 @@ pub const LOCK_FILE: &str = ".lock";
 /// A held run-folder lock; released on drop.
 #[derive(Debug)]
 pub struct RunLock {
-    _file: File,
+    file: File,
     path: PathBuf,
     /// PID recorded by a previous holder that died without releasing (stale lock taken over).
     pub took_over_from: Option<u32>,
@@ -52,11 +53,18 @@ impl RunLock {
         writeln!(file, "{}", std::process::id()).at("write", &path)?;
         file.sync_all().at("sync", &path)?;
         let took_over_from = previous_pid.filter(|&p| p != std::process::id());
-        Ok(Self { _file: file, path, took_over_from })
+        Ok(Self { file, path, took_over_from })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl Drop for RunLock {
+    /// Released normally: the PID goes, so the next holder has nothing to take over.
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
     }
 }
 
@@ -72,6 +80,14 @@ mod tests {
         assert!(err.contains("in use") && err.contains(&std::process::id().to_string()), "{err}");
         drop(first);
         RunLock::acquire(tmp.path()).unwrap();
+    }
+
+    #[test]
+    fn a_cleanly_released_lock_is_not_reported_as_taken_over() {
+        // The bug: every resume of a cleanly finished run said "taking over the lock of process N".
+        let tmp = tempfile::tempdir().unwrap();
+        drop(RunLock::acquire(tmp.path()).unwrap());
+        assert_eq!(RunLock::acquire(tmp.path()).unwrap().took_over_from, None);
     }
 
     #[test]

@@ -108,11 +108,17 @@ impl CsvLog {
     }
 }
 
-/// Keep the header and the first `rows` rows of a metrics CSV (rows of iterations a resumed run
-/// will redo are dropped; a half-written last line from a crash goes with them). The kept rows
-/// must be exactly iterations `0..rows`. Rewritten atomically; returns the kept records.
-pub fn truncate_csv(path: &Path, rows: usize) -> Result<Vec<IterationRecord>> {
-    let text = std::fs::read_to_string(path).at("read", path)?;
+/// Check that a metrics CSV holds complete rows for iterations `0..rows` (rows after them, and a
+/// half-written last line from a crash, are what a resumed run redoes) without changing it.
+/// Returns those records and the file's text up to them, for [`write_prefix`].
+pub fn read_prefix(path: &Path, rows: usize) -> Result<(Vec<IterationRecord>, String)> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::bad_data(path, "is missing; the run's records cannot be continued"));
+        }
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
     let mut lines = text.split_inclusive('\n');
     let header = lines.next().unwrap_or_default();
     if header.trim_end() != CSV_COLUMNS.join(",") {
@@ -121,7 +127,7 @@ pub fn truncate_csv(path: &Path, rows: usize) -> Result<Vec<IterationRecord>> {
     let kept: Vec<&str> = lines.take(rows).collect();
     let body: String = std::iter::once(header).chain(kept.iter().copied()).collect();
     let mut reader = csv::ReaderBuilder::new().from_reader(body.as_bytes());
-    let mut records = Vec::with_capacity(rows);
+    let mut records = Vec::with_capacity(rows.min(kept.len()));
     for (i, row) in reader.deserialize::<IterationRecord>().enumerate() {
         let r = row.map_err(|e| Error::bad_data(path, format!("row {}: {e}", i + 1)))?;
         if r.iteration != i {
@@ -138,9 +144,19 @@ pub fn truncate_csv(path: &Path, rows: usize) -> Result<Vec<IterationRecord>> {
             format!("holds {} complete rows, the checkpoint needs {rows}", records.len()),
         ));
     }
-    let tmp = path.with_extension("csv.tmp");
-    crate::checkpoint::write_synced(&tmp, body.as_bytes())?;
-    std::fs::rename(&tmp, path).at("rename into place", path)?;
+    Ok((records, body))
+}
+
+/// Rewrite a metrics CSV as `body` (from [`read_prefix`]), atomically.
+pub fn write_prefix(path: &Path, body: &str) -> Result<()> {
+    crate::durable::write_atomic(path, body.as_bytes())
+}
+
+/// Keep the header and the first `rows` rows of a metrics CSV ([`read_prefix`], then
+/// [`write_prefix`]); returns the kept records.
+pub fn truncate_csv(path: &Path, rows: usize) -> Result<Vec<IterationRecord>> {
+    let (records, body) = read_prefix(path, rows)?;
+    write_prefix(path, &body)?;
     Ok(records)
 }
 
@@ -148,9 +164,18 @@ fn csv_err(path: &Path, e: csv::Error) -> Error {
     Error::bad_data(path, format!("CSV: {e}"))
 }
 
-/// Read every record of a `metrics.csv`.
+/// Read every complete record of a `metrics.csv`. A last line without its newline is a row being
+/// written (or cut off by a crash) and is left out, as the dashboard and resume leave it out.
 pub fn read_csv(path: &Path) -> Result<Vec<IterationRecord>> {
-    let mut reader = csv::Reader::from_path(path).map_err(|e| csv_err(path, e))?;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::bad_data(path, "is missing (no iteration finished?)"));
+        }
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    let mut reader = csv::Reader::from_reader(complete.as_bytes());
     let headers = reader.headers().map_err(|e| csv_err(path, e))?.clone();
     if headers.iter().collect::<Vec<_>>() != CSV_COLUMNS {
         return Err(Error::bad_data(path, format!("unexpected CSV header {:?}", headers)));
@@ -232,6 +257,27 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("iteration,d_loss_real,d_loss_fake,d_loss,acc_real"));
         assert_eq!(text.lines().count(), 4, "one header line and three rows:\n{text}");
+    }
+
+    #[test]
+    fn report_and_plot_skip_an_incomplete_last_line() {
+        // The bug: `report` and `plot` refused a torn last line that the dashboard and resume skip.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.csv");
+        let mut log = CsvLog::create(&path).unwrap();
+        for i in 0..3 {
+            log.append(&rec(i, i as f32)).unwrap();
+        }
+        log.flush().unwrap();
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("3,0.5,0.");
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(read_csv(&path).unwrap().len(), 3);
+        // A damaged complete row is still an error.
+        std::fs::write(&path, text.replace("\n1,", "\nx,")).unwrap();
+        assert!(read_csv(&path).unwrap_err().to_string().contains("row 2"));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(read_csv(&path).unwrap_err().exit_code(), 2, "a missing metrics.csv is bad input");
     }
 
     #[test]

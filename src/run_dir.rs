@@ -41,7 +41,7 @@ impl RunDir {
     /// A view of an existing run folder (nothing is created; it must have a config.toml).
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        if !root.join("config.toml").is_file() {
+        if !root.join(CONFIG).is_file() {
             return Err(Error::RunDir {
                 path: root,
                 problem: "not a gantry run folder (no config.toml)".into(),
@@ -51,9 +51,12 @@ impl RunDir {
     }
 
     /// Create a run folder for a new run and take its lock. An existing non-empty folder is
-    /// refused unless `force`, in which case its previous contents are removed first (never while
-    /// another process holds its lock).
-    pub fn create_locked(root: impl Into<PathBuf>, force: bool) -> Result<(Self, RunLock)> {
+    /// refused unless `force`; with `force` it must be recognisably a gantry run folder (its
+    /// `config.toml` parses as one) and not the current folder, one above it, or the home folder,
+    /// and then only the files gantry writes in a run folder are removed (never while another
+    /// process holds its lock). Returns the entries that were kept because gantry did not write
+    /// them.
+    pub fn create_locked(root: impl Into<PathBuf>, force: bool) -> Result<(Self, RunLock, Vec<PathBuf>)> {
         let root = root.into();
         if root.exists() && !root.is_dir() {
             return Err(Error::RunDir { path: root, problem: "exists and is not a folder".into() });
@@ -68,33 +71,24 @@ impl RunDir {
                         .into(),
             });
         }
+        if non_empty {
+            check_replaceable(&root)?;
+        }
         fs::create_dir_all(&root).at("create", &root)?;
         let lock = RunLock::acquire(&root)?;
-        if non_empty {
-            for entry in fs::read_dir(&root).at("list", &root)? {
-                let path = entry.at("list", &root)?.path();
-                if path.file_name().is_some_and(|n| n == LOCK_FILE) {
-                    continue;
-                }
-                if path.is_dir() {
-                    fs::remove_dir_all(&path).at("remove", &path)?;
-                } else {
-                    fs::remove_file(&path).at("remove", &path)?;
-                }
-            }
-        }
+        let kept = if non_empty { remove_run_files(&root)? } else { Vec::new() };
         let dir = Self { root };
         for sub in [dir.samples_dir(), dir.plots_dir(), dir.weights_dir(), dir.checkpoints_dir()] {
             fs::create_dir_all(&sub).at("create", &sub)?;
         }
-        Ok((dir, lock))
+        Ok((dir, lock, kept))
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
     pub fn config(&self) -> PathBuf {
-        self.root.join("config.toml")
+        self.root.join(CONFIG)
     }
     pub fn metrics_csv(&self) -> PathBuf {
         self.root.join("metrics.csv")
@@ -156,19 +150,43 @@ pub struct RunInfo {
     /// Checkpoints written by the last process, and the median time one took to write.
     pub checkpoints_written: usize,
     pub checkpoint_ms_median: f64,
+    /// SHA-256 of `data_file`, so later commands on the run find and verify the same data
+    /// (absent in runs of older versions).
+    #[serde(default)]
+    pub data_sha256: Option<String>,
 }
 
 impl RunInfo {
+    /// The facts known when a run starts (or resumes): no iterations, no wall time yet.
+    pub fn started(
+        data: &crate::train::DataFacts,
+        images: &crate::data::TrainingImages,
+        threads: usize,
+    ) -> Self {
+        Self {
+            gantry_version: env!("CARGO_PKG_VERSION").to_string(),
+            data_file: data.file.display().to_string(),
+            image_rows: images.rows,
+            image_cols: images.cols,
+            threads,
+            iterations_done: 0,
+            wall_seconds: 0.0,
+            checkpoints_written: 0,
+            checkpoint_ms_median: 0.0,
+            data_sha256: Some(data.sha256.clone()),
+        }
+    }
+
     pub fn read(run: &RunDir) -> Result<Self> {
         let path = run.root().join("run.json");
-        let text = std::fs::read_to_string(&path).at("read", &path)?;
+        let text = crate::durable::read_text_limited(&path, 1 << 20, "run facts")?;
         serde_json::from_str(&text).map_err(|e| Error::bad_data(&path, e.to_string()))
     }
 
     pub fn write(&self, run: &RunDir) -> Result<()> {
         let path = run.root().join("run.json");
         let text = serde_json::to_string_pretty(self).expect("RunInfo serializes");
-        std::fs::write(&path, text + "\n").at("write", &path)
+        crate::durable::write_atomic(&path, (text + "\n").as_bytes())
     }
 }
 
@@ -183,6 +201,126 @@ pub fn generated_path(parent: &Path, dataset: &str) -> PathBuf {
         k += 1;
     }
     path
+}
+
+/// Whether `path` holds a gantry run: a `config.toml` that parses as gantry's configuration.
+pub fn is_run_folder(path: &Path) -> bool {
+    let config = path.join(CONFIG);
+    config.is_file() && crate::config::Config::from_file(&config).is_ok()
+}
+
+/// Refuse to `--force` anything but a gantry run folder, and never the current folder, a folder
+/// above it, or the home folder.
+fn check_replaceable(root: &Path) -> Result<()> {
+    let refuse = |problem: String| Err(Error::RunDir { path: root.to_path_buf(), problem });
+    let canonical = root.canonicalize().at("resolve", root)?;
+    if let Ok(cwd) = std::env::current_dir().and_then(|d| d.canonicalize())
+        && cwd.starts_with(&canonical)
+    {
+        return refuse("is the current folder or one above it; --force never replaces it".into());
+    }
+    if dirs::home_dir().and_then(|h| h.canonicalize().ok()).is_some_and(|h| h == canonical) {
+        return refuse("is the home folder; --force never replaces it".into());
+    }
+    if !is_run_folder(root) {
+        return refuse(
+            "is not a gantry run folder (no valid config.toml), so --force does not replace it; \
+             choose another --out"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Files gantry writes at the top of a run folder (besides the ones matched by pattern in
+/// [`is_own_top_file`]).
+const TOP_FILES: [&str; 12] = [
+    CONFIG,
+    "metrics.csv",
+    "d_loss_real.npy",
+    "d_loss_fake.npy",
+    "g_loss.npy",
+    "d_output.npy",
+    "eval.csv",
+    "run.json",
+    "alerts.json",
+    "timelapse.gif",
+    "report.html",
+    "eval.json",
+];
+
+/// Name of the run folder's resolved configuration.
+pub const CONFIG: &str = "config.toml";
+
+/// Whether gantry writes a file of this name at the top of a run folder (its temporary
+/// `.partial`/`.tmp` forms included).
+fn is_own_top_file(name: &str) -> bool {
+    let name = name.strip_suffix(".partial").or_else(|| name.strip_suffix(".tmp")).unwrap_or(name);
+    TOP_FILES.contains(&name)
+        || (name.starts_with("events.out.tfevents.") && name.ends_with(".gantry"))
+        || (name.starts_with("eval-step_") && name.ends_with(".json"))
+        || (name.starts_with(SAMPLE_PREFIX) && name.ends_with(".png"))
+}
+
+/// Prefix of the grids `gantry sample` writes into a run folder by default.
+pub const SAMPLE_PREFIX: &str = "sample-seed";
+
+/// Whether gantry writes an entry of this name in its sub-folder `sub` of a run folder.
+fn is_own_child(sub: &str, name: &str, path: &Path, is_dir: bool) -> bool {
+    let plain = name.strip_suffix(".partial").unwrap_or(name);
+    match sub {
+        "samples" => !is_dir && plain.strip_prefix("step_").and_then(|r| r.strip_suffix(".png")).is_some(),
+        "plots" => {
+            !is_dir
+                && ["curves_raw", "curves_smoothed", "quality"]
+                    .iter()
+                    .any(|stem| plain == format!("{stem}.png") || plain == format!("{stem}.svg"))
+        }
+        "weights" => !is_dir && crate::checkpoint::WEIGHT_FILES.contains(&plain),
+        "checkpoints" => is_dir && crate::checkpoint::is_own_folder(path),
+        _ => false,
+    }
+}
+
+/// Remove what gantry writes in the run folder `root` and keep everything else (a user's notes,
+/// files they put in `samples/`, ...); returns what was kept.
+fn remove_run_files(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut kept = Vec::new();
+    for entry in fs::read_dir(root).at("list", root)? {
+        let entry = entry.at("list", root)?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // The type of the entry itself: a link is never followed out of the folder.
+        let kind = entry.file_type().at("inspect", &path)?;
+        if name == LOCK_FILE {
+            continue;
+        }
+        if kind.is_dir() && ["samples", "plots", "weights", "checkpoints"].contains(&name.as_str()) {
+            for child in fs::read_dir(&path).at("list", &path)? {
+                let child = child.at("list", &path)?;
+                let child_path = child.path();
+                let child_kind = child.file_type().at("inspect", &child_path)?;
+                let child_name = child.file_name().to_string_lossy().into_owned();
+                if is_own_child(&name, &child_name, &child_path, child_kind.is_dir()) {
+                    if child_kind.is_dir() {
+                        fs::remove_dir_all(&child_path).at("remove", &child_path)?;
+                    } else {
+                        fs::remove_file(&child_path).at("remove", &child_path)?;
+                    }
+                } else {
+                    kept.push(child_path);
+                }
+            }
+            // Only an emptied folder goes.
+            let _ = fs::remove_dir(&path);
+        } else if kind.is_file() && is_own_top_file(&name) {
+            fs::remove_file(&path).at("remove", &path)?;
+        } else {
+            kept.push(path);
+        }
+    }
+    kept.sort();
+    Ok(kept)
 }
 
 fn is_non_empty_dir(path: &Path) -> Result<bool> {
@@ -205,15 +343,65 @@ mod tests {
         let err = RunDir::create_locked(&root, false).unwrap_err();
         assert!(err.to_string().contains("--force"), "{err}");
         assert_eq!(fs::read_to_string(root.join("precious.txt")).unwrap(), "keep me");
-        RunDir::create_locked(&root, true).unwrap();
-        assert!(!root.join("precious.txt").exists());
-        assert!(root.join("samples").is_dir());
+    }
+
+    #[test]
+    fn force_empties_only_a_gantry_run_folder() {
+        // The bug: `--force` emptied any folder (a thesis, its sub-folders).
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("D");
+        fs::create_dir_all(root.join("sub")).unwrap();
+        fs::write(root.join("thesis.tex"), "x").unwrap();
+        let err = RunDir::create_locked(&root, true).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("not a gantry run folder"), "{err}");
+        assert!(root.join("thesis.tex").is_file() && root.join("sub").is_dir());
+        // A garbage config.toml does not make a run folder either.
+        fs::write(root.join(CONFIG), "not = [toml").unwrap();
+        assert!(RunDir::create_locked(&root, true).is_err());
+        assert!(root.join("thesis.tex").is_file());
+    }
+
+    #[test]
+    fn force_replaces_gantry_files_and_keeps_the_users() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("run");
+        let (run, lock, _) = RunDir::create_locked(&root, false).unwrap();
+        fs::write(run.config(), crate::Config::default().to_toml()).unwrap();
+        fs::write(run.metrics_csv(), "old").unwrap();
+        fs::write(run.sample_grid(200), "png").unwrap();
+        fs::write(root.join("events.out.tfevents.1.gantry"), "e").unwrap();
+        fs::write(root.join("NOTES.txt"), "mine").unwrap();
+        fs::write(run.samples_dir().join("favourite.png"), "mine too").unwrap();
+        let ckpt = run.checkpoints_dir().join("step_000200");
+        fs::create_dir_all(&ckpt).unwrap();
+        fs::write(ckpt.join("manifest.json"), "{}").unwrap();
+        let foreign = run.checkpoints_dir().join("step_000400");
+        fs::create_dir_all(&foreign).unwrap();
+        fs::write(foreign.join("my-analysis.ipynb"), "{}").unwrap();
+        drop(lock);
+        let (_, _lock, kept) = RunDir::create_locked(&root, true).unwrap();
+        assert!(!run.metrics_csv().exists() && !run.config().exists() && !run.sample_grid(200).exists());
+        assert!(!root.join("events.out.tfevents.1.gantry").exists() && !ckpt.exists());
+        assert_eq!(fs::read_to_string(root.join("NOTES.txt")).unwrap(), "mine");
+        assert!(run.samples_dir().join("favourite.png").is_file());
+        assert!(foreign.join("my-analysis.ipynb").is_file(), "a folder holding a user's file stays");
+        assert_eq!(kept.len(), 3, "{kept:?}");
+    }
+
+    #[test]
+    fn force_never_replaces_the_current_folder_or_above() {
+        let cwd = std::env::current_dir().unwrap();
+        for path in [cwd.clone(), cwd.parent().unwrap().to_path_buf()] {
+            let err = check_replaceable(&path).unwrap_err().to_string();
+            assert!(err.contains("current folder"), "{err}");
+        }
     }
 
     #[test]
     fn empty_folder_is_fine() {
         let tmp = tempfile::tempdir().unwrap();
-        let (run, _lock) = RunDir::create_locked(tmp.path(), false).unwrap();
+        let (run, _lock, _) = RunDir::create_locked(tmp.path(), false).unwrap();
         assert!(run.weights_dir().is_dir());
         assert_eq!(run.sample_grid(200).file_name().unwrap(), "step_000200.png");
     }
@@ -221,7 +409,8 @@ mod tests {
     #[test]
     fn a_running_runs_folder_cannot_be_forced_away() {
         let tmp = tempfile::tempdir().unwrap();
-        let (_run, _held) = RunDir::create_locked(tmp.path(), false).unwrap();
+        let (run, _held, _) = RunDir::create_locked(tmp.path(), false).unwrap();
+        fs::write(run.config(), crate::Config::default().to_toml()).unwrap();
         fs::write(tmp.path().join("metrics.csv"), "x").unwrap();
         let err = RunDir::create_locked(tmp.path(), true).unwrap_err().to_string();
         assert!(err.contains("in use"), "{err}");

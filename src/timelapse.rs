@@ -86,7 +86,7 @@ mod tests {
     #[test]
     fn one_frame_per_grid_in_order() {
         let tmp = tempfile::tempdir().unwrap();
-        let (run, _lock) = RunDir::create_locked(tmp.path(), false).unwrap();
+        let (run, _lock, _) = RunDir::create_locked(tmp.path(), false).unwrap();
         let layout = GridLayout { rows: 2, cols: 2, tile_h: 3, tile_w: 3 };
         for (step, level) in [(0, -1.0f32), (200, 0.0), (400, 1.0)] {
             grid::save_png(&run.sample_grid(step), &[level; 4 * 9], layout).unwrap();

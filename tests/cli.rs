@@ -56,7 +56,7 @@ fn config_errors_exit_2_and_name_the_problem() {
     assert!(stderr(&o).contains("train.batch_size"), "{}", stderr(&o));
 
     let o = gantry(&["train", "--config", tmp.path().join("missing.toml").to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2), "a missing config file is bad input");
     assert!(stderr(&o).contains("missing.toml"), "{}", stderr(&o));
 
     let o = gantry(&["train", "--iterations", "0"]);
@@ -109,13 +109,23 @@ fn existing_run_folder_is_never_overwritten_without_force() {
     assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
     assert_eq!(fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
 
-    // With --force it trains, and `gantry plot` and `gantry sample` work on the result.
+    // --force does not replace a folder that is not a gantry run either.
     let mut forced = args.to_vec();
     forced.push("--force");
     let o = gantry(&forced);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not a gantry run folder"), "{}", stderr(&o));
+    assert_eq!(fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
+
+    // A run folder is replaced with --force (the user's notes stay), and `gantry plot` and
+    // `gantry sample` work on the result.
+    fs::remove_file(out.join("notes.txt")).unwrap();
+    assert!(gantry(&args).status.success());
+    fs::write(out.join("notes.txt"), "mine").unwrap();
+    let o = gantry(&forced);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("Mean over the last"));
-    assert!(!out.join("notes.txt").exists());
+    assert_eq!(fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
     let o = gantry(&["plot", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let grid = tmp.path().join("grid.png");

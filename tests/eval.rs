@@ -201,7 +201,11 @@ fn quality_during_training_is_logged_and_leaves_training_unchanged() {
     let mut with_eval = common::tiny_config(100, 50, 5);
     with_eval.eval.every = 40;
     with_eval.eval.samples = 300;
-    train::train(&with_eval, &tmp.path().join("on"), false, false).unwrap();
+    let outcome = train::train(&with_eval, &tmp.path().join("on"), false, false).unwrap();
+    // The end-of-run summary carries the latest judge scores and names eval.csv.
+    let summary = gantry::cli::summary(&outcome);
+    assert!(summary.contains("Sample quality at iteration 100") && summary.contains("FID"), "{summary}");
+    assert!(summary.contains("eval.csv") && summary.contains("quality"), "{summary}");
     train::train(&common::tiny_config(100, 50, 5), &tmp.path().join("off"), false, false).unwrap();
 
     let rows = train::quality::read(&tmp.path().join("on/eval.csv")).unwrap();

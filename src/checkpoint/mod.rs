@@ -14,15 +14,14 @@
 
 pub mod policy;
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use crate::durable::{hex, sha256_hex, sync_dir, write_synced};
 use crate::error::{Error, IoContext, Result};
 use crate::rng::Streams;
 
@@ -35,6 +34,9 @@ const STATE: &str = "state.json";
 /// The files of a checkpoint besides the manifest.
 pub const FILES: [&str; 5] =
     ["generator.bpk", "discriminator.bpk", "optimizer_g.bpk", "optimizer_d.bpk", STATE];
+
+/// The files of a run's `weights/` folder (see [`write_weights_manifest`]).
+pub const WEIGHT_FILES: [&str; 4] = ["generator.bpk", "discriminator.bpk", "generator.safetensors", MANIFEST];
 
 /// Position of one ChaCha stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,9 +205,21 @@ fn write_into(
         return Err(simulated_crash(tmp));
     }
     let final_path = dir.join(name);
-    if final_path.exists() {
-        // Only an invalid leftover can be here (a valid newer one would have been resumed from).
-        fs::remove_dir_all(&final_path).at("remove stale checkpoint", &final_path)?;
+    if fs::symlink_metadata(&final_path).is_ok() {
+        // Only an invalid leftover can be here (a valid newer one would have been resumed from):
+        // gantry's own damaged folder goes; anything else (a file, a link, a folder with other
+        // files) is moved aside, never deleted.
+        if is_own_folder(&final_path) {
+            fs::remove_dir_all(&final_path).at("remove stale checkpoint", &final_path)?;
+        } else {
+            let aside = aside_path(&final_path);
+            fs::rename(&final_path, &aside).at("move aside", &final_path)?;
+            eprintln!(
+                "warning: {} was in the way of a checkpoint and is not one; moved to {}",
+                final_path.display(),
+                aside.display()
+            );
+        }
     }
     fs::rename(tmp, &final_path).at("rename into place", &final_path)?;
     sync_dir(dir)?;
@@ -216,37 +230,95 @@ fn simulated_crash(path: &Path) -> Error {
     Error::io("save (simulated crash)", path, std::io::Error::other("simulated crash"))
 }
 
-/// Remove the temporary folders of saves that never finished.
-pub fn clean_leftovers(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut removed = Vec::new();
+/// Whether `path` is a folder that only gantry's checkpoint saves write: a real folder (not a
+/// link) holding nothing but checkpoint files (a save that died may have written only some).
+pub fn is_own_folder(path: &Path) -> bool {
+    let Ok(meta) = fs::symlink_metadata(path) else { return false };
+    let Ok(entries) = fs::read_dir(path) else { return false };
+    meta.is_dir()
+        && entries.into_iter().all(|e| {
+            e.is_ok_and(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                e.file_type().is_ok_and(|t| t.is_file())
+                    && (FILES.contains(&name.as_str()) || name == MANIFEST)
+            })
+        })
+}
+
+/// Remove the temporary folders of saves that never finished (`.tmp-step_NNNNNN-PID`, holding
+/// only checkpoint files). Anything else of that name is left alone and reported in the warnings.
+/// Returns (removed, warnings).
+pub fn clean_leftovers(dir: &Path) -> Result<(Vec<PathBuf>, Vec<String>)> {
+    let (mut removed, mut warnings) = (Vec::new(), Vec::new());
     if !dir.is_dir() {
-        return Ok(removed);
+        return Ok((removed, warnings));
     }
     for entry in fs::read_dir(dir).at("list", dir)? {
         let path = entry.at("list", dir)?.path();
         if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(TMP_PREFIX)) {
-            fs::remove_dir_all(&path).at("remove leftover", &path)?;
-            removed.push(path);
+            if is_own_folder(&path) {
+                fs::remove_dir_all(&path).at("remove leftover", &path)?;
+                removed.push(path);
+            } else {
+                warnings.push(format!(
+                    "{} is not an unfinished checkpoint save of gantry's; left as it is",
+                    path.display()
+                ));
+            }
         }
     }
-    Ok(removed)
+    Ok((removed, warnings))
 }
 
-/// Committed checkpoint folders (valid or not), newest first, with their iteration.
+/// Committed checkpoint folders (valid or not), newest first, with their iteration. Only folders
+/// named `step_NNNNNN` count; see [`strays`] for other entries of such a name.
 pub fn list(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
     let mut found = Vec::new();
     if !dir.is_dir() {
         return Ok(found);
     }
     for entry in fs::read_dir(dir).at("list", dir)? {
-        let path = entry.at("list", dir)?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if let Some(it) = name.strip_prefix("step_").and_then(|s| s.parse::<usize>().ok()) {
+        let entry = entry.at("list", dir)?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if let Some(it) = parse_step(&name)
+            && is_dir
+        {
             found.push((it, path));
         }
     }
     found.sort_by_key(|(it, _)| std::cmp::Reverse(*it));
     Ok(found)
+}
+
+/// The iteration of a checkpoint folder's name, `step_NNNNNN` exactly.
+fn parse_step(name: &str) -> Option<usize> {
+    let digits = name.strip_prefix("step_")?;
+    (digits.len() >= 6 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok())?
+}
+
+/// Entries of `dir` named like checkpoints that are not folders (a file `step_000200`, a link):
+/// never read as checkpoints, and moved aside when a save needs their name.
+pub fn strays(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| parse_step(&e.file_name().to_string_lossy()).is_some())
+        .filter(|e| !e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
+}
+
+/// A free name beside `path` to move an entry that is in the way to: `NAME.aside-N`.
+fn aside_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    (1..)
+        .map(|k| path.with_file_name(format!("{name}.aside-{k}")))
+        .find(|p| fs::symlink_metadata(p).is_err())
+        .expect("some suffix is free")
 }
 
 /// Read and verify a checkpoint folder: every file present, of the size and checksum its manifest
@@ -315,6 +387,77 @@ pub fn newest_valid(dir: &Path) -> Result<(Option<Found>, Vec<String>)> {
     Ok((None, warnings))
 }
 
+/// Record the size and SHA-256 of the final weights files in `weights/manifest.json` (written
+/// last, atomically), so that `gantry sample` and `gantry eval` can tell damaged weights.
+pub fn write_weights_manifest(weights_dir: &Path, iteration: usize) -> Result<()> {
+    let mut files = Vec::new();
+    for name in &WEIGHT_FILES[..3] {
+        let path = weights_dir.join(name);
+        let bytes = fs::read(&path).at("read", &path)?;
+        files.push(ManifestEntry {
+            name: name.to_string(),
+            size: bytes.len() as u64,
+            sha256: sha256_hex(&bytes),
+        });
+    }
+    let manifest = Manifest { format_version: FORMAT_VERSION, iteration, files };
+    crate::durable::write_atomic(
+        &weights_dir.join(MANIFEST),
+        &serde_json::to_vec_pretty(&manifest).expect("manifest serializes"),
+    )
+}
+
+/// The iteration recorded in `weights/manifest.json` (None when there is none or it is damaged):
+/// a run whose manifest matches its last checkpoint is complete.
+pub fn weights_manifest_iteration(weights_dir: &Path) -> Option<usize> {
+    let bytes = crate::durable::read_limited(&weights_dir.join(MANIFEST), 1 << 20).ok()?;
+    serde_json::from_slice::<Manifest>(&bytes).ok().map(|m| m.iteration)
+}
+
+/// Read a final weights file, verified against `weights/manifest.json`. A run written before the
+/// manifest existed has none: its file is read as it is, with a warning.
+pub fn read_verified_weights(path: &Path) -> Result<Vec<u8>> {
+    let bad = |problem: String| Error::Weights { path: path.to_path_buf(), problem };
+    let meta = fs::metadata(path).map_err(|e| bad(format!("missing or unreadable ({e})")))?;
+    if !meta.is_file() {
+        return Err(bad("is not a file".into()));
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let manifest_path = path.with_file_name(MANIFEST);
+    let bytes = fs::read(path).map_err(|e| bad(format!("unreadable ({e})")))?;
+    if !manifest_path.is_file() {
+        eprintln!(
+            "warning: {} has no manifest (a run of an older gantry); its weights are not verified",
+            manifest_path.parent().unwrap_or(Path::new(".")).display()
+        );
+        return Ok(bytes);
+    }
+    let text = crate::durable::read_limited(&manifest_path, 1 << 20).map_err(|e| Error::Weights {
+        path: manifest_path.clone(),
+        problem: format!("unreadable manifest: {e}"),
+    })?;
+    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| Error::Weights {
+        path: manifest_path.clone(),
+        problem: format!("corrupt manifest ({e})"),
+    })?;
+    let entry = manifest
+        .files
+        .iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| bad(format!("not listed in {}", manifest_path.display())))?;
+    if bytes.len() as u64 != entry.size {
+        return Err(bad(format!(
+            "size {} bytes, the manifest says {} (truncated?)",
+            bytes.len(),
+            entry.size
+        )));
+    }
+    if sha256_hex(&bytes) != entry.sha256 {
+        return Err(bad("checksum does not match weights/manifest.json (corrupted)".into()));
+    }
+    Ok(bytes)
+}
+
 /// Rewrite a checkpoint's manifest to match its files as they are now (for tests that edit a
 /// checkpoint on purpose and for repair tools; training never calls it).
 pub fn rewrite_manifest(path: &Path) -> Result<()> {
@@ -333,27 +476,6 @@ pub fn rewrite_manifest(path: &Path) -> Result<()> {
             .map_err(|e| Error::bad_data(path.join(STATE), e.to_string()))?;
     let manifest = Manifest { format_version: FORMAT_VERSION, iteration: state.iteration, files };
     write_synced(&path.join(MANIFEST), &serde_json::to_vec_pretty(&manifest).expect("manifest serializes"))
-}
-
-/// Write a file and fsync it.
-pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = File::create(path).at("create", path)?;
-    f.write_all(bytes).at("write", path)?;
-    f.sync_all().at("sync", path)
-}
-
-/// fsync a folder, so that a rename or new file in it is durable.
-pub fn sync_dir(path: &Path) -> Result<()> {
-    File::open(path).at("open", path)?.sync_all().at("sync", path)
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-/// Lowercase hex of bytes.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -434,6 +556,24 @@ mod tests {
     }
 
     #[test]
+    fn a_stray_file_named_like_a_checkpoint_is_skipped_and_moved_aside() {
+        // The bug: a file `checkpoints/step_000200` made every save at 200 fail, and a file
+        // `checkpoints/.tmp-...` made every resume fail.
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("step_000200"), b"not a folder").unwrap();
+        fs::write(tmp.path().join(".tmp-step_000400-1"), b"nor this").unwrap();
+        assert!(list(tmp.path()).unwrap().is_empty());
+        assert_eq!(strays(tmp.path()), vec![tmp.path().join("step_000200")]);
+        let (removed, warnings) = clean_leftovers(tmp.path()).unwrap();
+        assert!(removed.is_empty() && warnings.len() == 1, "{warnings:?}");
+        let path = write(tmp.path(), &snapshot(200)).unwrap();
+        assert_eq!(load(&path).unwrap().state.iteration, 200);
+        assert_eq!(fs::read(tmp.path().join("step_000200.aside-1")).unwrap(), b"not a folder");
+        assert_eq!(fs::read(tmp.path().join(".tmp-step_000400-1")).unwrap(), b"nor this");
+        assert!(parse_step("step_12").is_none() && parse_step("step_000200.aside-1").is_none());
+    }
+
+    #[test]
     fn fallback_to_the_previous_valid_checkpoint_with_a_warning() {
         let tmp = tempfile::tempdir().unwrap();
         write(tmp.path(), &snapshot(200)).unwrap();
@@ -455,7 +595,8 @@ mod tests {
             assert_eq!(found.unwrap().1.state.iteration, 200, "{fault:?}");
             // The crash leftovers are not checkpoints, and the next start removes them.
             assert_eq!(list(tmp.path()).unwrap().len(), 1, "{fault:?}");
-            clean_leftovers(tmp.path()).unwrap();
+            let (_, warnings) = clean_leftovers(tmp.path()).unwrap();
+            assert!(warnings.is_empty(), "{warnings:?}");
             let names: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
             assert_eq!(names, vec![std::ffi::OsString::from("step_000200")], "{fault:?}");
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::checkpoint::hex;
+use crate::durable::{hex, sha256_file};
 use crate::error::{Error, IoContext, Result};
 
 /// Mirrors tried in order.
@@ -96,12 +96,4 @@ fn fetch_one(url: &str, sha: &str, dest: &Path) -> Result<()> {
         let _ = fs::remove_file(&partial);
     }
     result
-}
-
-/// SHA-256 of a file, lowercase hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = fs::File::open(path).at("open", path)?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).at("read", path)?;
-    Ok(hex(&hasher.finalize()))
 }

@@ -83,6 +83,9 @@ pub fn to_unit(p: u8) -> f32 {
 
 impl TrainingImages {}
 
+/// Pixels of one MNIST-format image (28 x 28).
+pub const PIXELS_28: usize = 28 * 28;
+
 /// The path of `stem` in `dir`, compressed or raw, if present.
 pub fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {
     [format!("{stem}.gz"), stem.to_string()].into_iter().map(|name| dir.join(name)).find(|p| p.is_file())

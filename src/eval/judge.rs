@@ -24,9 +24,9 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{sha256_hex, write_synced};
 use crate::config::Dataset;
 use crate::data::{self, LabelledImages};
+use crate::durable::{read_limited, sha256_file, sha256_hex, write_atomic};
 use crate::error::{Error, IoContext, Result};
 use crate::optim::FusedAdam;
 
@@ -150,6 +150,20 @@ pub struct Judgement {
     pub probabilities: Vec<f32>,
 }
 
+impl Judgement {
+    /// No images yet; [`Judgement::append`] adds slices.
+    pub fn empty() -> Self {
+        Self { count: 0, features: Vec::new(), probabilities: Vec::new() }
+    }
+
+    /// Add the judgement of more images after these.
+    pub fn append(&mut self, mut more: Judgement) {
+        self.count += more.count;
+        self.features.append(&mut more.features);
+        self.probabilities.append(&mut more.probabilities);
+    }
+}
+
 /// A trained judge, ready to use.
 #[derive(Debug)]
 pub struct Judge {
@@ -172,7 +186,12 @@ struct JudgeCard {
     config: JudgeConfig,
     test_accuracy: f64,
     train_seconds: f64,
+    /// SHA-256 of the weights file: a damaged cache entry is noticed, not used.
+    weights_sha256: String,
 }
+
+/// The largest judge weights file read from the cache (the default judge is ~1.3 MB).
+const MAX_JUDGE_BYTES: u64 = 64 << 20;
 
 /// The per-user cache root: `$GANTRY_CACHE_DIR`, else the OS cache folder's `gantry/`.
 pub fn cache_root() -> Option<PathBuf> {
@@ -229,25 +248,25 @@ impl Judge {
             let folder = root.join("judges");
             std::fs::create_dir_all(&folder).at("create", &folder)?;
             let weights = folder.join(format!("{stem}.bpk"));
+            // Weights first, card last: a card means a complete judge, and it holds the
+            // weights' checksum.
+            let bytes = judge
+                .model
+                .clone()
+                .into_record()
+                .into_bytes()
+                .map_err(|e| Error::Serialize { what: "judge".into(), problem: e.to_string() })?;
             let card = JudgeCard {
                 dataset: dataset.name().into(),
                 key,
                 config: config.clone(),
                 test_accuracy: judge.test_accuracy,
                 train_seconds: started.elapsed().as_secs_f64(),
+                weights_sha256: sha256_hex(&bytes),
             };
-            // Weights first, card last: a card means a complete judge.
-            let bytes = judge
-                .model
-                .clone()
-                .into_record()
-                .into_bytes()
-                .map_err(|e| Error::Weights { path: weights.clone(), problem: e.to_string() })?;
-            let partial = weights.with_extension("bpk.partial");
-            write_synced(&partial, &bytes)?;
-            std::fs::rename(&partial, &weights).at("rename", &partial)?;
+            write_atomic(&weights, &bytes)?;
             let text = serde_json::to_string_pretty(&card).expect("card serializes");
-            write_synced(&weights.with_extension("json"), text.as_bytes())?;
+            write_atomic(&weights.with_extension("json"), text.as_bytes())?;
             judge.cached_at = Some(weights);
         }
         Ok(judge)
@@ -257,9 +276,9 @@ impl Judge {
     pub fn judge(&self, images: &[f32]) -> Result<Judgement> {
         const PIXELS: usize = 28 * 28;
         if !images.len().is_multiple_of(PIXELS) || images.is_empty() {
-            return Err(Error::config(
-                "eval.samples",
-                format!("{} values are not whole 28x28 images", images.len()),
+            return Err(Error::usage(
+                "samples",
+                format!("{} values are not a whole number of 28x28 images", images.len()),
             ));
         }
         let count = images.len() / PIXELS;
@@ -297,13 +316,18 @@ fn load_cached(
     card_path: &Path,
     device: &Device,
 ) -> Result<(LeNet, JudgeCard)> {
-    let text = std::fs::read_to_string(card_path).at("read", card_path)?;
+    let text = read_limited(card_path, 1 << 20).map_err(|e| Error::bad_data(card_path, e.to_string()))?;
     let card: JudgeCard =
-        serde_json::from_str(&text).map_err(|e| Error::bad_data(card_path, e.to_string()))?;
+        serde_json::from_slice(&text).map_err(|e| Error::bad_data(card_path, e.to_string()))?;
+    let bad_weights = |problem: String| Error::Weights { path: weights.to_path_buf(), problem };
+    let bytes = read_limited(weights, MAX_JUDGE_BYTES).map_err(|e| bad_weights(e.to_string()))?;
+    if sha256_hex(&bytes) != card.weights_sha256 {
+        return Err(bad_weights(format!("checksum does not match {} (damaged)", card_path.display())));
+    }
+    let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+        .map_err(|e| bad_weights(e.to_string()))?;
     let blank = LeNet::new(config, &mut ChaCha8Rng::seed_from_u64(config.seed), device);
-    let model = blank
-        .try_load_file(weights)
-        .map_err(|e| Error::Weights { path: weights.to_path_buf(), problem: e.to_string() })?;
+    let model = blank.try_load_record(record).map_err(|e| bad_weights(e.to_string()))?;
     Ok((model, card))
 }
 
@@ -317,7 +341,7 @@ fn cache_key(dataset: Dataset, dir: &Path, config: &JudgeConfig) -> Result<Strin
     for stem in &data::FILE_STEMS[..2] {
         let path = data::find_file(dir, stem)
             .ok_or_else(|| Error::DataNotFound(format!("{}: {stem} is missing", dir.display())))?;
-        text.push_str(&crate::data::download::sha256_file(&path)?);
+        text.push_str(&sha256_file(&path)?);
         text.push('\n');
     }
     Ok(sha256_hex(text.as_bytes()))
@@ -395,11 +419,43 @@ mod tests {
             config: JudgeConfig::default(),
             test_accuracy: 0.99,
             train_seconds: 1.0,
+            weights_sha256: sha256_hex(b"not burnpack"),
         })
         .unwrap();
         std::fs::write(&card, text).unwrap();
         let err = load_cached(&JudgeConfig::default(), &weights, &card, &device).unwrap_err().to_string();
         assert!(err.contains("j.bpk"), "{err}");
+    }
+
+    #[test]
+    fn a_judge_cache_with_flipped_weight_bytes_is_refused_naming_the_file() {
+        // The bug: corrupted judge weights changed FID from 875.6 to 699.0 while the table still
+        // printed the judge's accuracy. The card holds the weights' checksum now.
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = JudgeConfig::default();
+        let device = Device::flex();
+        let model = LeNet::new(&cfg, &mut ChaCha8Rng::seed_from_u64(0), &device);
+        let mut bytes = model.into_record().into_bytes().unwrap().to_vec();
+        let (weights, card) = (tmp.path().join("j.bpk"), tmp.path().join("j.json"));
+        let card_text = |bytes: &[u8]| {
+            serde_json::to_string(&JudgeCard {
+                dataset: "mnist".into(),
+                key: "k".into(),
+                config: cfg.clone(),
+                test_accuracy: 0.99,
+                train_seconds: 1.0,
+                weights_sha256: sha256_hex(bytes),
+            })
+            .unwrap()
+        };
+        std::fs::write(&card, card_text(&bytes)).unwrap();
+        std::fs::write(&weights, &bytes).unwrap();
+        load_cached(&cfg, &weights, &card, &device).expect("an intact cache entry loads");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        std::fs::write(&weights, &bytes).unwrap();
+        let err = load_cached(&cfg, &weights, &card, &device).unwrap_err().to_string();
+        assert!(err.contains("j.bpk") && err.contains("checksum"), "{err}");
     }
 
     #[test]

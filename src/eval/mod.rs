@@ -4,6 +4,7 @@
 //! probe; this module ties them together for `gantry eval` (a run's generator, or samples from any
 //! tool) and for the evaluation during training.
 
+pub mod command;
 pub mod judge;
 pub mod samples;
 pub mod stats;

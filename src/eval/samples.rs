@@ -42,11 +42,34 @@ impl Range {
     }
 }
 
-/// Read samples from a `.npy` file or a folder of PNGs, as `[n, 784]` in [-1, 1].
-pub fn load(path: &Path) -> Result<Vec<f32>> {
+/// The most images read from one `.npy` file or folder (the judge compares every pair of samples,
+/// so far more than this takes hours anyway).
+pub const MAX_IMAGES: usize = 100_000;
+
+/// The fewest images that can be judged (precision/recall need k + 1 = 4 neighbours; the
+/// separability probe 4 a set; below 10 the numbers mean little).
+pub const MIN_IMAGES: usize = 10;
+
+/// Samples read from one file or folder.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// `[n, 784]` in [-1, 1].
+    pub values: Vec<f32>,
+    /// Files of a folder that were skipped (hidden files such as macOS's `._x.png`), by name.
+    pub skipped: Vec<String>,
+}
+
+/// Read samples from a `.npy` file or a folder of PNGs, as `[n, 784]` in [-1, 1]. Every size is
+/// checked against the file (or the folder's listing) before anything is allocated for it.
+pub fn load(path: &Path) -> Result<Loaded> {
     // Bytes (PNG, uint8) are 0-255 whatever their content; floats say their range by their values.
-    let (mut values, known) =
-        if path.is_dir() { (read_png_folder(path)?, Some(Range::Bytes)) } else { read_npy(path)? };
+    let (mut values, known, skipped) = if path.is_dir() {
+        let (values, skipped) = read_png_folder(path)?;
+        (values, Some(Range::Bytes), skipped)
+    } else {
+        let (values, range) = read_npy(path)?;
+        (values, range, Vec::new())
+    };
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         return Err(Error::bad_data(path, format!("value {i} is {}", values[i])));
     }
@@ -55,63 +78,148 @@ pub fn load(path: &Path) -> Result<Vec<f32>> {
     if let Some(v) = values.iter().find(|v| v.abs() > 1.0 + 1e-3) {
         return Err(Error::bad_data(path, format!("values outside 0-255, [0, 1] and [-1, 1] (found {v})")));
     }
-    Ok(values)
+    let n = values.len() / PIXELS;
+    if n < MIN_IMAGES {
+        return Err(Error::bad_data(
+            path,
+            format!("holds {n} images; at least {MIN_IMAGES} are needed to judge"),
+        ));
+    }
+    Ok(Loaded { values, skipped })
 }
 
+/// The largest `.npy` header read (numpy writes 128 bytes).
+const MAX_NPY_HEADER: u64 = 64 * 1024;
+
 fn read_npy(path: &Path) -> Result<(Vec<f32>, Option<Range>)> {
-    let bytes = std::fs::read(path).at("read", path)?;
+    use std::io::{Read, Seek};
     let bad = |problem: String| Error::bad_data(path, problem);
-    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| bad(format!("not a .npy file: {e}")))?;
+    let file = std::fs::File::open(path).at("open", path)?;
+    let file_len = file.metadata().at("inspect", path)?.len();
+    let mut reader = std::io::BufReader::new(file);
+    // The header's length, from the preamble, before npyz reads (and allocates) it.
+    let mut preamble = [0u8; 12];
+    reader.read_exact(&mut preamble).map_err(|_| bad("not a .npy file: too short".into()))?;
+    if &preamble[..6] != b"\x93NUMPY" {
+        return Err(bad("not a .npy file: no NUMPY magic".into()));
+    }
+    let (header_len, preamble_len) = match preamble[6] {
+        1 => (u64::from(u16::from_le_bytes([preamble[8], preamble[9]])), 10),
+        2 | 3 => (u64::from(u32::from_le_bytes([preamble[8], preamble[9], preamble[10], preamble[11]])), 12),
+        v => return Err(bad(format!("not a .npy file: format version {v}"))),
+    };
+    if header_len > MAX_NPY_HEADER {
+        return Err(bad(format!("not a .npy file: a header of {header_len} bytes")));
+    }
+    let data_len = file_len.saturating_sub(preamble_len + header_len);
+    reader.rewind().at("read", path)?;
+    let npy = npyz::NpyFile::new(reader).map_err(|e| bad(format!("not a .npy file: {e}")))?;
     if npy.order() != npyz::Order::C {
         return Err(bad("Fortran-ordered arrays are not supported; save with np.ascontiguousarray".into()));
     }
     let shape = npy.shape().to_vec();
     let count = match shape.as_slice() {
-        [n, 28, 28] | [n, 1, 28, 28] | [n, 784] => *n as usize,
+        [n, 28, 28] | [n, 1, 28, 28] | [n, 784] => *n,
         _ => return Err(bad(format!("shape {shape:?}; expected [N, 28, 28], [N, 1, 28, 28] or [N, 784]"))),
     };
     let npyz::DType::Plain(type_str) = npy.dtype() else {
         return Err(bad("structured arrays are not images".into()));
     };
     let code = type_str.to_string();
+    let item_size: u64 = match &code[1..] {
+        "f4" => 4,
+        "f8" => 8,
+        "u1" => 1,
+        _ => return Err(bad(format!("element type {code}; expected float32, float64 or uint8"))),
+    };
+    if count == 0 || count > MAX_IMAGES as u64 {
+        return Err(bad(format!("shape {shape:?}: {count} images; between 1 and {MAX_IMAGES} are read")));
+    }
+    // The count is at most MAX_IMAGES here, so this cannot overflow; the data the header announces
+    // must be exactly what the file holds, before any of it is read.
+    let expected = count * PIXELS as u64 * item_size;
+    if data_len != expected {
+        return Err(bad(format!(
+            "the header announces {count} images of {code} ({expected} bytes) but the file holds {data_len} bytes of data"
+        )));
+    }
     let read = |e: std::io::Error| bad(format!("cannot read the {code} data: {e}"));
     let (values, range): (Vec<f32>, _) = match &code[1..] {
         "f4" => (npy.into_vec::<f32>().map_err(read)?, None),
         "f8" => (npy.into_vec::<f64>().map_err(read)?.into_iter().map(|v| v as f32).collect(), None),
-        "u1" => {
-            (npy.into_vec::<u8>().map_err(read)?.into_iter().map(f32::from).collect(), Some(Range::Bytes))
-        }
-        _ => return Err(bad(format!("element type {code}; expected float32, float64 or uint8"))),
+        _ => (npy.into_vec::<u8>().map_err(read)?.into_iter().map(f32::from).collect(), Some(Range::Bytes)),
     };
-    if values.len() != count * PIXELS || count == 0 {
+    if values.len() as u64 != count * PIXELS as u64 {
         return Err(bad(format!("{} values for {count} images of 28x28", values.len())));
     }
     Ok((values, range))
 }
 
 /// Every `.png` in `dir` (sorted by name), each one 28x28 image; colour is averaged to grey.
-fn read_png_folder(dir: &Path) -> Result<Vec<f32>> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .at("read folder", dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
-        .collect();
+/// Hidden files (a leading dot, as macOS's `._x.png` companions) are skipped and returned by
+/// name. Each file's size is read from its header before it is decoded.
+fn read_png_folder(dir: &Path) -> Result<(Vec<f32>, Vec<String>)> {
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    for entry in std::fs::read_dir(dir).at("read folder", dir)? {
+        let path = entry.at("read folder", dir)?.path();
+        if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+            continue;
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.starts_with('.') {
+            skipped.push(name);
+        } else {
+            files.push(path);
+        }
+        if files.len() > MAX_IMAGES {
+            return Err(Error::bad_data(dir, format!("holds more than {MAX_IMAGES} .png files")));
+        }
+    }
     files.sort();
+    skipped.sort();
     if files.is_empty() {
         return Err(Error::bad_data(dir, "holds no .png files"));
     }
     let mut values = Vec::with_capacity(files.len() * PIXELS);
     for path in &files {
-        let (grey, width, height) = crate::timelapse::read_gray(path)?;
-        if (width, height) != (SIDE, SIDE) {
-            return Err(Error::bad_data(
-                path,
-                format!("is {width}x{height}; expected one 28x28 image per file"),
-            ));
-        }
-        values.extend(grey.iter().map(|&p| f32::from(p)));
+        values.extend(read_png_as_grey(path)?.into_iter().map(f32::from));
     }
-    Ok(values)
+    Ok((values, skipped))
+}
+
+/// One 28x28 PNG of any colour type and bit depth as 784 grey bytes: grey as it is, colour as the
+/// mean of red, green and blue, alpha ignored, 16 bits reduced to 8. Refused by its header (before
+/// any pixel is decoded) unless it is 28x28.
+fn read_png_as_grey(path: &Path) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).at("open", path)?;
+    let bad = |e: png::DecodingError| Error::bad_data(path, format!("unreadable PNG ({e})"));
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(bad)?;
+    let (width, height) = (reader.info().width, reader.info().height);
+    if (width as usize, height as usize) != (SIDE, SIDE) {
+        return Err(Error::bad_data(path, format!("is {width}x{height}; expected one 28x28 image per file")));
+    }
+    let size = reader.output_buffer_size().ok_or_else(|| Error::bad_data(path, "PNG too large"))?;
+    let mut buf = vec![0; size];
+    let info = reader.next_frame(&mut buf).map_err(bad)?;
+    buf.truncate(info.buffer_size());
+    let channels = info.color_type.samples();
+    if buf.len() != PIXELS * channels {
+        return Err(Error::bad_data(
+            path,
+            format!("decoded to {} bytes, expected {}", buf.len(), PIXELS * channels),
+        ));
+    }
+    Ok(match info.color_type {
+        png::ColorType::Rgb | png::ColorType::Rgba => buf
+            .chunks_exact(channels)
+            .map(|p| ((u16::from(p[0]) + u16::from(p[1]) + u16::from(p[2]) + 1) / 3) as u8)
+            .collect(),
+        // Grey (with or without alpha); indexed images are expanded to RGB above.
+        _ => buf.chunks_exact(channels).map(|p| p[0]).collect(),
+    })
 }
 
 #[cfg(test)]
@@ -146,14 +254,88 @@ mod tests {
             std::fs::write(&path, out).unwrap();
             path
         };
-        let two = vec![255u8; 2 * PIXELS];
-        let ok = load(&write("a.npy", &[2, 28, 28], &two)).unwrap();
-        assert_eq!(ok.len(), 2 * PIXELS);
+        let ten = vec![255u8; 10 * PIXELS];
+        let ok = load(&write("a.npy", &[10, 28, 28], &ten)).unwrap().values;
+        assert_eq!(ok.len(), 10 * PIXELS);
         assert!(ok.iter().all(|&v| v == 1.0));
+        let err = load(&write("few.npy", &[2, 28, 28], &ten[..2 * PIXELS])).unwrap_err().to_string();
+        assert!(err.contains("few.npy") && err.contains("at least 10"), "{err}");
         let err = load(&write("b.npy", &[2, 27, 29], &vec![0u8; 2 * 27 * 29])).unwrap_err().to_string();
         assert!(err.contains("b.npy") && err.contains("shape"), "{err}");
         std::fs::write(tmp.path().join("c.npy"), b"not numpy").unwrap();
         let err = load(&tmp.path().join("c.npy")).unwrap_err().to_string();
         assert!(err.contains("c.npy") && err.contains("not a .npy"), "{err}");
+    }
+
+    /// A .npy file whose header announces `shape` (uint8), followed by `data`.
+    fn npy_with_header(shape: &str, data: &[u8]) -> Vec<u8> {
+        let mut header = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+
+    #[test]
+    fn npy_counts_that_overflow_or_disagree_with_the_file_are_refused_before_reading() {
+        // The bug: `[2**60 + 20, 784]` with 20 images of data was judged as 20 samples, and
+        // `[2**62, 28, 28]` failed only after the judge loaded, without naming the file.
+        let tmp = tempfile::tempdir().unwrap();
+        let data = vec![0u8; 20 * PIXELS];
+        for shape in ["(1152921504606846996, 784)", "(4611686018427387904, 28, 28)", "(21, 784)"] {
+            let path = tmp.path().join("bad.npy");
+            std::fs::write(&path, npy_with_header(shape, &data)).unwrap();
+            let err = load(&path).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains("bad.npy"), "{shape}: {err}");
+        }
+        let path = tmp.path().join("good.npy");
+        std::fs::write(&path, npy_with_header("(20, 784)", &data)).unwrap();
+        assert_eq!(load(&path).unwrap().values.len(), 20 * PIXELS);
+    }
+
+    fn write_png(path: &Path, width: u32, height: u32, color: png::ColorType, pixel: &[u8]) {
+        let file = std::fs::File::create(path).unwrap();
+        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width, height);
+        encoder.set_color(color);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().unwrap();
+        let data: Vec<u8> = (0..width * height).flat_map(|_| pixel.iter().copied()).collect();
+        writer.write_image_data(&data).unwrap();
+    }
+
+    #[test]
+    fn png_folders_take_colour_skip_hidden_files_and_check_the_size_first() {
+        // The bugs: colour PNGs (torchvision's save_image) were refused, a hidden `._x.png` failed
+        // the whole folder, and a 20000x20000 PNG was decoded (1.2 GB) before its size was checked.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pngs");
+        std::fs::create_dir(&dir).unwrap();
+        for i in 0..10 {
+            write_png(&dir.join(format!("{i}.png")), 28, 28, png::ColorType::Rgb, &[255, 255, 0]);
+        }
+        std::fs::write(dir.join("._0.png"), b"AppleDouble junk").unwrap();
+        let loaded = load(&dir).unwrap();
+        assert_eq!(loaded.skipped, ["._0.png"]);
+        assert_eq!(loaded.values.len(), 10 * PIXELS);
+        // Mean of (255, 255, 0) = 170 -> 170 / 127.5 - 1.
+        assert!((loaded.values[0] - (170.0 / 127.5 - 1.0)).abs() < 1e-6, "{}", loaded.values[0]);
+        // A decompression bomb's header: a 1x1 PNG with its IHDR claiming 20000x20000.
+        let mut bomb = Vec::new();
+        write_png(&tmp.path().join("one.png"), 1, 1, png::ColorType::Grayscale, &[0]);
+        bomb.extend(std::fs::read(tmp.path().join("one.png")).unwrap());
+        bomb[16..20].copy_from_slice(&20_000u32.to_be_bytes());
+        bomb[20..24].copy_from_slice(&20_000u32.to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(&bomb[12..29]);
+        bomb[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+        std::fs::write(dir.join("big.png"), bomb).unwrap();
+        let err = load(&dir).unwrap_err().to_string();
+        assert!(err.contains("big.png") && err.contains("20000x20000"), "{err}");
     }
 }

@@ -106,11 +106,12 @@ pub fn run(
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(t)
             .build()
-            .map_err(|e| Error::config("--threads", format!("cannot start {t} threads: {e}")))?;
+            .map_err(|e| Error::usage("--threads", format!("cannot start {t} threads: {e}")))?;
         for &b in batches {
             let mut config = base.clone();
             config.train.batch_size = b;
             config.validate()?;
+            super::check_memory(&config, crate::data::PIXELS_28)?;
             let result = pool.install(|| measure(&config, &images, t, warmup, iterations));
             on_result(&result);
             results.push(result);

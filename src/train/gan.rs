@@ -9,7 +9,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::activation::log_sigmoid;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::checkpoint::{self, Snapshot, TrainingState};
+use crate::checkpoint::{Snapshot, TrainingState};
 use crate::config::Config;
 use crate::data::TrainingImages;
 use crate::error::{Error, Result};
@@ -18,7 +18,7 @@ use crate::metrics::IterationRecord;
 use crate::model::{Discriminator, Generator};
 use crate::optim::FusedAdam;
 use crate::rng::{self, Streams};
-use crate::run_dir::{RunDir, RunInfo};
+use crate::run_dir::RunDir;
 
 /// The two networks, their optimizers and the scratch buffers of one training step.
 pub(crate) struct Gan {
@@ -170,8 +170,8 @@ impl Gan {
         ] {
             let bytes = record
                 .into_bytes()
-                .map_err(|e| Error::Weights { path: path.clone(), problem: e.to_string() })?;
-            checkpoint::write_synced(&path, &bytes)?;
+                .map_err(|e| Error::Serialize { what: path.display().to_string(), problem: e.to_string() })?;
+            crate::durable::write_synced(&path, &bytes)?;
         }
         export::save_safetensors(&self.g().valid(), &run.generator_safetensors())
     }
@@ -263,34 +263,4 @@ fn scalar(t: &Tensor<1>) -> f32 {
 
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
-}
-
-/// Load a trained run's generator (on the plain CPU device) and draw `n` images from noise seeded
-/// by `seed`. Returns images [n * pixels] in [-1, 1] and the image size.
-pub fn sample_from_run(run: &RunDir, n: usize, seed: u64) -> Result<(Vec<f32>, usize, usize)> {
-    sample_generator(run, &run.generator_weights(), n, seed)
-}
-
-/// As [`sample_from_run`], with the generator weights read from `path` (the final ones, or a
-/// checkpoint's `generator.bpk`).
-pub fn sample_generator(run: &RunDir, path: &Path, n: usize, seed: u64) -> Result<(Vec<f32>, usize, usize)> {
-    let config = Config::from_file(&run.config())?;
-    let info = RunInfo::read(run)?;
-    let device = Device::flex();
-    let mut init = Streams::new(0).init;
-    let pixels = info.image_rows * info.image_cols;
-    let path = path.to_path_buf();
-    if !path.is_file() {
-        return Err(Error::Weights { path, problem: "missing (did the run finish?)".into() });
-    }
-    let g = Generator::new(&config.model, pixels, &mut init, &device)
-        .try_load_file(&path)
-        .map_err(|e| Error::Weights { path: path.clone(), problem: e.to_string() })?
-        .valid();
-    let mut streams = Streams::new(seed);
-    let mut noise = Vec::new();
-    rng::normal(&mut streams.fixed, n * config.model.latent_dim, &mut noise);
-    let z = Tensor::<2>::from_data(TensorData::new(noise, [n, config.model.latent_dim]), &device);
-    let images = g.forward(z).into_data().try_into_vec().expect("the model computes in f32");
-    Ok((images, info.image_rows, info.image_cols))
 }

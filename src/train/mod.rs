@@ -8,8 +8,9 @@ mod gan;
 pub mod quality;
 pub mod schedule;
 
-pub use gan::{sample_from_run, sample_generator};
+pub use crate::sample::{sample_from_run, sample_generator};
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +46,10 @@ pub struct TrainOutcome {
     pub stopped_at: Option<usize>,
     /// The checkpoint iteration a resumed run continued from.
     pub resumed_from: Option<usize>,
+    /// A resume found the run already complete and changed nothing.
+    pub already_complete: bool,
+    /// The last sample-quality row of the run (eval.csv), if it was judged.
+    pub quality: Option<QualityRecord>,
 }
 
 /// How a run is driven, beyond its config.
@@ -73,10 +78,19 @@ pub fn train(config: &Config, out: &Path, force: bool, progress: bool) -> Result
 /// Start a new run in `out`.
 pub fn start(config: &Config, out: &Path, force: bool, options: &Options) -> Result<TrainOutcome> {
     config.validate()?;
-    // Read the data before creating anything, so a data error leaves no empty run folder.
+    // Read the data and check the model fits before creating anything, so an error leaves no
+    // half-made run folder.
     let images = data::load_training_images(config.data.dataset, config.data.dir.as_deref())?;
-    let (run, lock) = RunDir::create_locked(out, force)?;
+    check_memory(config, images.dim())?;
+    let data = DataFacts::of(&images)?;
+    let (run, lock, kept) = RunDir::create_locked(out, force)?;
+    if !kept.is_empty() {
+        let names: Vec<String> = kept.iter().map(|p| p.display().to_string()).collect();
+        eprintln!("gantry: kept {} entries gantry did not write: {}", kept.len(), names.join(", "));
+    }
     write_config(&run, config)?;
+    // The data facts first, so that even a run killed before its end remembers its data.
+    RunInfo::started(&data, &images, config.effective_threads()).write(&run)?;
     let quality = QualityProbe::new(config, options.progress)?;
     let mut streams = Streams::new(config.train.seed);
     let gan = Gan::new(config, images.dim(), &mut streams);
@@ -103,13 +117,66 @@ pub fn start(config: &Config, out: &Path, force: bool, options: &Options) -> Res
         wall_before: 0.0,
         resumed_from: None,
         checkpoint_ms: Vec::new(),
+        last_quality: None,
+        data,
     };
     finish(config, &images, run, session, options, lock)
 }
 
+/// What a run records about its training data (run.json), so that later commands on the run
+/// find the same data without being told and can tell other data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataFacts {
+    /// The training-images file.
+    pub file: std::path::PathBuf,
+    /// Its SHA-256.
+    pub sha256: String,
+}
+
+impl DataFacts {
+    fn of(images: &TrainingImages) -> Result<Self> {
+        Ok(Self { file: images.source.clone(), sha256: crate::durable::sha256_file(&images.source)? })
+    }
+}
+
+/// The data folder a command on an existing run should read, when none is given explicitly:
+/// the run's config's `data.dir`, else the folder recorded in run.json when its training file
+/// still has the recorded SHA-256, else None (the usual search: $GANTRY_DATA, the cache).
+pub fn remembered_data_dir(run: &RunDir, config: &Config) -> Option<std::path::PathBuf> {
+    if let Some(dir) = &config.data.dir {
+        return Some(dir.clone());
+    }
+    let info = RunInfo::read(run).ok()?;
+    let file = std::path::PathBuf::from(info.data_file);
+    let sha = info.data_sha256?;
+    (file.is_file() && crate::durable::sha256_file(&file).ok()? == sha)
+        .then(|| file.parent().map(Path::to_path_buf))?
+}
+
+/// Refuse a model that cannot fit in this machine's available memory, before anything is made.
+pub fn check_memory(config: &Config, pixels: usize) -> Result<()> {
+    let needed = config.memory_estimate(pixels);
+    let Some(available) = crate::allocator::available_memory() else { return Ok(()) };
+    if needed > available {
+        let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
+        return Err(Error::TooLarge {
+            what: format!(
+                "the model ({} parameters in G and D, batch {})",
+                config.parameter_count(pixels),
+                config.train.batch_size
+            ),
+            needed: gib(needed),
+            available: gib(available),
+            advice: "make model.g_hidden / model.d_hidden or train.batch_size smaller".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Continue the run in `path` (a run folder, or one of its checkpoint folders) from its newest
 /// valid checkpoint (or the one named). `file` and `overrides` may extend the run; changing the
-/// architecture is refused.
+/// architecture is refused. Everything is read and checked before anything is written: a resume
+/// that fails changes nothing, and a resume of a complete run is a no-op that says so.
 pub fn resume(
     path: &Path,
     file: Option<&Path>,
@@ -125,7 +192,7 @@ pub fn resume(
     let run = RunDir::open(&root)?;
     let lock = RunLock::acquire(run.root())?;
     if let Some(pid) = lock.took_over_from {
-        eprintln!("gantry: taking over the lock of process {pid}, which is no longer running");
+        eprintln!("gantry: taking over the lock of process {pid}, which stopped without releasing it");
     }
     let saved = Config::from_file(&run.config())?;
     let mut config = match file {
@@ -141,10 +208,30 @@ pub fn resume(
             format!("a resumed run cannot change its architecture; differing keys:\n  {}", diff.join("\n  ")),
         ));
     }
-    let images = data::load_training_images(config.data.dataset, config.data.dir.as_deref())?;
+    let info = RunInfo::read(&run).ok();
+    let data_dir = match &overrides.data_dir {
+        Some(dir) => Some(dir.clone()),
+        None => remembered_data_dir(&run, &config),
+    };
+    let images = data::load_training_images(config.data.dataset, data_dir.as_deref())?;
+    check_memory(&config, images.dim())?;
+    let data = DataFacts::of(&images)?;
+    if let Some(recorded) = info.as_ref().and_then(|i| i.data_sha256.clone())
+        && recorded != data.sha256
+    {
+        return Err(Error::bad_data(
+            &images.source,
+            format!(
+                "is not the data this run was trained on (SHA-256 {}, the run recorded {recorded} for {}); \
+                 pass --data with the original files",
+                data.sha256,
+                info.as_ref().map(|i| i.data_file.as_str()).unwrap_or("?")
+            ),
+        ));
+    }
 
-    for leftover in checkpoint::clean_leftovers(&run.checkpoints_dir())? {
-        eprintln!("gantry: removed an unfinished checkpoint save: {}", leftover.display());
+    for stray in checkpoint::strays(&run.checkpoints_dir()) {
+        eprintln!("warning: skipping {}: not a checkpoint folder", stray.display());
     }
     let found = match &explicit {
         Some(p) => Some((p.clone(), checkpoint::load(p)?)),
@@ -157,16 +244,19 @@ pub fn resume(
         }
     };
     let Some((ckpt_path, snapshot)) = found else {
-        if !checkpoint::list(&run.checkpoints_dir())?.is_empty() {
+        let problem = if checkpoint::list(&run.checkpoints_dir())?.is_empty() {
+            format!(
+                "holds no checkpoint to resume from (the run stopped before its first one, due at \
+                 iteration {}); nothing was changed. Start the run again with `gantry train --out {} \
+                 --force` (replaces gantry's files there and keeps yours) or in a new folder",
+                config.checkpoint_every().min(config.train.iterations),
+                run.root().display()
+            )
+        } else {
             // Never wipe a run whose checkpoints are all damaged: a person should look first.
-            return Err(Error::Checkpoint {
-                path: run.checkpoints_dir(),
-                problem: "no checkpoint verifies (see the warnings above); nothing was changed".into(),
-            });
-        }
-        eprintln!("warning: {} has no checkpoint yet; starting the run over", run.root().display());
-        drop(lock);
-        return start(&config, run.root(), true, options);
+            "no checkpoint verifies (see the warnings above); nothing was changed".into()
+        };
+        return Err(Error::Checkpoint { path: run.checkpoints_dir(), problem });
     };
     let state = &snapshot.state;
     if state.architecture_hash != config.architecture_hash() {
@@ -184,17 +274,48 @@ pub fn resume(
             ),
         ));
     }
-    write_config(&run, &config)?;
     let streams = state.streams(&ckpt_path)?;
     let gan =
         Gan::new(&config, images.dim(), &mut Streams::new(config.train.seed)).load(&snapshot, &ckpt_path)?;
-    // Rows after the checkpoint are redone: drop them (no duplicates, no gaps).
-    let records = metrics::truncate_csv(&run.metrics_csv(), state.iteration)?;
+    // The rows up to the checkpoint must all be there; rows after it are redone.
+    let (records, kept_rows) = metrics::read_prefix(&run.metrics_csv(), state.iteration)?;
+    let quality_rows = quality::read(&run.eval_csv())?;
+    let alerts_saved = if run.alerts().is_file() { Some(alerts::load(&run.alerts())?) } else { None };
+
+    if state.iteration == config.train.iterations
+        && checkpoint::weights_manifest_iteration(&run.weights_dir()) == Some(state.iteration)
+    {
+        // Complete: the end-of-run files were written after this very checkpoint.
+        return Ok(TrainOutcome {
+            info: info.unwrap_or_else(|| RunInfo::started(&data, &images, config.effective_threads())),
+            run,
+            records,
+            stopped_at: None,
+            resumed_from: Some(state.iteration),
+            already_complete: true,
+            quality: quality_rows.last().copied(),
+        });
+    }
+
+    // Everything checked: from here on the run folder is written.
+    let (removed, warnings) = checkpoint::clean_leftovers(&run.checkpoints_dir())?;
+    for leftover in removed {
+        eprintln!("gantry: removed an unfinished checkpoint save: {}", leftover.display());
+    }
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    write_config(&run, &config)?;
+    let mut started = RunInfo::started(&data, &images, config.effective_threads());
+    started.iterations_done = state.iteration;
+    started.wall_seconds = state.wall_seconds;
+    started.write(&run)?;
+    metrics::write_prefix(&run.metrics_csv(), &kept_rows)?;
     // The alert monitor sees the kept records again, so stretches in progress carry on.
     let layout = grid_layout(&config, &images);
     let mut monitor = Monitor::new(Rules::default(), &reference_images(&images, &layout), images.dim());
-    if run.alerts().is_file() {
-        monitor.restore(alerts::load(&run.alerts())?, state.iteration);
+    if let Some(saved) = alerts_saved {
+        monitor.restore(saved, state.iteration);
     }
     for r in &records {
         monitor.observe(r);
@@ -216,6 +337,8 @@ pub fn resume(
         wall_before: state.wall_seconds,
         resumed_from: Some(state.iteration),
         checkpoint_ms: Vec::new(),
+        last_quality: quality_rows.iter().rev().find(|q| q.iteration <= state.iteration).copied(),
+        data,
     };
     finish(&config, &images, run, session, options, lock)
 }
@@ -238,6 +361,10 @@ struct Session {
     resumed_from: Option<usize>,
     /// How long each checkpoint of this process took to write, ms.
     checkpoint_ms: Vec<f64>,
+    /// The newest sample-quality row (for progress lines and the summary).
+    last_quality: Option<QualityRecord>,
+    /// The training data's identity, recorded in run.json.
+    data: DataFacts,
 }
 
 /// Run the loop on the configured threads, then write the end-of-run files.
@@ -257,17 +384,11 @@ fn finish(
     let stopped_at = pool.install(|| training_loop(config, images, &run, &mut session, options))?;
 
     let records = std::mem::take(&mut session.records);
-    let info = RunInfo {
-        gantry_version: env!("CARGO_PKG_VERSION").to_string(),
-        data_file: images.source.display().to_string(),
-        image_rows: images.rows,
-        image_cols: images.cols,
-        threads,
-        iterations_done: records.len(),
-        wall_seconds: session.wall_before,
-        checkpoints_written: session.checkpoint_ms.len(),
-        checkpoint_ms_median: median(&mut session.checkpoint_ms),
-    };
+    let mut info = RunInfo::started(&session.data, images, threads);
+    info.iterations_done = records.len();
+    info.wall_seconds = session.wall_before;
+    info.checkpoints_written = session.checkpoint_ms.len();
+    info.checkpoint_ms_median = median(&mut session.checkpoint_ms);
     info.write(&run)?;
     alerts::save(&run.alerts(), session.monitor.alerts())?;
     if stopped_at.is_none() {
@@ -279,8 +400,18 @@ fn finish(
             plot::write_quality(&run.plots_dir(), &quality_rows)?;
         }
         timelapse::write_gif(&run)?;
+        // Last: the manifest of the final weights marks the run complete.
+        checkpoint::write_weights_manifest(&run.weights_dir(), records.len())?;
     }
-    Ok(TrainOutcome { run, records, info, stopped_at, resumed_from: session.resumed_from })
+    Ok(TrainOutcome {
+        run,
+        records,
+        info,
+        stopped_at,
+        resumed_from: session.resumed_from,
+        already_complete: false,
+        quality: session.last_quality,
+    })
 }
 
 /// The loop itself, from the session's iteration to the configured total. Returns the iteration
@@ -298,6 +429,10 @@ fn training_loop(
     let first = s.records.len();
     let bar = progress_bar(total, options.progress);
     bar.set_position(first as u64);
+    // Without a terminal (a log file, a notebook cell, CI) the bar draws nothing: plain lines.
+    let plain_lines = options.progress && !std::io::stderr().is_terminal();
+    let mut last_line = Instant::now();
+    let mut line_from = (first, Instant::now());
 
     let mut last_checkpoint = Instant::now();
     let mut loop_start = Instant::now();
@@ -326,7 +461,7 @@ fn training_loop(
         if let Some(probe) = &s.quality
             && schedule::is_eval_step(done, total, config.eval.every)
         {
-            judge_samples(run, probe, &s.gan, &mut s.events, done)?;
+            s.last_quality = Some(judge_samples(run, probe, &s.gan, &mut s.events, done)?);
         }
         let stop = options.stop_requested(done);
         let cp = &config.checkpoint;
@@ -350,6 +485,13 @@ fn training_loop(
             bar.finish_and_clear();
             return Ok(Some(done));
         }
+        if plain_lines && schedule::is_progress_line_step(done, total, last_line.elapsed()) {
+            let (from_it, from_t) = line_from;
+            let ms = 1e3 * from_t.elapsed().as_secs_f64() / (done - from_it).max(1) as f64;
+            eprintln!("gantry: {}", progress_line(done, total, ms, &record, s.last_quality.as_ref()));
+            last_line = Instant::now();
+            line_from = (done, Instant::now());
+        }
         if schedule::is_display_step(done, total) {
             bar.set_message(format!(
                 "D loss {:.3} acc {:.2} | G loss {:.3}",
@@ -363,6 +505,29 @@ fn training_loop(
     s.csv.flush()?;
     s.events.flush()?;
     Ok(None)
+}
+
+/// One plain progress line: where the run is, its pace, and the latest numbers.
+fn progress_line(
+    done: usize,
+    total: usize,
+    ms: f64,
+    r: &IterationRecord,
+    q: Option<&QualityRecord>,
+) -> String {
+    let eta = std::time::Duration::from_secs((ms * (total - done) as f64 / 1e3).round() as u64);
+    let mut line = format!(
+        "iteration {done}/{total} ({:.0}%), {ms:.2} ms/iteration, ETA {} | D loss {:.3} acc {:.2} | G loss {:.3}",
+        100.0 * done as f64 / total as f64,
+        humantime::format_duration(eta),
+        r.d_loss,
+        r.acc,
+        r.g_loss
+    );
+    if let Some(q) = q {
+        line.push_str(&format!(" | FID {:.2} (iteration {})", q.fid, q.iteration));
+    }
+    line
 }
 
 /// Write the checkpoint after `done` iterations, then delete the ones beyond `keep`.
@@ -383,6 +548,7 @@ fn save_checkpoint(run: &RunDir, s: &mut Session, done: usize, keep: usize) -> R
     })?;
     let dir = run.checkpoints_dir();
     checkpoint::write(&dir, &snapshot)?;
+    // Only verified checkpoint folders of this run are listed, so only they can be deleted.
     let existing: Vec<usize> = checkpoint::list(&dir)?.into_iter().map(|(it, _)| it).collect();
     for it in policy::to_delete(&existing, keep, s.resumed_from) {
         let path = dir.join(checkpoint::folder_name(it));
@@ -408,13 +574,14 @@ fn judge_samples(
     gan: &Gan,
     events: &mut EventWriter,
     done: usize,
-) -> Result<()> {
+) -> Result<QualityRecord> {
     // Generated in slices, to keep the run's memory peak at the training set's.
     let slice = 256 * gan.latent_dim();
     let samples: Vec<f32> = probe.noise().chunks(slice).flat_map(|z| gan.generate(z)).collect();
     let q = probe.measure(done, &samples)?;
     quality::append(&run.eval_csv(), &q)?;
-    log_quality(events, &q)
+    log_quality(events, &q)?;
+    Ok(q)
 }
 
 fn log_quality(events: &mut EventWriter, q: &QualityRecord) -> Result<()> {
@@ -475,7 +642,7 @@ fn announce(
 
 fn write_config(run: &RunDir, config: &Config) -> Result<()> {
     let tmp = run.root().join("config.toml.tmp");
-    checkpoint::write_synced(&tmp, config.to_toml().as_bytes())?;
+    crate::durable::write_synced(&tmp, config.to_toml().as_bytes())?;
     std::fs::rename(&tmp, run.config()).at("rename into place", run.config())
 }
 

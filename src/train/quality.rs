@@ -128,15 +128,25 @@ pub fn append(path: &Path, r: &QualityRecord) -> Result<()> {
     text.push_str(&format!(
         "{},{},{},{},{},{},{},{}\n",
         r.iteration,
-        r.fid,
-        r.kid,
-        r.precision,
-        r.recall,
-        r.inception_score,
+        short(r.fid),
+        short(r.kid),
+        short(r.precision),
+        short(r.recall),
+        short(r.inception_score),
         r.classes_present,
-        r.separability
+        short(r.separability)
     ));
     file.write_all(text.as_bytes()).at("write", path)
+}
+
+/// `x` rounded to 7 significant digits and written in its shortest form, so that a share such as
+/// 1949/2000 reads `0.9745`, not `0.9744999999999999` (the judge's numbers carry no more precision).
+fn short(x: f64) -> String {
+    if !x.is_finite() {
+        return x.to_string();
+    }
+    let rounded: f64 = format!("{x:.6e}").parse().unwrap_or(x);
+    rounded.to_string()
 }
 
 /// Read `eval.csv` (empty when missing).
@@ -168,6 +178,14 @@ pub fn truncate(path: &Path, iteration: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eval_csv_values_carry_no_float_noise() {
+        assert_eq!(short(0.974_499_999_999_999_9), "0.9745");
+        assert_eq!(short(21.912_345_678), "21.91235");
+        assert_eq!(short(7.33e-5), "0.0000733");
+        assert_eq!(short(f64::NAN), "NaN");
+    }
 
     fn record(iteration: usize) -> QualityRecord {
         QualityRecord {

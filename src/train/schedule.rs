@@ -29,6 +29,15 @@ pub fn is_eval_step(done: usize, total: usize, every: usize) -> bool {
     every > 0 && done > 0 && (done.is_multiple_of(every) || done == total)
 }
 
+/// Seconds between plain progress lines when stderr is not a terminal.
+pub const PROGRESS_LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether to print a plain progress line after `done` iterations, `since_last` after the
+/// previous one: every [`PROGRESS_LINE_EVERY`] and at the end.
+pub fn is_progress_line_step(done: usize, total: usize, since_last: std::time::Duration) -> bool {
+    done == total || since_last >= PROGRESS_LINE_EVERY
+}
+
 /// Whether to refresh the console's loss readout (cheap, but not every iteration).
 pub fn is_display_step(done: usize, total: usize) -> bool {
     done == total || done.is_multiple_of(25)
@@ -37,6 +46,14 @@ pub fn is_display_step(done: usize, total: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_lines_at_a_steady_interval_and_at_the_end() {
+        use std::time::Duration;
+        assert!(!is_progress_line_step(10, 100, Duration::from_secs(3)));
+        assert!(is_progress_line_step(10, 100, PROGRESS_LINE_EVERY));
+        assert!(is_progress_line_step(100, 100, Duration::ZERO));
+    }
 
     #[test]
     fn classic_run_writes_151_grids() {

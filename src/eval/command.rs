@@ -1,0 +1,155 @@
+//! `gantry eval`: judge run generators and outside samples side by side. Everything that can be
+//! wrong (flags, run folders, weights, sample files) is read and checked before the judge is
+//! loaded or trained (minutes, the first time); generators draw and are judged in slices, so
+//! memory stays bounded for any `--n`.
+
+use std::path::PathBuf;
+
+use crate::config::{Config, Dataset};
+use crate::data;
+use crate::error::{Error, Result};
+use crate::run_dir::RunDir;
+use crate::sample::{LoadedGenerator, Weights};
+
+use super::judge::{Judge, JudgeConfig, Judgement};
+use super::samples::{self, MAX_IMAGES, MIN_IMAGES};
+use super::{EvalReport, EvalSettings};
+
+/// What `gantry eval` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct EvalRequest {
+    /// Run folders whose generators to judge.
+    pub runs: Vec<PathBuf>,
+    /// Judge the checkpoint after this many iterations instead of the final weights.
+    pub checkpoint: Option<usize>,
+    /// Sample files (.npy) or folders of PNGs from any tool.
+    pub samples: Vec<PathBuf>,
+    /// Images drawn from each generator.
+    pub n: usize,
+    pub seed: u64,
+    pub dataset: Option<Dataset>,
+    /// The data folder (default: the runs' own, then the usual search).
+    pub data: Option<PathBuf>,
+    /// Where to write the reports as JSON (default, for one run: RUN/eval.json).
+    pub json: Option<PathBuf>,
+}
+
+/// Run `gantry eval`: print the table, write the JSON, return the reports.
+pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
+    if req.runs.is_empty() && req.samples.is_empty() {
+        return Err(Error::usage("eval", "give a run folder or --samples FILE to judge"));
+    }
+    if !(MIN_IMAGES..=MAX_IMAGES).contains(&req.n) {
+        return Err(Error::usage(
+            "--n",
+            format!("must be within {MIN_IMAGES}..={MAX_IMAGES}, found {}", req.n),
+        ));
+    }
+    let started = std::time::Instant::now();
+    let runs = req.runs.iter().map(RunDir::open).collect::<Result<Vec<_>>>()?;
+    let mut dataset = req.dataset;
+    // Without --data, the data folder a run was trained from (when it is still there).
+    let mut data_dir = req.data.clone();
+    let mut generators = Vec::new();
+    for run in &runs {
+        let config = Config::from_file(&run.config())?;
+        let d = config.data.dataset;
+        if data_dir.is_none() {
+            data_dir = crate::train::remembered_data_dir(run, &config).filter(|dir| dir.is_dir());
+        }
+        if dataset.is_some_and(|x| x != d) {
+            return Err(Error::usage(
+                "--dataset",
+                format!("{} was trained on {}", run.root().display(), d.name()),
+            ));
+        }
+        dataset = Some(d);
+        let weights = req.checkpoint.map_or(Weights::Final, Weights::Checkpoint);
+        let g = LoadedGenerator::load(run, &weights)?;
+        if (g.rows, g.cols) != (28, 28) {
+            return Err(Error::bad_data(
+                &g.source,
+                format!("the judge takes 28x28 images, not {}x{}", g.rows, g.cols),
+            ));
+        }
+        let source = match req.checkpoint {
+            Some(_) => g.source.parent().unwrap_or(run.root()).display().to_string(),
+            None => run.root().display().to_string(),
+        };
+        generators.push((source, g));
+    }
+    let dataset = dataset.unwrap_or(Dataset::Mnist);
+    let mut outside = Vec::new();
+    for path in &req.samples {
+        let loaded = samples::load(path)?;
+        if !loaded.skipped.is_empty() {
+            eprintln!(
+                "gantry: {}: skipped {} hidden files ({})",
+                path.display(),
+                loaded.skipped.len(),
+                loaded.skipped.join(", ")
+            );
+        }
+        outside.push((path.display().to_string(), loaded.values));
+    }
+    let json_path = match (&req.json, runs.as_slice(), req.samples.is_empty()) {
+        (Some(path), _, _) => Some(path.clone()),
+        (None, [run], true) => Some(match req.checkpoint {
+            Some(step) => run.root().join(format!("eval-{}.json", crate::checkpoint::folder_name(step))),
+            None => run.root().join("eval.json"),
+        }),
+        _ => None,
+    };
+    if let Some(path) = &json_path
+        && path.is_dir()
+    {
+        return Err(Error::usage("--json", format!("{} is a folder; give a file name", path.display())));
+    }
+
+    let judge =
+        Judge::load_or_train(dataset, data_dir.as_deref(), None, &JudgeConfig::default(), &mut |line| {
+            eprintln!("gantry: {line}")
+        })?;
+    if let Some(path) = &judge.cached_at {
+        eprintln!(
+            "gantry: judge for {} ({:.2}% test accuracy){} {}",
+            dataset.name(),
+            100.0 * judge.test_accuracy,
+            if judge.trained_now { " trained and cached at" } else { " from" },
+            path.display()
+        );
+    }
+    let required = JudgeConfig::required_accuracy(dataset);
+    if judge.test_accuracy < required {
+        eprintln!(
+            "gantry: warning: the judge reaches {:.2}% on the test set, below the {:.0}% it should; treat the numbers with care",
+            100.0 * judge.test_accuracy,
+            100.0 * required
+        );
+    }
+    let dir = data::locate(dataset, data_dir.as_deref())?;
+    let test = data::load_labelled(dataset, &dir, data::Split::Test)?;
+    let real = judge.judge(&test.images.all_floats())?;
+    let settings = EvalSettings { seed: req.seed, ..Default::default() };
+
+    let mut reports = Vec::new();
+    for (source, g) in &generators {
+        let mut fake = Judgement::empty();
+        g.generate_slices(req.n, req.seed, &mut |images| {
+            fake.append(judge.judge(images)?);
+            Ok(())
+        })?;
+        reports.push(super::compare(&judge, source, &fake, &real, &settings)?);
+    }
+    for (source, images) in &outside {
+        reports.push(super::evaluate(&judge, source, images, &real, &settings)?);
+    }
+    print!("{}", super::format_table(&reports));
+    eprintln!("gantry: judged in {:.1} s", started.elapsed().as_secs_f64());
+    if let Some(path) = json_path {
+        let text = serde_json::to_string_pretty(&reports).expect("reports serialize");
+        crate::durable::write_atomic(&path, (text + "\n").as_bytes())?;
+        eprintln!("gantry: wrote {}", path.display());
+    }
+    Ok(reports)
+}

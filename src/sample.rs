@@ -1,0 +1,154 @@
+//! Inference: a trained run's generator, loaded from verified weights (the final ones, checked
+//! against `weights/manifest.json`, or a checkpoint's, checked against its manifest), drawing
+//! images from seeded noise in slices, so that memory stays bounded however many are asked for.
+//! `gantry sample` and `gantry eval` use it.
+
+use std::path::PathBuf;
+
+use burn::module::Module;
+use burn::store::ModuleRecord;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::checkpoint;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::model::Generator;
+use crate::rng::{self, Streams};
+use crate::run_dir::{RunDir, RunInfo};
+
+/// Images generated per slice: the memory of a slice is its activations ([slice, widest layer]).
+pub const SLICE: usize = 500;
+
+/// Where a generator's weights come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Weights {
+    /// The run's final `weights/generator.bpk`.
+    Final,
+    /// The checkpoint after this many iterations (`checkpoints/step_NNNNNN/generator.bpk`).
+    Checkpoint(usize),
+}
+
+/// A run's generator in inference mode, ready to draw images.
+pub struct LoadedGenerator {
+    g: Generator,
+    device: Device,
+    latent: usize,
+    /// Image size.
+    pub rows: usize,
+    pub cols: usize,
+    /// What was loaded (a file or a checkpoint folder), for messages and reports.
+    pub source: PathBuf,
+}
+
+impl LoadedGenerator {
+    /// Load `run`'s generator from `weights`, verified before it is used.
+    pub fn load(run: &RunDir, weights: &Weights) -> Result<Self> {
+        let config = Config::from_file(&run.config())?;
+        let info = RunInfo::read(run)?;
+        let (bytes, source) = match weights {
+            Weights::Final => {
+                let path = run.generator_weights();
+                (checkpoint::read_verified_weights(&path)?, path)
+            }
+            Weights::Checkpoint(step) => {
+                let folder = run.checkpoints_dir().join(checkpoint::folder_name(*step));
+                if !folder.is_dir() {
+                    let have: Vec<String> = checkpoint::list(&run.checkpoints_dir())?
+                        .into_iter()
+                        .rev()
+                        .map(|(it, _)| it.to_string())
+                        .collect();
+                    return Err(Error::Checkpoint {
+                        path: folder,
+                        problem: format!(
+                            "no checkpoint after {step} iterations; this run has checkpoints after: {}",
+                            if have.is_empty() { "none".to_string() } else { have.join(", ") }
+                        ),
+                    });
+                }
+                // The same verification as a resume: every file against the manifest.
+                (checkpoint::load(&folder)?.generator, folder.join("generator.bpk"))
+            }
+        };
+        let device = Device::flex();
+        let pixels = info
+            .image_rows
+            .checked_mul(info.image_cols)
+            .filter(|&p| p > 0 && p <= 1 << 20)
+            .ok_or_else(|| Error::bad_data(run.root().join("run.json"), "implausible image size"))?;
+        let record = ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+            .map_err(|e| Error::Weights { path: source.clone(), problem: e.to_string() })?;
+        let g = Generator::new(&config.model, pixels, &mut Streams::new(0).init, &device)
+            .try_load_record(record)
+            .map_err(|e| Error::Weights { path: source.clone(), problem: e.to_string() })?
+            .valid();
+        Ok(Self {
+            g,
+            device,
+            latent: config.model.latent_dim,
+            rows: info.image_rows,
+            cols: info.image_cols,
+            source,
+        })
+    }
+
+    /// Pixels per image.
+    pub fn pixels(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// Draw `n` images from noise seeded by `seed`, handing each slice of at most [`SLICE`] images
+    /// ([k * pixels] in [-1, 1]) to `visit` in order. The noise is the same whatever the slicing.
+    pub fn generate_slices(
+        &self,
+        n: usize,
+        seed: u64,
+        visit: &mut dyn FnMut(&[f32]) -> Result<()>,
+    ) -> Result<()> {
+        let mut stream = Streams::new(seed).fixed;
+        let mut noise = Vec::new();
+        let mut done = 0;
+        while done < n {
+            let k = SLICE.min(n - done);
+            rng::normal(&mut stream, k * self.latent, &mut noise);
+            let z = Tensor::<2>::from_data(TensorData::new(noise.clone(), [k, self.latent]), &self.device);
+            let images: Vec<f32> =
+                self.g.forward(z).into_data().try_into_vec().expect("the model computes in f32");
+            visit(&images)?;
+            done += k;
+        }
+        Ok(())
+    }
+
+    /// Draw `n` images at once (for a grid: `n` is small).
+    pub fn generate(&self, n: usize, seed: u64) -> Result<Vec<f32>> {
+        let mut all = Vec::with_capacity(n.saturating_mul(self.pixels()).min(1 << 28));
+        self.generate_slices(n, seed, &mut |slice| {
+            all.extend_from_slice(slice);
+            Ok(())
+        })?;
+        Ok(all)
+    }
+}
+
+/// Load a trained run's generator (verified, on the CPU) and draw `n` images from noise seeded by
+/// `seed`. Returns images [n * pixels] in [-1, 1] and the image size.
+pub fn sample_from_run(run: &RunDir, n: usize, seed: u64) -> Result<(Vec<f32>, usize, usize)> {
+    sample_generator(run, &Weights::Final, n, seed)
+}
+
+/// As [`sample_from_run`], with the generator's weights from `weights`.
+pub fn sample_generator(
+    run: &RunDir,
+    weights: &Weights,
+    n: usize,
+    seed: u64,
+) -> Result<(Vec<f32>, usize, usize)> {
+    let g = LoadedGenerator::load(run, weights)?;
+    Ok((g.generate(n, seed)?, g.rows, g.cols))
+}
+
+/// The default file of `gantry sample` on a run: `RUN/sample-seedS.png`.
+pub fn default_out(run: &RunDir, seed: u64) -> PathBuf {
+    run.root().join(format!("{}{seed}.png", crate::run_dir::SAMPLE_PREFIX))
+}

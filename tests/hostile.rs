@@ -1,0 +1,274 @@
+//! What a hostile test of the command line found, each case pinned by a test named after it: no
+//! user file is ever lost, every size from a file or flag is checked before it is used, and bad
+//! input exits 2 with a message naming the file or flag (README "Exit codes").
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn gantry(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(args)
+        .env("GANTRY_DATA", common::mnist_dir())
+        .env("GANTRY_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("judge-cache"))
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A finished run of `iterations` with grids and checkpoints every 50 (the issue's `R`).
+fn run_folder(dir: &Path, name: &str, iterations: usize) -> PathBuf {
+    let out = dir.join(name);
+    let n = iterations.to_string();
+    let o = gantry(&[
+        "train",
+        "--iterations",
+        &n,
+        "--sample-interval",
+        "50",
+        "--eval-every",
+        "0",
+        "--out",
+        s(&out),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    out
+}
+
+/// Every file under `root` with its bytes, for before/after comparisons.
+fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push((path.clone(), fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn resume_without_checkpoints_never_wipes_the_run_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_folder(tmp.path(), "R", 200);
+    assert!(gantry(&["report", s(&run)]).status.success());
+    fs::write(run.join("NOTES.txt"), "notes").unwrap();
+    for entry in fs::read_dir(run.join("checkpoints")).unwrap() {
+        fs::remove_dir_all(entry.unwrap().path()).unwrap();
+    }
+    let before = snapshot(&run);
+    let o = gantry(&["resume", s(&run), "--iterations", "100", "-q"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no checkpoint") && stderr(&o).contains("nothing was changed"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(snapshot(&run), before, "NOTES.txt, report.html and the metrics rows are all still there");
+}
+
+#[test]
+fn force_never_empties_a_folder_that_is_not_a_gantry_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("D");
+    fs::create_dir_all(d.join("sub")).unwrap();
+    fs::write(d.join("thesis.tex"), "x").unwrap();
+    let o = gantry(&["train", "--out", s(&d), "--force", "--iterations", "20", "--eval-every", "0", "-q"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a gantry run folder"), "{}", stderr(&o));
+    assert!(d.join("thesis.tex").is_file() && d.join("sub").is_dir());
+    // The current folder is never replaced, even when it is a run.
+    let run = run_folder(tmp.path(), "R", 20);
+    let o = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["train", "--out", ".", "--force", "--iterations", "20", "--eval-every", "0", "-q"])
+        .current_dir(&run)
+        .env("GANTRY_DATA", common::mnist_dir())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("current folder"), "{}", stderr(&o));
+    // A real run is replaced, and a file of the user's in it is kept.
+    fs::write(run.join("NOTES.txt"), "mine").unwrap();
+    let o = gantry(&["train", "--out", s(&run), "--force", "--iterations", "10", "--eval-every", "0", "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("kept 1 entries") && stderr(&o).contains("NOTES.txt"), "{}", stderr(&o));
+    assert_eq!(fs::read_to_string(run.join("NOTES.txt")).unwrap(), "mine");
+    assert_eq!(fs::read_to_string(run.join("metrics.csv")).unwrap().lines().count(), 11);
+}
+
+#[test]
+fn a_model_too_large_for_the_machine_exits_2_before_creating_anything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("huge.toml");
+    fs::write(&cfg, "[model]\ng_hidden = [65536, 65536]\n").unwrap();
+    let out = tmp.path().join("run");
+    let o = gantry(&["train", "--config", s(&cfg), "--out", s(&out), "-q"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("GiB") && stderr(&o).contains("g_hidden"), "{}", stderr(&o));
+    assert!(!out.exists(), "no half-made run folder");
+    let o = gantry(&[
+        "bench",
+        "--config",
+        s(&cfg),
+        "--iterations",
+        "1",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+        "--batch",
+        "32",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_config_files_exit_2_and_never_block() {
+    let tmp = tempfile::tempdir().unwrap();
+    let garbage = tmp.path().join("garbage.toml");
+    fs::write(&garbage, vec![0xffu8; 5000]).unwrap();
+    let fifo = tmp.path().join("fifo.toml");
+    let c = std::ffi::CString::new(s(&fifo)).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for path in [garbage, tmp.path().to_path_buf(), tmp.path().join("missing.toml"), fifo, "/dev/zero".into()]
+    {
+        let o = gantry(&["train", "--config", s(&path), "--out", s(&tmp.path().join("r")), "-q"]);
+        assert_eq!(o.status.code(), Some(2), "{}: {}", path.display(), stderr(&o));
+        assert!(stderr(&o).contains(s(&path)), "{}", stderr(&o));
+    }
+    assert!(!tmp.path().join("r").exists());
+}
+
+#[test]
+fn eval_checkpoint_verifies_the_manifest_and_names_a_missing_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_folder(tmp.path(), "R", 100);
+    let ckpt = run.join("checkpoints/step_000100/generator.bpk");
+    let mut bytes = fs::read(&ckpt).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    fs::write(&ckpt, bytes).unwrap();
+    let o = gantry(&["eval", s(&run), "--checkpoint", "100", "--n", "100"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("generator.bpk") && stderr(&o).contains("checksum"), "{}", stderr(&o));
+    let o = gantry(&["eval", s(&run), "--checkpoint", "999", "--n", "100"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("no checkpoint after 999")
+            && err.contains("50, 100")
+            && !err.contains("did the run finish"),
+        "{err}"
+    );
+    // The sample count is checked before anything is loaded, and named as the flag it is.
+    let o = gantry(&["eval", s(&run), "--n", "1000000"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--n:") && !stderr(&o).contains("config key"), "{}", stderr(&o));
+}
+
+#[test]
+fn damaged_final_weights_are_refused_by_sample() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_folder(tmp.path(), "R", 20);
+    let weights = run.join("weights/generator.bpk");
+    let good = fs::read(&weights).unwrap();
+    let mut bad = good.clone();
+    let last = bad.len() - 5;
+    bad[last] ^= 0x10;
+    fs::write(&weights, &bad).unwrap();
+    let o = gantry(&["sample", s(&run), "--out", s(&tmp.path().join("g.png"))]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("generator.bpk") && stderr(&o).contains("checksum"), "{}", stderr(&o));
+    fs::remove_file(&weights).unwrap();
+    let o = gantry(&["sample", s(&run), "--out", s(&tmp.path().join("g.png"))]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    fs::write(&weights, &good).unwrap();
+    // An existing folder as --out: refused up front, nothing left behind.
+    let folder = tmp.path().join("grid.png");
+    fs::create_dir(&folder).unwrap();
+    let o = gantry(&["sample", s(&run), "--out", s(&folder)]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!tmp.path().join("grid.png.partial").exists());
+    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 2, "only R and grid.png/");
+}
+
+#[test]
+fn a_stray_entry_in_checkpoints_never_blocks_a_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("R");
+    let o = gantry(&[
+        "train",
+        "--iterations",
+        "200",
+        "--sample-interval",
+        "50",
+        "--eval-every",
+        "0",
+        "--out",
+        s(&out),
+        "-q",
+    ]);
+    assert!(o.status.success());
+    // A run stopped at 100 by a (simulated) kill, with a file where the next checkpoint goes and a
+    // file with the temporary prefix.
+    for step in [150, 200] {
+        fs::remove_dir_all(out.join(format!("checkpoints/step_{step:06}"))).unwrap();
+    }
+    fs::remove_file(out.join("weights/manifest.json")).unwrap();
+    fs::write(out.join("checkpoints/step_000150"), "mine").unwrap();
+    fs::write(out.join("checkpoints/.tmp-notes"), "mine too").unwrap();
+    let o = gantry(&["resume", s(&out), "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("step_000150") && err.contains("moved to"), "{err}");
+    assert!(out.join("checkpoints/step_000150").is_dir());
+    assert_eq!(fs::read_to_string(out.join("checkpoints/step_000150.aside-1")).unwrap(), "mine");
+    assert_eq!(fs::read_to_string(out.join("checkpoints/.tmp-notes")).unwrap(), "mine too");
+}
+
+#[test]
+fn a_failed_resume_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_folder(tmp.path(), "R", 100);
+    let metrics = run.join("metrics.csv");
+    let text = fs::read_to_string(&metrics).unwrap();
+    fs::write(&metrics, &text[..text.len() / 2]).unwrap();
+    let before = snapshot(&run);
+    let o = gantry(&["resume", s(&run), "--iterations", "300", "-q"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("metrics.csv"), "{}", stderr(&o));
+    assert_eq!(snapshot(&run), before, "config.toml still says 100 iterations");
+    // A missing metrics.csv and a garbage config.toml are bad input too.
+    fs::remove_file(&metrics).unwrap();
+    let o = gantry(&["resume", s(&run), "--iterations", "300", "-q"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    fs::write(run.join("config.toml"), "[[[").unwrap();
+    let o = gantry(&["resume", s(&run), "-q"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("config.toml"), "{}", stderr(&o));
+}
+
+#[test]
+fn bench_threads_are_bounded_like_train() {
+    let o = gantry(&["bench", "--threads", "100000", "--iterations", "1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--threads"), "{}", stderr(&o));
+    let o = gantry(&["train", "--threads", "100000", "-q"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
