@@ -18,7 +18,7 @@ pub fn save(path: &Path, alerts: &[Alert]) -> Result<()> {
 
 /// Read a run's `alerts.json`.
 pub fn load(path: &Path) -> Result<Vec<Alert>> {
-    let text = std::fs::read_to_string(path).at("read", path)?;
+    let text = crate::durable::read_text_limited(path, 16 << 20, "alerts file")?;
     serde_json::from_str(&text).map_err(|e| Error::bad_data(path, e.to_string()))
 }
 

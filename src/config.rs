@@ -366,7 +366,10 @@ impl Config {
             .saturating_add(3 * pixels as u64);
         let activations = widths.saturating_mul(self.train.batch_size as u64).saturating_mul(3 * 6 * 4);
         let images = 70_000u64 * pixels as u64 * 4;
-        params.saturating_add(activations).saturating_add(images).saturating_add(256 << 20)
+        // The fixed noise of the grids and of the in-training evaluation, and its images.
+        let noise_rows = (self.output.grid_rows * self.output.grid_cols + self.eval.samples) as u64;
+        let noise = noise_rows.saturating_mul((self.model.latent_dim + pixels) as u64).saturating_mul(4);
+        params.saturating_add(activations).saturating_add(images).saturating_add(noise).saturating_add(256 << 20)
     }
 
     /// The resolved config as TOML, as saved in the run folder.

@@ -326,8 +326,8 @@ fn aside_path(path: &Path) -> PathBuf {
 pub fn load(path: &Path) -> Result<Snapshot> {
     let manifest_path = path.join(MANIFEST);
     let bad = |file: &Path, problem: String| Error::Checkpoint { path: file.to_path_buf(), problem };
-    let text =
-        fs::read(&manifest_path).map_err(|e| bad(&manifest_path, format!("unreadable manifest ({e})")))?;
+    let text = crate::durable::read_limited(&manifest_path, 1 << 20)
+        .map_err(|e| bad(&manifest_path, format!("unreadable manifest ({e})")))?;
     let manifest: Manifest =
         serde_json::from_slice(&text).map_err(|e| bad(&manifest_path, format!("corrupt manifest ({e})")))?;
     if manifest.format_version != FORMAT_VERSION {
@@ -344,6 +344,15 @@ pub fn load(path: &Path) -> Result<Snapshot> {
             .iter()
             .find(|e| e.name == name)
             .ok_or_else(|| bad(&file, "not listed in the manifest".into()))?;
+        // The size first, from the file system: a file far larger than the manifest says is never
+        // read into memory.
+        let on_disk = fs::metadata(&file).map_err(|e| bad(&file, format!("unreadable ({e})")))?.len();
+        if on_disk != entry.size {
+            return Err(bad(
+                &file,
+                format!("size {on_disk} bytes, manifest says {} (truncated?)", entry.size),
+            ));
+        }
         let bytes = fs::read(&file).map_err(|e| bad(&file, format!("unreadable ({e})")))?;
         if bytes.len() as u64 != entry.size {
             return Err(bad(
