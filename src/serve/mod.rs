@@ -17,10 +17,12 @@
 //!
 //! The server never writes, and never takes the run's lock (so a training or resume is never
 //! refused because someone is watching). Files are served only from inside the run folders:
-//! paths with `..`, absolute paths, hidden names and symbolic links that lead outside are refused.
+//! paths with `..`, absolute paths, hidden names, and symbolic links that lead outside or to a
+//! hidden name are refused.
 //! It binds 127.0.0.1 unless another address is given explicitly.
 
 use std::collections::VecDeque;
+use std::ffi::OsStr;
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
@@ -76,7 +78,8 @@ impl Dashboard {
     }
 
     /// Serve each path given: a run folder (it has a `config.toml`), or a folder of run folders
-    /// (`runs/`), whose runs are all served side by side.
+    /// (`runs/`), whose runs are all served side by side. A path that does not exist or is not a
+    /// folder is an [`Error::RunDir`].
     pub fn from_paths(paths: &[PathBuf]) -> Result<Self> {
         let mut found = Vec::new();
         for path in paths {
@@ -84,14 +87,20 @@ impl Dashboard {
                 found.push(path.clone());
                 continue;
             }
+            let refuse = |problem: &str| Error::RunDir { path: path.clone(), problem: problem.into() };
+            match std::fs::metadata(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(refuse("does not exist")),
+                Err(e) => return Err(Error::io("read run folder", path, e)),
+                Ok(m) if !m.is_dir() => {
+                    return Err(refuse("is not a folder (give a run folder or a folder of run folders)"));
+                }
+                Ok(_) => {}
+            }
             let entries = std::fs::read_dir(path).at("read run folder", path)?;
             let mut children: Vec<PathBuf> =
                 entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| is_run_folder(p)).collect();
             if children.is_empty() {
-                return Err(Error::RunDir {
-                    path: path.clone(),
-                    problem: "is neither a run folder (no config.toml) nor a folder of run folders".into(),
-                });
+                return Err(refuse("is neither a run folder (no config.toml) nor a folder of run folders"));
             }
             children.sort();
             found.extend(children);
@@ -197,6 +206,11 @@ pub struct RunStatus {
     pub alerts: Vec<Alert>,
     /// Sample quality measured during training (eval.csv), oldest first.
     pub quality: Vec<crate::train::quality::QualityRecord>,
+}
+
+/// Whether a file name is hidden (starts with a dot).
+fn is_hidden(name: &OsStr) -> bool {
+    name.as_encoded_bytes().first() == Some(&b'.')
 }
 
 /// The sample grids present (`samples/step_NNNNNN.png`), by iteration.
@@ -421,25 +435,27 @@ async fn run_file(
 /// Why a file request is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
-    /// The path could name something outside the run folder (403).
+    /// The path could name something outside the run folder, or hidden inside it (403).
     Outside,
     /// No such file inside it (404).
     Missing,
 }
 
 /// The file `relative` names inside `root`. Only plain, non-hidden path components are accepted,
-/// and the resolved file (symbolic links followed) must lie under the resolved root.
+/// and the resolved file (symbolic links followed) must lie under the resolved root with no hidden
+/// component below it: a link may not lead to `.lock` any more than the path may name it.
 pub fn resolve_inside(root: &Path, relative: &str) -> std::result::Result<PathBuf, Refused> {
+    let plain_and_visible =
+        |p: &Path| p.components().all(|c| matches!(c, Component::Normal(s) if !is_hidden(s)));
     let rel = Path::new(relative);
-    let plain =
-        rel.components().all(|c| matches!(c, Component::Normal(s) if !s.to_string_lossy().starts_with('.')));
-    if relative.is_empty() || relative.contains('\\') || !plain {
+    if relative.is_empty() || relative.contains('\\') || !plain_and_visible(rel) {
         return Err(Refused::Outside);
     }
     let root = root.canonicalize().map_err(|_| Refused::Missing)?;
     let file = root.join(rel).canonicalize().map_err(|_| Refused::Missing)?;
-    if !file.starts_with(&root) {
-        return Err(Refused::Outside);
+    match file.strip_prefix(&root) {
+        Ok(below) if plain_and_visible(below) => {}
+        _ => return Err(Refused::Outside),
     }
     if file.is_file() { Ok(file) } else { Err(Refused::Missing) }
 }
@@ -457,6 +473,21 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
+/// The error of a failed bind: a busy port says how to get another.
+fn bind_error(what: &str, e: std::io::Error) -> Error {
+    let source = if e.kind() == std::io::ErrorKind::AddrInUse {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "{e}: another program listens there; choose another port with --port, or --port 0 for any free port"
+            ),
+        )
+    } else {
+        e
+    };
+    Error::io("listen on", what, source)
+}
+
 /// Listen on `addr` and serve until `stop` is set (or forever). `ready` is called with the bound
 /// address (the actual port when `addr` has port 0) before the first request is taken.
 pub fn serve_blocking(
@@ -467,7 +498,7 @@ pub fn serve_blocking(
 ) -> Result<()> {
     let what = format!("{addr}");
     let io = |source| Error::io("listen on", &what, source);
-    let listener = std::net::TcpListener::bind(addr).map_err(io)?;
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| bind_error(&what, e))?;
     listener.set_nonblocking(true).map_err(io)?;
     let bound = listener.local_addr().map_err(io)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(io)?;
@@ -558,5 +589,54 @@ mod tests {
         assert_eq!(rows[1][7], None);
         assert_eq!(parse_metric_rows(&text, 1).unwrap(), rows[1..]);
         assert!(parse_metric_rows(&format!("{header}\n0,1\n"), 0).unwrap_err().contains("2 fields"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlink_to_a_hidden_file_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("run");
+        std::fs::create_dir_all(root.join(".hidden")).unwrap();
+        std::fs::write(root.join(".lock"), b"1").unwrap();
+        std::fs::write(root.join(".hidden/inner.txt"), b"2").unwrap();
+        std::fs::write(root.join("visible.txt"), b"3").unwrap();
+        std::os::unix::fs::symlink(root.join(".lock"), root.join("lock_link")).unwrap();
+        std::os::unix::fs::symlink(root.join(".hidden"), root.join("dir_link")).unwrap();
+        std::os::unix::fs::symlink("visible.txt", root.join("fine_link.txt")).unwrap();
+        assert_eq!(resolve_inside(&root, "lock_link"), Err(Refused::Outside));
+        assert_eq!(resolve_inside(&root, "dir_link/inner.txt"), Err(Refused::Outside));
+        assert!(resolve_inside(&root, "fine_link.txt").is_ok(), "a link to a visible file inside is fine");
+        // The run folder itself may sit under a hidden folder: only what is below it counts.
+        let hidden_parent = tmp.path().join(".runs/r");
+        std::fs::create_dir_all(&hidden_parent).unwrap();
+        std::fs::write(hidden_parent.join("a.txt"), b"4").unwrap();
+        assert!(resolve_inside(&hidden_parent, "a.txt").is_ok());
+    }
+
+    #[test]
+    fn serve_on_a_missing_path_is_bad_input() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("no-such-runs");
+        let err = Dashboard::from_paths(std::slice::from_ref(&missing)).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        assert!(
+            err.to_string().contains(&missing.display().to_string())
+                && err.to_string().contains("does not exist")
+        );
+        let file = tmp.path().join("file.txt");
+        std::fs::write(&file, "x").unwrap();
+        let err = Dashboard::from_paths(std::slice::from_ref(&file)).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        assert!(err.to_string().contains("not a folder"), "{err}");
+    }
+
+    #[test]
+    fn a_busy_port_suggests_port_0() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let dashboard = Arc::new(Dashboard { runs: Vec::new() });
+        let err = serve_blocking(dashboard, addr, None, |_| {}).unwrap_err();
+        assert!(err.to_string().contains("--port 0"), "{err}");
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
     }
 }
