@@ -30,7 +30,13 @@
 //! [`MAX_ROWS_PER_RESPONSE`] at a time. File system work runs on a few blocking threads, never on
 //! the thread that serves the connections.
 //!
-//! It binds 127.0.0.1 unless another address is given explicitly.
+//! [`connections`] owns the accept loop and its limits ([`ServeLimits`]: header, idle and
+//! stalled-write timeouts, a connection cap) and the `Host` check: it binds 127.0.0.1 unless another
+//! address is given explicitly; bound to loopback it answers only requests addressed to
+//! `localhost`, `127.x.x.x` or `[::1]` (a page of another site reaching it through DNS rebinding
+//! gets 403), bound explicitly to another address it answers any name.
+
+pub mod connections;
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
@@ -50,6 +56,7 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
+pub use self::connections::{HostPolicy, ServeLimits};
 use crate::alerts::Alert;
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
@@ -538,7 +545,8 @@ pub fn bind_address(host: Option<IpAddr>, port: u16) -> SocketAddr {
     SocketAddr::new(host.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), port)
 }
 
-/// The router: every route of the dashboard over `dashboard`'s runs.
+/// The router: every route of the dashboard over `dashboard`'s runs (without the `Host` check,
+/// which [`serve_blocking`] adds for the address it binds).
 pub fn app(dashboard: Arc<Dashboard>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(DASHBOARD_HTML) }))
@@ -831,11 +839,23 @@ fn bind_error(what: &str, e: std::io::Error) -> Error {
     Error::io("listen on", what, source)
 }
 
-/// Listen on `addr` and serve until `stop` is set (or forever). `ready` is called with the bound
-/// address (the actual port when `addr` has port 0) before the first request is taken.
+/// Listen on `addr` and serve until `stop` is set (or forever), within the default
+/// [`ServeLimits`]. `ready` is called with the bound address (the actual port when `addr` has
+/// port 0) before the first request is taken.
 pub fn serve_blocking(
     dashboard: Arc<Dashboard>,
     addr: SocketAddr,
+    stop: Option<Arc<AtomicBool>>,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    serve_blocking_with(dashboard, addr, ServeLimits::default(), stop, ready)
+}
+
+/// [`serve_blocking`] within `limits`.
+pub fn serve_blocking_with(
+    dashboard: Arc<Dashboard>,
+    addr: SocketAddr,
+    limits: ServeLimits,
     stop: Option<Arc<AtomicBool>>,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<()> {
@@ -844,12 +864,15 @@ pub fn serve_blocking(
     let listener = std::net::TcpListener::bind(addr).map_err(|e| bind_error(&what, e))?;
     listener.set_nonblocking(true).map_err(io)?;
     let bound = listener.local_addr().map_err(io)?;
+    let cap = connections::connection_cap(limits.max_connections, connections::raise_descriptor_limit());
+    let router = app(dashboard)
+        .layer(axum::middleware::from_fn_with_state(HostPolicy::for_address(bound), connections::check_host));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .map_err(io)?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener).map_err(io)?;
         ready(bound);
         let shutdown = async move {
@@ -862,8 +885,12 @@ pub fn serve_blocking(
                 None => std::future::pending().await,
             }
         };
-        axum::serve(listener, app(dashboard)).with_graceful_shutdown(shutdown).await.map_err(io)
-    })
+        connections::serve(listener, router, limits, cap, shutdown).await;
+        Ok(())
+    });
+    // A blocking read stuck on a slow disk does not hold the caller.
+    runtime.shutdown_timeout(connections::GRACE);
+    served
 }
 
 #[cfg(test)]
