@@ -1,4 +1,6 @@
-//! The live dashboard: the server's routes and refusals over raw HTTP, and the page itself in
+//! The live dashboard: the server's routes and refusals over raw HTTP, its limits (the `Host`
+//! check, the header and stalled-write timeouts, the connection cap; the load test is
+//! `dashboard_load.rs`), and the page itself in
 //! headless Chromium (driven through ChromeDriver's WebDriver protocol) against a real run that is
 //! training while the browser watches. `.ci/run` installs Debian's chromium and chromium-driver.
 
@@ -32,18 +34,65 @@ fn raw_get_bytes(addr: SocketAddr, target: &str) -> (u16, Vec<u8>) {
     (status, bytes[head_end + 4..].to_vec())
 }
 
+/// Send one raw GET with the given `Host` header and return its status code.
+fn get_with_host(addr: SocketAddr, target: &str, host: &str) -> u16 {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).unwrap();
+    let head = String::from_utf8_lossy(&bytes);
+    head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
 /// Serve `dashboard` from a background thread on a free loopback port.
 fn start_server(dashboard: Dashboard) -> (SocketAddr, Arc<AtomicBool>) {
+    start_server_with(dashboard, serve::ServeLimits::default())
+}
+
+fn start_server_with(dashboard: Dashboard, limits: serve::ServeLimits) -> (SocketAddr, Arc<AtomicBool>) {
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
     let flag = stop.clone();
     std::thread::spawn(move || {
-        serve::serve_blocking(Arc::new(dashboard), serve::bind_address(None, 0), Some(flag), |a| {
-            tx.send(a).unwrap()
-        })
+        serve::serve_blocking_with(
+            Arc::new(dashboard),
+            serve::bind_address(None, 0),
+            limits,
+            Some(flag),
+            |a| tx.send(a).unwrap(),
+        )
         .unwrap()
     });
     (rx.recv_timeout(Duration::from_secs(10)).unwrap(), stop)
+}
+
+/// A run folder without a training: a config and `rows` rows of metrics.
+fn fake_run(root: &std::path::Path, rows: usize) {
+    std::fs::create_dir_all(root.join("samples")).unwrap();
+    std::fs::write(root.join("config.toml"), toml::to_string(&gantry::config::Config::default()).unwrap())
+        .unwrap();
+    let mut metrics = gantry::metrics::CSV_COLUMNS.join(",") + "\n";
+    for r in 0..rows {
+        metrics += &format!("{r},0.7,0.7,1.4,0.7,0.5,0.5,0.5,0.5,0.5\n");
+    }
+    std::fs::write(root.join("metrics.csv"), metrics).unwrap();
+}
+
+/// Whether the server closed `stream`, waiting up to `wait` (a response before the close is read
+/// and ignored).
+fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return true,
+        }
+    }
+    false
 }
 
 #[test]
@@ -104,12 +153,148 @@ fn server_serves_the_run_and_refuses_everything_else() {
 }
 
 #[test]
+fn dns_rebinding_host_is_refused_on_loopback() {
+    let tmp = tempfile::tempdir().unwrap();
+    fake_run(&tmp.path().join("r"), 3);
+    let (addr, stop) = start_server(Dashboard::from_paths(&[tmp.path().join("r")]).unwrap());
+    let port = addr.port();
+    for evil in ["evil.example", &format!("evil.example:{port}"), "localhost:1", "10.1.2.3"] {
+        assert_eq!(get_with_host(addr, "/runs/r/files/metrics.csv", evil), 403, "Host: {evil}");
+        assert_eq!(get_with_host(addr, "/api/runs/r/status", evil), 403, "Host: {evil}");
+    }
+    for ok in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+        "localhost".into(),
+    ] {
+        assert_eq!(get_with_host(addr, "/runs/r/files/metrics.csv", &ok), 200, "Host: {ok}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+#[test]
+fn events_stream_starts_with_the_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    fake_run(&tmp.path().join("r"), 3);
+    let (addr, stop) = start_server(Dashboard::from_paths(&[tmp.path().join("r")]).unwrap());
+    let mut response = ureq::get(format!("http://{addr}/api/runs/r/events"))
+        .config()
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .call()
+        .unwrap();
+    let content_type = response.headers().get("content-type").unwrap().to_str().unwrap().to_string();
+    assert_eq!(content_type, "text/event-stream");
+    let mut reader = response.body_mut().as_reader();
+    let mut text = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !text.ends_with(b"\n\n") {
+        let n = reader.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended before its first event");
+        text.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8(text).unwrap();
+    let data = text.strip_prefix("event: status\ndata: ").and_then(|t| t.strip_suffix("\n\n")).unwrap();
+    let status: gantry::serve::RunStatus = serde_json::from_str(data).unwrap();
+    assert_eq!((status.iterations_done, status.finished), (3, false));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+#[test]
+fn slow_header_client_is_disconnected_after_the_header_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    fake_run(&tmp.path().join("r"), 3);
+    let limits = serve::ServeLimits { header_timeout: Duration::from_secs(3), ..Default::default() };
+    let (addr, stop) = start_server_with(Dashboard::from_paths(&[tmp.path().join("r")]).unwrap(), limits);
+    let started = Instant::now();
+    let mut idle = TcpStream::connect(addr).unwrap();
+    let mut slow = TcpStream::connect(addr).unwrap();
+    // One byte of a request every 2 s: each byte is progress, but the head never completes.
+    let request = b"GET /api/runs/r/status HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut closed = false;
+    for byte in request.iter().take(10) {
+        if slow.write_all(std::slice::from_ref(byte)).is_err()
+            || closed_within(&mut slow, Duration::from_secs(2))
+        {
+            closed = true;
+            break;
+        }
+    }
+    let slow_after = started.elapsed();
+    assert!(closed, "a client trickling its headers is still connected after {slow_after:?}");
+    assert!(closed_within(&mut idle, Duration::from_secs(10)), "a silent socket is still connected");
+    eprintln!(
+        "header timeout {:?}: trickling client closed after {slow_after:?}, silent one by {:?}",
+        limits.header_timeout,
+        started.elapsed()
+    );
+    // The server still answers.
+    assert_eq!(raw_get(addr, "/api/runs/r/status").0, 200);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+#[test]
+fn status_is_answered_when_the_connection_cap_is_full() {
+    let tmp = tempfile::tempdir().unwrap();
+    fake_run(&tmp.path().join("r"), 3);
+    let limits = serve::ServeLimits { max_connections: 8, ..Default::default() };
+    let (addr, stop) = start_server_with(Dashboard::from_paths(&[tmp.path().join("r")]).unwrap(), limits);
+    // Three times the cap of silent sockets: the stalest are closed to make room, none waits in the backlog.
+    let silent: Vec<TcpStream> = (0..24).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = Instant::now();
+    let (code, body) = raw_get(addr, "/api/runs/r/status");
+    eprintln!("status at a full cap of {}: {code} in {:?}", limits.max_connections, asked.elapsed());
+    assert_eq!(code, 200, "{body}");
+    drop(silent);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+#[test]
+fn a_client_that_never_reads_is_dropped_after_the_stalled_write_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    fake_run(&root, 3);
+    let size = 64 << 20;
+    std::fs::write(root.join("big.bin"), vec![7u8; size]).unwrap();
+    let limits = serve::ServeLimits { stalled_write_timeout: Duration::from_secs(2), ..Default::default() };
+    let (addr, stop) = start_server_with(Dashboard::from_paths(&[root]).unwrap(), limits);
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(stream, "GET /runs/r/files/big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    // Not reading for well past the timeout; then whatever the kernel buffered, and the end.
+    std::thread::sleep(Duration::from_secs(6));
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received += n,
+        }
+    }
+    eprintln!("a stalled download of {size} bytes got {received} before it was dropped");
+    assert!(received < size, "the whole file arrived although the client stalled past the timeout");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+#[test]
 fn serve_refuses_a_folder_without_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_gantry")).arg("serve").arg(tmp.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&tmp.path().display().to_string()) && err.contains("run folder"), "{err}");
+}
+
+#[test]
+fn serve_on_a_missing_path_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nothing-here");
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry")).arg("serve").arg(&missing).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&missing.display().to_string()) && err.contains("does not exist"), "{err}");
 }
 
 /// A child process killed when the test ends, however it ends.
