@@ -77,6 +77,22 @@ impl Default for Rules {
     }
 }
 
+impl Rules {
+    /// The rules for an objective. The loss thresholds are cross-entropy's: for least squares D's
+    /// loss near 0 still means D wins and G's loss is at most about 1 when D rejects everything;
+    /// hinge and Wasserstein losses are signed or unbounded, so no loss threshold applies there
+    /// (accuracy, NaN and collapse still do).
+    pub fn for_loss(loss: crate::train::objective::Loss) -> Self {
+        use crate::train::objective::Loss;
+        let classic = Self::default();
+        match loss {
+            Loss::Ns | Loss::Minimax => classic,
+            Loss::Lsgan => Self { d_loss_low: 0.01, g_loss_high: 0.9, ..classic },
+            _ => Self { d_loss_low: f64::NEG_INFINITY, g_loss_high: f64::INFINITY, ..classic },
+        }
+    }
+}
+
 /// Watches a run; call [`Monitor::observe`] for each record and [`Monitor::observe_grid`] for each
 /// sample grid.
 #[derive(Debug, Clone)]

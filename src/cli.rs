@@ -57,6 +57,10 @@ pub struct TrainArgs {
     /// Data set to train on.
     #[arg(long, value_enum)]
     pub dataset: Option<Dataset>,
+    /// The objective [config: train.loss, default ns]. wgan-gp, r1 and dragan are refused: they
+    /// need second derivatives.
+    #[arg(long, value_enum)]
+    pub loss: Option<crate::config::Loss>,
     /// Images per batch [config: train.batch_size, default 32].
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
@@ -327,6 +331,7 @@ fn overrides(flags: &RunFlags) -> Result<Overrides> {
         seed: None,
         threads: flags.threads,
         eval_every: flags.eval_every,
+        loss: None,
     })
 }
 
@@ -337,10 +342,11 @@ fn train_command(args: TrainArgs) -> Result<i32> {
             || args.seed.is_some()
             || args.batch_size.is_some()
             || args.dataset.is_some()
+            || args.loss.is_some()
         {
             return Err(Error::usage(
                 "--resume",
-                "continues a run as it was: --out, --force, --seed, --batch-size and --dataset do not apply",
+                "continues a run as it was: --out, --force, --seed, --batch-size, --dataset and --loss do not apply",
             ));
         }
         return resume_command(run, &args.run);
@@ -350,6 +356,7 @@ fn train_command(args: TrainArgs) -> Result<i32> {
     overrides.dataset = args.dataset;
     overrides.batch_size = args.batch_size;
     overrides.seed = args.seed;
+    overrides.loss = args.loss;
     let config = Config::resolve(flags.config.as_deref(), &overrides)?;
     let out =
         args.out.unwrap_or_else(|| run_dir::generated_path(Path::new("runs"), config.data.dataset.name()));
@@ -482,10 +489,14 @@ pub fn summary(outcome: &TrainOutcome) -> String {
     for (name, mean) in metrics::tail_means(&outcome.records, 0.1) {
         s.push_str(&format!("  {name:<12}  {mean:>8.4}\n"));
     }
-    s.push_str(&format!(
-        "  (equilibrium: acc 0.5, d_out 0.5, losses ln 2 = {:.4})\n",
-        std::f64::consts::LN_2
-    ));
+    s.push_str(&match (outcome.loss.equilibrium_loss(), outcome.loss.is_cross_entropy()) {
+        (Some(l), true) => format!("  (equilibrium: acc 0.5, d_out 0.5, losses ln 2 = {l:.4})\n"),
+        (Some(l), false) => format!("  (equilibrium: acc 0.5, d_out 0.5, losses {l})\n"),
+        (None, _) => format!(
+            "  ({} losses have no fixed equilibrium value; acc 0.5 means D cannot tell real from fake)\n",
+            outcome.loss.name()
+        ),
+    });
     if let Some(q) = &outcome.quality {
         s.push_str(&format!(
             "\nSample quality at iteration {} (the judge's scores, eval.csv): FID {:.2}, precision {:.3}, \
@@ -578,7 +589,8 @@ fn plot_command(args: PlotArgs) -> Result<()> {
         return Err(Error::bad_data(run.metrics_csv(), "has no rows to plot"));
     }
     std::fs::create_dir_all(run.plots_dir()).map_err(|e| Error::io("create", run.plots_dir(), e))?;
-    let mut written = plot::write_curves(&run.plots_dir(), &records, config.output.smoothing_window)?;
+    let mut written =
+        plot::write_curves(&run.plots_dir(), &records, config.output.smoothing_window, config.train.loss)?;
     let quality_rows = train::quality::read(&run.eval_csv())?;
     if !quality_rows.is_empty() {
         written.extend(plot::write_quality(&run.plots_dir(), &quality_rows)?);

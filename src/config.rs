@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub use crate::train::objective::Loss;
 
 /// Which data set to train on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -113,10 +114,33 @@ pub struct TrainConfig {
     pub iterations: usize,
     /// Images per batch (real and fake batches are each this size).
     pub batch_size: usize,
-    /// Adam learning rate of the discriminator.
-    pub lr_d: f64,
-    /// Adam learning rate of the generator.
-    pub lr_g: f64,
+    /// The objective (see [`crate::train::objective`]): ns, minimax, lsgan, hinge or wgan.
+    pub loss: Loss,
+    /// D updates per G update, each on a fresh real batch and fresh fakes.
+    pub d_steps: usize,
+    /// Whether an iteration updates D first (Keras-GAN) or G first (PyTorch-GAN's gan.py).
+    pub order: UpdateOrder,
+    /// D's target on real images for ns, minimax and lsgan: 1, or less for one-sided label
+    /// smoothing (0.9 is the usual choice).
+    pub real_label: f32,
+    /// How D sees a real and a fake batch: two updates (Keras-GAN), or one update on the sum of
+    /// both losses (the PyTorch examples, WGAN).
+    pub d_update: DUpdate,
+    /// WGAN: D's weights are clipped to [-clip, clip] after each of its updates.
+    pub clip: f64,
+    /// The optimizer of each network: adam or rmsprop. Default adam, except rmsprop for wgan.
+    pub optimizer_d: Option<OptimizerKind>,
+    pub optimizer_g: Option<OptimizerKind>,
+    /// Learning rates. Default 0.0002, except 0.00005 for wgan's default RMSprop.
+    pub lr_d: Option<f64>,
+    pub lr_g: Option<f64>,
+    /// RMSprop's smoothing constant and epsilon (both networks).
+    pub rmsprop_alpha: f32,
+    pub rmsprop_epsilon: f32,
+    /// Which implementation computes the step: gantry's fused kernels on its parallel schedule
+    /// where they apply, or the sequential reference step on burn's own `Linear`, `BatchNorm`,
+    /// `Adam` and `RmsProp`.
+    pub kernels: Kernels,
     /// Adam beta1 (both optimizers).
     pub beta1: f32,
     /// Adam beta2 (both optimizers).
@@ -134,14 +158,146 @@ impl Default for TrainConfig {
         Self {
             iterations: 30_000,
             batch_size: 32,
-            lr_d: 0.0002,
-            lr_g: 0.0002,
+            loss: Loss::Ns,
+            d_steps: 1,
+            order: UpdateOrder::DFirst,
+            real_label: 1.0,
+            d_update: DUpdate::Split,
+            clip: 0.01,
+            optimizer_d: None,
+            optimizer_g: None,
+            lr_d: None,
+            lr_g: None,
+            rmsprop_alpha: 0.99,
+            rmsprop_epsilon: 1e-8,
+            kernels: Kernels::Fused,
             beta1: 0.5,
             beta2: 0.999,
             adam_epsilon: 1e-7,
             seed: 0,
             threads: 0,
         }
+    }
+}
+
+/// Which network an iteration updates first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    DFirst,
+    GFirst,
+}
+
+/// How D takes a real and a fake batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DUpdate {
+    /// Two updates: on the real batch, then on the fakes.
+    Split,
+    /// One update on the sum of both losses.
+    Joint,
+}
+
+/// An optimizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    Adam,
+    Rmsprop,
+}
+
+/// Which implementation computes the training step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kernels {
+    Fused,
+    Reference,
+}
+
+impl TrainConfig {
+    /// D's optimizer: as set, else adam (rmsprop for wgan).
+    pub fn optimizer_d(&self) -> OptimizerKind {
+        self.optimizer_d.unwrap_or(self.default_optimizer())
+    }
+
+    /// G's optimizer: as set, else adam (rmsprop for wgan).
+    pub fn optimizer_g(&self) -> OptimizerKind {
+        self.optimizer_g.unwrap_or(self.default_optimizer())
+    }
+
+    fn default_optimizer(&self) -> OptimizerKind {
+        if self.loss == Loss::Wgan { OptimizerKind::Rmsprop } else { OptimizerKind::Adam }
+    }
+
+    /// D's learning rate: as set, else 0.0002 (0.00005 for wgan's default RMSprop).
+    pub fn lr_d(&self) -> f64 {
+        self.lr_d.unwrap_or(self.default_lr(self.optimizer_d))
+    }
+
+    /// G's learning rate: as set, else 0.0002 (0.00005 for wgan's default RMSprop).
+    pub fn lr_g(&self) -> f64 {
+        self.lr_g.unwrap_or(self.default_lr(self.optimizer_g))
+    }
+
+    fn default_lr(&self, chosen: Option<OptimizerKind>) -> f64 {
+        if self.loss == Loss::Wgan && chosen.is_none() { 0.000_05 } else { 0.0002 }
+    }
+
+    /// Fill every choice left to its default with the value it takes, so the saved config says
+    /// what the run used.
+    pub fn resolve_defaults(&mut self) {
+        let (lr_d, lr_g) = (self.lr_d(), self.lr_g());
+        self.optimizer_d = Some(self.optimizer_d());
+        self.optimizer_g = Some(self.optimizer_g());
+        self.lr_d = Some(lr_d);
+        self.lr_g = Some(lr_g);
+    }
+
+    /// Whether this is Keras-GAN's recipe, the one the fused parallel step implements: ns, one
+    /// D step before G as two updates, no smoothing, Adam for both, fused kernels.
+    pub fn is_classic_recipe(&self) -> bool {
+        self.loss == Loss::Ns
+            && self.d_steps == 1
+            && self.order == UpdateOrder::DFirst
+            && self.real_label == 1.0
+            && self.d_update == DUpdate::Split
+            && self.optimizer_d() == OptimizerKind::Adam
+            && self.optimizer_g() == OptimizerKind::Adam
+            && self.kernels == Kernels::Fused
+    }
+
+    /// SHA-256 of [`Self::recipe`], stored in checkpoints. None for the classic recipe, whose
+    /// checkpoints (of every version) carry none.
+    pub fn recipe_hash(&self) -> Option<String> {
+        if self.is_classic_recipe_ignoring_kernels() {
+            return None;
+        }
+        let text: String = self.recipe().iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        Some(crate::durable::sha256_hex(text.as_bytes()))
+    }
+
+    /// [`Self::is_classic_recipe`] on either kernels (the reference kernels keep the same
+    /// optimizer state layout: burn's Adam state, as the fused op's).
+    fn is_classic_recipe_ignoring_kernels(&self) -> bool {
+        let mut t = self.clone();
+        t.kernels = Kernels::Fused;
+        t.is_classic_recipe()
+    }
+
+    /// The recipe keys as `key = value` lines: what a resumed run may not change.
+    pub fn recipe(&self) -> Vec<(String, String)> {
+        let mut t = self.clone();
+        t.resolve_defaults();
+        vec![
+            ("train.loss".into(), t.loss.name().into()),
+            ("train.d_steps".into(), t.d_steps.to_string()),
+            ("train.order".into(), format!("{:?}", t.order)),
+            ("train.real_label".into(), t.real_label.to_string()),
+            ("train.d_update".into(), format!("{:?}", t.d_update)),
+            ("train.clip".into(), t.clip.to_string()),
+            ("train.optimizer_d".into(), format!("{:?}", t.optimizer_d())),
+            ("train.optimizer_g".into(), format!("{:?}", t.optimizer_g())),
+        ]
     }
 }
 
@@ -194,6 +350,7 @@ pub struct Overrides {
     pub seed: Option<u64>,
     pub threads: Option<usize>,
     pub eval_every: Option<usize>,
+    pub loss: Option<Loss>,
 }
 
 impl Config {
@@ -234,6 +391,7 @@ impl Config {
         };
         config.apply(overrides);
         config.validate()?;
+        config.train.resolve_defaults();
         Ok(config)
     }
 
@@ -263,6 +421,9 @@ impl Config {
         if let Some(v) = o.eval_every {
             self.eval.every = v;
         }
+        if let Some(v) = o.loss {
+            self.train.loss = v;
+        }
     }
 
     /// Check every value against its allowed range, so that nothing downstream can panic on it.
@@ -290,7 +451,33 @@ impl Config {
         }
         positive("train.iterations", t.iterations, 1_000_000_000)?;
         positive("train.batch_size", t.batch_size, 65_536)?;
-        for (key, lr) in [("train.lr_d", t.lr_d), ("train.lr_g", t.lr_g)] {
+        if let Some(reason) = t.loss.unsupported() {
+            return Err(Error::config("train.loss", format!("`{}` {reason}", t.loss.name())));
+        }
+        positive("train.d_steps", t.d_steps, 100)?;
+        if !(t.real_label.is_finite() && t.real_label > 0.0 && t.real_label <= 1.0) {
+            return Err(Error::config(
+                "train.real_label",
+                format!("must be within (0, 1], found {}", t.real_label),
+            ));
+        }
+        if t.real_label != 1.0 && !t.loss.takes_real_label() {
+            return Err(Error::config(
+                "train.real_label",
+                format!("label smoothing applies to ns, minimax and lsgan, not to {}", t.loss.name()),
+            ));
+        }
+        if !(t.clip.is_finite() && t.clip > 0.0) {
+            return Err(Error::config("train.clip", format!("must be > 0, found {}", t.clip)));
+        }
+        finite_in("train.rmsprop_alpha", t.rmsprop_alpha as f64, 0.0, 0.999_999)?;
+        if !(t.rmsprop_epsilon.is_finite() && t.rmsprop_epsilon > 0.0) {
+            return Err(Error::config(
+                "train.rmsprop_epsilon",
+                format!("must be > 0, found {}", t.rmsprop_epsilon),
+            ));
+        }
+        for (key, lr) in [("train.lr_d", t.lr_d()), ("train.lr_g", t.lr_g())] {
             if !(lr.is_finite() && lr > 0.0) {
                 return Err(Error::config(key, format!("must be a positive number, found {lr}")));
             }
@@ -369,7 +556,11 @@ impl Config {
         // The fixed noise of the grids and of the in-training evaluation, and its images.
         let noise_rows = (self.output.grid_rows * self.output.grid_cols + self.eval.samples) as u64;
         let noise = noise_rows.saturating_mul((self.model.latent_dim + pixels) as u64).saturating_mul(4);
-        params.saturating_add(activations).saturating_add(images).saturating_add(noise).saturating_add(256 << 20)
+        params
+            .saturating_add(activations)
+            .saturating_add(images)
+            .saturating_add(noise)
+            .saturating_add(256 << 20)
     }
 
     /// The resolved config as TOML, as saved in the run folder.
@@ -502,11 +693,18 @@ mod tests {
     fn out_of_range_values_are_named() {
         for (text, key) in [
             ("[train]\nbatch_size = 0\n", "train.batch_size"),
-            ("[train]\nlr_d = -1.0\n", "train.lr_d"),
             ("[model]\nbn_momentum = 1.5\n", "model.bn_momentum"),
             ("[model]\ng_hidden = []\n", "model.g_hidden"),
             ("[output]\nsample_interval = 0\n", "output.sample_interval"),
             ("[model]\nleaky_slope = nan\n", "model.leaky_slope"),
+            ("[train]\nloss = \"wgan-gp\"\n", "train.loss"),
+            ("[train]\nloss = \"r1\"\n", "train.loss"),
+            ("[train]\nd_steps = 0\n", "train.d_steps"),
+            ("[train]\nreal_label = 1.5\n", "train.real_label"),
+            ("[train]\nreal_label = 0.0\n", "train.real_label"),
+            ("[train]\nloss = \"hinge\"\nreal_label = 0.9\n", "train.real_label"),
+            ("[train]\nclip = 0.0\n", "train.clip"),
+            ("[train]\nlr_d = -1.0\n", "train.lr_d"),
         ] {
             let err = parse(text).unwrap().validate().unwrap_err();
             assert!(err.to_string().contains(key), "{text}: {err}");
@@ -546,6 +744,21 @@ mod tests {
         let err = Config::from_file(&garbage).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().len() < 2_000, "{}", err.to_string().len());
+    }
+
+    #[test]
+    fn wgan_takes_rmsprop_at_5e_5_unless_the_optimizer_is_set() {
+        let c = parse("[train]\nloss = \"wgan\"\n").unwrap();
+        assert_eq!((c.train.optimizer_d(), c.train.lr_d()), (OptimizerKind::Rmsprop, 0.000_05));
+        let c = parse("[train]\nloss = \"wgan\"\noptimizer_d = \"adam\"\n").unwrap();
+        assert_eq!((c.train.optimizer_d(), c.train.lr_d()), (OptimizerKind::Adam, 0.0002));
+        assert_eq!(c.train.optimizer_g(), OptimizerKind::Rmsprop);
+        assert!(Config::default().train.is_classic_recipe());
+        assert!(!c.train.is_classic_recipe());
+        // The saved config says what was used, and reads back as the same recipe.
+        let resolved = Config::resolve(None, &Overrides::default()).unwrap();
+        assert_eq!(resolved.train.lr_d, Some(0.0002));
+        assert!(resolved.train.is_classic_recipe());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The notebook's two charts, as PNG and SVG: every curve raw, and the same curves smoothed with a
-//! moving average. Each chart has a loss panel (reference line at ln 2, the loss when D outputs
-//! 0.5) and an accuracy panel (reference line at 0.5, D's accuracy at equilibrium).
+//! moving average. Each chart has a loss panel (a reference line at the objective's equilibrium
+//! loss: ln 2, the cross-entropy when D outputs 0.5, or 0.25 for least squares; none for hinge
+//! and Wasserstein) and an accuracy panel (reference line at 0.5, D's accuracy at equilibrium).
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -72,7 +73,13 @@ struct Curve {
 }
 
 /// Write `curves_raw.{png,svg}` and `curves_smoothed.{png,svg}` into `dir`; returns their paths.
-pub fn write_curves(dir: &Path, records: &[IterationRecord], window: usize) -> Result<Vec<PathBuf>> {
+pub fn write_curves(
+    dir: &Path,
+    records: &[IterationRecord],
+    window: usize,
+    loss: crate::train::objective::Loss,
+) -> Result<Vec<PathBuf>> {
+    let reference = loss.equilibrium_loss().map(|v| (v, loss.equilibrium_label()));
     register_font();
     let mut written = Vec::new();
     for (stem, smooth) in [("curves_raw", false), ("curves_smoothed", true)] {
@@ -108,11 +115,11 @@ pub fn write_curves(dir: &Path, records: &[IterationRecord], window: usize) -> R
 
         let png = dir.join(format!("{stem}.png"));
         let area = BitMapBackend::new(&png, SIZE).into_drawing_area();
-        draw(area, &title, &losses, &accs, x_max)
+        draw(area, &title, &losses, &accs, x_max, reference)
             .map_err(|problem| Error::Render { path: png.clone(), problem })?;
         let svg = dir.join(format!("{stem}.svg"));
         let area = SVGBackend::new(&svg, SIZE).into_drawing_area();
-        draw(area, &title, &losses, &accs, x_max)
+        draw(area, &title, &losses, &accs, x_max, reference)
             .map_err(|problem| Error::Render { path: svg.clone(), problem })?;
         written.extend([png, svg]);
     }
@@ -154,8 +161,8 @@ fn draw_quality<DB: DrawingBackend>(
     root.fill(&WHITE).map_err(e)?;
     let root = root.titled("Sample quality (gantry's judge, fixed noise)", (FONT, 26)).map_err(e)?;
     let (top, bottom) = root.split_vertically(SIZE.1 as i32 * 50 / 100);
-    panel(&top, "FID", fid, x_max, 0.0..fid_max, 0.0, "0 (real)").map_err(e)?;
-    panel(&bottom, "precision / recall", manifold, x_max, 0.0..1.02, 1.0, "1 (real)").map_err(e)?;
+    panel(&top, "FID", fid, x_max, 0.0..fid_max, Some((0.0, "0 (real)"))).map_err(e)?;
+    panel(&bottom, "precision / recall", manifold, x_max, 0.0..1.02, Some((1.0, "1 (real)"))).map_err(e)?;
     root.present().map_err(e)
 }
 
@@ -165,17 +172,20 @@ fn draw<DB: DrawingBackend>(
     losses: &[Curve],
     accs: &[Curve],
     x_max: f64,
+    reference: Option<(f64, &str)>,
 ) -> std::result::Result<(), String> {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(e)?;
     let root = root.titled(title, (FONT, 26)).map_err(e)?;
     let (top, bottom) = root.split_vertically(SIZE.1 as i32 * 55 / 100);
-    // Loss panel: clip the y range at a high quantile so one early spike does not flatten the rest.
-    let y_max = quantile(losses.iter().flat_map(|c| c.points.iter().map(|p| p.1)), 0.995)
-        .map(|q| (q * 1.15).max(std::f64::consts::LN_2 * 1.5))
-        .unwrap_or(2.0);
-    panel(&top, "loss", losses, x_max, 0.0..y_max, std::f64::consts::LN_2, "ln 2").map_err(e)?;
-    panel(&bottom, "accuracy", accs, x_max, 0.0..1.02, 0.5, "0.5").map_err(e)?;
+    // Loss panel: clip the y range at high and low quantiles so one early spike does not flatten
+    // the rest; it includes 0 and the equilibrium line (signed losses such as WGAN's go below 0).
+    let values = || losses.iter().flat_map(|c| c.points.iter().map(|p| p.1));
+    let reach = reference.map_or(1.0, |(v, _)| v * 1.5);
+    let y_max = quantile(values(), 0.995).map(|q| (q * 1.15).max(reach)).unwrap_or(2.0);
+    let y_min = quantile(values(), 0.005).map(|q| (q * 1.15).min(0.0)).unwrap_or(0.0);
+    panel(&top, "loss", losses, x_max, y_min..y_max, reference).map_err(e)?;
+    panel(&bottom, "accuracy", accs, x_max, 0.0..1.02, Some((0.5, "0.5"))).map_err(e)?;
     root.present().map_err(e)
 }
 
@@ -185,8 +195,7 @@ fn panel<DB: DrawingBackend>(
     curves: &[Curve],
     x_max: f64,
     y_range: std::ops::Range<f64>,
-    reference: f64,
-    reference_label: &str,
+    reference: Option<(f64, &str)>,
 ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let (y_lo, y_hi) = (y_range.start, y_range.end);
     let mut chart = ChartBuilder::on(area)
@@ -209,15 +218,17 @@ fn panel<DB: DrawingBackend>(
             .label(c.name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.color.stroke_width(3)));
     }
-    chart
-        .draw_series(DashedLineSeries::new(
-            vec![(0.0, reference), (x_max, reference)],
-            8,
-            5,
-            BLACK.stroke_width(1),
-        ))?
-        .label(reference_label.to_string())
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(1)));
+    if let Some((reference, reference_label)) = reference {
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(0.0, reference), (x_max, reference)],
+                8,
+                5,
+                BLACK.stroke_width(1),
+            ))?
+            .label(reference_label.to_string())
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(1)));
+    }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
@@ -285,7 +296,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let files = write_curves(dir.path(), &recs, 100).unwrap();
+        let files = write_curves(dir.path(), &recs, 100, crate::train::objective::Loss::Ns).unwrap();
         assert_eq!(files.len(), 4);
         for f in files {
             assert!(std::fs::metadata(&f).unwrap().len() > 1000, "{}", f.display());

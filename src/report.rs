@@ -18,7 +18,8 @@ const STRIP: usize = 8;
 
 /// Write the report of `run` to `out` (default `RUN/report.html`); returns its path.
 pub fn write(run: &RunDir, out: Option<&Path>) -> Result<PathBuf> {
-    let config_text = std::fs::read_to_string(run.config()).at("read", run.config())?;
+    let config_text =
+        crate::durable::read_text_limited(&run.config(), crate::config::MAX_CONFIG_BYTES, "config")?;
     let config = crate::Config::from_toml_str(&config_text, &run.config())?;
     let records = metrics::read_csv(&run.metrics_csv())?;
     if records.is_empty() {
@@ -30,7 +31,7 @@ pub fn write(run: &RunDir, out: Option<&Path>) -> Result<PathBuf> {
     let raw_svg = run.plots_dir().join("curves_raw.svg");
     if !raw_svg.is_file() {
         std::fs::create_dir_all(run.plots_dir()).at("create", run.plots_dir())?;
-        plot::write_curves(&run.plots_dir(), &records, config.output.smoothing_window)?;
+        plot::write_curves(&run.plots_dir(), &records, config.output.smoothing_window, config.train.loss)?;
     }
     let svg = |name: &str| -> Result<String> {
         let path = run.plots_dir().join(name);
@@ -53,7 +54,7 @@ pub fn write(run: &RunDir, out: Option<&Path>) -> Result<PathBuf> {
         STYLE
     ));
     html.push_str(&format!("<h1>gantry run <code>{}</code></h1>\n", escape(&name)));
-    html.push_str(&summary_html(&records, info.as_ref()));
+    html.push_str(&summary_html(&records, info.as_ref(), config.train.loss));
     html.push_str(&alerts_html(&alerts));
     html.push_str("<h2>Curves</h2>\n");
     html.push_str(&format!("<figure>{}</figure>\n", svg("curves_smoothed.svg")?));
@@ -88,7 +89,11 @@ pub fn write(run: &RunDir, out: Option<&Path>) -> Result<PathBuf> {
     Ok(out)
 }
 
-fn summary_html(records: &[IterationRecord], info: Option<&RunInfo>) -> String {
+fn summary_html(
+    records: &[IterationRecord],
+    info: Option<&RunInfo>,
+    loss: crate::train::objective::Loss,
+) -> String {
     let n = records.len();
     let tail = metrics::tail_len(n, 0.1);
     let mut s = String::from("<h2>Summary</h2>\n<p>");
@@ -102,9 +107,20 @@ fn summary_html(records: &[IterationRecord], info: Option<&RunInfo>) -> String {
             escape(&i.data_file)
         ));
     }
+    let equilibrium = match (loss.equilibrium_loss(), loss.equilibrium_output()) {
+        (Some(l), Some(o)) => format!(
+            "at equilibrium D's accuracy is 0.5, its outputs {o} and the losses {} = {l:.3}",
+            loss.equilibrium_label()
+        ),
+        _ => format!(
+            "at equilibrium D's accuracy is 0.5 ({} losses and scores have no fixed value there)",
+            loss.name()
+        ),
+    };
     s.push_str(&format!(
-        ". Means over the last {tail} iterations; at equilibrium D's accuracy and outputs are 0.5 and \
-         the losses ln 2 = 0.693.</p>\n<table><tr><th>metric</th><th>mean</th></tr>\n"
+        ". Objective <code>{}</code>. Means over the last {tail} iterations; {equilibrium}.</p>\n\
+         <table><tr><th>metric</th><th>mean</th></tr>\n",
+        loss.name()
     ));
     for (name, mean) in metrics::tail_means(records, 0.1) {
         s.push_str(&format!("<tr><td>{name}</td><td>{mean:.4}</td></tr>\n"));

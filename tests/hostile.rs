@@ -272,3 +272,18 @@ fn bench_threads_are_bounded_like_train() {
     let o = gantry(&["train", "--threads", "100000", "-q"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn a_run_killed_before_its_first_checkpoint_starts_again_keeping_the_users_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_folder(tmp.path(), "R", 30);
+    // As a kill before the first checkpoint (due at 50) leaves it: rows, no checkpoint, no weights.
+    fs::remove_dir_all(run.join("checkpoints")).unwrap();
+    fs::remove_dir_all(run.join("weights")).unwrap();
+    fs::write(run.join("NOTES.txt"), "notes").unwrap();
+    let o = gantry(&["resume", s(&run), "--iterations", "60", "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("stopped before its first checkpoint"), "{}", stderr(&o));
+    assert_eq!(fs::read_to_string(run.join("metrics.csv")).unwrap().lines().count(), 61);
+    assert_eq!(fs::read_to_string(run.join("NOTES.txt")).unwrap(), "notes");
+}

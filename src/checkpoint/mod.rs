@@ -25,8 +25,12 @@ use crate::durable::{hex, sha256_hex, sync_dir, write_synced};
 use crate::error::{Error, IoContext, Result};
 use crate::rng::Streams;
 
-/// Version of the checkpoint layout; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the checkpoint layout; bumped on any incompatible change. Version 2 adds the
+/// recipe's hash to `state.json`; checkpoints of version 1 (always the classic recipe) still load.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest checkpoint layout this gantry reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Prefix of the temporary folders a save writes into.
 const TMP_PREFIX: &str = ".tmp-";
 const MANIFEST: &str = "manifest.json";
@@ -86,6 +90,11 @@ pub struct TrainingState {
     pub fixed_noise: Vec<f32>,
     /// Wall time of the training loop so far, seconds.
     pub wall_seconds: f64,
+    /// SHA-256 of the recipe (objective, D steps, order, label, D update, clip, optimizers; see
+    /// [`crate::config::TrainConfig::recipe`]): the optimizer states in the checkpoint belong to
+    /// it. Absent in version-1 checkpoints, which are all of the classic recipe.
+    #[serde(default)]
+    pub recipe_hash: Option<String>,
 }
 
 impl TrainingState {
@@ -330,10 +339,13 @@ pub fn load(path: &Path) -> Result<Snapshot> {
         .map_err(|e| bad(&manifest_path, format!("unreadable manifest ({e})")))?;
     let manifest: Manifest =
         serde_json::from_slice(&text).map_err(|e| bad(&manifest_path, format!("corrupt manifest ({e})")))?;
-    if manifest.format_version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&manifest.format_version) {
         return Err(bad(
             &manifest_path,
-            format!("format version {} (this gantry reads {FORMAT_VERSION})", manifest.format_version),
+            format!(
+                "format version {} (this gantry reads {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})",
+                manifest.format_version
+            ),
         ));
     }
     let mut contents = std::collections::HashMap::new();
@@ -368,7 +380,7 @@ pub fn load(path: &Path) -> Result<Snapshot> {
     let state_path = path.join(STATE);
     let state: TrainingState = serde_json::from_slice(&contents[STATE])
         .map_err(|e| bad(&state_path, format!("unreadable state ({e})")))?;
-    if state.iteration != manifest.iteration || state.format_version != FORMAT_VERSION {
+    if state.iteration != manifest.iteration || state.format_version != manifest.format_version {
         return Err(bad(&state_path, "disagrees with the manifest".into()));
     }
     let mut take = |name: &str| contents.remove(name).unwrap_or_default();
@@ -511,6 +523,7 @@ mod tests {
                 rng_fixed: RngState::capture(&s.fixed),
                 fixed_noise: vec![0.25, -1.5],
                 wall_seconds: 1.0,
+                recipe_hash: Some("r".into()),
             },
             generator: vec![1; 1000],
             discriminator: vec![2; 500],
@@ -528,6 +541,30 @@ mod tests {
         assert_eq!(back.state, snapshot(200).state);
         assert_eq!(back.generator, vec![1; 1000]);
         assert_eq!(back.optimizer_d, vec![4; 200]);
+    }
+
+    #[test]
+    fn a_version_1_checkpoint_still_loads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut old = snapshot(200);
+        old.state.format_version = 1;
+        old.state.recipe_hash = None;
+        let path = write(tmp.path(), &old).unwrap();
+        // What version 1 wrote: no recipe_hash key, version 1 in the manifest.
+        let state_path = path.join(STATE);
+        let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&state_path).unwrap()).unwrap();
+        json.as_object_mut().unwrap().remove("recipe_hash");
+        fs::write(&state_path, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+        let manifest_path = path.join(MANIFEST);
+        let mut manifest: Manifest = serde_json::from_slice(&fs::read(&manifest_path).unwrap()).unwrap();
+        manifest.format_version = 1;
+        for e in &mut manifest.files {
+            let bytes = fs::read(path.join(&e.name)).unwrap();
+            (e.size, e.sha256) = (bytes.len() as u64, sha256_hex(&bytes));
+        }
+        fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+        let back = load(&path).unwrap();
+        assert_eq!((back.state.format_version, back.state.recipe_hash), (1, None));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use burn::module::{Module, ModuleMapper, Param, ParamId, RunningState};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig};
+use burn::tensor::activation::leaky_relu;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::RngExt;
 
@@ -82,6 +83,16 @@ impl Generator {
         }
         dense(x, &self.output, Activation::Tanh)
     }
+
+    /// [`Generator::forward`] with burn's own modules and activations only (the reference path:
+    /// `Linear::forward`, `leaky_relu`, `BatchNorm::forward`, `tanh`), none of gantry's kernels.
+    pub fn forward_reference(&self, z: Tensor<2>) -> Tensor<2> {
+        let mut x = z;
+        for (linear, norm) in self.hidden.iter().zip(&self.norms) {
+            x = norm.forward(leaky_relu(linear.forward(x), self.leaky_slope));
+        }
+        self.output.forward(x).tanh()
+    }
 }
 
 impl Discriminator {
@@ -104,6 +115,36 @@ impl Discriminator {
             x = dense(x, linear, Activation::LeakyRelu(self.leaky_slope));
         }
         dense(x, &self.output, Activation::Identity)
+    }
+
+    /// [`Discriminator::forward`] with burn's own modules and activations only.
+    pub fn forward_reference(&self, x: Tensor<2>) -> Tensor<2> {
+        let mut x = x;
+        for linear in &self.hidden {
+            x = leaky_relu(linear.forward(x), self.leaky_slope);
+        }
+        self.output.forward(x)
+    }
+
+    /// Clip every weight and bias to [-c, c] (WGAN's critic), keeping parameter ids.
+    pub fn clipped(self, c: f64) -> Self {
+        self.map(&mut Clip { c })
+    }
+}
+
+/// Clamps every parameter into [-c, c]; the clamped value is a fresh leaf (no graph behind it).
+struct Clip {
+    c: f64,
+}
+
+impl ModuleMapper for Clip {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, value, mapper) = param.consume();
+        let (grad, device, shape) = (value.is_require_grad(), value.device(), value.shape());
+        let c = self.c as f32;
+        let values: Vec<f32> = value.into_data().iter::<f32>().map(|v| v.clamp(-c, c)).collect();
+        let clamped = Tensor::<D>::from_data(TensorData::new(values, shape), &device);
+        Param::from_mapped_value(id, if grad { clamped.require_grad() } else { clamped }, mapper)
     }
 }
 
@@ -160,6 +201,27 @@ mod tests {
         let v: Vec<f32> = x.clone().into_data().try_into_vec().unwrap();
         assert!(v.iter().all(|p| (-1.0..=1.0).contains(p)));
         assert_eq!(d.forward(x).dims(), [3, 1]);
+    }
+
+    #[test]
+    fn reference_forward_passes_match_the_fused_ones() {
+        let device = Device::flex();
+        let cfg =
+            ModelConfig { g_hidden: vec![8, 16], d_hidden: vec![16], latent_dim: 4, ..Default::default() };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let g = Generator::new(&cfg, 12, &mut rng, &device);
+        let d = Discriminator::new(&cfg, 12, &mut rng, &device);
+        let z: Vec<f32> = (0..5 * 4).map(|i| (i as f32 * 0.37).sin()).collect();
+        let z = Tensor::<2>::from_data(TensorData::new(z, [5, 4]), &device);
+        let values = |t: Tensor<2>| -> Vec<f32> { t.into_data().try_into_vec().unwrap() };
+        // Inference batch norm and the dense layers are bit-identical to burn's.
+        let (fused, reference) = (values(g.forward(z.clone())), values(g.forward_reference(z)));
+        assert_eq!(fused, reference);
+        let x = Tensor::<2>::from_data(TensorData::new(fused, [5, 12]), &device);
+        assert_eq!(values(d.forward(x.clone())), values(d.forward_reference(x)));
+        let clipped = d.clipped(0.01);
+        let w: Vec<f32> = clipped.hidden[0].weight.val().into_data().try_into_vec().unwrap();
+        assert!(w.iter().all(|v| v.abs() <= 0.01) && w.iter().any(|v| v.abs() == 0.01));
     }
 
     #[test]

@@ -255,6 +255,7 @@ impl ServedRun {
             }
             _ => None,
         };
+        let loss = config.as_ref().map(|c| c.train.loss).unwrap_or_default();
         RunStatus {
             name: self.name.clone(),
             iterations_done: rows,
@@ -263,7 +264,10 @@ impl ServedRun {
             finished,
             ms_per_iteration,
             eta_seconds,
-            smoothing_window: config.map(|c| c.output.smoothing_window).unwrap_or(100),
+            smoothing_window: config.as_ref().map(|c| c.output.smoothing_window).unwrap_or(100),
+            loss: loss.name().to_string(),
+            loss_reference: loss.equilibrium_loss().map(|v| (v, loss.equilibrium_label().to_string())),
+            output_reference: loss.equilibrium_output(),
             grids: lock(&self.grids).steps(&run.samples_dir()),
             alerts: read_json(&run.alerts()).unwrap_or_default(),
             quality: read_quality(&run.eval_csv()),
@@ -302,6 +306,11 @@ pub struct RunStatus {
     pub ms_per_iteration: Option<f64>,
     pub eta_seconds: Option<f64>,
     pub smoothing_window: usize,
+    /// The objective, and the reference lines that follow from it: the losses' value and D's
+    /// mean output where D cannot tell real from fake (None where the objective has none).
+    pub loss: String,
+    pub loss_reference: Option<(f64, String)>,
+    pub output_reference: Option<f64>,
     /// Iterations at which a fixed-noise grid exists, ascending (the newest [`MAX_GRIDS`]).
     pub grids: Vec<usize>,
     pub alerts: Vec<Alert>,

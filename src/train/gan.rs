@@ -4,13 +4,14 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, RmsPropConfig};
 use burn::store::ModuleRecord;
 use burn::tensor::activation::log_sigmoid;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::objective::Loss;
 use crate::checkpoint::{Snapshot, TrainingState};
-use crate::config::Config;
+use crate::config::{Config, DUpdate, Kernels, OptimizerKind, TrainConfig, UpdateOrder};
 use crate::data::TrainingImages;
 use crate::error::{Error, Result};
 use crate::export;
@@ -29,6 +30,8 @@ pub(crate) struct Gan {
     opt_d: ModuleOptimizer,
     lr_g: f64,
     lr_d: f64,
+    /// The recipe the step follows (the classic one takes the fused parallel schedule).
+    recipe: TrainConfig,
     batch: usize,
     latent: usize,
     pixels: usize,
@@ -46,14 +49,14 @@ impl Gan {
         let g = Generator::new(&config.model, pixels, &mut streams.init, &train_device);
         let d = Discriminator::new(&config.model, pixels, &mut streams.init, &train_device);
         let t = &config.train;
-        let adam = FusedAdam { beta_1: t.beta1, beta_2: t.beta2, epsilon: t.adam_epsilon };
         Self {
             g: Some(g),
             d: Some(d),
-            opt_g: adam.init(),
-            opt_d: adam.init(),
-            lr_g: t.lr_g,
-            lr_d: t.lr_d,
+            opt_g: optimizer(t.optimizer_g(), t),
+            opt_d: optimizer(t.optimizer_d(), t),
+            lr_g: t.lr_g(),
+            lr_d: t.lr_d(),
+            recipe: t.clone(),
             batch: t.batch_size,
             latent: config.model.latent_dim,
             pixels,
@@ -72,8 +75,155 @@ impl Gan {
         self.d.as_ref().expect("D is present between steps")
     }
 
-    /// One iteration: D on a real batch, D on a fake batch, G through a frozen D.
+    /// One iteration of the configured recipe: Keras-GAN's classic one on the fused parallel
+    /// schedule ([`Gan::fast_step`]), any other on the sequential reference step.
     pub(crate) fn step(
+        &mut self,
+        iteration: usize,
+        images: &TrainingImages,
+        streams: &mut Streams,
+    ) -> IterationRecord {
+        if self.recipe.is_classic_recipe() {
+            self.fast_step(iteration, images, streams)
+        } else {
+            self.reference_step(iteration, images, streams)
+        }
+    }
+
+    /// The reference step, top to bottom, for every objective and recipe option. With the
+    /// classic recipe it computes what [`Gan::fast_step`] computes, in the same order, drawing the
+    /// same random numbers from the same streams.
+    fn reference_step(
+        &mut self,
+        iteration: usize,
+        images: &TrainingImages,
+        streams: &mut Streams,
+    ) -> IterationRecord {
+        let (loss, order, steps) = (self.recipe.loss, self.recipe.order, self.recipe.d_steps);
+        let mut g_loss = 0.0;
+        if order == UpdateOrder::GFirst {
+            g_loss = self.g_update(&mut streams.noise);
+        }
+        // D's updates; the record carries the mean of their forward passes.
+        let mut sums = [0f32; 6]; // loss, accuracy and mean output on real, then on fake
+        for _ in 0..steps {
+            let real = self.real_batch(images, &mut streams.data); // [b, pixels]
+            let z = self.noise(&mut streams.noise, &self.plain_device.clone()); // [b, latent]
+            let fake = Tensor::from_inner(self.g_forward(&self.g().valid(), z)); // [b, pixels], no graph
+            let (r, f) = match self.recipe.d_update {
+                DUpdate::Split => {
+                    let r = self.d_update(Some(real), None).0;
+                    (r, self.d_update(None, Some(fake)).1)
+                }
+                DUpdate::Joint => self.d_update(Some(real), Some(fake)),
+            };
+            for (sum, v) in sums.iter_mut().zip(r.into_iter().chain(f)) {
+                *sum += v;
+            }
+        }
+        let n = steps as f32;
+        let [d_loss_real, acc_real, d_out_real, d_loss_fake, acc_fake, d_out_fake] =
+            if steps == 1 { sums } else { sums.map(|v| v / n) };
+        if order == UpdateOrder::DFirst {
+            g_loss = self.g_update(&mut streams.noise);
+        }
+        let _ = loss;
+        IterationRecord {
+            iteration,
+            d_loss_real,
+            d_loss_fake,
+            d_loss: 0.5 * (d_loss_real + d_loss_fake),
+            acc_real,
+            acc_fake,
+            acc: 0.5 * (acc_real + acc_fake),
+            g_loss,
+            d_out_real,
+            d_out_fake,
+        }
+    }
+
+    /// A random batch of real images [b, pixels] (with replacement, from the data stream).
+    fn real_batch(&mut self, images: &TrainingImages, stream: &mut rand_chacha::ChaCha8Rng) -> Tensor<2> {
+        let (b, pixels) = (self.batch, self.pixels);
+        rng::indices(stream, b, images.count, &mut self.indices);
+        let mut real = Vec::with_capacity(b * pixels);
+        images.gather_into(&self.indices, &mut real);
+        Tensor::<2>::from_data(TensorData::new(real, [b, pixels]), &self.train_device)
+    }
+
+    /// Noise [b, latent] from N(0, 1) on `device`.
+    fn noise(&self, stream: &mut rand_chacha::ChaCha8Rng, device: &Device) -> Tensor<2> {
+        let (b, latent) = (self.batch, self.latent);
+        let mut z = Vec::with_capacity(b * latent);
+        rng::normal(stream, b * latent, &mut z);
+        Tensor::<2>::from_data(TensorData::new(z, [b, latent]), device)
+    }
+
+    fn g_forward(&self, g: &Generator, z: Tensor<2>) -> Tensor<2> {
+        match self.recipe.kernels {
+            Kernels::Fused => g.forward(z),
+            Kernels::Reference => g.forward_reference(z),
+        }
+    }
+
+    fn d_forward(&self, d: &Discriminator, x: Tensor<2>) -> Tensor<2> {
+        match self.recipe.kernels {
+            Kernels::Fused => d.forward(x),
+            Kernels::Reference => d.forward_reference(x),
+        }
+    }
+
+    /// One D update on the real batch, the fake batch, or both (their losses summed: one update);
+    /// returns (loss, accuracy, mean output) of each batch from the forward pass before it.
+    fn d_update(&mut self, real: Option<Tensor<2>>, fake: Option<Tensor<2>>) -> ([f32; 3], [f32; 3]) {
+        let (loss, label) = (self.recipe.loss, self.recipe.real_label);
+        let d = self.d.take().expect("D is present between steps");
+        let mut total: Option<Tensor<1>> = None;
+        let mut stats = ([0f32; 3], [0f32; 3]);
+        for (x, is_real) in [(real, true), (fake, false)] {
+            let Some(x) = x else { continue };
+            let scores = self.d_forward(&d, x); // [b, 1]
+            let values: Vec<f32> = scores.to_data().try_into_vec().expect("the model computes in f32");
+            let term = if is_real { loss.d_real(scores, label) } else { loss.d_fake(scores) };
+            let (acc, out) = loss.batch_stats(&values, is_real, label);
+            let v = [scalar(&term), acc, out];
+            if is_real {
+                stats.0 = v
+            } else {
+                stats.1 = v
+            }
+            total = Some(match total {
+                Some(t) => t + term,
+                None => term,
+            });
+        }
+        let total = total.expect("a D update has at least one batch");
+        let grads = GradientsParams::from_grads(total.backward(), &d);
+        let mut d = self.opt_d.step(self.lr_d, d, grads);
+        if loss == Loss::Wgan {
+            d = d.clipped(self.recipe.clip);
+        }
+        self.d = Some(d);
+        stats
+    }
+
+    /// One G update on fresh noise through D with its weights untouched; returns G's loss.
+    fn g_update(&mut self, stream: &mut rand_chacha::ChaCha8Rng) -> f32 {
+        let z = self.noise(stream, &self.train_device.clone()); // [b, latent]
+        let generated = self.g_forward(self.g(), z); // [b, pixels], with its graph
+        let scores = self.d_forward(&self.d().clone().no_grad(), generated); // [b, 1]
+        let loss = self.recipe.loss.g(scores);
+        let value = scalar(&loss);
+        let grads = GradientsParams::from_grads(loss.backward(), self.g());
+        let g = self.g.take().expect("G is present between steps");
+        self.g = Some(self.opt_g.step(self.lr_g, g, grads));
+        value
+    }
+
+    /// The fast path of the classic recipe: D on a real batch, D on a fake batch, G through a
+    /// frozen D, with independent passes side by side on the rayon pool. Tested to give the same
+    /// records as [`Gan::reference_step`] (`tests/recipes.rs`).
+    fn fast_step(
         &mut self,
         iteration: usize,
         images: &TrainingImages,
@@ -225,6 +375,25 @@ impl Gan {
         self.opt_d =
             self.opt_d.from_bytes(bytes(&snapshot.optimizer_d)).map_err(|e| bad("optimizer_d.bpk", e))?;
         Ok(self)
+    }
+}
+
+/// The optimizer `kind` with `t`'s hyper-parameters. Adam is gantry's fused op on the fused
+/// kernels (bit-identical to burn's) and burn's own `Adam` on the reference kernels; RMSprop is
+/// burn's (without momentum, as in the WGAN paper).
+fn optimizer(kind: OptimizerKind, t: &TrainConfig) -> ModuleOptimizer {
+    match (kind, t.kernels) {
+        (OptimizerKind::Adam, Kernels::Fused) => {
+            FusedAdam { beta_1: t.beta1, beta_2: t.beta2, epsilon: t.adam_epsilon }.init()
+        }
+        (OptimizerKind::Adam, Kernels::Reference) => {
+            AdamConfig::new().with_beta_1(t.beta1).with_beta_2(t.beta2).with_epsilon(t.adam_epsilon).init()
+        }
+        (OptimizerKind::Rmsprop, _) => RmsPropConfig::new()
+            .with_alpha(t.rmsprop_alpha)
+            .with_momentum(0.0)
+            .with_epsilon(t.rmsprop_epsilon)
+            .init(),
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod bench;
 mod gan;
+pub mod objective;
 pub mod quality;
 pub mod schedule;
 
@@ -50,6 +51,8 @@ pub struct TrainOutcome {
     pub already_complete: bool,
     /// The last sample-quality row of the run (eval.csv), if it was judged.
     pub quality: Option<QualityRecord>,
+    /// The objective the run trained (what its metric columns mean).
+    pub loss: objective::Loss,
 }
 
 /// How a run is driven, beyond its config.
@@ -101,7 +104,8 @@ pub fn start(config: &Config, out: &Path, force: bool, options: &Options) -> Res
     let csv = CsvLog::create(&run.metrics_csv())?;
     let first_grid = gan.generate(&fixed_noise);
     let first_png = grid::save_png(&run.sample_grid(0), &first_grid, layout)?;
-    let mut monitor = Monitor::new(Rules::default(), &reference_images(&images, &layout), images.dim());
+    let mut monitor =
+        Monitor::new(Rules::for_loss(config.train.loss), &reference_images(&images, &layout), images.dim());
     monitor.observe_grid(0, &first_grid, images.dim());
     let mut events = EventWriter::create(run.root())?;
     log_grid(&mut events, 0, &first_png, &layout)?;
@@ -119,6 +123,7 @@ pub fn start(config: &Config, out: &Path, force: bool, options: &Options) -> Res
         checkpoint_ms: Vec::new(),
         last_quality: None,
         data,
+        recipe_hash: config.train.recipe_hash(),
     };
     finish(config, &images, run, session, options, lock)
 }
@@ -208,6 +213,23 @@ pub fn resume(
             format!("a resumed run cannot change its architecture; differing keys:\n  {}", diff.join("\n  ")),
         ));
     }
+    let recipe_diff: Vec<String> = saved
+        .train
+        .recipe()
+        .into_iter()
+        .zip(config.train.recipe())
+        .filter(|(a, b)| a.1 != b.1)
+        .map(|(a, b)| format!("{}: {} -> {}", a.0, a.1, b.1))
+        .collect();
+    if !recipe_diff.is_empty() {
+        return Err(Error::config(
+            "train",
+            format!(
+                "a resumed run cannot change its recipe; differing keys:\n  {}",
+                recipe_diff.join("\n  ")
+            ),
+        ));
+    }
     let info = RunInfo::read(&run).ok();
     let data_dir = match &overrides.data_dir {
         Some(dir) => Some(dir.clone()),
@@ -244,12 +266,25 @@ pub fn resume(
         }
     };
     let Some((ckpt_path, snapshot)) = found else {
-        let problem = if checkpoint::list(&run.checkpoints_dir())?.is_empty() {
+        let no_checkpoints = checkpoint::list(&run.checkpoints_dir())?.is_empty();
+        if no_checkpoints && stopped_before_first_checkpoint(&run, &config) {
+            // Killed before its first checkpoint: nothing to lose but those first rows. Start
+            // over in place; only gantry's own files are replaced.
+            eprintln!(
+                "gantry: {} stopped before its first checkpoint; starting it again",
+                run.root().display()
+            );
+            drop(lock);
+            let mut config = config;
+            config.data.dir = data_dir;
+            return start(&config, run.root(), true, options);
+        }
+        let problem = if no_checkpoints {
             format!(
-                "holds no checkpoint to resume from (the run stopped before its first one, due at \
-                 iteration {}); nothing was changed. Start the run again with `gantry train --out {} \
-                 --force` (replaces gantry's files there and keeps yours) or in a new folder",
-                config.checkpoint_every().min(config.train.iterations),
+                "holds no checkpoint to resume from, but the run has results (metrics past its first \
+                 checkpoint, final weights or a report), which a restart would overwrite; nothing was \
+                 changed. To train it again from the start: `gantry train --out {} --force` (replaces \
+                 gantry's files there and keeps yours), or train into a new folder",
                 run.root().display()
             )
         } else {
@@ -263,6 +298,12 @@ pub fn resume(
         return Err(Error::Checkpoint {
             path: ckpt_path,
             problem: "was written by a different architecture".into(),
+        });
+    }
+    if state.recipe_hash != config.train.recipe_hash() {
+        return Err(Error::Checkpoint {
+            path: ckpt_path,
+            problem: "was written by a different recipe (objective, D steps, order, optimizers)".into(),
         });
     }
     if state.iteration > config.train.iterations {
@@ -294,6 +335,7 @@ pub fn resume(
             resumed_from: Some(state.iteration),
             already_complete: true,
             quality: quality_rows.last().copied(),
+            loss: config.train.loss,
         });
     }
 
@@ -313,7 +355,8 @@ pub fn resume(
     metrics::write_prefix(&run.metrics_csv(), &kept_rows)?;
     // The alert monitor sees the kept records again, so stretches in progress carry on.
     let layout = grid_layout(&config, &images);
-    let mut monitor = Monitor::new(Rules::default(), &reference_images(&images, &layout), images.dim());
+    let mut monitor =
+        Monitor::new(Rules::for_loss(config.train.loss), &reference_images(&images, &layout), images.dim());
     if let Some(saved) = alerts_saved {
         monitor.restore(saved, state.iteration);
     }
@@ -339,8 +382,22 @@ pub fn resume(
         checkpoint_ms: Vec::new(),
         last_quality: quality_rows.iter().rev().find(|q| q.iteration <= state.iteration).copied(),
         data,
+        recipe_hash: config.train.recipe_hash(),
     };
     finish(&config, &images, run, session, options, lock)
+}
+
+/// Whether a run without checkpoints is one that was stopped before its first checkpoint was due
+/// (fewer metrics rows than that, no final weights, no report): one that can start over without
+/// losing anything. A run with more rows lost its checkpoints some other way, and its records
+/// are kept (the resume is refused).
+fn stopped_before_first_checkpoint(run: &RunDir, config: &Config) -> bool {
+    let first_due = config.checkpoint_every().min(config.train.iterations);
+    let rows = metrics::read_csv(&run.metrics_csv()).map(|r| r.len()).unwrap_or(0);
+    rows < first_due
+        && checkpoint::weights_manifest_iteration(&run.weights_dir()).is_none()
+        && !run.report().exists()
+        && !run.eval_csv().exists()
 }
 
 /// The mutable state of a run in progress.
@@ -365,6 +422,8 @@ struct Session {
     last_quality: Option<QualityRecord>,
     /// The training data's identity, recorded in run.json.
     data: DataFacts,
+    /// The recipe's hash, recorded in checkpoints.
+    recipe_hash: Option<String>,
 }
 
 /// Run the loop on the configured threads, then write the end-of-run files.
@@ -394,7 +453,7 @@ fn finish(
     if stopped_at.is_none() {
         session.gan.save_weights(&run)?;
         metrics::write_npy_files(run.root(), &records)?;
-        plot::write_curves(&run.plots_dir(), &records, config.output.smoothing_window)?;
+        plot::write_curves(&run.plots_dir(), &records, config.output.smoothing_window, config.train.loss)?;
         let quality_rows = quality::read(&run.eval_csv())?;
         if !quality_rows.is_empty() {
             plot::write_quality(&run.plots_dir(), &quality_rows)?;
@@ -411,6 +470,7 @@ fn finish(
         resumed_from: session.resumed_from,
         already_complete: false,
         quality: session.last_quality,
+        loss: config.train.loss,
     })
 }
 
@@ -545,6 +605,7 @@ fn save_checkpoint(run: &RunDir, s: &mut Session, done: usize, keep: usize) -> R
         rng_fixed: RngState::capture(&s.streams.fixed),
         fixed_noise: s.fixed_noise.clone(),
         wall_seconds: s.wall_before,
+        recipe_hash: s.recipe_hash.clone(),
     })?;
     let dir = run.checkpoints_dir();
     checkpoint::write(&dir, &snapshot)?;
@@ -640,10 +701,11 @@ fn announce(
     alerts::save(&run.alerts(), monitor.alerts())
 }
 
+/// Save the run's configuration, every default choice filled with the value the run takes.
 fn write_config(run: &RunDir, config: &Config) -> Result<()> {
-    let tmp = run.root().join("config.toml.tmp");
-    crate::durable::write_synced(&tmp, config.to_toml().as_bytes())?;
-    std::fs::rename(&tmp, run.config()).at("rename into place", run.config())
+    let mut resolved = config.clone();
+    resolved.train.resolve_defaults();
+    crate::durable::write_atomic(&run.config(), resolved.to_toml().as_bytes())
 }
 
 /// A grid's worth of training images (the first ones), the diversity a healthy grid approaches.

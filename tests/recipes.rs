@@ -1,0 +1,126 @@
+//! The objectives and recipe options: the reference step on burn's own modules matches the fused
+//! fast path on the classic recipe, every objective trains and resumes byte-identical after a
+//! stop, and a resume cannot change the recipe.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use gantry::config::Overrides;
+use gantry::config::{DUpdate, Kernels, Loss, UpdateOrder};
+use gantry::metrics::METRICS;
+use gantry::train::{self, Options};
+
+#[test]
+fn the_reference_step_matches_the_fused_fast_path_on_the_classic_recipe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fused = common::tiny_config(20, 10, 4);
+    let mut reference = fused.clone();
+    reference.train.kernels = Kernels::Reference;
+    let a = train::train(&fused, &tmp.path().join("fused"), false, false).unwrap().records;
+    let b = train::train(&reference, &tmp.path().join("reference"), false, false).unwrap().records;
+    // Iteration 0 reads only operations that are bit-identical to burn's (dense layers, inference
+    // batch norm, Adam); G's training batch norm sums the batch in another order (within 1e-6
+    // relative), so later iterations drift apart by float reassociation, slowly.
+    let d_terms = |r: &gantry::metrics::IterationRecord| {
+        [r.d_loss_real, r.d_loss_fake, r.acc_real, r.acc_fake, r.d_out_real, r.d_out_fake]
+    };
+    assert_eq!(d_terms(&a[0]), d_terms(&b[0]), "D's first updates are bit-identical");
+    let g0 = (a[0].g_loss as f64 - b[0].g_loss as f64).abs() / (a[0].g_loss as f64).abs();
+    assert!(g0 < 1e-6, "G's first loss, through the training batch norm: {g0:e} relative");
+    let mut worst = 0f64;
+    for (x, y) in a.iter().zip(&b) {
+        for (name, get) in METRICS {
+            let (u, v) = (get(x) as f64, get(y) as f64);
+            let rel = (u - v).abs() / u.abs().max(1e-3);
+            worst = worst.max(rel);
+            assert!(rel < 1e-3, "iteration {} {name}: fused {u} reference {v}", x.iteration);
+        }
+    }
+    eprintln!("largest relative difference over 20 iterations: {worst:.2e}");
+}
+
+fn recipe(loss: Loss, tweak: impl Fn(&mut gantry::Config)) -> gantry::Config {
+    let mut c = common::tiny_config(40, 10, 9);
+    c.train.loss = loss;
+    tweak(&mut c);
+    c
+}
+
+#[test]
+fn every_objective_trains_and_resumes_byte_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "ns-gfirst-2d",
+            recipe(Loss::Ns, |c| {
+                c.train.order = UpdateOrder::GFirst;
+                c.train.d_steps = 2;
+                c.train.real_label = 0.9;
+            }),
+        ),
+        ("minimax-joint", recipe(Loss::Minimax, |c| c.train.d_update = DUpdate::Joint)),
+        ("lsgan", recipe(Loss::Lsgan, |_| {})),
+        ("hinge-reference", recipe(Loss::Hinge, |c| c.train.kernels = Kernels::Reference)),
+        (
+            "wgan",
+            recipe(Loss::Wgan, |c| {
+                c.train.d_steps = 5;
+                c.train.d_update = DUpdate::Joint;
+            }),
+        ),
+    ];
+    for (name, config) in cases {
+        let straight = tmp.path().join(format!("{name}-straight"));
+        let outcome = train::train(&config, &straight, false, false).unwrap();
+        let all_finite = outcome.records.iter().all(|r| METRICS.iter().all(|(_, get)| get(r).is_finite()));
+        assert!(all_finite, "{name}: a metric is not finite");
+        let stopped = tmp.path().join(format!("{name}-stopped"));
+        let options = Options { stop_after: Some(17), ..Default::default() };
+        assert_eq!(train::start(&config, &stopped, false, &options).unwrap().stopped_at, Some(17));
+        train::resume(&stopped, None, &Overrides::default(), &Options::default()).unwrap();
+        for file in ["metrics.csv", "weights/generator.bpk", "weights/discriminator.bpk"] {
+            assert_eq!(
+                fs::read(straight.join(file)).unwrap(),
+                fs::read(stopped.join(file)).unwrap(),
+                "{name}: {file} differs after a resume"
+            );
+        }
+    }
+    // WGAN's critic is clipped to 0.01: with inputs in [-1, 1] its score is bounded by the
+    // layers' fan-ins, 784 -> 512 -> 256 -> 1, times the clip: (784c + c) 512c 256c + ... < 103.
+    let wgan = gantry::metrics::read_csv(&tmp.path().join("wgan-straight/metrics.csv")).unwrap();
+    assert!(
+        wgan.iter().all(|r| r.d_out_real.abs() < 103.0 && r.d_out_fake.abs() < 103.0),
+        "{:?}",
+        wgan.last()
+    );
+}
+
+#[test]
+fn a_resume_cannot_change_the_recipe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let config = recipe(Loss::Hinge, |_| {});
+    let options = Options { stop_after: Some(10), ..Default::default() };
+    train::start(&config, &run, false, &options).unwrap();
+    let other = tmp.path().join("other.toml");
+    let mut changed = config.clone();
+    changed.train.loss = Loss::Lsgan;
+    fs::write(&other, changed.to_toml()).unwrap();
+    let err = train::resume(&run, Some(&other), &Overrides::default(), &Options::default()).unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    assert!(err.to_string().contains("train.loss: hinge -> lsgan"), "{err}");
+    // The saved config names every choice the run made, and the CLI refuses what cannot train.
+    let saved = fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(saved.contains("loss = \"hinge\"") && saved.contains("optimizer_d = \"adam\""), "{saved}");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["train", "--loss", "wgan-gp", "--out"])
+        .arg(tmp.path().join("gp"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("second derivatives"));
+    assert!(!Path::new(&tmp.path().join("gp")).exists());
+}
