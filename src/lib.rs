@@ -7,7 +7,7 @@
 //! [`export`] (weights for other tools) -> [`eval`] (a classifier judge: FID, KID, precision/recall,
 //! coverage) -> [`report`] (one HTML file) / [`serve`] (the live dashboard) / [`tensorboard`].
 //! [`config`] holds every setting; [`cli`] is the command line on top. Speed lives in
-//! [`model::dense`] and [`optim`] (fused burn backend operations) and [`allocator`].
+//! [`kernels`] (fused burn backend operations) and [`allocator`].
 //!
 //! A run from code, as `gantry train` does it:
 //!
@@ -42,10 +42,10 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod grid;
+pub mod kernels;
 pub mod lock;
 pub mod metrics;
 pub mod model;
-pub mod optim;
 pub mod plot;
 pub mod report;
 pub mod rng;

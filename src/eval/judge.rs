@@ -28,7 +28,7 @@ use crate::config::Dataset;
 use crate::data::{self, LabelledImages};
 use crate::durable::{read_limited, sha256_file, sha256_hex, write_atomic};
 use crate::error::{Error, IoContext, Result};
-use crate::optim::FusedAdam;
+use crate::kernels::adam::FusedAdam;
 
 /// Width of the feature space (the penultimate layer).
 pub const FEATURES: usize = 84;

@@ -14,11 +14,8 @@ use rand::RngExt;
 
 use crate::config::ModelConfig;
 
-pub mod batch_norm;
-pub mod dense;
-pub mod tanh;
-use batch_norm::batch_norm;
-use dense::{Activation, dense};
+use crate::kernels::batch_norm::batch_norm;
+use crate::kernels::dense::{Activation, dense};
 
 /// The generator.
 #[derive(Module, Debug)]

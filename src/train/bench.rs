@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::config::{Config, ModelConfig};
 use crate::data::TrainingImages;
 use crate::error::{Error, Result};
-use crate::model::dense::{Order, Split, product};
+use crate::kernels::dense::{Order, Split, product};
 use crate::rng::Streams;
 
 use super::gan::Gan;

@@ -15,9 +15,9 @@ use crate::config::{Config, DUpdate, Kernels, OptimizerKind, TrainConfig, Update
 use crate::data::TrainingImages;
 use crate::error::{Error, Result};
 use crate::export;
+use crate::kernels::adam::FusedAdam;
 use crate::metrics::IterationRecord;
 use crate::model::{Discriminator, Generator};
-use crate::optim::FusedAdam;
 use crate::rng::{self, Streams};
 use crate::run_dir::RunDir;
 

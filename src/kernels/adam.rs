@@ -13,7 +13,7 @@ use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::optim::{AdamState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer};
 use burn::tensor::{DType, Device, Tensor};
 
-use crate::model::dense::whole_buffer;
+use super::dense::whole_buffer;
 use rayon::prelude::*;
 
 /// Parameters smaller than this are updated on one thread (spawning would cost more).

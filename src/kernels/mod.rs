@@ -1,0 +1,17 @@
+//! gantry's fused kernels: burn backend extension ops (`#[backend_extension(Flex, Autodiff)]`)
+//! that compute exactly what burn's composed operations compute, in fewer passes over memory, and
+//! the gemm wrapper they share. The networks in [`crate::model`] call them on the fast path; the
+//! reference path (`train.kernels = "reference"`) uses burn's own modules and none of these.
+//!
+//! - [`dense`]: a dense layer and its activation as one op (forward one gemm call and one pass,
+//!   backward the pre-activation gradient in one pass and gemm on the saved tensors), and the
+//!   product helper ([`dense::product`]) that splits large products by result columns;
+//! - [`batch_norm`]: batch norm in training mode (statistics row by row, normalization and its
+//!   gradient one pass each) and with running statistics;
+//! - [`tanh`]: libm's `tanhf`, vectorized with the same bits;
+//! - [`adam`]: Adam updating parameter and both moments in place, bit-identical to burn's `Adam`.
+
+pub mod adam;
+pub mod batch_norm;
+pub mod dense;
+pub mod tanh;
