@@ -38,6 +38,26 @@ pub struct IterationRecord {
     pub d_out_fake: f32,
 }
 
+impl IterationRecord {
+    /// The record of one iteration from D's (loss, accuracy, mean output) on the real and on the
+    /// fake batch and G's loss; `d_loss` and `acc` are the means of the two batches'.
+    pub fn from_terms(iteration: usize, real: [f32; 3], fake: [f32; 3], g_loss: f32) -> Self {
+        let ([d_loss_real, acc_real, d_out_real], [d_loss_fake, acc_fake, d_out_fake]) = (real, fake);
+        Self {
+            iteration,
+            d_loss_real,
+            d_loss_fake,
+            d_loss: 0.5 * (d_loss_real + d_loss_fake),
+            acc_real,
+            acc_fake,
+            acc: 0.5 * (acc_real + acc_fake),
+            g_loss,
+            d_out_real,
+            d_out_fake,
+        }
+    }
+}
+
 /// The CSV columns, in order.
 pub const CSV_COLUMNS: [&str; 10] = [
     "iteration",

@@ -11,7 +11,7 @@ fn discriminator_learning_rate_100x_too_high_raises_an_alert() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("hot");
     let mut config = common::tiny_config(1200, 400, 0);
-    config.train.lr_d *= 100.0;
+    config.train.lr_d = Some(config.train.lr_d() * 100.0);
     train::train(&config, &out, false, false).unwrap();
     let raised = alerts::load(&out.join("alerts.json")).unwrap();
     let kinds: Vec<AlertKind> = raised.iter().map(|a| a.kind).collect();

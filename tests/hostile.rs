@@ -45,24 +45,6 @@ fn run_folder(dir: &Path, name: &str, iterations: usize) -> PathBuf {
     out
 }
 
-/// Every file under `root` with its bytes, for before/after comparisons.
-fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.push((path.clone(), fs::read(&path).unwrap()));
-            }
-        }
-    }
-    files.sort();
-    files
-}
-
 #[test]
 fn resume_without_checkpoints_never_wipes_the_run_folder() {
     let tmp = tempfile::tempdir().unwrap();
@@ -72,7 +54,7 @@ fn resume_without_checkpoints_never_wipes_the_run_folder() {
     for entry in fs::read_dir(run.join("checkpoints")).unwrap() {
         fs::remove_dir_all(entry.unwrap().path()).unwrap();
     }
-    let before = snapshot(&run);
+    let before = common::files_under(&run);
     let o = gantry(&["resume", s(&run), "--iterations", "100", "-q"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
@@ -80,7 +62,11 @@ fn resume_without_checkpoints_never_wipes_the_run_folder() {
         "{}",
         stderr(&o)
     );
-    assert_eq!(snapshot(&run), before, "NOTES.txt, report.html and the metrics rows are all still there");
+    assert_eq!(
+        common::files_under(&run),
+        before,
+        "NOTES.txt, report.html and the metrics rows are all still there"
+    );
 }
 
 #[test]
@@ -249,11 +235,11 @@ fn a_failed_resume_changes_nothing() {
     let metrics = run.join("metrics.csv");
     let text = fs::read_to_string(&metrics).unwrap();
     fs::write(&metrics, &text[..text.len() / 2]).unwrap();
-    let before = snapshot(&run);
+    let before = common::files_under(&run);
     let o = gantry(&["resume", s(&run), "--iterations", "300", "-q"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("metrics.csv"), "{}", stderr(&o));
-    assert_eq!(snapshot(&run), before, "config.toml still says 100 iterations");
+    assert_eq!(common::files_under(&run), before, "config.toml still says 100 iterations");
     // A missing metrics.csv and a garbage config.toml are bad input too.
     fs::remove_file(&metrics).unwrap();
     let o = gantry(&["resume", s(&run), "--iterations", "300", "-q"]);

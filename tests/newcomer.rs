@@ -4,7 +4,7 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn s(p: &Path) -> &str {
@@ -33,23 +33,6 @@ fn without_data_env(args: &[&str], home: &Path) -> Output {
         .env("HOME", home)
         .output()
         .unwrap()
-}
-
-fn files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push((path.clone(), fs::read(&path).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]
@@ -91,12 +74,12 @@ fn a_run_remembers_its_data_for_resume() {
     }
     decoded[100] ^= 0xff; // one pixel of one image
     fs::write(other.join("train-images-idx3-ubyte"), decoded).unwrap();
-    let before = files(&run);
+    let before = common::files_under(&run);
     let o =
         without_data_env(&["resume", s(&run), "--iterations", "250", "--data", s(&other), "-q"], tmp.path());
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("not the data this run was trained on"), "{}", stderr(&o));
-    assert_eq!(files(&run), before);
+    assert_eq!(common::files_under(&run), before);
 }
 
 #[test]
@@ -116,14 +99,14 @@ fn resuming_a_finished_run_changes_nothing_and_says_so() {
         "-q",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let before = files(&run);
+    let before = common::files_under(&run);
     let o = with_data_env(&["resume", s(&run)]);
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("is complete (60 iterations)") && err.contains("--iterations 120"), "{err}");
     assert!(!err.contains("taking over the lock"), "a cleanly finished run left no lock to take over: {err}");
     assert_eq!(
-        files(&run),
+        common::files_under(&run),
         before,
         "run.json, metrics.csv, the .npy files, the GIF and the events are untouched"
     );

@@ -99,7 +99,7 @@ impl Gan {
         images: &TrainingImages,
         streams: &mut Streams,
     ) -> IterationRecord {
-        let (loss, order, steps) = (self.recipe.loss, self.recipe.order, self.recipe.d_steps);
+        let (order, steps) = (self.recipe.order, self.recipe.d_steps);
         let mut g_loss = 0.0;
         if order == UpdateOrder::GFirst {
             g_loss = self.g_update(&mut streams.noise);
@@ -127,19 +127,12 @@ impl Gan {
         if order == UpdateOrder::DFirst {
             g_loss = self.g_update(&mut streams.noise);
         }
-        let _ = loss;
-        IterationRecord {
+        IterationRecord::from_terms(
             iteration,
-            d_loss_real,
-            d_loss_fake,
-            d_loss: 0.5 * (d_loss_real + d_loss_fake),
-            acc_real,
-            acc_fake,
-            acc: 0.5 * (acc_real + acc_fake),
+            [d_loss_real, acc_real, d_out_real],
+            [d_loss_fake, acc_fake, d_out_fake],
             g_loss,
-            d_out_real,
-            d_out_fake,
-        }
+        )
     }
 
     /// A random batch of real images [b, pixels] (with replacement, from the data stream).
@@ -285,18 +278,12 @@ impl Gan {
         let g = self.g.take().expect("G is present between steps");
         self.g = Some(self.opt_g.step(self.lr_g, g, grads));
 
-        IterationRecord {
+        IterationRecord::from_terms(
             iteration,
-            d_loss_real,
-            d_loss_fake,
-            d_loss: 0.5 * (d_loss_real + d_loss_fake),
-            acc_real,
-            acc_fake,
-            acc: 0.5 * (acc_real + acc_fake),
+            [d_loss_real, acc_real, d_out_real],
+            [d_loss_fake, acc_fake, d_out_fake],
             g_loss,
-            d_out_real,
-            d_out_fake,
-        }
+        )
     }
 
     /// Width of G's noise input.

@@ -30,3 +30,21 @@ pub fn tiny_config(iterations: usize, sample_interval: usize, seed: u64) -> Conf
     c.eval.every = 0;
     c
 }
+
+/// Every file under `root` with its bytes, sorted by path: for "nothing changed" comparisons.
+pub fn files_under(root: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
