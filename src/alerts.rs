@@ -86,7 +86,9 @@ impl Rules {
         use crate::train::objective::Loss;
         let classic = Self::default();
         match loss {
-            Loss::Ns | Loss::Minimax => classic,
+            Loss::Ns => classic,
+            // Minimax G's loss is log σ(-s) <= 0; it saturates at 0 when D rejects every fake.
+            Loss::Minimax => Self { g_loss_high: -0.01, ..classic },
             Loss::Lsgan => Self { d_loss_low: 0.01, g_loss_high: 0.9, ..classic },
             _ => Self { d_loss_low: f64::NEG_INFINITY, g_loss_high: f64::INFINITY, ..classic },
         }

@@ -63,13 +63,13 @@ impl RunDir {
         }
         let non_empty = is_non_empty_dir(&root)?;
         if non_empty && !force {
-            return Err(Error::RunDir {
-                path: root,
-                problem:
-                    "already exists and is not empty; choose another --out, resume it with --resume, or \
-                          pass --force to replace it"
-                        .into(),
-            });
+            let problem = if is_run_folder(&root) {
+                "already holds a gantry run; choose another --out, continue it with `gantry resume`, or \
+                 pass --force to replace it (gantry's files only)"
+            } else {
+                "already exists, is not empty and is not a gantry run folder; choose another --out"
+            };
+            return Err(Error::RunDir { path: root, problem: problem.into() });
         }
         if non_empty {
             check_replaceable(&root)?;
@@ -259,7 +259,10 @@ fn is_own_top_file(name: &str) -> bool {
     TOP_FILES.contains(&name)
         || (name.starts_with("events.out.tfevents.") && name.ends_with(".gantry"))
         || (name.starts_with("eval-step_") && name.ends_with(".json"))
-        || (name.starts_with(SAMPLE_PREFIX) && name.ends_with(".png"))
+        || name
+            .strip_prefix(SAMPLE_PREFIX)
+            .and_then(|r| r.strip_suffix(".png"))
+            .is_some_and(|seed| !seed.is_empty() && seed.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Prefix of the grids `gantry sample` writes into a run folder by default.
@@ -269,7 +272,7 @@ pub const SAMPLE_PREFIX: &str = "sample-seed";
 fn is_own_child(sub: &str, name: &str, path: &Path, is_dir: bool) -> bool {
     let plain = name.strip_suffix(".partial").unwrap_or(name);
     match sub {
-        "samples" => !is_dir && plain.strip_prefix("step_").and_then(|r| r.strip_suffix(".png")).is_some(),
+        "samples" => !is_dir && grid_step(plain).is_some(),
         "plots" => {
             !is_dir
                 && ["curves_raw", "curves_smoothed", "quality"]
@@ -280,6 +283,22 @@ fn is_own_child(sub: &str, name: &str, path: &Path, is_dir: bool) -> bool {
         "checkpoints" => is_dir && crate::checkpoint::is_own_folder(path),
         _ => false,
     }
+}
+
+/// Remove gantry's own files from the run folder `run` (whose lock the caller holds) so a run can
+/// start over in it, and recreate its sub-folders; returns the entries kept.
+pub fn replace_run_files(run: &RunDir) -> Result<Vec<PathBuf>> {
+    let kept = remove_run_files(run.root())?;
+    for sub in [run.samples_dir(), run.plots_dir(), run.weights_dir(), run.checkpoints_dir()] {
+        fs::create_dir_all(&sub).at("create", &sub)?;
+    }
+    Ok(kept)
+}
+
+/// The iteration of a grid's file name, `step_NNNNNN.png` exactly (six or more digits).
+fn grid_step(name: &str) -> Option<usize> {
+    let digits = name.strip_prefix("step_")?.strip_suffix(".png")?;
+    (digits.len() >= 6 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok())?
 }
 
 /// Remove what gantry writes in the run folder `root` and keep everything else (a user's notes,
@@ -341,7 +360,8 @@ mod tests {
         fs::create_dir_all(&root).unwrap();
         fs::write(root.join("precious.txt"), "keep me").unwrap();
         let err = RunDir::create_locked(&root, false).unwrap_err();
-        assert!(err.to_string().contains("--force"), "{err}");
+        assert!(err.to_string().contains("not a gantry run folder"), "{err}");
+        assert!(!err.to_string().contains("--force"), "--force would not help here: {err}");
         assert_eq!(fs::read_to_string(root.join("precious.txt")).unwrap(), "keep me");
     }
 
@@ -373,6 +393,9 @@ mod tests {
         fs::write(root.join("events.out.tfevents.1.gantry"), "e").unwrap();
         fs::write(root.join("NOTES.txt"), "mine").unwrap();
         fs::write(run.samples_dir().join("favourite.png"), "mine too").unwrap();
+        fs::write(run.samples_dir().join("step_final.png"), "mine three").unwrap();
+        fs::write(root.join("sample-seed-best.png"), "mine four").unwrap();
+        fs::write(root.join("sample-seed7.png"), "gantry's").unwrap();
         let ckpt = run.checkpoints_dir().join("step_000200");
         fs::create_dir_all(&ckpt).unwrap();
         fs::write(ckpt.join("manifest.json"), "{}").unwrap();
@@ -386,7 +409,11 @@ mod tests {
         assert_eq!(fs::read_to_string(root.join("NOTES.txt")).unwrap(), "mine");
         assert!(run.samples_dir().join("favourite.png").is_file());
         assert!(foreign.join("my-analysis.ipynb").is_file(), "a folder holding a user's file stays");
-        assert_eq!(kept.len(), 3, "{kept:?}");
+        assert!(
+            run.samples_dir().join("step_final.png").is_file() && root.join("sample-seed-best.png").is_file()
+        );
+        assert!(!root.join("sample-seed7.png").exists());
+        assert_eq!(kept.len(), 5, "{kept:?}");
     }
 
     #[test]

@@ -44,6 +44,8 @@ impl LoadedGenerator {
     /// Load `run`'s generator from `weights`, verified before it is used.
     pub fn load(run: &RunDir, weights: &Weights) -> Result<Self> {
         let config = Config::from_file(&run.config())?;
+        // A hand-edited config is checked as a training's is, before a network is built from it.
+        config.validate()?;
         let info = RunInfo::read(run)?;
         let (bytes, source) = match weights {
             Weights::Final => {
@@ -76,6 +78,7 @@ impl LoadedGenerator {
             .checked_mul(info.image_cols)
             .filter(|&p| p > 0 && p <= 1 << 20)
             .ok_or_else(|| Error::bad_data(run.root().join("run.json"), "implausible image size"))?;
+        crate::train::check_memory(&config, pixels)?;
         let record = ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
             .map_err(|e| Error::Weights { path: source.clone(), problem: e.to_string() })?;
         let g = Generator::new(&config.model, pixels, &mut Streams::new(0).init, &device)

@@ -106,7 +106,7 @@ fn existing_run_folder_is_never_overwritten_without_force() {
     ];
     let o = gantry(&args);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a gantry run folder"), "{}", stderr(&o));
     assert_eq!(fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
 
     // --force does not replace a folder that is not a gantry run either.

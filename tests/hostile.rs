@@ -262,14 +262,56 @@ fn bench_threads_are_bounded_like_train() {
 #[test]
 fn a_run_killed_before_its_first_checkpoint_starts_again_keeping_the_users_files() {
     let tmp = tempfile::tempdir().unwrap();
-    let run = run_folder(tmp.path(), "R", 30);
-    // As a kill before the first checkpoint (due at 50) leaves it: rows, no checkpoint, no weights.
+    let run = run_folder(tmp.path(), "R", 100);
+    // As a kill at iteration 30, before the first checkpoint (due at 50), leaves it: 30 rows, no
+    // checkpoint, no final weights.
     fs::remove_dir_all(run.join("checkpoints")).unwrap();
     fs::remove_dir_all(run.join("weights")).unwrap();
+    let metrics = fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let first_rows: String = metrics.split_inclusive('\n').take(31).collect();
+    fs::write(run.join("metrics.csv"), first_rows).unwrap();
     fs::write(run.join("NOTES.txt"), "notes").unwrap();
-    let o = gantry(&["resume", s(&run), "--iterations", "60", "-q"]);
+    // From inside the run folder, as `gantry resume .`: no --force rule applies to a resume.
+    let o = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["resume", ".", "--iterations", "60", "-q"])
+        .current_dir(&run)
+        .env("GANTRY_DATA", common::mnist_dir())
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("stopped before its first checkpoint"), "{}", stderr(&o));
     assert_eq!(fs::read_to_string(run.join("metrics.csv")).unwrap().lines().count(), 61);
     assert_eq!(fs::read_to_string(run.join("NOTES.txt")).unwrap(), "notes");
+}
+
+#[test]
+fn checkpoint_pruning_never_deletes_a_folder_holding_other_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_folder(tmp.path(), "R", 200);
+    let notebook = run.join("checkpoints/step_000100/analysis.ipynb");
+    fs::write(&notebook, "{}").unwrap();
+    let o = gantry(&["resume", s(&run), "--iterations", "400", "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(fs::read_to_string(&notebook).unwrap(), "{}", "the folder with the notebook stays");
+    for gone in [150, 250] {
+        assert!(!run.join(format!("checkpoints/step_{gone:06}")).exists(), "step {gone} pruned");
+    }
+    // The newest three, and the one the run resumed from.
+    for kept in [200, 300, 350, 400] {
+        assert!(run.join(format!("checkpoints/step_{kept:06}")).is_dir(), "step {kept} kept");
+    }
+}
+
+#[test]
+fn sample_refuses_a_hand_edited_model_too_large_for_the_machine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_folder(tmp.path(), "R", 10);
+    let config = fs::read_to_string(run.join("config.toml")).unwrap();
+    let edited =
+        config.replace("g_hidden = [\n    256,\n    512,\n    1024,\n]", "g_hidden = [65536, 65536]");
+    assert_ne!(edited, config, "the config's g_hidden line was found");
+    fs::write(run.join("config.toml"), edited).unwrap();
+    let o = gantry(&["sample", s(&run)]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("GiB"), "{}", stderr(&o));
 }

@@ -29,7 +29,7 @@ use crate::lock::RunLock;
 use crate::metrics::{self, CsvLog, IterationRecord};
 use crate::plot;
 use crate::rng::{self, Streams};
-use crate::run_dir::{RunDir, RunInfo};
+use crate::run_dir::{self, RunDir, RunInfo};
 use crate::tensorboard::EventWriter;
 use crate::timelapse;
 use quality::{QualityProbe, QualityRecord};
@@ -86,15 +86,34 @@ pub fn start(config: &Config, out: &Path, force: bool, options: &Options) -> Res
     let images = data::load_training_images(config.data.dataset, config.data.dir.as_deref())?;
     check_memory(config, images.dim())?;
     let data = DataFacts::of(&images)?;
+    // The judge too (it may have to be trained, or its data be missing) before anything is made.
+    let quality = QualityProbe::new(config, options.progress)?;
     let (run, lock, kept) = RunDir::create_locked(out, force)?;
+    report_kept(&kept);
+    begin(config, images, data, quality, run, lock, options)
+}
+
+fn report_kept(kept: &[std::path::PathBuf]) {
     if !kept.is_empty() {
         let names: Vec<String> = kept.iter().map(|p| p.display().to_string()).collect();
         eprintln!("gantry: kept {} entries gantry did not write: {}", kept.len(), names.join(", "));
     }
+}
+
+/// Train from iteration 0 into the run folder `run`, whose lock is held and which holds none of
+/// gantry's files yet (a new folder, or one whose gantry files were just removed).
+fn begin(
+    config: &Config,
+    images: TrainingImages,
+    data: DataFacts,
+    quality: Option<QualityProbe>,
+    run: RunDir,
+    lock: RunLock,
+    options: &Options,
+) -> Result<TrainOutcome> {
     write_config(&run, config)?;
     // The data facts first, so that even a run killed before its end remembers its data.
     RunInfo::started(&data, &images, config.effective_threads()).write(&run)?;
-    let quality = QualityProbe::new(config, options.progress)?;
     let mut streams = Streams::new(config.train.seed);
     let gan = Gan::new(config, images.dim(), &mut streams);
     let layout = grid_layout(config, &images);
@@ -238,6 +257,9 @@ pub fn resume(
     let images = data::load_training_images(config.data.dataset, data_dir.as_deref())?;
     check_memory(&config, images.dim())?;
     let data = DataFacts::of(&images)?;
+    // The judge finds its data where the training images were found (not saved in config.toml).
+    let mut with_data = config.clone();
+    with_data.data.dir = data_dir.clone();
     if let Some(recorded) = info.as_ref().and_then(|i| i.data_sha256.clone())
         && recorded != data.sha256
     {
@@ -267,17 +289,16 @@ pub fn resume(
     };
     let Some((ckpt_path, snapshot)) = found else {
         let no_checkpoints = checkpoint::list(&run.checkpoints_dir())?.is_empty();
-        if no_checkpoints && stopped_before_first_checkpoint(&run, &config) {
+        if no_checkpoints && stopped_before_first_checkpoint(&run, &saved) {
             // Killed before its first checkpoint: nothing to lose but those first rows. Start
-            // over in place; only gantry's own files are replaced.
+            // over in place, under the lock already held; only gantry's own files are replaced.
+            let quality = QualityProbe::new(&with_data, options.progress)?;
             eprintln!(
                 "gantry: {} stopped before its first checkpoint; starting it again",
                 run.root().display()
             );
-            drop(lock);
-            let mut config = config;
-            config.data.dir = data_dir;
-            return start(&config, run.root(), true, options);
+            report_kept(&run_dir::replace_run_files(&run)?);
+            return begin(&config, images, data, quality, run, lock, options);
         }
         let problem = if no_checkpoints {
             format!(
@@ -339,6 +360,9 @@ pub fn resume(
         });
     }
 
+    // The judge last (it may have to be trained): a failure here still changes nothing.
+    let quality = QualityProbe::new(&with_data, options.progress)?;
+
     // Everything checked: from here on the run folder is written.
     let (removed, warnings) = checkpoint::clean_leftovers(&run.checkpoints_dir())?;
     for leftover in removed {
@@ -365,7 +389,6 @@ pub fn resume(
     }
     let csv = CsvLog::open_append(&run.metrics_csv())?;
     quality::truncate(&run.eval_csv(), state.iteration)?;
-    let quality = QualityProbe::new(&config, options.progress)?;
     eprintln!("gantry: resuming {} from iteration {}", run.root().display(), state.iteration);
     let session = Session {
         // A new event file; TensorBoard reads all of a run folder's files together.
@@ -391,9 +414,11 @@ pub fn resume(
 /// (fewer metrics rows than that, no final weights, no report): one that can start over without
 /// losing anything. A run with more rows lost its checkpoints some other way, and its records
 /// are kept (the resume is refused).
-fn stopped_before_first_checkpoint(run: &RunDir, config: &Config) -> bool {
-    let first_due = config.checkpoint_every().min(config.train.iterations);
-    let rows = metrics::read_csv(&run.metrics_csv()).map(|r| r.len()).unwrap_or(0);
+/// `saved` is the run's own configuration (not one a resume passes), and a metrics file that
+/// cannot be read counts as results.
+fn stopped_before_first_checkpoint(run: &RunDir, saved: &Config) -> bool {
+    let first_due = saved.checkpoint_every().min(saved.train.iterations);
+    let Ok(rows) = metrics::read_csv(&run.metrics_csv()).map(|r| r.len()) else { return false };
     rows < first_due
         && checkpoint::weights_manifest_iteration(&run.weights_dir()).is_none()
         && !run.report().exists()
@@ -451,6 +476,12 @@ fn finish(
     info.write(&run)?;
     alerts::save(&run.alerts(), session.monitor.alerts())?;
     if stopped_at.is_none() {
+        // The old manifest goes first: until the new one is written the weights are unverified,
+        // never "corrupted".
+        let manifest = run.weights_dir().join("manifest.json");
+        if manifest.is_file() {
+            std::fs::remove_file(&manifest).at("remove", &manifest)?;
+        }
         session.gan.save_weights(&run)?;
         metrics::write_npy_files(run.root(), &records)?;
         plot::write_curves(&run.plots_dir(), &records, config.output.smoothing_window, config.train.loss)?;
@@ -609,8 +640,13 @@ fn save_checkpoint(run: &RunDir, s: &mut Session, done: usize, keep: usize) -> R
     })?;
     let dir = run.checkpoints_dir();
     checkpoint::write(&dir, &snapshot)?;
-    // Only verified checkpoint folders of this run are listed, so only they can be deleted.
-    let existing: Vec<usize> = checkpoint::list(&dir)?.into_iter().map(|(it, _)| it).collect();
+    // Only folders that hold nothing but checkpoint files are counted and deleted: a folder of
+    // that name with anything else in it (someone's notebook) is never touched.
+    let existing: Vec<usize> = checkpoint::list(&dir)?
+        .into_iter()
+        .filter(|(_, path)| checkpoint::is_own_folder(path))
+        .map(|(it, _)| it)
+        .collect();
     for it in policy::to_delete(&existing, keep, s.resumed_from) {
         let path = dir.join(checkpoint::folder_name(it));
         std::fs::remove_dir_all(&path).at("remove old checkpoint", &path)?;
