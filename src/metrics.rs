@@ -172,14 +172,6 @@ pub fn write_prefix(path: &Path, body: &str) -> Result<()> {
     crate::durable::write_atomic(path, body.as_bytes())
 }
 
-/// Keep the header and the first `rows` rows of a metrics CSV ([`read_prefix`], then
-/// [`write_prefix`]); returns the kept records.
-pub fn truncate_csv(path: &Path, rows: usize) -> Result<Vec<IterationRecord>> {
-    let (records, body) = read_prefix(path, rows)?;
-    write_prefix(path, &body)?;
-    Ok(records)
-}
-
 fn csv_err(path: &Path, e: csv::Error) -> Error {
     Error::bad_data(path, format!("CSV: {e}"))
 }
@@ -313,7 +305,8 @@ mod tests {
         let mut text = std::fs::read_to_string(&path).unwrap();
         text.push_str("5,0.1,0.");
         std::fs::write(&path, &text).unwrap();
-        let kept = truncate_csv(&path, 3).unwrap();
+        let (kept, body) = read_prefix(&path, 3).unwrap();
+        write_prefix(&path, &body).unwrap();
         assert_eq!(kept.len(), 3);
         assert_eq!(read_csv(&path).unwrap(), kept);
         // Appending continues after the kept rows.
@@ -322,7 +315,7 @@ mod tests {
         log.flush().unwrap();
         assert_eq!(read_csv(&path).unwrap().len(), 4);
         // Asking for more rows than are complete is an error naming the file.
-        let err = truncate_csv(&path, 10).unwrap_err().to_string();
+        let err = read_prefix(&path, 10).unwrap_err().to_string();
         assert!(err.contains("metrics.csv") && err.contains("needs 10"), "{err}");
     }
 

@@ -65,10 +65,8 @@ pub fn write(run: &RunDir, out: Option<&Path>) -> Result<PathBuf> {
     html.push_str(&quality_html(run)?);
     html.push_str("<h2>Samples (the same noise throughout)</h2>\n<div class=\"strip\">\n");
     for path in &strip {
-        let step = path
-            .file_stem()
-            .and_then(|n| n.to_string_lossy().strip_prefix("step_").and_then(|d| d.parse::<usize>().ok()))
-            .unwrap_or(0);
+        let step =
+            path.file_name().and_then(|n| crate::run_dir::grid_step(&n.to_string_lossy())).unwrap_or(0);
         html.push_str(&format!(
             "<figure><img alt=\"iteration {step}\" src=\"{}\"><figcaption>iteration {step}</figcaption></figure>\n",
             data_uri("image/png", path)?

@@ -158,11 +158,7 @@ pub struct RunInfo {
 
 impl RunInfo {
     /// The facts known when a run starts (or resumes): no iterations, no wall time yet.
-    pub fn started(
-        data: &crate::train::DataFacts,
-        images: &crate::data::TrainingImages,
-        threads: usize,
-    ) -> Self {
+    pub fn started(data: &DataFacts, images: &crate::data::TrainingImages, threads: usize) -> Self {
         Self {
             gantry_version: env!("CARGO_PKG_VERSION").to_string(),
             data_file: data.file.display().to_string(),
@@ -188,6 +184,37 @@ impl RunInfo {
         let text = serde_json::to_string_pretty(self).expect("RunInfo serializes");
         crate::durable::write_atomic(&path, (text + "\n").as_bytes())
     }
+}
+
+/// What a run records about its training data (run.json), so that later commands on the run
+/// find the same data without being told and can tell other data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataFacts {
+    /// The training-images file.
+    pub file: PathBuf,
+    /// Its SHA-256.
+    pub sha256: String,
+}
+
+impl DataFacts {
+    /// The facts of the training images just read.
+    pub fn of(images: &crate::data::TrainingImages) -> Result<Self> {
+        Ok(Self { file: images.source.clone(), sha256: crate::durable::sha256_file(&images.source)? })
+    }
+}
+
+/// The data folder a command on an existing run should read, when none is given explicitly:
+/// the run's config's `data.dir`, else the folder recorded in run.json when its training file
+/// still has the recorded SHA-256, else None (the usual search: $GANTRY_DATA, the cache).
+pub fn remembered_data_dir(run: &RunDir, config: &crate::Config) -> Option<PathBuf> {
+    if let Some(dir) = &config.data.dir {
+        return Some(dir.clone());
+    }
+    let info = RunInfo::read(run).ok()?;
+    let file = PathBuf::from(info.data_file);
+    let sha = info.data_sha256?;
+    (file.is_file() && crate::durable::sha256_file(&file).ok()? == sha)
+        .then(|| file.parent().map(Path::to_path_buf))?
 }
 
 /// A fresh run name under `parent`: `<dataset>-<UTC time>`, with a suffix if that exists.
@@ -295,8 +322,9 @@ pub fn replace_run_files(run: &RunDir) -> Result<Vec<PathBuf>> {
     Ok(kept)
 }
 
-/// The iteration of a grid's file name, `step_NNNNNN.png` exactly (six or more digits).
-fn grid_step(name: &str) -> Option<usize> {
+/// The iteration of a sample grid's file name ([`RunDir::sample_grid`]: `step_NNNNNN.png`, six or
+/// more digits); None for any other name. The one reader of that name.
+pub fn grid_step(name: &str) -> Option<usize> {
     let digits = name.strip_prefix("step_")?.strip_suffix(".png")?;
     (digits.len() >= 6 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok())?
 }

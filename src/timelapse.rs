@@ -16,16 +16,13 @@ const LAST_FRAME_DELAY: u16 = 200;
 /// The run's sample grids, oldest first.
 pub fn grid_files(run: &RunDir) -> Result<Vec<PathBuf>> {
     let dir = run.samples_dir();
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+    let mut files: Vec<(usize, PathBuf)> = fs::read_dir(&dir)
         .at("list", &dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            name.starts_with("step_") && name.ends_with(".png")
-        })
+        .filter_map(|p| Some((crate::run_dir::grid_step(&p.file_name()?.to_string_lossy())?, p)))
         .collect();
     files.sort();
-    Ok(files)
+    Ok(files.into_iter().map(|(_, p)| p).collect())
 }
 
 /// Write `timelapse.gif` from the run's grids (at their original, unscaled size).

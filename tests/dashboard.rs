@@ -19,19 +19,8 @@ use serde_json::{Value, json};
 
 /// Send one raw HTTP/1.1 GET (no client-side path normalisation) and return (status, body).
 fn raw_get(addr: SocketAddr, target: &str) -> (u16, String) {
-    let (status, body) = raw_get_bytes(addr, target);
+    let (status, body) = common::raw_get_bytes(addr, target);
     (status, String::from_utf8_lossy(&body).into_owned())
-}
-
-fn raw_get_bytes(addr: SocketAddr, target: &str) -> (u16, Vec<u8>) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).unwrap();
-    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP response");
-    let head = String::from_utf8_lossy(&bytes[..head_end]);
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, bytes[head_end + 4..].to_vec())
 }
 
 /// Send one raw GET with the given `Host` header and return its status code.
@@ -124,7 +113,7 @@ fn server_serves_the_run_and_refuses_everything_else() {
     assert_eq!(status.grids, [0, 10, 20, 30]);
     assert!(status.ms_per_iteration.unwrap() > 0.0, "from run.json when not watched live");
 
-    let (code, png) = raw_get_bytes(addr, "/runs/first/files/samples/step_000010.png");
+    let (code, png) = common::raw_get_bytes(addr, "/runs/first/files/samples/step_000010.png");
     assert_eq!(code, 200);
     assert_eq!(png, std::fs::read(root.join("samples/step_000010.png")).unwrap());
     assert!(raw_get(addr, "/api/runs/first/config").1.contains("[train]"));

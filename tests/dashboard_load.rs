@@ -2,7 +2,9 @@
 //! (this process's VmRSS) is the server's and not another test's: 200 clients that ask for a large
 //! file and never read it, and 200 sockets that never send a byte, all on loopback.
 
-use std::io::{Read, Write};
+mod common;
+
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,15 +27,8 @@ fn rss_mb() -> f64 {
 
 /// One GET with `Connection: close`: (status code, body length).
 fn get(addr: SocketAddr, target: &str) -> (u16, usize) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(stream, "GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).unwrap();
-    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP response");
-    let head = String::from_utf8_lossy(&bytes[..head_end]);
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, bytes.len() - head_end - 4)
+    let (status, body) = common::raw_get_bytes(addr, target);
+    (status, body.len())
 }
 
 #[cfg(target_os = "linux")]

@@ -28,20 +28,7 @@ fn s(p: &Path) -> &str {
 /// A finished run of `iterations` with grids and checkpoints every 50 (the issue's `R`).
 fn run_folder(dir: &Path, name: &str, iterations: usize) -> PathBuf {
     let out = dir.join(name);
-    let n = iterations.to_string();
-    let o = gantry(&[
-        "train",
-        "--iterations",
-        &n,
-        "--sample-interval",
-        "50",
-        "--eval-every",
-        "0",
-        "--out",
-        s(&out),
-        "-q",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    common::cli_run(&out, iterations, 50);
     out
 }
 
@@ -197,20 +184,7 @@ fn damaged_final_weights_are_refused_by_sample() {
 #[test]
 fn a_stray_entry_in_checkpoints_never_blocks_a_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("R");
-    let o = gantry(&[
-        "train",
-        "--iterations",
-        "200",
-        "--sample-interval",
-        "50",
-        "--eval-every",
-        "0",
-        "--out",
-        s(&out),
-        "-q",
-    ]);
-    assert!(o.status.success());
+    let out = run_folder(tmp.path(), "R", 200);
     // A run stopped at 100 by a (simulated) kill, with a file where the next checkpoint goes and a
     // file with the temporary prefix.
     for step in [150, 200] {

@@ -39,19 +39,7 @@ fn without_data_env(args: &[&str], home: &Path) -> Output {
 fn a_run_remembers_its_data_for_resume() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("R");
-    let o = with_data_env(&[
-        "train",
-        "--iterations",
-        "100",
-        "--sample-interval",
-        "50",
-        "--eval-every",
-        "0",
-        "--out",
-        s(&run),
-        "-q",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    common::cli_run(&run, 100, 50);
     let o = without_data_env(&["resume", s(&run), "--iterations", "150", "-q"], tmp.path());
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(fs::read_to_string(run.join("metrics.csv")).unwrap().lines().count(), 151);
@@ -86,19 +74,7 @@ fn a_run_remembers_its_data_for_resume() {
 fn resuming_a_finished_run_changes_nothing_and_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("R");
-    let o = with_data_env(&[
-        "train",
-        "--iterations",
-        "60",
-        "--sample-interval",
-        "30",
-        "--eval-every",
-        "0",
-        "--out",
-        s(&run),
-        "-q",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    common::cli_run(&run, 60, 30);
     let before = common::files_under(&run);
     let o = with_data_env(&["resume", s(&run)]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -157,8 +133,7 @@ fn training_prints_progress_lines_when_stderr_is_not_a_terminal() {
 fn sample_without_out_writes_into_the_run_folder() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("R");
-    let o = with_data_env(&["train", "--iterations", "10", "--eval-every", "0", "--out", s(&run), "-q"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    common::cli_run(&run, 10, 200);
     let o = Command::new(env!("CARGO_BIN_EXE_gantry"))
         .args(["sample", s(&run), "--n", "9", "--seed", "4"])
         .current_dir(tmp.path())

@@ -55,7 +55,7 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
         let config = Config::from_file(&run.config())?;
         let d = config.data.dataset;
         if data_dir.is_none() {
-            data_dir = crate::train::remembered_data_dir(run, &config).filter(|dir| dir.is_dir());
+            data_dir = crate::run_dir::remembered_data_dir(run, &config).filter(|dir| dir.is_dir());
         }
         if dataset.is_some_and(|x| x != d) {
             return Err(Error::usage(

@@ -415,7 +415,7 @@ fn grid_steps(dir: &Path) -> Vec<usize> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            name.strip_prefix("step_")?.strip_suffix(".png")?.parse().ok()
+            crate::run_dir::grid_step(&name)
         })
         .collect();
     steps.sort_unstable();

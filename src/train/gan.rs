@@ -6,7 +6,6 @@ use std::path::Path;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, RmsPropConfig};
 use burn::store::ModuleRecord;
-use burn::tensor::activation::log_sigmoid;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::objective::Loss;
@@ -30,8 +29,9 @@ pub(crate) struct Gan {
     opt_d: ModuleOptimizer,
     lr_g: f64,
     lr_d: f64,
-    /// The recipe the step follows (the classic one takes the fused parallel schedule).
+    /// The recipe the step follows, and whether it is the classic one (the fused parallel step).
     recipe: TrainConfig,
+    classic: bool,
     batch: usize,
     latent: usize,
     pixels: usize,
@@ -57,6 +57,7 @@ impl Gan {
             lr_g: t.lr_g(),
             lr_d: t.lr_d(),
             recipe: t.clone(),
+            classic: t.is_classic_recipe(),
             batch: t.batch_size,
             latent: config.model.latent_dim,
             pixels,
@@ -83,7 +84,7 @@ impl Gan {
         images: &TrainingImages,
         streams: &mut Streams,
     ) -> IterationRecord {
-        if self.recipe.is_classic_recipe() {
+        if self.classic {
             self.fast_step(iteration, images, streams)
         } else {
             self.reference_step(iteration, images, streams)
@@ -104,35 +105,27 @@ impl Gan {
         if order == UpdateOrder::GFirst {
             g_loss = self.g_update(&mut streams.noise);
         }
-        // D's updates; the record carries the mean of their forward passes.
-        let mut sums = [0f32; 6]; // loss, accuracy and mean output on real, then on fake
+        // D's updates; the record carries the mean of their forward passes' (loss, accuracy,
+        // mean output) on the real and on the fake batches.
+        let (mut on_real, mut on_fake) = ([0f32; 3], [0f32; 3]);
         for _ in 0..steps {
             let real = self.real_batch(images, &mut streams.data); // [b, pixels]
             let z = self.noise(&mut streams.noise, &self.plain_device.clone()); // [b, latent]
             let fake = Tensor::from_inner(self.g_forward(&self.g().valid(), z)); // [b, pixels], no graph
             let (r, f) = match self.recipe.d_update {
-                DUpdate::Split => {
-                    let r = self.d_update(Some(real), None).0;
-                    (r, self.d_update(None, Some(fake)).1)
-                }
+                DUpdate::Split => (self.d_update(Some(real), None).0, self.d_update(None, Some(fake)).1),
                 DUpdate::Joint => self.d_update(Some(real), Some(fake)),
             };
-            for (sum, v) in sums.iter_mut().zip(r.into_iter().chain(f)) {
+            for (sum, v) in on_real.iter_mut().chain(&mut on_fake).zip(r.into_iter().chain(f)) {
                 *sum += v;
             }
         }
-        let n = steps as f32;
-        let [d_loss_real, acc_real, d_out_real, d_loss_fake, acc_fake, d_out_fake] =
-            if steps == 1 { sums } else { sums.map(|v| v / n) };
+        // Dividing by 1 is exact: a single D step records its own numbers.
+        let mean = |sums: [f32; 3]| sums.map(|v| v / steps as f32);
         if order == UpdateOrder::DFirst {
             g_loss = self.g_update(&mut streams.noise);
         }
-        IterationRecord::from_terms(
-            iteration,
-            [d_loss_real, acc_real, d_out_real],
-            [d_loss_fake, acc_fake, d_out_fake],
-            g_loss,
-        )
+        IterationRecord::from_terms(iteration, mean(on_real), mean(on_fake), g_loss)
     }
 
     /// A random batch of real images [b, pixels] (with replacement, from the data stream).
@@ -253,7 +246,7 @@ impl Gan {
         // beside the fakes, after theirs in the same stream.
         let Self { g, d, opt_d, lr_d, .. } = self;
         let g = g.as_ref().expect("G is present between steps");
-        let ((fake, z), (d_loss_real, acc_real, d_out_real)) = rayon::join(
+        let ((fake, z), on_real) = rayon::join(
             || {
                 rayon::join(
                     // Fakes from G in inference mode (moving statistics), no graph: [b, pixels].
@@ -263,14 +256,14 @@ impl Gan {
             },
             || d_update(d, opt_d, *lr_d, real, true),
         );
-        let (generated, (d_loss_fake, acc_fake, d_out_fake)) = rayon::join(
+        let (generated, on_fake) = rayon::join(
             || g.forward(z), // [b, pixels], with its graph, for the G update
             || d_update(d, opt_d, *lr_d, fake, false),
         );
 
         // G update through D with its weights untouched (label 1).
         let logits = self.d().clone().no_grad().forward(generated); // [b, 1]
-        let loss = bce_with_logits(logits, true);
+        let loss = Loss::Ns.g(logits);
         let g_loss = scalar(&loss);
         let grads = GradientsParams::from_grads(loss.backward(), self.g());
         // Move the module into the step (no clone), so that the optimizer owns the only reference
@@ -278,12 +271,7 @@ impl Gan {
         let g = self.g.take().expect("G is present between steps");
         self.g = Some(self.opt_g.step(self.lr_g, g, grads));
 
-        IterationRecord::from_terms(
-            iteration,
-            [d_loss_real, acc_real, d_out_real],
-            [d_loss_fake, acc_fake, d_out_fake],
-            g_loss,
-        )
+        IterationRecord::from_terms(iteration, on_real, on_fake, g_loss)
     }
 
     /// Width of G's noise input.
@@ -384,39 +372,26 @@ fn optimizer(kind: OptimizerKind, t: &TrainConfig) -> ModuleOptimizer {
     }
 }
 
-/// One D update on a batch with a constant label; returns (loss, accuracy, mean output) of the
-/// forward pass before the update.
+/// The fast path's D update on one batch, real or fake, under the classic objective (`ns`, real
+/// label 1); returns (loss, accuracy, mean output) of the forward pass before the update.
 fn d_update(
     slot: &mut Option<Discriminator>,
     optimizer: &mut ModuleOptimizer,
     lr: f64,
     x: Tensor<2>,
-    label_real: bool,
-) -> (f32, f32, f32) {
+    real: bool,
+) -> [f32; 3] {
     let d = slot.take().expect("D is present between steps");
     let logits = d.forward(x); // [b, 1]
     let values: Vec<f32> = logits.to_data().try_into_vec().expect("the model computes in f32");
-    let loss = bce_with_logits(logits, label_real);
+    let loss = if real { Loss::Ns.d_real(logits, 1.0) } else { Loss::Ns.d_fake(logits) };
     let loss_value = scalar(&loss);
     let grads = GradientsParams::from_grads(loss.backward(), &d);
     *slot = Some(optimizer.step(lr, d, grads));
-
-    let n = values.len() as f32;
-    let correct = values.iter().filter(|&&l| (l > 0.0) == label_real).count() as f32;
-    let mean_out = values.iter().map(|&l| sigmoid(l)).sum::<f32>() / n;
-    (loss_value, correct / n, mean_out)
-}
-
-/// Binary cross-entropy of logits against a constant label: `-mean(log σ(±x))`. Shape [1].
-fn bce_with_logits(logits: Tensor<2>, label_real: bool) -> Tensor<1> {
-    let signed = if label_real { logits } else { logits.neg() };
-    log_sigmoid(signed).mean().neg()
+    let (accuracy, mean_out) = Loss::Ns.batch_stats(&values, real, 1.0);
+    [loss_value, accuracy, mean_out]
 }
 
 fn scalar(t: &Tensor<1>) -> f32 {
     t.clone().into_scalar::<f32>()
-}
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
 }

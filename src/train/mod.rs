@@ -29,7 +29,7 @@ use crate::lock::RunLock;
 use crate::metrics::{self, CsvLog, IterationRecord};
 use crate::plot;
 use crate::rng::{self, Streams};
-use crate::run_dir::{self, RunDir, RunInfo};
+use crate::run_dir::{self, DataFacts, RunDir, RunInfo, remembered_data_dir};
 use crate::tensorboard::EventWriter;
 use crate::timelapse;
 use quality::{QualityProbe, QualityRecord};
@@ -145,36 +145,6 @@ fn begin(
         recipe_hash: config.train.recipe_hash(),
     };
     finish(config, &images, run, session, options, lock)
-}
-
-/// What a run records about its training data (run.json), so that later commands on the run
-/// find the same data without being told and can tell other data.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DataFacts {
-    /// The training-images file.
-    pub file: std::path::PathBuf,
-    /// Its SHA-256.
-    pub sha256: String,
-}
-
-impl DataFacts {
-    fn of(images: &TrainingImages) -> Result<Self> {
-        Ok(Self { file: images.source.clone(), sha256: crate::durable::sha256_file(&images.source)? })
-    }
-}
-
-/// The data folder a command on an existing run should read, when none is given explicitly:
-/// the run's config's `data.dir`, else the folder recorded in run.json when its training file
-/// still has the recorded SHA-256, else None (the usual search: $GANTRY_DATA, the cache).
-pub fn remembered_data_dir(run: &RunDir, config: &Config) -> Option<std::path::PathBuf> {
-    if let Some(dir) = &config.data.dir {
-        return Some(dir.clone());
-    }
-    let info = RunInfo::read(run).ok()?;
-    let file = std::path::PathBuf::from(info.data_file);
-    let sha = info.data_sha256?;
-    (file.is_file() && crate::durable::sha256_file(&file).ok()? == sha)
-        .then(|| file.parent().map(Path::to_path_buf))?
 }
 
 /// Refuse a model that cannot fit in this machine's available memory, before anything is made.

@@ -48,3 +48,32 @@ pub fn files_under(root: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {
     files.sort();
     files
 }
+
+/// Send one raw HTTP/1.1 GET with `Connection: close` (no client-side path normalisation) and
+/// return (status, body). Reads time out after 20 s, so a server that stops answering fails the
+/// test instead of hanging it.
+pub fn raw_get_bytes(addr: std::net::SocketAddr, target: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    write!(stream, "GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).unwrap();
+    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP response");
+    let head = String::from_utf8_lossy(&bytes[..head_end]);
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, bytes[head_end + 4..].to_vec())
+}
+
+/// Train a quiet run of `iterations` with grids and checkpoints every `interval` into `out` with the
+/// binary (data through $GANTRY_DATA, no judging), as a user's `gantry train` makes one.
+pub fn cli_run(out: &std::path::Path, iterations: usize, interval: usize) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["train", "--iterations", &iterations.to_string(), "--sample-interval", &interval.to_string()])
+        .args(["--eval-every", "0", "-q", "--out"])
+        .arg(out)
+        .env("GANTRY_DATA", mnist_dir())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
