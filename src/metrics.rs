@@ -102,6 +102,9 @@ impl CsvLog {
         // still has it.
         let mut writer = csv::WriterBuilder::new().has_headers(false).from_writer(BufWriter::new(file));
         writer.write_record(CSV_COLUMNS).map_err(|e| csv_err(path, e))?;
+        // On disk at once: a run killed before its first rows are flushed is still recognisably
+        // one that logged nothing.
+        writer.flush().at("write", path)?;
         Ok(Self { path: path.to_path_buf(), writer })
     }
 
@@ -174,6 +177,18 @@ pub fn write_prefix(path: &Path, body: &str) -> Result<()> {
 
 fn csv_err(path: &Path, e: csv::Error) -> Error {
     Error::bad_data(path, format!("CSV: {e}"))
+}
+
+/// How many complete rows a `metrics.csv` holds, as a run killed at any moment leaves it: a
+/// missing file, or one whose header is not yet complete, holds none. A file that cannot be read
+/// or parsed is an error (its rows are results nobody should overwrite unseen).
+pub fn rows_on_disk(path: &Path) -> Result<usize> {
+    match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(Error::io("read", path, e)),
+        Ok(bytes) if !bytes.contains(&b'\n') => Ok(0),
+        Ok(_) => read_csv(path).map(|r| r.len()),
+    }
 }
 
 /// Read every complete record of a `metrics.csv`. A last line without its newline is a row being

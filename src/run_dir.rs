@@ -259,6 +259,9 @@ fn check_replaceable(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The sub-folders of a run folder, made when it is created.
+const RUN_SUBFOLDERS: [&str; 4] = ["samples", "plots", "weights", "checkpoints"];
+
 /// Files gantry writes at the top of a run folder (besides the ones matched by pattern in
 /// [`is_own_top_file`]).
 const TOP_FILES: [&str; 12] = [
@@ -339,10 +342,13 @@ fn remove_run_files(root: &Path) -> Result<Vec<PathBuf>> {
         let name = entry.file_name().to_string_lossy().into_owned();
         // The type of the entry itself: a link is never followed out of the folder.
         let kind = entry.file_type().at("inspect", &path)?;
-        if name == LOCK_FILE {
+        // The lock is held by the caller; config.toml is replaced atomically by the run that
+        // starts next, so the folder is never without one (a kill in between leaves a folder
+        // that still resumes).
+        if name == LOCK_FILE || name == CONFIG {
             continue;
         }
-        if kind.is_dir() && ["samples", "plots", "weights", "checkpoints"].contains(&name.as_str()) {
+        if kind.is_dir() && RUN_SUBFOLDERS.contains(&name.as_str()) {
             for child in fs::read_dir(&path).at("list", &path)? {
                 let child = child.at("list", &path)?;
                 let child_path = child.path();
@@ -370,11 +376,27 @@ fn remove_run_files(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(kept)
 }
 
+/// Whether `path` is a folder holding anything but what [`RunDir::create_locked`] makes before a
+/// run writes its first file (the lock file and the empty sub-folders): a run killed in that
+/// moment leaves a folder that a new `train --out` may use as it would an empty one.
 fn is_non_empty_dir(path: &Path) -> Result<bool> {
     if !path.is_dir() {
         return Ok(false);
     }
-    Ok(fs::read_dir(path).at("list", path)?.next().is_some())
+    for entry in fs::read_dir(path).at("list", path)? {
+        let entry = entry.at("list", path)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_dir = entry.file_type().at("inspect", &entry.path())?.is_dir();
+        let left_by_create = name == LOCK_FILE
+            || (is_dir
+                && RUN_SUBFOLDERS.contains(&name.as_ref())
+                && fs::read_dir(entry.path()).at("list", &entry.path())?.next().is_none());
+        if !left_by_create {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 #[cfg(test)]
@@ -432,7 +454,8 @@ mod tests {
         fs::write(foreign.join("my-analysis.ipynb"), "{}").unwrap();
         drop(lock);
         let (_, _lock, kept) = RunDir::create_locked(&root, true).unwrap();
-        assert!(!run.metrics_csv().exists() && !run.config().exists() && !run.sample_grid(200).exists());
+        assert!(!run.metrics_csv().exists() && !run.sample_grid(200).exists());
+        assert!(run.config().exists(), "config.toml stays until the new run replaces it atomically");
         assert!(!root.join("events.out.tfevents.1.gantry").exists() && !ckpt.exists());
         assert_eq!(fs::read_to_string(root.join("NOTES.txt")).unwrap(), "mine");
         assert!(run.samples_dir().join("favourite.png").is_file());
@@ -459,6 +482,24 @@ mod tests {
         let (run, _lock, _) = RunDir::create_locked(tmp.path(), false).unwrap();
         assert!(run.weights_dir().is_dir());
         assert_eq!(run.sample_grid(200).file_name().unwrap(), "step_000200.png");
+    }
+
+    /// A run killed between creating its folder and writing config.toml left a folder that
+    /// neither `resume` (no config.toml) nor `train --out` (not empty, not a run) would take.
+    #[test]
+    fn a_folder_killed_before_its_first_file_is_used_again_without_force() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("run");
+        let (_, lock, _) = RunDir::create_locked(&root, false).unwrap();
+        drop(lock);
+        fs::write(root.join(LOCK_FILE), "999999\n").unwrap();
+        assert!(!is_non_empty_dir(&root).unwrap());
+        let (run, lock, kept) = RunDir::create_locked(&root, false).unwrap();
+        assert!(kept.is_empty());
+        drop(lock);
+        // Anything more is a folder gantry will not take without --force.
+        fs::write(run.samples_dir().join("mine.png"), "x").unwrap();
+        assert!(RunDir::create_locked(&root, false).is_err());
     }
 
     #[test]

@@ -233,29 +233,75 @@ fn bench_threads_are_bounded_like_train() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
+/// Leave `run` as a kill before its first checkpoint (due at 50) leaves it: no checkpoint, no
+/// final weights, and the metrics file cut to `metrics` (its first bytes).
+fn as_killed_before_the_first_checkpoint(run: &Path, metrics: impl Fn(&str) -> Option<String>) {
+    for dir in ["checkpoints", "weights"] {
+        if run.join(dir).exists() {
+            fs::remove_dir_all(run.join(dir)).unwrap();
+        }
+    }
+    let text = fs::read_to_string(run.join("metrics.csv")).unwrap();
+    match metrics(&text) {
+        Some(cut) => fs::write(run.join("metrics.csv"), cut).unwrap(),
+        None => fs::remove_file(run.join("metrics.csv")).unwrap(),
+    }
+}
+
+fn first_lines(text: &str, n: usize) -> String {
+    text.split_inclusive('\n').take(n).collect()
+}
+
+fn resume_from_inside(run: &Path) -> Output {
+    // From inside the run folder, as `gantry resume .`: no --force rule applies to a resume.
+    Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["resume", ".", "--iterations", "60", "-q"])
+        .current_dir(run)
+        .env("GANTRY_DATA", common::mnist_dir())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_run_killed_before_its_first_checkpoint_starts_again_keeping_the_users_files() {
     let tmp = tempfile::tempdir().unwrap();
     let run = run_folder(tmp.path(), "R", 100);
-    // As a kill at iteration 30, before the first checkpoint (due at 50), leaves it: 30 rows, no
-    // checkpoint, no final weights.
-    fs::remove_dir_all(run.join("checkpoints")).unwrap();
-    fs::remove_dir_all(run.join("weights")).unwrap();
-    let metrics = fs::read_to_string(run.join("metrics.csv")).unwrap();
-    let first_rows: String = metrics.split_inclusive('\n').take(31).collect();
-    fs::write(run.join("metrics.csv"), first_rows).unwrap();
+    // A kill at iteration 30: 30 rows.
+    as_killed_before_the_first_checkpoint(&run, |t| Some(first_lines(t, 31)));
     fs::write(run.join("NOTES.txt"), "notes").unwrap();
-    // From inside the run folder, as `gantry resume .`: no --force rule applies to a resume.
-    let o = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["resume", ".", "--iterations", "60", "-q"])
-        .current_dir(&run)
-        .env("GANTRY_DATA", common::mnist_dir())
-        .output()
-        .unwrap();
+    let o = resume_from_inside(&run);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("stopped before its first checkpoint"), "{}", stderr(&o));
     assert_eq!(fs::read_to_string(run.join("metrics.csv")).unwrap().lines().count(), 61);
     assert_eq!(fs::read_to_string(run.join("NOTES.txt")).unwrap(), "notes");
+}
+
+/// CI found these: the kill test's resume refused (exit 2) a run killed after the rows of its
+/// first checkpoint's step were flushed but before the checkpoint was written (rows == the step),
+/// and one killed before its header reached the disk (an empty or missing metrics file).
+#[test]
+fn a_run_killed_between_its_first_checkpoints_rows_and_files_or_before_any_row_starts_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_folder(tmp.path(), "R", 100);
+    let cases: [(&str, fn(&str) -> Option<String>); 4] = [
+        ("the 50 rows of the first checkpoint's step", |t| Some(first_lines(t, 51))),
+        ("a header only", |t| Some(first_lines(t, 1))),
+        ("half a header", |t| Some(t[..10].to_string())),
+        ("no metrics file", |_| None),
+    ];
+    for (case, metrics) in cases {
+        as_killed_before_the_first_checkpoint(&run, metrics);
+        let o = resume_from_inside(&run);
+        assert!(o.status.success(), "{case}: {}", stderr(&o));
+        assert!(stderr(&o).contains("stopped before its first checkpoint"), "{case}: {}", stderr(&o));
+        assert_eq!(fs::read_to_string(run.join("metrics.csv")).unwrap().lines().count(), 61, "{case}");
+    }
+    // One row past the first checkpoint's step is a run that lost its checkpoints: refused.
+    as_killed_before_the_first_checkpoint(&run, |t| Some(first_lines(t, 52)));
+    let before = common::files_under(&run);
+    let o = resume_from_inside(&run);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(common::files_under(&run), before, "nothing was changed");
 }
 
 #[test]

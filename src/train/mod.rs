@@ -380,16 +380,18 @@ pub fn resume(
     finish(&config, &images, run, session, options, lock)
 }
 
-/// Whether a run without checkpoints is one that was stopped before its first checkpoint was due
-/// (fewer metrics rows than that, no final weights, no report): one that can start over without
-/// losing anything. A run with more rows lost its checkpoints some other way, and its records
-/// are kept (the resume is refused).
+/// Whether a run without checkpoints is one that was stopped before its first checkpoint was
+/// written (no more metrics rows than the step it was due at, no final weights, no report): one
+/// that can start over without losing anything. The rows of that step are flushed before its
+/// checkpoint is written, so a kill between the two leaves exactly `first_due` rows; a missing
+/// or header-only metrics file is a kill before any row. A run with more rows lost its
+/// checkpoints some other way, and its records are kept (the resume is refused).
 /// `saved` is the run's own configuration (not one a resume passes), and a metrics file that
 /// cannot be read counts as results.
 fn stopped_before_first_checkpoint(run: &RunDir, saved: &Config) -> bool {
     let first_due = saved.checkpoint_every().min(saved.train.iterations);
-    let Ok(rows) = metrics::read_csv(&run.metrics_csv()).map(|r| r.len()) else { return false };
-    rows < first_due
+    let Ok(rows) = metrics::rows_on_disk(&run.metrics_csv()) else { return false };
+    rows <= first_due
         && checkpoint::weights_manifest_iteration(&run.weights_dir()).is_none()
         && !run.report().exists()
         && !run.eval_csv().exists()
