@@ -50,6 +50,71 @@ pub enum Command {
     /// Time the training step (classic preset, random images) at several batch sizes and thread
     /// counts: median ms/iteration, images/s, achieved GFLOP/s.
     Bench(BenchArgs),
+    /// Run a sweep: a base config, axes of values for any config keys (crossed or zipped) and
+    /// seeds, one run folder each, several at a time; continues where it stopped. `gantry sweep
+    /// run SPEC --task I` carries run I alone to its end (what cluster array tasks run).
+    Sweep(SweepArgs),
+    /// Compare runs and sweeps: curves overlaid, a table by configuration with mean ± std and 95%
+    /// confidence intervals over seeds, differences between configurations (Welch), as text, CSV,
+    /// JSON, PNG/SVG and one HTML report.
+    Compare(CompareArgs),
+}
+
+/// Cluster job definitions `gantry sweep --emit` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Emit {
+    /// SWEEP/sweep.sbatch: a Slurm job array (`sbatch` it).
+    Slurm,
+    /// SWEEP/sweep-k8s.yaml: a Kubernetes Indexed Job (`kubectl apply -f` it).
+    K8s,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// The sweep's spec file (TOML: base, axes, seeds; see the README). `run SPEC --task I` runs
+    /// one task of it.
+    #[arg(value_name = "SPEC", num_args = 1..=2, required = true)]
+    pub spec: Vec<PathBuf>,
+    /// Sweep folder. Default: sweeps/<name>.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Runs at a time on this machine.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub jobs: usize,
+    /// Compute threads of each run. Default: the cores divided among the jobs (with --emit: 1).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Folder with the data set's IDX files (default: $GANTRY_DATA, then the cache).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// List the runs the spec plans and their state; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write a cluster scheduler's job definition into the sweep folder instead of running.
+    #[arg(long, value_enum)]
+    pub emit: Option<Emit>,
+    /// Carry this one run (0-based, as `--dry-run` numbers them) to its end.
+    #[arg(long, value_name = "I")]
+    pub task: Option<usize>,
+    /// Container image of the Kubernetes job (--emit k8s).
+    #[arg(long, default_value = "gantry")]
+    pub image: String,
+    /// No progress bars or lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Run folders, sweep folders, or folders of runs.
+    #[arg(required = true, value_name = "RUN_OR_SWEEP")]
+    pub paths: Vec<PathBuf>,
+    /// Folder for compare.{csv,json,html} and the plots. Default, for one sweep: SWEEP/compare.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The plateau: the last this fraction of each run's iterations, averaged.
+    #[arg(long, default_value_t = 0.2, value_name = "FRACTION")]
+    pub tail: f64,
 }
 
 #[derive(Debug, Args)]
@@ -267,6 +332,15 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Sample(args) => sample_command(args).map(|()| 0),
         Command::Plot(args) => plot_command(args).map(|()| 0),
         Command::Bench(args) => bench_command(args).map(|()| 0),
+        Command::Sweep(args) => sweep_command(args),
+        Command::Compare(args) => {
+            let written = crate::compare::run(&args.paths, args.out.as_deref(), args.tail)?;
+            print!("{}", written.table);
+            for f in &written.files {
+                eprintln!("gantry: wrote {}", f.display());
+            }
+            Ok(0)
+        }
         Command::Report(args) => {
             let run = RunDir::open(&args.run)?;
             let path = report::write(&run, args.out.as_deref())?;
@@ -274,6 +348,116 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// `gantry sweep`: plan, then list, emit, run one task, or run them all here.
+fn sweep_command(args: SweepArgs) -> Result<i32> {
+    use crate::sweep::{self, local, task};
+    let (spec, one_task) = match args.spec.as_slice() {
+        [spec] => (spec, false),
+        [word, spec] if word.as_os_str() == "run" => (spec, true),
+        _ => return Err(Error::usage("SPEC", "give one spec file, or `run SPEC --task I`")),
+    };
+    if one_task && args.task.is_none() {
+        return Err(Error::usage("--task", "`gantry sweep run SPEC` carries one run: give --task I"));
+    }
+    if !(1..=256).contains(&args.jobs) {
+        return Err(Error::usage("--jobs", format!("1 to 256, found {}", args.jobs)));
+    }
+    if let Some(t) = args.threads
+        && !(1..=MAX_THREADS).contains(&t)
+    {
+        return Err(Error::usage("--threads", format!("1 to {MAX_THREADS}, found {t}")));
+    }
+    let plan = sweep::Plan::from_file(spec)?;
+    let out = args.out.clone().unwrap_or_else(|| sweep::default_folder(&plan));
+    if args.dry_run {
+        print!("{}", sweep::listing(&plan, &out)?);
+        return Ok(0);
+    }
+    if let Some(index) = args.task {
+        let stop = install_stop_handler();
+        let options = Options { progress: !args.quiet, stop: Some(stop.stop.clone()), stop_after: None };
+        let task_options = task::TaskOptions {
+            threads: args.threads,
+            data: args.data.clone(),
+            lock_wait: std::time::Duration::from_secs(120),
+        };
+        std::fs::create_dir_all(&out).map_err(|e| Error::io("create", &out, e))?;
+        return match task::run(&plan, &out, index, &task_options, &options)? {
+            task::TaskOutcome::AlreadyFinished => {
+                eprintln!("gantry: sweep run {} is finished; nothing to do", plan.runs[index].name);
+                Ok(0)
+            }
+            task::TaskOutcome::Trained(outcome) => Ok(report(&outcome)),
+        };
+    }
+    let state = local::prepare(&plan, &out)?;
+    if let Some(kind) = args.emit {
+        let absolute = std::path::absolute(&out).map_err(|e| Error::io("resolve", &out, e))?;
+        let gantry = std::env::current_exe().map_err(|e| Error::io("find", "the gantry executable", e))?;
+        let target = sweep::emit::Target {
+            name: &plan.name,
+            runs: plan.runs.len(),
+            sweep: &absolute,
+            gantry: &gantry,
+            threads: args.threads.unwrap_or(1),
+            parallel: if args.jobs > 1 { args.jobs } else { 0 },
+        };
+        let (file, text, how) = match kind {
+            Emit::Slurm => ("sweep.sbatch", sweep::emit::slurm(&target), "sbatch"),
+            Emit::K8s => {
+                ("sweep-k8s.yaml", sweep::emit::kubernetes(&target, &args.image), "kubectl apply -f")
+            }
+        };
+        let path = absolute.join(file);
+        crate::durable::write_atomic(&path, text.as_bytes())?;
+        eprintln!(
+            "gantry: wrote {} ({} runs); submit it with: {how} {}",
+            path.display(),
+            plan.runs.len(),
+            path.display()
+        );
+        return Ok(0);
+    }
+    let todo = state.runs.iter().filter(|r| r.status != local::Status::Finished).count();
+    eprintln!(
+        "gantry: sweep `{}`: {} runs ({} finished already), {} at a time -> {}",
+        plan.name,
+        plan.runs.len(),
+        plan.runs.len() - todo,
+        args.jobs,
+        out.display()
+    );
+    let stop = install_stop_handler();
+    let options = local::LocalOptions {
+        jobs: args.jobs,
+        threads: args.threads,
+        data: args.data.clone(),
+        progress: !args.quiet,
+        stop: Some(stop.stop.clone()),
+    };
+    let outcome = local::run(&plan, &out, state, &options)?;
+    let count = |s: local::Status| outcome.state.runs.iter().filter(|r| r.status == s).count();
+    let (finished, failed) = (count(local::Status::Finished), count(local::Status::Failed));
+    eprintln!(
+        "gantry: sweep `{}`: {finished} of {} runs finished{}",
+        plan.name,
+        plan.runs.len(),
+        if failed > 0 { format!(", {failed} failed (see {}/logs)", out.display()) } else { String::new() }
+    );
+    if outcome.stopped {
+        eprintln!("gantry: stopped; continue with: gantry sweep {}{}", spec.display(), out_flag(&args.out));
+        return Ok(EXIT_STOPPED);
+    }
+    if failed == 0 {
+        eprintln!("gantry: compare them: gantry compare {}", out.display());
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+fn out_flag(out: &Option<PathBuf>) -> String {
+    out.as_ref().map(|o| format!(" --out {}", o.display())).unwrap_or_default()
 }
 
 /// What a stop request means at the moment it arrives.

@@ -47,6 +47,10 @@ pub enum Error {
     #[error("run folder {path}: {problem}")]
     RunDir { path: PathBuf, problem: String },
 
+    /// A sweep's spec or folder cannot be used as asked (the problem names the key or run).
+    #[error("sweep {path}: {problem}")]
+    Sweep { path: PathBuf, problem: String },
+
     /// A checkpoint is missing, damaged or does not fit this run.
     #[error("checkpoint {path}: {problem}")]
     Checkpoint { path: PathBuf, problem: String },
@@ -105,6 +109,7 @@ impl Error {
             | Error::BadDataFile { .. }
             | Error::DataNotFound(_)
             | Error::RunDir { .. }
+            | Error::Sweep { .. }
             | Error::Checkpoint { .. } => 2,
             _ => 1,
         }

@@ -6,7 +6,9 @@
 //! [`checkpoint`] (all-or-nothing saves, exact resume; [`lock`] keeps one writer per run) ->
 //! [`export`] (weights for other tools) -> [`eval`] (a classifier judge: FID, KID, precision/recall,
 //! coverage) -> [`report`] (one HTML file) / [`serve`] (the live dashboard) / [`tensorboard`].
-//! [`config`] holds every setting; [`cli`] is the command line on top. Speed lives in
+//! Many runs: [`sweep`] (plan, run here or on a cluster, continue) -> [`compare`] (tables with
+//! confidence intervals, overlaid curves). [`config`] holds every setting; [`cli`] is the command
+//! line on top. Speed lives in
 //! [`kernels`] (fused burn backend operations) and [`allocator`].
 //!
 //! A run from code, as `gantry train` does it:
@@ -35,6 +37,7 @@ pub mod alerts;
 pub mod allocator;
 pub mod checkpoint;
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod durable;
@@ -52,6 +55,7 @@ pub mod rng;
 pub mod run_dir;
 pub mod sample;
 pub mod serve;
+pub mod sweep;
 pub mod tensorboard;
 pub mod timelapse;
 pub mod train;

@@ -249,7 +249,7 @@ fn quantile(values: impl Iterator<Item = f64>, q: f64) -> Option<f64> {
 }
 
 /// Register the embedded DejaVu Sans font for bitmap text (no system fonts needed).
-fn register_font() {
+pub(crate) fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // The embedded font is a valid TrueType file; a failure would only lose the text.

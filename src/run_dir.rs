@@ -387,11 +387,11 @@ fn is_non_empty_dir(path: &Path) -> Result<bool> {
         let entry = entry.at("list", path)?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let is_dir = entry.file_type().at("inspect", &entry.path())?.is_dir();
+        let is_dir = entry.file_type().at("inspect", entry.path())?.is_dir();
         let left_by_create = name == LOCK_FILE
             || (is_dir
                 && RUN_SUBFOLDERS.contains(&name.as_ref())
-                && fs::read_dir(entry.path()).at("list", &entry.path())?.next().is_none());
+                && fs::read_dir(entry.path()).at("list", entry.path())?.next().is_none());
         if !left_by_create {
             return Ok(true);
         }

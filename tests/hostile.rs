@@ -283,7 +283,8 @@ fn a_run_killed_before_its_first_checkpoint_starts_again_keeping_the_users_files
 fn a_run_killed_between_its_first_checkpoints_rows_and_files_or_before_any_row_starts_again() {
     let tmp = tempfile::tempdir().unwrap();
     let run = run_folder(tmp.path(), "R", 100);
-    let cases: [(&str, fn(&str) -> Option<String>); 4] = [
+    type Cut = fn(&str) -> Option<String>;
+    let cases: [(&str, Cut); 4] = [
         ("the 50 rows of the first checkpoint's step", |t| Some(first_lines(t, 51))),
         ("a header only", |t| Some(first_lines(t, 1))),
         ("half a header", |t| Some(t[..10].to_string())),

@@ -1,0 +1,485 @@
+//! Planning a sweep, a pure function of its spec: the spec file's format, its checks (each refusal
+//! names the key), and the runs it asks for, in the order array tasks are numbered.
+//!
+//! ```toml
+//! name = "order"                  # default: the spec file's name
+//! combine = "grid"                # or "zip": the i-th value of every axis together
+//! seeds = [0, 1, 2, 3, 4]         # every combination once per seed (train.seed); default [0]
+//! config = "base.toml"            # optional gantry config the runs start from (relative to this file)
+//!
+//! [base]                          # config keys set in every run (over `config`)
+//! train.iterations = 5000
+//!
+//! [axes]                          # config keys and the values to try
+//! "train.order" = ["d-first", "g-first"]
+//! ```
+//!
+//! Runs are numbered combination by combination (axes in key order, the last key varying
+//! fastest), each combination's seeds in the order given; a run's folder is named from its axis
+//! values and seed (`order=g-first_seed=3`).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// Most runs one sweep may plan.
+pub const MAX_RUNS: usize = 10_000;
+
+/// How the axes combine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Combine {
+    /// Every value of every axis with every value of the others.
+    #[default]
+    Grid,
+    /// The i-th values of all axes together (axes of equal length).
+    Zip,
+}
+
+/// The spec file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecFile {
+    name: Option<String>,
+    #[serde(default)]
+    combine: Combine,
+    seeds: Option<Vec<u64>>,
+    config: Option<PathBuf>,
+    #[serde(default)]
+    base: toml::Table,
+    #[serde(default)]
+    axes: toml::Table,
+}
+
+/// One run of a sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedRun {
+    /// Its array-task index (0-based).
+    pub index: usize,
+    /// Its folder's name in the sweep folder.
+    pub name: String,
+    /// The axis keys and the values this run takes, as written in the folder name.
+    pub values: Vec<(String, String)>,
+    pub seed: u64,
+    /// The whole, validated configuration of the run.
+    pub config: Config,
+}
+
+/// Everything a sweep will run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub name: String,
+    /// The axis keys, in the order runs are numbered.
+    pub axes: Vec<String>,
+    pub combine: Combine,
+    pub seeds: Vec<u64>,
+    pub runs: Vec<PlannedRun>,
+    /// The base configuration every run starts from (without its seed).
+    base: toml::Table,
+    /// Each axis with its values.
+    axis_values: Vec<(String, Vec<toml::Value>)>,
+}
+
+impl Plan {
+    /// The spec as one self-contained file (the base written out in full, no `config = ...` to
+    /// find): what a sweep folder keeps as `sweep.toml`, and what its tasks plan from. Planning
+    /// it again gives this same plan.
+    pub fn resolved_spec(&self) -> String {
+        let mut doc = toml::Table::new();
+        doc.insert("name".into(), toml::Value::String(self.name.clone()));
+        let combine = match self.combine {
+            Combine::Grid => "grid",
+            Combine::Zip => "zip",
+        };
+        doc.insert("combine".into(), toml::Value::String(combine.into()));
+        doc.insert(
+            "seeds".into(),
+            toml::Value::Array(self.seeds.iter().map(|&s| toml::Value::Integer(s as i64)).collect()),
+        );
+        doc.insert("base".into(), toml::Value::Table(self.base.clone()));
+        let axes: toml::Table =
+            self.axis_values.iter().map(|(k, v)| (k.clone(), toml::Value::Array(v.clone()))).collect();
+        doc.insert("axes".into(), toml::Value::Table(axes));
+        format!(
+            "# gantry sweep (resolved: the spec with its base written out in full)\n\n{}",
+            toml::to_string_pretty(&doc).expect("a TOML table serializes")
+        )
+    }
+
+    /// Read and plan the spec file at `path` (a config it names is read relative to it).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let bad = |problem: String| Error::Sweep { path: path.to_path_buf(), problem };
+        let bytes = crate::durable::read_limited(path, crate::config::MAX_CONFIG_BYTES)
+            .map_err(|e| bad(format!("cannot be read: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|_| bad("is not UTF-8 text".into()))?;
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        plan(&text, &stem, base_dir).map_err(|e| match e {
+            SpecError::Spec(problem) => bad(problem),
+            SpecError::Other(e) => e,
+        })
+    }
+}
+
+/// A problem of the spec itself (reported as the spec file's) or of a file it names.
+#[derive(Debug)]
+pub enum SpecError {
+    Spec(String),
+    Other(Error),
+}
+
+impl From<String> for SpecError {
+    fn from(s: String) -> Self {
+        SpecError::Spec(s)
+    }
+}
+
+/// Plan the spec `text`; `stem` is the default sweep name, `base_dir` where a `config = ...` is
+/// found.
+pub fn plan(text: &str, stem: &str, base_dir: &Path) -> std::result::Result<Plan, SpecError> {
+    let spec: SpecFile = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+    let name = spec.name.clone().unwrap_or_else(|| stem.to_string());
+    if name.is_empty() || sanitize(&name) != name {
+        return Err(format!("name `{name}`: use letters, digits, `.`, `_`, `+` and `-` only").into());
+    }
+    let seeds = spec.seeds.clone().unwrap_or_else(|| vec![0]);
+    if seeds.is_empty() {
+        return Err("seeds: the list is empty (leave it out for the one seed 0)".to_string().into());
+    }
+    if seeds.iter().collect::<BTreeSet<_>>().len() != seeds.len() {
+        return Err(format!("seeds: {seeds:?} repeats a seed").into());
+    }
+
+    // The base: the defaults, then the named config file, then [base].
+    let mut base = match &spec.config {
+        Some(file) => {
+            let path = base_dir.join(file);
+            let config = Config::from_file(&path).map_err(SpecError::Other)?;
+            to_table(&config)
+        }
+        None => to_table(&Config::default()),
+    };
+    for (key, value) in flatten(&spec.base) {
+        if key == "train.seed" {
+            return Err("base: train.seed is set by `seeds`, not in [base]".to_string().into());
+        }
+        set_dotted(&mut base, "base", &key, value.clone())?;
+    }
+    check_config(&base, "[base]")?;
+
+    // The axes: each a non-empty list of values, each value valid on the base alone.
+    let mut axes: Vec<(String, Vec<toml::Value>)> = Vec::new();
+    for (key, value) in flatten(&spec.axes) {
+        if key == "train.seed" {
+            return Err("axes: train.seed is an axis of its own: list the seeds in `seeds`"
+                .to_string()
+                .into());
+        }
+        let toml::Value::Array(values) = value else {
+            return Err(format!("axes: `{key}` must be a list of values, found {value}").into());
+        };
+        if values.is_empty() {
+            return Err(format!("axes: `{key}` is an empty list").into());
+        }
+        for v in values {
+            let mut one = base.clone();
+            set_dotted(&mut one, &format!("axes.{key}"), &key, v.clone())?;
+            check_config(&one, &format!("axes: `{key}` = {v}"))?;
+        }
+        axes.push((key.clone(), values.clone()));
+    }
+    if spec.combine == Combine::Zip
+        && let Some((first, first_values)) = axes.first()
+        && let Some((other, other_values)) = axes.iter().find(|(_, v)| v.len() != first_values.len())
+    {
+        return Err(format!(
+            "axes: combine = \"zip\" needs axes of equal length; `{first}` has {}, `{other}` has {}",
+            first_values.len(),
+            other_values.len()
+        )
+        .into());
+    }
+
+    let combinations = combinations(&axes, spec.combine);
+    let total = combinations.len().saturating_mul(seeds.len());
+    if total > MAX_RUNS {
+        return Err(format!("plans {total} runs; a sweep holds at most {MAX_RUNS}").into());
+    }
+    let mut runs = Vec::with_capacity(total);
+    let mut names = BTreeSet::new();
+    for combination in &combinations {
+        for &seed in &seeds {
+            let mut table = base.clone();
+            let mut values = Vec::new();
+            for (key, value) in combination {
+                set_dotted(&mut table, key, key, value.clone())?;
+                values.push((key.clone(), display_value(value)));
+            }
+            set_dotted(&mut table, "seeds", "train.seed", toml::Value::Integer(seed as i64))?;
+            let name = run_name(&values, seed);
+            let mut config = check_config(&table, &format!("run {name}"))?;
+            config.validate().map_err(|e| format!("run {name}: {e}"))?;
+            config.train.resolve_defaults();
+            if !names.insert(name.clone()) {
+                return Err(format!("two runs would share the folder name `{name}`; make the values differ in more than punctuation").into());
+            }
+            runs.push(PlannedRun { index: runs.len(), name, values, seed, config });
+        }
+    }
+    if let Some(toml::Value::Table(train)) = base.get_mut("train") {
+        train.remove("seed");
+    }
+    Ok(Plan {
+        name,
+        axes: axes.iter().map(|(k, _)| k.clone()).collect(),
+        combine: spec.combine,
+        seeds,
+        runs,
+        base,
+        axis_values: axes,
+    })
+}
+
+/// The config as a TOML table (the form axes and [base] are written into).
+fn to_table(config: &Config) -> toml::Table {
+    match toml::Value::try_from(config) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => unreachable!("a Config serializes to a TOML table"),
+    }
+}
+
+/// Deserialize `table` as a config (unknown keys and wrong types refused), `what` naming it.
+fn check_config(table: &toml::Table, what: &str) -> std::result::Result<Config, SpecError> {
+    toml::Value::Table(table.clone())
+        .try_into::<Config>()
+        .map_err(|e| SpecError::Spec(format!("{what}: {}", e.to_string().trim_end())))
+}
+
+/// The leaves of a table as dotted keys: `[train] loss = "ns"` and `"train.loss" = "ns"` alike.
+fn flatten(table: &toml::Table) -> Vec<(String, &toml::Value)> {
+    let mut out = Vec::new();
+    for (k, v) in table {
+        match v {
+            toml::Value::Table(inner) => {
+                out.extend(flatten(inner).into_iter().map(|(ik, iv)| (format!("{k}.{ik}"), iv)))
+            }
+            _ => out.push((k.clone(), v)),
+        }
+    }
+    out
+}
+
+/// Set `key` (dotted) in `table`; `origin` names where the key came from in errors. A key must
+/// name a section and a setting (`train.loss`), not a section alone.
+fn set_dotted(
+    table: &mut toml::Table,
+    origin: &str,
+    key: &str,
+    value: toml::Value,
+) -> std::result::Result<(), SpecError> {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
+        return Err(
+            format!("{origin}: `{key}` is not a config key (write section.key, such as train.loss)").into()
+        );
+    }
+    let (last, sections) = parts.split_last().expect("two parts or more");
+    let mut at = table;
+    for section in sections {
+        let entry = at.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => at = t,
+            _ => return Err(format!("{origin}: `{key}`: `{section}` is a setting, not a section").into()),
+        }
+    }
+    if let Some(toml::Value::Table(_)) = at.get(*last) {
+        return Err(format!("{origin}: `{key}` is a section; give one of its keys").into());
+    }
+    at.insert(last.to_string(), value);
+    Ok(())
+}
+
+/// Every combination of axis values, in run order.
+fn combinations(axes: &[(String, Vec<toml::Value>)], combine: Combine) -> Vec<Vec<(String, toml::Value)>> {
+    match combine {
+        Combine::Zip => {
+            let n = axes.first().map_or(1, |(_, v)| v.len());
+            (0..n).map(|i| axes.iter().map(|(k, v)| (k.clone(), v[i].clone())).collect()).collect()
+        }
+        Combine::Grid => {
+            let mut out: Vec<Vec<(String, toml::Value)>> = vec![Vec::new()];
+            for (key, values) in axes {
+                out = out
+                    .into_iter()
+                    .flat_map(|prefix| {
+                        values.iter().map(move |v| {
+                            let mut c = prefix.clone();
+                            c.push((key.clone(), v.clone()));
+                            c
+                        })
+                    })
+                    .collect();
+            }
+            out
+        }
+    }
+}
+
+/// A value as it appears in a folder name: strings bare, lists joined with `x` (`[256, 512]` ->
+/// `256x512`).
+fn display_value(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => sanitize(s),
+        toml::Value::Array(items) => items.iter().map(display_value).collect::<Vec<_>>().join("x"),
+        other => sanitize(&other.to_string()),
+    }
+}
+
+/// Keep letters, digits, `.`, `_`, `+` and `-`; anything else becomes `-`.
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || "._+-".contains(c) { c } else { '-' }).collect()
+}
+
+/// `order=g-first_seed=3`: each axis by its last key segment (the whole key where two axes share
+/// one), then the seed.
+fn run_name(values: &[(String, String)], seed: u64) -> String {
+    let short = |key: &str| key.rsplit('.').next().unwrap_or(key).to_string();
+    let mut parts = Vec::new();
+    for (key, value) in values {
+        let clash = values.iter().filter(|(k, _)| short(k) == short(key)).count() > 1;
+        let label = if clash { key.clone() } else { short(key) };
+        parts.push(format!("{label}={value}"));
+    }
+    parts.push(format!("seed={seed}"));
+    parts.join("_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(text: &str) -> std::result::Result<Plan, String> {
+        plan(text, "spec", Path::new(".")).map_err(|e| match e {
+            SpecError::Spec(s) => s,
+            SpecError::Other(e) => e.to_string(),
+        })
+    }
+
+    #[test]
+    fn a_grid_crosses_the_axes_and_every_combination_gets_each_seed() {
+        let p = plan_of(
+            r#"
+            seeds = [3, 1]
+            [base]
+            train.iterations = 500
+            [axes]
+            "train.order" = ["d-first", "g-first"]
+            "train.loss" = ["ns", "hinge"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(p.name, "spec");
+        assert_eq!(p.axes, ["train.loss", "train.order"]);
+        let names: Vec<&str> = p.runs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "loss=ns_order=d-first_seed=3",
+                "loss=ns_order=d-first_seed=1",
+                "loss=ns_order=g-first_seed=3",
+                "loss=ns_order=g-first_seed=1",
+                "loss=hinge_order=d-first_seed=3",
+                "loss=hinge_order=d-first_seed=1",
+                "loss=hinge_order=g-first_seed=3",
+                "loss=hinge_order=g-first_seed=1",
+            ]
+        );
+        let r = &p.runs[6];
+        assert_eq!((r.index, r.seed, r.config.train.seed), (6, 3, 3));
+        assert_eq!(r.config.train.iterations, 500);
+        assert_eq!(r.config.train.loss, crate::config::Loss::Hinge);
+        assert_eq!(r.config.train.order, crate::config::UpdateOrder::GFirst);
+    }
+
+    #[test]
+    fn zip_pairs_the_ith_values_and_lists_name_folders() {
+        let p = plan_of(
+            r#"
+            combine = "zip"
+            [axes]
+            model.g_hidden = [[128, 256], [256, 512]]
+            model.d_hidden = [[256], [512]]
+            "#,
+        )
+        .unwrap();
+        let names: Vec<&str> = p.runs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["d_hidden=256_g_hidden=128x256_seed=0", "d_hidden=512_g_hidden=256x512_seed=0"]);
+        assert_eq!(p.runs[1].config.model.g_hidden, [256, 512]);
+    }
+
+    #[test]
+    fn the_resolved_spec_plans_the_same_runs() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("base.toml"), "[train]\niterations = 700\nloss = \"lsgan\"\n")
+            .unwrap();
+        let text = "config = \"base.toml\"\nseeds = [5, 6]\n[base]\noutput.sample_interval = 50\n[axes]\n\"train.d_steps\" = [1, 2]\n";
+        let p = plan(text, "s", tmp.path()).map_err(|e| format!("{e:?}")).unwrap();
+        assert_eq!(p.runs[0].config.train.iterations, 700);
+        assert_eq!(p.runs[0].config.output.sample_interval, 50);
+        // Planned again from elsewhere, without base.toml.
+        let again = plan(&p.resolved_spec(), "other", Path::new("/nonexistent"))
+            .map_err(|e| format!("{e:?}"))
+            .unwrap();
+        assert_eq!(again, p);
+    }
+
+    #[test]
+    fn no_axes_is_a_sweep_over_seeds() {
+        let p = plan_of("seeds = [0, 1, 2]").unwrap();
+        assert_eq!(p.runs.len(), 3);
+        assert_eq!(p.runs[2].name, "seed=2");
+        assert_eq!(p.runs[2].config.train.iterations, Config::default().train.iterations);
+    }
+
+    /// Each bad spec of the issue, refused before anything runs, naming the key.
+    #[test]
+    fn bad_specs_are_refused_naming_the_key() {
+        let cases = [
+            ("[axes]\n\"train.lossy\" = [\"ns\"]", "train.lossy"),
+            ("[axes]\n\"train.loss\" = []", "train.loss"),
+            ("[axes]\n\"train.batch_size\" = [\"big\"]", "train.batch_size"),
+            ("[axes]\n\"train.loss\" = \"ns\"", "train.loss"),
+            (
+                "combine = \"zip\"\n[axes]\n\"train.loss\" = [\"ns\", \"hinge\"]\n\"train.d_steps\" = [1]",
+                "train.d_steps",
+            ),
+            ("[axes]\n\"train.batch_size\" = [32, 0]", "train.batch_size"),
+            ("[axes]\n\"train.seed\" = [1, 2]", "train.seed"),
+            ("[base]\ntrain.seed = 4", "train.seed"),
+            ("[base]\ntrain.iteratons = 4", "iteratons"),
+            ("seeds = []", "seeds"),
+            ("seeds = [1, 1]", "seeds"),
+            ("[axes]\ntrain = [1]", "train"),
+            ("sweeps = 3", "sweeps"),
+            // A combination that fails validation: label smoothing with hinge.
+            (
+                "[axes]\n\"train.loss\" = [\"ns\", \"hinge\"]\n\"train.real_label\" = [0.9]",
+                "train.real_label",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = plan_of(text).expect_err(text);
+            assert!(err.contains(key), "{text}\n-> {err}");
+        }
+    }
+
+    #[test]
+    fn values_that_name_the_same_folder_are_refused() {
+        let err = plan_of("[axes]\n\"train.lr_d\" = [0.5, 0.50]").unwrap_err();
+        assert!(err.contains("share the folder name"), "{err}");
+    }
+}
