@@ -383,6 +383,16 @@ fn sweep_command(args: SweepArgs) -> Result<i32> {
             data: args.data.clone(),
             lock_wait: std::time::Duration::from_secs(120),
         };
+        if index >= plan.runs.len() {
+            return Err(Error::usage(
+                "--task",
+                format!(
+                    "the sweep `{}` has runs 0 to {}, found {index}",
+                    plan.name,
+                    plan.runs.len().saturating_sub(1)
+                ),
+            ));
+        }
         std::fs::create_dir_all(&out).map_err(|e| Error::io("create", &out, e))?;
         return match task::run(&plan, &out, index, &task_options, &options)? {
             task::TaskOutcome::AlreadyFinished => {

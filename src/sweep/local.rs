@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::durable::write_atomic;
 use crate::error::{Error, IoContext, Result};
-use crate::metrics;
 
 use super::plan::Plan;
 use super::task::{self, RunState};
@@ -212,6 +211,7 @@ pub fn run(plan: &Plan, sweep: &Path, mut state: SweepState, options: &LocalOpti
     let mut jobs: Vec<Job> = Vec::new();
     let mut stopping = false;
     let mut last_line = Instant::now();
+    let mut last_poll = Instant::now();
     let plain = options.progress && !std::io::stderr().is_terminal();
     let reporter = Reporter { bars: (options.progress && !plain).then(|| Bars::new(total_runs)), plain };
     let mut restarts: BTreeMap<usize, usize> = BTreeMap::new();
@@ -223,7 +223,8 @@ pub fn run(plan: &Plan, sweep: &Path, mut state: SweepState, options: &LocalOpti
             }
         }
         if !stopping {
-            for index in to_start(&state.runs, options.jobs.saturating_sub(jobs.len())) {
+            let starting = to_start(&state.runs, options.jobs.saturating_sub(jobs.len()));
+            for &index in &starting {
                 let run = &plan.runs[index];
                 let log_path = sweep.join(LOGS).join(format!("{}.log", run.name));
                 let log = std::fs::OpenOptions::new()
@@ -251,7 +252,9 @@ pub fn run(plan: &Plan, sweep: &Path, mut state: SweepState, options: &LocalOpti
                 reporter.line(&format!("started {}", run.name));
                 jobs.push(Job { index, child, total: run.config.train.iterations });
             }
-            state.write(sweep)?;
+            if !starting.is_empty() {
+                state.write(sweep)?;
+            }
         }
         if jobs.is_empty() {
             break;
@@ -293,11 +296,14 @@ pub fn run(plan: &Plan, sweep: &Path, mut state: SweepState, options: &LocalOpti
         if changed {
             state.write(sweep)?;
         }
+        if last_poll.elapsed() < POLL_PROGRESS_EVERY {
+            continue;
+        }
+        last_poll = Instant::now();
         let progress: Vec<(String, usize, usize)> = jobs
             .iter()
             .map(|j| {
-                let rows = metrics::rows_on_disk(&sweep.join(&plan.runs[j.index].name).join("metrics.csv"))
-                    .unwrap_or(0);
+                let rows = lines_written(&sweep.join(&plan.runs[j.index].name).join("metrics.csv"));
                 (plan.runs[j.index].name.clone(), rows, j.total)
             })
             .collect();
@@ -319,6 +325,17 @@ pub fn run(plan: &Plan, sweep: &Path, mut state: SweepState, options: &LocalOpti
     }
     state.write(sweep)?;
     Ok(LocalOutcome { state, stopped: stopping })
+}
+
+/// How often the running runs' progress is read from their metrics files.
+const POLL_PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Rows a running run has written so far (its metrics file's complete lines but the header): a
+/// count of newlines, cheap enough to read every second.
+fn lines_written(metrics_csv: &Path) -> usize {
+    std::fs::read(metrics_csv)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count().saturating_sub(1))
+        .unwrap_or(0)
 }
 
 /// Most times one sweep command restarts a run whose job was killed from outside.
