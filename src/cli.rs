@@ -383,20 +383,11 @@ fn sweep_command(args: SweepArgs) -> Result<i32> {
             data: args.data.clone(),
             lock_wait: std::time::Duration::from_secs(120),
         };
-        if index >= plan.runs.len() {
-            return Err(Error::usage(
-                "--task",
-                format!(
-                    "the sweep `{}` has runs 0 to {}, found {index}",
-                    plan.name,
-                    plan.runs.len().saturating_sub(1)
-                ),
-            ));
-        }
+        let name = plan.task(index)?.name.clone();
         std::fs::create_dir_all(&out).map_err(|e| Error::io("create", &out, e))?;
         return match task::run(&plan, &out, index, &task_options, &options)? {
             task::TaskOutcome::AlreadyFinished => {
-                eprintln!("gantry: sweep run {} is finished; nothing to do", plan.runs[index].name);
+                eprintln!("gantry: sweep run {name} is finished; nothing to do");
                 Ok(0)
             }
             task::TaskOutcome::Trained(outcome) => Ok(report(&outcome)),

@@ -85,6 +85,20 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Run `index` (an array task's number), or the error naming the range.
+    pub fn task(&self, index: usize) -> Result<&PlannedRun> {
+        self.runs.get(index).ok_or_else(|| {
+            Error::usage(
+                "--task",
+                format!(
+                    "the sweep `{}` has runs 0 to {}, found {index}",
+                    self.name,
+                    self.runs.len().saturating_sub(1)
+                ),
+            )
+        })
+    }
+
     /// The spec as one self-contained file (the base written out in full, no `config = ...` to
     /// find): what a sweep folder keeps as `sweep.toml`, and what its tasks plan from. Planning
     /// it again gives this same plan.

@@ -134,16 +134,7 @@ pub fn run(
     options: &TaskOptions,
     train_options: &Options,
 ) -> Result<TaskOutcome> {
-    let Some(run) = plan.runs.get(index) else {
-        return Err(Error::usage(
-            "--task",
-            format!(
-                "the sweep `{}` has runs 0 to {}, found {index}",
-                plan.name,
-                plan.runs.len().saturating_sub(1)
-            ),
-        ));
-    };
+    let run = plan.task(index)?;
     let folder = run_folder(sweep, run);
     wait_for_lock(&folder, options.lock_wait)?;
     match action(state(sweep, run)?) {
