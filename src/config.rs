@@ -2,6 +2,7 @@
 //! overrides. Unknown keys are rejected, values are validated before anything is trained, and the
 //! resolved config is saved in the run folder as `config.toml`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -583,9 +584,30 @@ impl Config {
     /// The architecture part of the config as `key = value` lines: what a checkpoint's weights
     /// depend on.
     pub fn architecture(&self) -> Vec<(String, String)> {
-        let value = toml::Value::try_from(&self.model).expect("ModelConfig serializes");
-        let table = value.as_table().expect("ModelConfig is a table");
-        table.iter().map(|(k, v)| (format!("model.{k}"), v.to_string())).collect()
+        self.settings().into_iter().filter(|(k, _)| k.starts_with("model.")).collect()
+    }
+
+    /// Every setting as `section.key -> value` (the value as TOML writes it), in key order.
+    pub fn settings(&self) -> BTreeMap<String, String> {
+        let value = toml::Value::try_from(self).expect("a Config serializes");
+        let mut out = BTreeMap::new();
+        for (section, table) in value.as_table().expect("a Config is a table") {
+            for (k, v) in table.as_table().expect("each section is a table") {
+                out.insert(format!("{section}.{k}"), v.to_string());
+            }
+        }
+        out
+    }
+
+    /// The settings that decide what a run computes: all of them, the recipe's defaults
+    /// resolved, but those that only say where the data is and how many threads run it
+    /// (`data.dir`, `train.threads`).
+    pub fn run_settings(&self) -> BTreeMap<String, String> {
+        let mut c = self.clone();
+        c.train.threads = 0;
+        c.data.dir = None;
+        c.train.resolve_defaults();
+        c.settings()
     }
 
     /// SHA-256 of [`Self::architecture`], stored in checkpoints.
@@ -611,6 +633,15 @@ impl Config {
             n => n,
         }
     }
+}
+
+/// The keys whose values differ between two sets of [`Config::settings`], in key order.
+pub fn differing_keys(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    let mut keys: Vec<String> =
+        a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).cloned().collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 /// The largest config file read (a real one is about 1 KB).

@@ -22,7 +22,6 @@ use crate::error::{Error, IoContext, Result};
 use crate::metrics::{self, IterationRecord};
 use crate::run_dir::{RunDir, RunInfo};
 use crate::sweep::local::SweepState;
-use crate::sweep::task::flat;
 use crate::train::quality::{self, QualityRecord};
 use stats::{Difference, Summary};
 
@@ -133,12 +132,9 @@ pub fn gather(paths: &[PathBuf]) -> Result<Vec<RunData>> {
 /// Group runs by configuration, seeds aside; groups in the order their first run came.
 pub fn group(runs: &[RunData]) -> Vec<Group> {
     let key = |c: &Config| {
-        let mut c = c.clone();
-        c.train.seed = 0;
-        c.train.threads = 0;
-        c.data.dir = None;
-        c.train.resolve_defaults();
-        flat(&c)
+        let mut settings = c.run_settings();
+        settings.remove("train.seed");
+        settings
     };
     let mut groups: Vec<(BTreeMap<String, String>, Vec<usize>)> = Vec::new();
     for (i, r) in runs.iter().enumerate() {
@@ -152,14 +148,11 @@ pub fn group(runs: &[RunData]) -> Vec<Group> {
     let mut differing: Vec<String> = Vec::new();
     for (a, _) in &groups {
         for (b, _) in &groups {
-            for k in differing_keys_of(a, b) {
-                if !differing.contains(&k) {
-                    differing.push(k);
-                }
-            }
+            differing.extend(crate::config::differing_keys(a, b));
         }
     }
     differing.sort();
+    differing.dedup();
     let short = |k: &str| k.rsplit('.').next().unwrap_or(k).to_string();
     groups
         .into_iter()
@@ -181,10 +174,6 @@ pub fn group(runs: &[RunData]) -> Vec<Group> {
             Group { label, values, runs }
         })
         .collect()
-}
-
-fn differing_keys_of(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
-    a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).cloned().collect()
 }
 
 /// One metric of one group.
@@ -212,17 +201,16 @@ pub struct Comparison {
 /// Summarise grouped runs (a pure function of what was read).
 pub fn compare(runs: &[RunData], tail: f64) -> Comparison {
     let groups = group(runs);
-    let run_values: Vec<BTreeMap<String, f64>> =
-        runs.iter().map(|r| r.values(tail).into_iter().collect()).collect();
+    let values: Vec<Vec<(String, f64)>> = runs.iter().map(|r| r.values(tail)).collect();
     // Metrics in a fixed order: the plateau's, then the judge's, then wall time.
     let mut metric_names: Vec<String> = Vec::new();
-    for r in runs {
-        for (name, _) in r.values(tail) {
-            if !metric_names.contains(&name) {
-                metric_names.push(name);
-            }
+    for (name, _) in values.iter().flatten() {
+        if !metric_names.contains(name) {
+            metric_names.push(name.clone());
         }
     }
+    let run_values: Vec<BTreeMap<String, f64>> =
+        values.into_iter().map(|v| v.into_iter().collect()).collect();
     let mut rows = Vec::new();
     for metric in &metric_names {
         let summary_of = |g: &Group| {

@@ -95,7 +95,8 @@ impl SweepState {
 }
 
 /// Make (or check) the sweep folder for `plan`: a new or empty folder gets `sweep.toml` (the
-/// resolved spec) and `sweep.json`; an existing sweep folder must have been made for the same
+/// resolved spec) and `sweep.json`, whose states are read from the run folders (nothing else is
+/// remembered between sweep commands); an existing sweep folder must have been made for the same
 /// plan, run by run (a spec may add runs; it may not change one that exists). Nothing else in the
 /// folder is touched.
 pub fn prepare(plan: &Plan, sweep: &Path) -> Result<SweepState> {
@@ -126,30 +127,22 @@ pub fn prepare(plan: &Plan, sweep: &Path) -> Result<SweepState> {
                 }
             }
         }
-        if let Ok(previous) = SweepState::read(sweep) {
-            for r in &mut state.runs {
-                if let Some(p) = previous.runs.iter().find(|p| p.name == r.name) {
-                    r.exit_code = p.exit_code;
-                    if p.status == Status::Failed {
-                        r.status = Status::Failed;
-                    }
-                }
-            }
-        }
     } else if sweep.is_dir() && std::fs::read_dir(sweep).at("list", sweep)?.next().is_some() {
         return Err(refuse(
             "exists, is not empty and is not a sweep folder (no sweep.toml); choose another --out".into(),
         ));
     }
-    std::fs::create_dir_all(sweep.join(LOGS)).at("create", sweep.join(LOGS))?;
-    write_atomic(&spec_path, new_spec.as_bytes())?;
+    // Each run's state from its folder (a folder of another configuration refuses the sweep
+    // before anything is written).
     for (record, run) in state.runs.iter_mut().zip(&plan.runs) {
         match task::state(sweep, run)? {
             RunState::Finished => record.status = Status::Finished,
-            RunState::Unfinished if record.status != Status::Failed => record.status = Status::Stopped,
-            _ => {}
+            RunState::Unfinished => record.status = Status::Stopped,
+            RunState::Absent => {}
         }
     }
+    std::fs::create_dir_all(sweep.join(LOGS)).at("create", sweep.join(LOGS))?;
+    write_atomic(&spec_path, new_spec.as_bytes())?;
     state.write(sweep)?;
     Ok(state)
 }
@@ -201,12 +194,6 @@ pub fn run(plan: &Plan, sweep: &Path, mut state: SweepState, options: &LocalOpti
     let exe = std::env::current_exe().map_err(|e| Error::io("find", "the gantry executable", e))?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let threads = options.threads.unwrap_or_else(|| threads_per_job(cores, options.jobs));
-    // A new sweep command tries failed runs again.
-    for r in &mut state.runs {
-        if r.status == Status::Failed {
-            r.status = Status::Stopped;
-        }
-    }
     let total_runs = state.runs.len();
     let mut jobs: Vec<Job> = Vec::new();
     let mut stopping = false;
@@ -435,7 +422,7 @@ fn terminate(child: &Child) {
 
 /// On Linux, a job gets SIGTERM (and so checkpoints) when the sweep process dies, however it dies.
 fn die_with_parent(cmd: &mut Command) {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt;
         let parent = std::process::id();
@@ -451,7 +438,7 @@ fn die_with_parent(cmd: &mut Command) {
             });
         }
     }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    #[cfg(not(target_os = "linux"))]
     let _ = cmd;
 }
 

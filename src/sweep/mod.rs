@@ -28,14 +28,14 @@ pub fn default_folder(plan: &Plan) -> PathBuf {
 
 /// The `--dry-run` listing: one line per planned run with its index, folder name and state.
 pub fn listing(plan: &Plan, sweep: &Path) -> Result<String> {
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let combinations = plan.runs.len() / plan.seeds.len().max(1);
     let mut out = format!(
-        "sweep `{}`: {} runs ({} combination{} x {} seed{}) in {}\n",
+        "sweep `{}`: {} ({} x {}) in {}\n",
         plan.name,
-        plan.runs.len(),
-        plan.runs.len() / plan.seeds.len().max(1),
-        if plan.runs.len() / plan.seeds.len().max(1) == 1 { "" } else { "s" },
-        plan.seeds.len(),
-        if plan.seeds.len() == 1 { "" } else { "s" },
+        plural(plan.runs.len(), "run"),
+        plural(combinations, "combination"),
+        plural(plan.seeds.len(), "seed"),
         sweep.display()
     );
     let width = plan.runs.iter().map(|r| r.name.len()).max().unwrap_or(0);

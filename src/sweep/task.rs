@@ -75,34 +75,7 @@ pub fn state(sweep: &Path, run: &PlannedRun) -> Result<RunState> {
 /// Keys whose values differ between two configs, ignoring what may differ between machines
 /// (threads, where the data is).
 pub fn differing_keys(a: &Config, b: &Config) -> Vec<String> {
-    let normal = |c: &Config| {
-        let mut c = c.clone();
-        c.train.threads = 0;
-        c.data.dir = None;
-        c.train.resolve_defaults();
-        flat(&c)
-    };
-    let (a, b) = (normal(a), normal(b));
-    let mut keys: Vec<String> =
-        a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).cloned().collect();
-    keys.sort();
-    keys.dedup();
-    keys
-}
-
-/// A config as `section.key -> value` strings.
-pub fn flat(config: &Config) -> std::collections::BTreeMap<String, String> {
-    let mut out = std::collections::BTreeMap::new();
-    if let Ok(toml::Value::Table(sections)) = toml::Value::try_from(config) {
-        for (section, table) in sections {
-            if let toml::Value::Table(t) = table {
-                for (k, v) in t {
-                    out.insert(format!("{section}.{k}"), v.to_string());
-                }
-            }
-        }
-    }
-    out
+    crate::config::differing_keys(&a.run_settings(), &b.run_settings())
 }
 
 /// How a task runs.
@@ -173,11 +146,6 @@ fn wait_for_lock(folder: &Path, limit: Duration) -> Result<()> {
             Err(e) => return Err(e),
         }
     }
-}
-
-/// The state of every planned run, for listings.
-pub fn states(plan: &Plan, sweep: &Path) -> Vec<Result<RunState>> {
-    plan.runs.iter().map(|r| state(sweep, r)).collect()
 }
 
 #[cfg(test)]
