@@ -1,6 +1,7 @@
 //! Training-failure alerts from the GAN folklore (ganhacks): D winning outright for a long stretch,
-//! G's loss running away, NaN or Inf, and the fixed-noise samples collapsing to near-identical
-//! images. A [`Monitor`] watches the records as they come and raises each kind of alert once, with
+//! G's loss running away, NaN or Inf, the fixed-noise samples collapsing to near-identical
+//! images, and for a Wasserstein critic its estimate of the distance collapsing to 0 or
+//! exploding. A [`Monitor`] watches the records as they come and raises each kind of alert once, with
 //! the iteration where the trouble began; the rules are pure and tested on constructed runs.
 
 use std::path::Path;
@@ -34,6 +35,11 @@ pub enum AlertKind {
     GeneratorLossRunaway,
     /// The fixed-noise samples are nearly identical: mode collapse.
     SampleCollapse,
+    /// A Wasserstein critic's estimate fell to almost nothing of its peak: it no longer tells
+    /// real from fake (the clip too tight, or its updates too few).
+    CriticCollapse,
+    /// A Wasserstein critic's estimate grew beyond any clipped critic's range: it is unbounded.
+    CriticExplodes,
 }
 
 /// One alert.
@@ -62,6 +68,13 @@ pub struct Rules {
     /// "Collapse": mean pairwise distance of the grid's samples below this fraction of that of
     /// real images (about 20 for MNIST digits in [-1, 1]; a trained G's grid is close to it).
     pub diversity_low: f64,
+    /// Wasserstein critics: watch the smoothed estimate `d_out_real - d_out_fake`, which
+    /// collapses when it stays below `critic_collapse` of its peak for a stretch and explodes
+    /// when it passes `critic_high` (a critic of the classic widths clipped to 0.01 scores
+    /// within about ±100, so its estimate stays below about 200).
+    pub critic: bool,
+    pub critic_collapse: f64,
+    pub critic_high: f64,
 }
 
 impl Default for Rules {
@@ -73,6 +86,9 @@ impl Default for Rules {
             d_acc_high: 0.99,
             g_loss_high: 5.0,
             diversity_low: 0.25,
+            critic: false,
+            critic_collapse: 0.01,
+            critic_high: 1e3,
         }
     }
 }
@@ -81,7 +97,9 @@ impl Rules {
     /// The rules for an objective. The loss thresholds are cross-entropy's: for least squares D's
     /// loss near 0 still means D wins and G's loss is at most about 1 when D rejects everything;
     /// hinge and Wasserstein losses are signed or unbounded, so no loss threshold applies there
-    /// (accuracy, NaN and collapse still do).
+    /// (NaN and collapse still do, and for hinge the accuracy, whose margin sits at 0). A
+    /// Wasserstein critic's scores have no meaningful sign (its loss ignores a shift), so its
+    /// rules watch the critic's estimate instead of the accuracy.
     pub fn for_loss(loss: crate::train::objective::Loss) -> Self {
         use crate::train::objective::Loss;
         let classic = Self::default();
@@ -90,6 +108,13 @@ impl Rules {
             // Minimax G's loss is log σ(-s) <= 0; it saturates at 0 when D rejects every fake.
             Loss::Minimax => Self { g_loss_high: -0.01, ..classic },
             Loss::Lsgan => Self { d_loss_low: 0.01, g_loss_high: 0.9, ..classic },
+            Loss::Wgan | Loss::WganGp => Self {
+                d_loss_low: f64::NEG_INFINITY,
+                d_acc_high: f64::INFINITY,
+                g_loss_high: f64::INFINITY,
+                critic: true,
+                ..classic
+            },
             _ => Self { d_loss_low: f64::NEG_INFINITY, g_loss_high: f64::INFINITY, ..classic },
         }
     }
@@ -103,6 +128,8 @@ pub struct Monitor {
     recent: std::collections::VecDeque<IterationRecord>,
     d_wins_since: Option<usize>,
     g_runaway_since: Option<usize>,
+    critic_peak: f64,
+    critic_low_since: Option<usize>,
     baseline_diversity: Option<f64>,
     raised: Vec<Alert>,
 }
@@ -116,6 +143,8 @@ impl Monitor {
             recent: Default::default(),
             d_wins_since: None,
             g_runaway_since: None,
+            critic_peak: 0.0,
+            critic_low_since: None,
             baseline_diversity: mean_pairwise_distance(real_images, pixels),
             raised: Vec::new(),
         }
@@ -155,6 +184,12 @@ impl Monitor {
             self.recent.iter().map(|r| f(r) as f64).sum::<f64>() / self.recent.len() as f64
         };
         let (d_loss, acc, g_loss) = (mean(|r| r.d_loss), mean(|r| r.acc), mean(|r| r.g_loss));
+        if self.rules.critic {
+            let estimate = mean(|r| r.d_out_real) - mean(|r| r.d_out_fake);
+            if let Some(alert) = self.observe_critic(it, estimate) {
+                return Some(alert);
+            }
+        }
 
         let d_wins = d_loss < self.rules.d_loss_low || acc > self.rules.d_acc_high;
         let since = track(&mut self.d_wins_since, d_wins, it + 1 - self.rules.window);
@@ -176,6 +211,31 @@ impl Monitor {
                 self.rules.g_loss_high
             );
             return self.raise(AlertKind::GeneratorLossRunaway, start, it, msg);
+        }
+        None
+    }
+
+    /// The Wasserstein critic's rules on its smoothed estimate after iteration `it`.
+    fn observe_critic(&mut self, it: usize, estimate: f64) -> Option<Alert> {
+        if estimate.abs() > self.rules.critic_high {
+            let msg = format!(
+                "the critic's estimate of the Wasserstein distance is {estimate:.3e} at iteration {it}, \
+                 beyond what a clipped critic can score: it is unbounded. Lower train.clip."
+            );
+            return self.raise(AlertKind::CriticExplodes, it, it, msg);
+        }
+        self.critic_peak = self.critic_peak.max(estimate);
+        let low = self.critic_peak > 0.0 && estimate < self.rules.critic_collapse * self.critic_peak;
+        let since = track(&mut self.critic_low_since, low, it + 1 - self.rules.window);
+        if let Some(start) = since.filter(|&s| it + 1 - s >= self.rules.stretch) {
+            let msg = format!(
+                "the critic's estimate of the Wasserstein distance has stayed below {:.0}% of its peak \
+                 ({:.3e}) since iteration {start} (now {estimate:.3e}): it no longer tells real from fake. \
+                 Try a looser train.clip or more train.d_steps.",
+                100.0 * self.rules.critic_collapse,
+                self.critic_peak
+            );
+            return self.raise(AlertKind::CriticCollapse, start, it, msg);
         }
         None
     }
@@ -303,6 +363,47 @@ mod tests {
         let alerts = run(nan);
         assert_eq!(alerts.len(), 1);
         assert_eq!((alerts[0].kind, alerts[0].began_at), (AlertKind::NonFinite, 250));
+    }
+
+    /// A critic at work: scores of real above fake by `gap`, the shift of both arbitrary.
+    fn critic(i: usize, gap: f32) -> IterationRecord {
+        let shift = 3.0 + ((i * 13) % 7) as f32 * 0.1;
+        IterationRecord {
+            d_loss: -gap,
+            acc: 1.0,
+            g_loss: -shift,
+            d_out_real: shift + gap,
+            d_out_fake: shift,
+            ..healthy(i)
+        }
+    }
+
+    fn run_wgan(records: impl Iterator<Item = IterationRecord>) -> Vec<Alert> {
+        let mut m = Monitor::new(Rules::for_loss(crate::train::objective::Loss::Wgan), &diverse(), 4);
+        records.for_each(|r| {
+            m.observe(&r);
+        });
+        m.alerts().to_vec()
+    }
+
+    #[test]
+    fn a_working_critic_raises_nothing_though_its_losses_and_accuracy_would_under_bce_rules() {
+        // Signed losses, accuracy 1 (all scores positive) and a slowly falling estimate: healthy.
+        let alerts = run_wgan((0..6000).map(|i| critic(i, 0.05 - 0.04 * i as f32 / 6000.0)));
+        assert!(alerts.is_empty(), "{alerts:?}");
+        // The same records under the classic rules would call D a winner.
+        assert!(!run((0..6000).map(|i| critic(i, 0.05))).is_empty());
+    }
+
+    #[test]
+    fn a_critic_estimate_that_collapses_or_explodes_is_raised() {
+        let collapse = (0..5000).map(|i| critic(i, if i < 2000 { 0.05 } else { 0.0001 }));
+        let alerts = run_wgan(collapse);
+        assert_eq!(alerts.iter().map(|a| a.kind).collect::<Vec<_>>(), vec![AlertKind::CriticCollapse]);
+        assert!((1900..=2100).contains(&alerts[0].began_at), "{:?}", alerts[0]);
+        let explode = (0..3000).map(|i| critic(i, if i < 1000 { 0.05 } else { 5e3 }));
+        let alerts = run_wgan(explode);
+        assert_eq!(alerts.iter().map(|a| a.kind).collect::<Vec<_>>(), vec![AlertKind::CriticExplodes]);
     }
 
     #[test]

@@ -143,6 +143,10 @@ pub struct TrainArgs {
     /// (the same as `gantry resume RUN_DIR`).
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
+    /// Set any config key, after the file and the other flags (repeatable): `--set
+    /// train.g_ema=0.999 --set model.d_spectral_norm=true --set train.augment='["cutout"]'`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     #[command(flatten)]
     pub run: RunFlags,
 }
@@ -517,6 +521,7 @@ fn overrides(flags: &RunFlags) -> Result<Overrides> {
         threads: flags.threads,
         eval_every: flags.eval_every,
         loss: None,
+        settings: Vec::new(),
     })
 }
 
@@ -528,10 +533,11 @@ fn train_command(args: TrainArgs) -> Result<i32> {
             || args.batch_size.is_some()
             || args.dataset.is_some()
             || args.loss.is_some()
+            || !args.set.is_empty()
         {
             return Err(Error::usage(
                 "--resume",
-                "continues a run as it was: --out, --force, --seed, --batch-size, --dataset and --loss do not apply",
+                "continues a run as it was: --out, --force, --seed, --batch-size, --dataset, --loss and --set do not apply",
             ));
         }
         return resume_command(run, &args.run);
@@ -542,6 +548,7 @@ fn train_command(args: TrainArgs) -> Result<i32> {
     overrides.batch_size = args.batch_size;
     overrides.seed = args.seed;
     overrides.loss = args.loss;
+    overrides.settings = args.set.clone();
     let config = Config::resolve(flags.config.as_deref(), &overrides)?;
     let out =
         args.out.unwrap_or_else(|| run_dir::generated_path(Path::new("runs"), config.data.dataset.name()));
@@ -682,6 +689,13 @@ pub fn summary(outcome: &TrainOutcome) -> String {
             outcome.loss.name()
         ),
     });
+    if outcome.g_ema > 0.0 {
+        s.push_str(&format!(
+            "\nThe grids, the judge's scores and weights/generator.* are of the moving average of G \
+             (train.g_ema = {}); the checkpoints also hold G itself.\n",
+            outcome.g_ema
+        ));
+    }
     if let Some(q) = &outcome.quality {
         s.push_str(&format!(
             "\nSample quality at iteration {} (the judge's scores, eval.csv): FID {:.2}, precision {:.3}, \
@@ -717,7 +731,13 @@ fn sample_command(args: SampleArgs) -> Result<()> {
     }
     let (images, rows, cols) = train::sample_from_run(&run, args.n, args.seed)?;
     grid::save_png(&out, &images, GridLayout::for_count(args.n, rows, cols))?;
-    eprintln!("gantry: wrote {} samples to {}", args.n, out.display());
+    let averaged = match crate::Config::from_file(&run.config()) {
+        Ok(c) if c.train.g_ema > 0.0 => {
+            format!(" (from the moving average of G, train.g_ema = {})", c.train.g_ema)
+        }
+        _ => String::new(),
+    };
+    eprintln!("gantry: wrote {} samples{averaged} to {}", args.n, out.display());
     Ok(())
 }
 

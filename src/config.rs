@@ -92,6 +92,9 @@ pub struct ModelConfig {
     pub bn_momentum: f64,
     /// BatchNorm epsilon (Keras default 1e-3).
     pub bn_epsilon: f64,
+    /// Spectral normalization of every D layer (Miyato et al. 2018): each weight divided by its
+    /// largest singular value, estimated by one power iteration per D update.
+    pub d_spectral_norm: bool,
 }
 
 impl Default for ModelConfig {
@@ -103,6 +106,7 @@ impl Default for ModelConfig {
             leaky_slope: 0.2,
             bn_momentum: 0.8,
             bn_epsilon: 1e-3,
+            d_spectral_norm: false,
         }
     }
 }
@@ -138,6 +142,13 @@ pub struct TrainConfig {
     /// RMSprop's smoothing constant and epsilon (both networks).
     pub rmsprop_alpha: f32,
     pub rmsprop_epsilon: f32,
+    /// Decay of an exponential moving average of G's weights (e.g. 0.999), 0 for none. When on,
+    /// grids, evaluation, `gantry sample` and the exported weights use the averaged G.
+    pub g_ema: f64,
+    /// Differentiable augmentation (DiffAugment, Zhao et al. 2020) of every batch D sees, real
+    /// and fake, in D's and G's updates: `translation` (shifts of up to 1/8 of the image, zero
+    /// padded) and/or `cutout` (a zeroed square of half the image's side).
+    pub augment: Vec<Augment>,
     /// Which implementation computes the step: gantry's fused kernels on its parallel schedule
     /// where they apply, or the sequential reference step on burn's own `Linear`, `BatchNorm`,
     /// `Adam` and `RmsProp`.
@@ -165,6 +176,8 @@ impl Default for TrainConfig {
             real_label: 1.0,
             d_update: DUpdate::Split,
             clip: 0.01,
+            g_ema: 0.0,
+            augment: Vec::new(),
             optimizer_d: None,
             optimizer_g: None,
             lr_d: None,
@@ -205,6 +218,14 @@ pub enum DUpdate {
 pub enum OptimizerKind {
     Adam,
     Rmsprop,
+}
+
+/// A differentiable augmentation (see [`TrainConfig::augment`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Augment {
+    Translation,
+    Cutout,
 }
 
 /// Which implementation computes the training step.
@@ -270,7 +291,7 @@ impl TrainConfig {
     /// SHA-256 of [`Self::recipe`], stored in checkpoints. None for the classic recipe, whose
     /// checkpoints (of every version) carry none.
     pub fn recipe_hash(&self) -> Option<String> {
-        if self.is_classic_recipe_ignoring_kernels() {
+        if self.is_classic_recipe_ignoring_kernels() && self.g_ema == 0.0 {
             return None;
         }
         let text: String = self.recipe().iter().map(|(k, v)| format!("{k}={v}\n")).collect();
@@ -285,11 +306,13 @@ impl TrainConfig {
         t.is_classic_recipe()
     }
 
-    /// The recipe keys as `key = value` lines: what a resumed run may not change.
+    /// The recipe keys as `key = value` lines: what a resumed run may not change. Keys added
+    /// after the first recipes (EMA, augmentation) are listed only when set, so that the hash of
+    /// a recipe without them is the one its older checkpoints carry.
     pub fn recipe(&self) -> Vec<(String, String)> {
         let mut t = self.clone();
         t.resolve_defaults();
-        vec![
+        let mut keys = vec![
             ("train.loss".into(), t.loss.name().into()),
             ("train.d_steps".into(), t.d_steps.to_string()),
             ("train.order".into(), format!("{:?}", t.order)),
@@ -299,7 +322,14 @@ impl TrainConfig {
             ("train.clip".into(), if t.loss == Loss::Wgan { t.clip.to_string() } else { "-".into() }),
             ("train.optimizer_d".into(), format!("{:?}", t.optimizer_d())),
             ("train.optimizer_g".into(), format!("{:?}", t.optimizer_g())),
-        ]
+        ];
+        if t.g_ema != 0.0 {
+            keys.push(("train.g_ema".into(), t.g_ema.to_string()));
+        }
+        if !t.augment.is_empty() {
+            keys.push(("train.augment".into(), format!("{:?}", t.augment)));
+        }
+        keys
     }
 }
 
@@ -353,6 +383,8 @@ pub struct Overrides {
     pub threads: Option<usize>,
     pub eval_every: Option<usize>,
     pub loss: Option<Loss>,
+    /// `--set KEY=VALUE`: any config key, applied last, in order.
+    pub settings: Vec<String>,
 }
 
 impl Config {
@@ -392,9 +424,44 @@ impl Config {
             None => Self::default(),
         };
         config.apply(overrides);
+        let mut config = config.with_settings(&overrides.settings)?;
         config.validate()?;
         config.train.resolve_defaults();
         Ok(config)
+    }
+
+    /// Apply `KEY=VALUE` settings (`train.g_ema=0.999`, `model.d_hidden=[256, 128]`): each value
+    /// read as TOML, else as a string (`train.loss=hinge`). An unknown key or a value of the wrong
+    /// type is refused naming the key.
+    pub fn with_settings(self, settings: &[String]) -> Result<Self> {
+        if settings.is_empty() {
+            return Ok(self);
+        }
+        let mut table = match toml::Value::try_from(&self) {
+            Ok(toml::Value::Table(t)) => t,
+            _ => unreachable!("a Config serializes to a TOML table"),
+        };
+        for setting in settings {
+            let Some((key, text)) = setting.split_once('=') else {
+                return Err(Error::usage(
+                    "--set",
+                    format!("`{setting}` is not KEY=VALUE (such as train.g_ema=0.999)"),
+                ));
+            };
+            let key = key.trim();
+            let text = text.trim();
+            let value = toml::from_str::<toml::Table>(&format!("v = {text}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(text.to_string()));
+            set_dotted(&mut table, key, value).map_err(|problem| Error::usage("--set", problem))?;
+            toml::Value::Table(table.clone()).try_into::<Config>().map_err(|e| {
+                Error::usage("--set", format!("`{key}`: {}", cut_long_lines(e.to_string().trim_end())))
+            })?;
+        }
+        toml::Value::Table(table)
+            .try_into::<Config>()
+            .map_err(|e| Error::usage("--set", cut_long_lines(e.to_string().trim_end())))
     }
 
     /// Apply command-line overrides.
@@ -468,6 +535,18 @@ impl Config {
                 "train.real_label",
                 format!("label smoothing applies to ns, minimax and lsgan, not to {}", t.loss.name()),
             ));
+        }
+        if !(t.g_ema.is_finite() && (0.0..1.0).contains(&t.g_ema)) {
+            return Err(Error::config(
+                "train.g_ema",
+                format!("an EMA decay must be within [0, 1) (0 = off), found {}", t.g_ema),
+            ));
+        }
+        let mut augment = t.augment.clone();
+        augment.sort();
+        augment.dedup();
+        if augment.len() != t.augment.len() {
+            return Err(Error::config("train.augment", "names an augmentation twice"));
         }
         if !(t.clip.is_finite() && t.clip > 0.0) {
             return Err(Error::config("train.clip", format!("must be > 0, found {}", t.clip)));
@@ -583,8 +662,13 @@ impl Config {
 
     /// The architecture part of the config as `key = value` lines: what a checkpoint's weights
     /// depend on.
+    /// Spectral norm is listed only when on, so that the hash of an architecture without it is
+    /// the one its older checkpoints carry.
     pub fn architecture(&self) -> Vec<(String, String)> {
-        self.settings().into_iter().filter(|(k, _)| k.starts_with("model.")).collect()
+        self.settings()
+            .into_iter()
+            .filter(|(k, v)| k.starts_with("model.") && !(k == "model.d_spectral_norm" && v == "false"))
+            .collect()
     }
 
     /// Every setting as `section.key -> value` (the value as TOML writes it), in key order.
@@ -618,11 +702,12 @@ impl Config {
 
     /// Architecture keys whose values differ between `self` and `other`, as `key: a -> b`.
     pub fn architecture_diff(&self, other: &Config) -> Vec<String> {
-        self.architecture()
+        let (a, b) = (self.settings(), other.settings());
+        let model = |k: &String| k.starts_with("model.");
+        differing_keys(&a, &b)
             .into_iter()
-            .zip(other.architecture())
-            .filter(|(a, b)| a.1 != b.1)
-            .map(|(a, b)| format!("{}: {} -> {}", a.0, a.1, b.1))
+            .filter(model)
+            .map(|k| format!("{k}: {} -> {}", a[&k], b[&k]))
             .collect()
     }
 
@@ -633,6 +718,29 @@ impl Config {
             n => n,
         }
     }
+}
+
+/// Set `key` (dotted, `train.loss`) in a config's TOML `table`. A key must name a section and a
+/// setting, not a section alone. The problem, if any, names the key.
+pub fn set_dotted(table: &mut toml::Table, key: &str, value: toml::Value) -> std::result::Result<(), String> {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
+        return Err(format!("`{key}` is not a config key (write section.key, such as train.loss)"));
+    }
+    let (last, sections) = parts.split_last().expect("two parts or more");
+    let mut at = table;
+    for section in sections {
+        let entry = at.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => at = t,
+            _ => return Err(format!("`{key}`: `{section}` is a setting, not a section")),
+        }
+    }
+    if let Some(toml::Value::Table(_)) = at.get(*last) {
+        return Err(format!("`{key}` is a section; give one of its keys"));
+    }
+    at.insert(last.to_string(), value);
+    Ok(())
 }
 
 /// The keys whose values differ between two sets of [`Config::settings`], in key order.
@@ -739,6 +847,9 @@ mod tests {
             ("[train]\nloss = \"hinge\"\nreal_label = 0.9\n", "train.real_label"),
             ("[train]\nclip = 0.0\n", "train.clip"),
             ("[train]\nlr_d = -1.0\n", "train.lr_d"),
+            ("[train]\ng_ema = 1.0\n", "train.g_ema"),
+            ("[train]\ng_ema = -0.1\n", "train.g_ema"),
+            ("[train]\naugment = [\"cutout\", \"cutout\"]\n", "train.augment"),
         ] {
             let err = parse(text).unwrap().validate().unwrap_err();
             assert!(err.to_string().contains(key), "{text}: {err}");
@@ -821,6 +932,56 @@ mod tests {
             "{diff:?}"
         );
         assert_ne!(a.architecture_hash(), b.architecture_hash());
+    }
+
+    /// Golden values: the hashes gantry wrote into checkpoints before spectral norm, EMA and
+    /// augmentation were keys (state.json of `gantry train` at cdb900f, the classic preset and
+    /// `loss = "hinge"`). Exact: a different hash refuses every older checkpoint.
+    #[test]
+    fn the_new_keys_at_their_defaults_keep_the_hashes_older_checkpoints_carry() {
+        let classic = Config::default();
+        let arch = "5a7ee4fdf7ea211a0eec942853f70676db4ae8a2c476d59f7e2b7fa138da8a0f";
+        assert_eq!(classic.architecture_hash(), arch);
+        assert_eq!(classic.train.recipe_hash(), None);
+        let mut hinge = Config::default();
+        hinge.train.loss = Loss::Hinge;
+        let recipe = "8e62066c62c1e07184c98dcf7e5442101eb79a6c235a9d1c5bd0a3eb7ee3ee4b";
+        assert_eq!(hinge.train.recipe_hash().as_deref(), Some(recipe));
+        // Set, each is part of what a checkpoint belongs to.
+        let mut sn = classic.clone();
+        sn.model.d_spectral_norm = true;
+        assert_ne!(sn.architecture_hash(), arch);
+        assert_eq!(classic.architecture_diff(&sn), vec!["model.d_spectral_norm: false -> true"]);
+        let mut ema = classic.clone();
+        ema.train.g_ema = 0.999;
+        assert!(ema.train.recipe_hash().is_some());
+        assert!(ema.train.is_classic_recipe(), "the EMA is kept beside the fast path");
+        let mut augmented = hinge.clone();
+        augmented.train.augment = vec![Augment::Cutout];
+        assert_ne!(augmented.train.recipe_hash().as_deref(), Some(recipe));
+    }
+
+    #[test]
+    fn settings_set_any_key_and_refuse_unknown_ones_naming_them() {
+        let set = |items: &[&str]| {
+            let items: Vec<String> = items.iter().map(|s| s.to_string()).collect();
+            Config::default().with_settings(&items)
+        };
+        let c = set(&["train.g_ema=0.999", "model.d_spectral_norm = true", "train.loss=hinge"]).unwrap();
+        assert_eq!((c.train.g_ema, c.model.d_spectral_norm, c.train.loss), (0.999, true, Loss::Hinge));
+        let c = set(&["train.augment=[\"translation\", \"cutout\"]", "model.d_hidden=[64, 32]"]).unwrap();
+        assert_eq!(c.train.augment, vec![Augment::Translation, Augment::Cutout]);
+        assert_eq!(c.model.d_hidden, vec![64, 32]);
+        for (bad, named) in [
+            (&["train.no_such_key=1"][..], "no_such_key"),
+            (&["train.d_steps=two"], "train.d_steps"),
+            (&["train"], "KEY=VALUE"),
+            (&["train=1"], "section"),
+        ] {
+            let err = set(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains(named), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ const INIT_STREAM: u64 = 1;
 const DATA_STREAM: u64 = 2;
 const NOISE_STREAM: u64 = 3;
 const FIXED_NOISE_STREAM: u64 = 4;
+const AUGMENT_STREAM: u64 = 5;
 
 /// All random streams of a run, derived from one seed.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +24,8 @@ pub struct Streams {
     pub noise: ChaCha8Rng,
     /// The fixed noise of the sample grids, drawn once per run.
     pub fixed: ChaCha8Rng,
+    /// The differentiable augmentation's shifts and cutouts (`train.augment`).
+    pub augment: ChaCha8Rng,
 }
 
 impl Streams {
@@ -37,7 +40,16 @@ impl Streams {
             data: stream(DATA_STREAM),
             noise: stream(NOISE_STREAM),
             fixed: stream(FIXED_NOISE_STREAM),
+            augment: stream(AUGMENT_STREAM),
         }
+    }
+
+    /// The augmentation stream at its start, for the run whose streams have key `seed` (what a
+    /// checkpoint written before the stream existed resumes with).
+    pub fn augment_stream(seed: [u8; 32]) -> ChaCha8Rng {
+        let mut r = ChaCha8Rng::from_seed(seed);
+        r.set_stream(AUGMENT_STREAM);
+        r
     }
 }
 

@@ -133,3 +133,25 @@ fn existing_run_folder_is_never_overwritten_without_force() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(fs::metadata(&grid).unwrap().len() > 100);
 }
+
+#[test]
+fn set_takes_any_key_and_refuses_bad_ones_before_anything_is_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r");
+    let out_arg = out.to_str().unwrap();
+    for (set, named) in [
+        ("train.no_such_key=1", "no_such_key"),
+        ("train.g_ema=1.5", "train.g_ema"),
+        ("train.augment=[\"blur\"]", "blur"),
+        ("model.d_spectral_norm=maybe", "model.d_spectral_norm"),
+        ("train.loss=wgan-gp", "second derivatives"),
+    ] {
+        let o = gantry(&["train", "--set", set, "--out", out_arg]);
+        assert_eq!(o.status.code(), Some(2), "{set}: {}", stderr(&o));
+        assert!(stderr(&o).contains(named), "{set}: {}", stderr(&o));
+        assert!(!out.exists(), "{set}: a refused setting made the run folder");
+    }
+    let o = gantry(&["train", "--resume", out_arg, "--set", "train.g_ema=0.9"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--set"), "{}", stderr(&o));
+}

@@ -460,3 +460,55 @@ fn dashboard_renders_in_chromium_and_follows_a_training_run() {
     drop(browser);
     drop(training);
 }
+
+/// The overlay view: runs of two configurations (two seeds of `ns`, one of `hinge`) served from
+/// one folder, drawn on one chart in two colours, with `/api/groups` naming the groups.
+#[test]
+fn the_overlay_view_draws_every_run_coloured_by_configuration() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = tmp.path().join("sweep");
+    for (name, loss, seed, rows) in [("a", "ns", 0, 400), ("b", "ns", 1, 300), ("c", "hinge", 0, 350)] {
+        let root = sweep.join(name);
+        fake_run(&root, rows);
+        let mut c = gantry::config::Config::default();
+        c.train.loss = if loss == "ns" { gantry::config::Loss::Ns } else { gantry::config::Loss::Hinge };
+        c.train.seed = seed;
+        std::fs::write(root.join("config.toml"), c.to_toml()).unwrap();
+    }
+    let (addr, _stop) = start_server(Dashboard::from_paths(std::slice::from_ref(&sweep)).unwrap());
+    let (code, groups) = raw_get(addr, "/api/groups");
+    assert_eq!(code, 200);
+    let groups: Value = serde_json::from_str(&groups).unwrap();
+    let labels: Vec<&str> = groups.as_array().unwrap().iter().map(|g| g["group"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["loss=ns", "loss=ns", "loss=hinge"], "{groups}");
+
+    let browser = Browser::start();
+    browser.goto(&format!("http://{addr}/"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let state = loop {
+        browser.eval("const b = document.getElementById('compare-btn'); if (b && !window.clicked) { window.clicked = true; b.click(); }");
+        let s = browser.eval(
+            r#"const c = document.getElementById('chart-compare');
+               let painted = 0;
+               if (c.width) { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                 for (let i = 3; i < d.length; i += 4) if (d[i] > 0) painted++; }
+               return { runs: +(document.body.dataset.compareRuns || 0), groups: +(document.body.dataset.compareGroups || 0),
+                        painted, single: document.getElementById('single').hidden,
+                        legend: document.getElementById('legend-compare').textContent,
+                        error: document.body.dataset.error || null };"#,
+        );
+        assert!(s["error"].is_null(), "script error on the page: {s}");
+        if s["runs"] == 3 && s["groups"] == 2 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for the overlay; page state {s}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(state["single"], true, "the single-run view is hidden: {state}");
+    assert!(state["painted"].as_u64().unwrap() > 2_000, "the overlay is drawn: {state}");
+    let legend = state["legend"].as_str().unwrap();
+    assert!(
+        legend.contains("loss=ns") && legend.contains("(2 runs)") && legend.contains("loss=hinge"),
+        "{legend}"
+    );
+}

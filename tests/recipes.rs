@@ -1,6 +1,7 @@
-//! The objectives and recipe options: the reference step on burn's own modules matches the fused
-//! fast path on the classic recipe, every objective trains and resumes byte-identical after a
-//! stop, and a resume cannot change the recipe.
+//! The objectives, recipe options and stabilizers: the reference step on burn's own modules
+//! matches the fused fast path on the classic recipe, every objective and stabilizer (spectral
+//! norm, G's moving average, DiffAugment) trains and resumes byte-identical after a stop, and a
+//! resume cannot change the recipe.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::fs;
 use std::path::Path;
 
 use gantry::config::Overrides;
-use gantry::config::{DUpdate, Kernels, Loss, UpdateOrder};
+use gantry::config::{Augment, DUpdate, Kernels, Loss, UpdateOrder};
 use gantry::metrics::METRICS;
 use gantry::train::{self, Options};
 
@@ -70,6 +71,17 @@ fn every_objective_trains_and_resumes_byte_identical() {
                 c.train.d_update = DUpdate::Joint;
             }),
         ),
+        // The classic fast path with an EMA of G beside it.
+        ("ns-ema", recipe(Loss::Ns, |c| c.train.g_ema = 0.99)),
+        (
+            "hinge-sn-ema-augment",
+            recipe(Loss::Hinge, |c| {
+                c.model.d_spectral_norm = true;
+                c.train.g_ema = 0.999;
+                c.train.augment = vec![Augment::Translation, Augment::Cutout];
+            }),
+        ),
+        ("wgan-sn", recipe(Loss::Wgan, |c| c.model.d_spectral_norm = true)),
     ];
     for (name, config) in cases {
         let straight = tmp.path().join(format!("{name}-straight"));
@@ -80,7 +92,9 @@ fn every_objective_trains_and_resumes_byte_identical() {
         let options = Options { stop_after: Some(17), ..Default::default() };
         assert_eq!(train::start(&config, &stopped, false, &options).unwrap().stopped_at, Some(17));
         train::resume(&stopped, None, &Overrides::default(), &Options::default()).unwrap();
-        for file in ["metrics.csv", "weights/generator.bpk", "weights/discriminator.bpk"] {
+        for file in
+            ["metrics.csv", "weights/generator.bpk", "weights/discriminator.bpk", "samples/step_000040.png"]
+        {
             assert_eq!(
                 fs::read(straight.join(file)).unwrap(),
                 fs::read(stopped.join(file)).unwrap(),
@@ -88,6 +102,51 @@ fn every_objective_trains_and_resumes_byte_identical() {
             );
         }
     }
+    // G's moving average is what the grids and weights show: they differ from G's own.
+    let plain = fs::read(tmp.path().join("lsgan-straight/weights/generator.bpk")).unwrap();
+    let ema_run = tmp.path().join("ns-ema-straight");
+    let ema_ckpt = ema_run.join("checkpoints/step_000040");
+    assert_ne!(fs::read(ema_run.join("weights/generator.bpk")).unwrap(), plain);
+    assert_ne!(
+        fs::read(ema_ckpt.join("generator.bpk")).unwrap(),
+        fs::read(ema_ckpt.join("generator_ema.bpk")).unwrap(),
+    );
+    assert_eq!(
+        fs::read(ema_run.join("weights/generator.bpk")).unwrap().len(),
+        fs::read(ema_ckpt.join("generator_ema.bpk")).unwrap().len()
+    );
+    let sampled = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["sample", "--n", "4", "--out"])
+        .arg(tmp.path().join("ema.png"))
+        .arg(&ema_run)
+        .output()
+        .unwrap();
+    assert!(sampled.status.success());
+    let said = String::from_utf8_lossy(&sampled.stderr);
+    assert!(said.contains("moving average of G"), "gantry sample says which G it used: {said}");
+    // The classic records are the same with and without the average beside them.
+    let classic = train::train(&recipe(Loss::Ns, |_| {}), &tmp.path().join("ns"), false, false).unwrap();
+    assert_eq!(
+        fs::read(tmp.path().join("ns/metrics.csv")).unwrap(),
+        fs::read(ema_run.join("metrics.csv")).unwrap()
+    );
+    assert_ne!(
+        fs::read(tmp.path().join("ns/samples/step_000040.png")).unwrap(),
+        fs::read(ema_run.join("samples/step_000040.png")).unwrap()
+    );
+    drop(classic);
+    // Spectral norm's vectors are in the checkpoint, one pair per D layer (784 -> 512 -> 256 -> 1).
+    let state: serde_json::Value = serde_json::from_slice(
+        &fs::read(tmp.path().join("wgan-sn-straight/checkpoints/step_000040/state.json")).unwrap(),
+    )
+    .unwrap();
+    let sizes: Vec<(usize, usize)> = state["spectral_norm"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["v"].as_array().unwrap().len(), p["u"].as_array().unwrap().len()))
+        .collect();
+    assert_eq!(sizes, vec![(784, 512), (512, 256), (256, 1)]);
     // WGAN's critic is clipped to 0.01: with inputs in [-1, 1] its score is bounded by the
     // layers' fan-ins, 784 -> 512 -> 256 -> 1, times the clip: (784c + c) 512c 256c + ... < 103.
     let wgan = gantry::metrics::read_csv(&tmp.path().join("wgan-straight/metrics.csv")).unwrap();

@@ -4,8 +4,10 @@
 //! - `generator.bpk`, `discriminator.bpk`: weights and BatchNorm statistics (burnpack);
 //! - `optimizer_g.bpk`, `optimizer_d.bpk`: both Adam states with their step counts, keyed by
 //!   parameter id (burn's record format, which safetensors alone cannot carry);
+//! - `generator_ema.bpk`, only when the run keeps a moving average of G (`train.g_ema`);
 //! - `state.json`: the iteration, every random stream's position, the fixed sample noise, a hash
-//!   of the architecture and the format version;
+//!   of the architecture and of the recipe, spectral norm's power-iteration vectors when D has
+//!   it, and the format version;
 //! - `manifest.json`, written last: each file's size and SHA-256.
 //!
 //! It is written into a temporary folder beside the final one, every file and the folder fsynced,
@@ -26,8 +28,10 @@ use crate::error::{Error, IoContext, Result};
 use crate::rng::Streams;
 
 /// Version of the checkpoint layout; bumped on any incompatible change. Version 2 adds the
-/// recipe's hash to `state.json`; checkpoints of version 1 (always the classic recipe) still load.
-pub const FORMAT_VERSION: u32 = 2;
+/// recipe's hash to `state.json`; version 3 the augmentation stream, spectral norm's vectors and
+/// the optional `generator_ema.bpk`. Checkpoints of versions 1 and 2 still load: they come from
+/// recipes without augmentation, spectral norm or EMA, whose new state is its initial value.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The oldest checkpoint layout this gantry reads.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
@@ -38,6 +42,9 @@ const STATE: &str = "state.json";
 /// The files of a checkpoint besides the manifest.
 pub const FILES: [&str; 5] =
     ["generator.bpk", "discriminator.bpk", "optimizer_g.bpk", "optimizer_d.bpk", STATE];
+
+/// The checkpoint file of the moving average of G, present when the run keeps one.
+pub const EMA_FILE: &str = "generator_ema.bpk";
 
 /// The files of a run's `weights/` folder (see [`write_weights_manifest`]).
 pub const WEIGHT_FILES: [&str; 4] = ["generator.bpk", "discriminator.bpk", "generator.safetensors", MANIFEST];
@@ -95,20 +102,33 @@ pub struct TrainingState {
     /// it. Absent in version-1 checkpoints, which are all of the classic recipe.
     #[serde(default)]
     pub recipe_hash: Option<String>,
+    /// The augmentation stream (version 3; older checkpoints never drew from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rng_augment: Option<RngState>,
+    /// Spectral norm's power-iteration vectors, one pair per D layer, when D has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spectral_norm: Option<Vec<crate::model::SpectralVectors>>,
 }
 
 impl TrainingState {
     pub fn streams(&self, path: &Path) -> Result<Streams> {
+        let init = self.rng_init.restore(path)?;
+        let augment = match &self.rng_augment {
+            Some(state) => state.restore(path)?,
+            // Not drawn from yet: the stream at its start, from the run's key.
+            None => Streams::augment_stream(init.get_seed()),
+        };
         Ok(Streams {
-            init: self.rng_init.restore(path)?,
+            init,
             data: self.rng_data.restore(path)?,
             noise: self.rng_noise.restore(path)?,
             fixed: self.rng_fixed.restore(path)?,
+            augment,
         })
     }
 }
 
-/// A checkpoint in memory: the state and the four serialized records.
+/// A checkpoint in memory: the state and the serialized records.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub state: TrainingState,
@@ -116,6 +136,8 @@ pub struct Snapshot {
     pub discriminator: Vec<u8>,
     pub optimizer_g: Vec<u8>,
     pub optimizer_d: Vec<u8>,
+    /// The moving average of G, when the run keeps one.
+    pub generator_ema: Option<Vec<u8>>,
 }
 
 impl Snapshot {
@@ -128,6 +150,9 @@ impl Snapshot {
             (FILES[3], self.optimizer_d.clone()),
             (FILES[4], state),
         ]
+        .into_iter()
+        .chain(self.generator_ema.clone().map(|bytes| (EMA_FILE, bytes)))
+        .collect()
     }
 }
 
@@ -249,7 +274,7 @@ pub fn is_own_folder(path: &Path) -> bool {
             e.is_ok_and(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
                 e.file_type().is_ok_and(|t| t.is_file())
-                    && (FILES.contains(&name.as_str()) || name == MANIFEST)
+                    && (FILES.contains(&name.as_str()) || name == MANIFEST || name == EMA_FILE)
             })
         })
 }
@@ -349,7 +374,8 @@ pub fn load(path: &Path) -> Result<Snapshot> {
         ));
     }
     let mut contents = std::collections::HashMap::new();
-    for name in FILES {
+    let ema_listed = manifest.files.iter().any(|e| e.name == EMA_FILE);
+    for name in FILES.into_iter().chain(ema_listed.then_some(EMA_FILE)) {
         let file = path.join(name);
         let entry = manifest
             .files
@@ -389,6 +415,7 @@ pub fn load(path: &Path) -> Result<Snapshot> {
         discriminator: take(FILES[1]),
         optimizer_g: take(FILES[2]),
         optimizer_d: take(FILES[3]),
+        generator_ema: contents.remove(EMA_FILE),
         state,
     })
 }
@@ -483,7 +510,8 @@ pub fn read_verified_weights(path: &Path) -> Result<Vec<u8>> {
 /// checkpoint on purpose and for repair tools; training never calls it).
 pub fn rewrite_manifest(path: &Path) -> Result<()> {
     let mut files = Vec::new();
-    for name in FILES {
+    let ema = path.join(EMA_FILE).is_file().then_some(EMA_FILE);
+    for name in FILES.into_iter().chain(ema) {
         let file = path.join(name);
         let bytes = fs::read(&file).at("read", &file)?;
         files.push(ManifestEntry {
@@ -524,11 +552,14 @@ mod tests {
                 fixed_noise: vec![0.25, -1.5],
                 wall_seconds: 1.0,
                 recipe_hash: Some("r".into()),
+                rng_augment: Some(RngState::capture(&s.augment)),
+                spectral_norm: None,
             },
             generator: vec![1; 1000],
             discriminator: vec![2; 500],
             optimizer_g: vec![3; 300],
             optimizer_d: vec![4; 200],
+            generator_ema: None,
         }
     }
 
@@ -549,6 +580,7 @@ mod tests {
         let mut old = snapshot(200);
         old.state.format_version = 1;
         old.state.recipe_hash = None;
+        old.state.rng_augment = None;
         let path = write(tmp.path(), &old).unwrap();
         // What version 1 wrote: no recipe_hash key, version 1 in the manifest.
         let state_path = path.join(STATE);
@@ -564,7 +596,24 @@ mod tests {
         }
         fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
         let back = load(&path).unwrap();
-        assert_eq!((back.state.format_version, back.state.recipe_hash), (1, None));
+        assert_eq!((back.state.format_version, &back.state.recipe_hash), (1, &None));
+        // The augmentation stream, which version 1 did not have, resumes at its start.
+        assert_eq!(back.state.streams(&path).unwrap().augment, Streams::new(9).augment);
+        assert_eq!(back.generator_ema, None);
+    }
+
+    #[test]
+    fn the_ema_generator_is_written_verified_and_loaded_when_present() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut with_ema = snapshot(400);
+        with_ema.generator_ema = Some(vec![5; 700]);
+        let path = write(tmp.path(), &with_ema).unwrap();
+        assert!(is_own_folder(&path));
+        assert_eq!(load(&path).unwrap().generator_ema, Some(vec![5; 700]));
+        // Listed in the manifest, so a damaged EMA file is caught like any other.
+        fs::write(path.join(EMA_FILE), vec![5; 699]).unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(err.contains(EMA_FILE) && err.contains("truncated"), "{err}");
     }
 
     #[test]

@@ -5,12 +5,17 @@
 //! D: x [batch, pixels] -> (Dense -> LeakyReLU)* -> Dense -> logit [batch, 1]
 //! D returns the logit; the sigmoid lives in the loss (binary cross-entropy from logits), which is
 //! what Keras' TF backend computes for a sigmoid output and is numerically stable.
+//!
+//! Also here, as operations on the networks: D's spectral normalization (each layer's weight
+//! divided by an estimate of its largest singular value, Miyato et al. 2018) and the moving
+//! average of G's weights (`train.g_ema`).
 
-use burn::module::{Module, ModuleMapper, Param, ParamId, RunningState};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId, RunningState};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::activation::leaky_relu;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::RngExt;
+use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
 
@@ -90,6 +95,49 @@ impl Generator {
         }
         self.output.forward(x).tanh()
     }
+
+    /// One step of the moving average: each parameter `p` of `self` (the average) becomes
+    /// `decay * p + (1 - decay) * q` with `q` the same parameter of `live`, BatchNorm's moving
+    /// statistics included (burn visits them with the weights). Both on one device; ids kept.
+    pub fn averaged_with(self, live: &Generator, decay: f64) -> Self {
+        let mut values = Collect::default();
+        live.visit(&mut values);
+        self.map(&mut Average { live: values.0.into_iter(), decay })
+    }
+}
+
+/// The float parameters of a module in visiting order, flattened.
+#[derive(Default)]
+struct Collect(Vec<Tensor<1>>);
+
+impl ModuleVisitor for Collect {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0.push(param.val().flatten::<1>(0, D - 1));
+    }
+}
+
+/// Moves each parameter toward the next of `live` (same visiting order, same shapes).
+struct Average {
+    live: std::vec::IntoIter<Tensor<1>>,
+    decay: f64,
+}
+
+impl ModuleMapper for Average {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, value, mapper) = param.consume();
+        let live = self.live.next().expect("the average and the live G have the same parameters");
+        let live = live.reshape(value.dims());
+        let averaged = value * self.decay + live * (1.0 - self.decay);
+        Param::from_mapped_value(id, averaged, mapper)
+    }
+}
+
+/// One D layer's power-iteration vectors for spectral norm: `u` [d_out] and `v` [d_in], of unit
+/// length (so that `vᵀ W u` estimates W's largest singular value).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpectralVectors {
+    pub u: Vec<f32>,
+    pub v: Vec<f32>,
 }
 
 impl Discriminator {
@@ -123,6 +171,78 @@ impl Discriminator {
         self.output.forward(x)
     }
 
+    /// Each layer's (d_in, d_out), input to output.
+    pub fn layer_shapes(&self) -> Vec<(usize, usize)> {
+        self.layers()
+            .map(|l| {
+                let [i, o] = l.weight.dims();
+                (i, o)
+            })
+            .collect()
+    }
+
+    fn layers(&self) -> impl Iterator<Item = &Linear> {
+        self.hidden.iter().chain(std::iter::once(&self.output))
+    }
+
+    /// Spectral norm's starting vectors: `u` from N(0, 1) (drawn from `rng`), normalized, as
+    /// PyTorch's `spectral_norm` starts; `v` is computed by the first power iteration.
+    pub fn spectral_start(&self, rng: &mut impl rand::Rng) -> Vec<SpectralVectors> {
+        self.layer_shapes()
+            .into_iter()
+            .map(|(d_in, d_out)| {
+                let mut u: Vec<f32> =
+                    (0..d_out).map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal)).collect();
+                normalize(&mut u);
+                SpectralVectors { u, v: vec![0.0; d_in] }
+            })
+            .collect()
+    }
+
+    /// One power iteration per layer on the current weights W [d_in, d_out]:
+    /// `v = W u / |W u|`, then `u = Wᵀ v / |Wᵀ v|`.
+    pub fn power_iteration(&self, vectors: &mut [SpectralVectors]) {
+        for (linear, sv) in self.layers().zip(vectors) {
+            let [d_in, d_out] = linear.weight.dims();
+            let w: Vec<f32> =
+                linear.weight.val().into_data().try_into_vec().expect("the model computes in f32");
+            for (i, v) in sv.v.iter_mut().enumerate() {
+                *v = w[i * d_out..(i + 1) * d_out].iter().zip(&sv.u).map(|(a, b)| a * b).sum();
+            }
+            normalize(&mut sv.v);
+            sv.u.iter_mut().for_each(|u| *u = 0.0);
+            for (row, v) in w.chunks_exact(d_out).zip(&sv.v).take(d_in) {
+                for (u, a) in sv.u.iter_mut().zip(row) {
+                    *u += a * v;
+                }
+            }
+            normalize(&mut sv.u);
+        }
+    }
+
+    /// [`Discriminator::forward_reference`] with each weight W divided by `σ = vᵀ W u`: the
+    /// gradient flows through σ with `u` and `v` held constant, as in Miyato et al.
+    pub fn forward_spectral(&self, x: Tensor<2>, vectors: &[SpectralVectors]) -> Tensor<2> {
+        let device = x.device();
+        let last = self.hidden.len();
+        let mut x = x;
+        for (k, (linear, sv)) in self.layers().zip(vectors).enumerate() {
+            let w = linear.weight.val(); // [d_in, d_out]
+            let [d_in, d_out] = w.dims();
+            let u = Tensor::<2>::from_data(TensorData::new(sv.u.clone(), [d_out, 1]), &device);
+            let v = Tensor::<2>::from_data(TensorData::new(sv.v.clone(), [1, d_in]), &device);
+            let sigma = v.matmul(w.clone()).matmul(u); // [1, 1]
+            // x (W / σ) computed as (x W) / σ: the same function and gradients, and a [b, d_out]
+            // division instead of one of the whole weight.
+            let mut y = x.matmul(w) / sigma; // [b, d_out]
+            if let Some(bias) = &linear.bias {
+                y = y + bias.val().unsqueeze::<2>();
+            }
+            x = if k < last { leaky_relu(y, self.leaky_slope) } else { y };
+        }
+        x
+    }
+
     /// Clip every weight and bias to [-c, c] (WGAN's critic), keeping parameter ids.
     pub fn clipped(self, c: f64) -> Self {
         self.map(&mut Clip { c })
@@ -143,6 +263,12 @@ impl ModuleMapper for Clip {
         let clamped = Tensor::<D>::from_data(TensorData::new(values, shape), &device);
         Param::from_mapped_value(id, if grad { clamped.require_grad() } else { clamped }, mapper)
     }
+}
+
+/// Scale `x` to unit length (left as it is when it is zero, with PyTorch's epsilon 1e-12).
+fn normalize(x: &mut [f32]) {
+    let norm = x.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+    x.iter_mut().for_each(|v| *v /= norm);
 }
 
 /// First parameter id of each network (see [`Generator::with_stable_ids`]).
@@ -219,6 +345,53 @@ mod tests {
         let clipped = d.clipped(0.01);
         let w: Vec<f32> = clipped.hidden[0].weight.val().into_data().try_into_vec().unwrap();
         assert!(w.iter().all(|v| v.abs() <= 0.01) && w.iter().any(|v| v.abs() == 0.01));
+    }
+
+    /// A known largest singular value: W = diag(3, 2, 1) padded; power iterations converge on 3,
+    /// and the normalized layer computes x·W/σ.
+    #[test]
+    fn spectral_norm_divides_each_weight_by_its_largest_singular_value() {
+        let device = Device::flex();
+        let cfg = ModelConfig { d_hidden: vec![3], ..Default::default() };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let mut d = Discriminator::new(&cfg, 3, &mut rng, &device);
+        d.hidden[0] = linear_with_kernel(vec![3.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 1.0], 3, 3, &device);
+        d.output = linear_with_kernel(vec![0.0, 4.0, 0.0], 3, 1, &device);
+        assert_eq!(d.layer_shapes(), vec![(3, 3), (3, 1)]);
+        let mut sv = d.spectral_start(&mut rng);
+        for _ in 0..60 {
+            d.power_iteration(&mut sv);
+        }
+        let sigma = |k: usize, w: &[f32], (di, do_): (usize, usize)| -> f32 {
+            (0..di).map(|i| (0..do_).map(|j| sv[k].v[i] * w[i * do_ + j] * sv[k].u[j]).sum::<f32>()).sum()
+        };
+        let w0 = [3.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 1.0];
+        assert!((sigma(0, &w0, (3, 3)) - 3.0).abs() < 1e-4, "{}", sigma(0, &w0, (3, 3)));
+        assert!((sigma(1, &[0.0, 4.0, 0.0], (3, 1)) - 4.0).abs() < 1e-5);
+        // x = (1, 1, 1): hidden = leaky(x W / 3) = (1, 2/3, 1/3); out = hidden · (0, 4, 0) / 4.
+        let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32; 3], [1, 3]), &device);
+        let out: Vec<f32> = d.forward_spectral(x, &sv).into_data().try_into_vec().unwrap();
+        assert!((out[0] - 2.0 / 3.0).abs() < 1e-4, "{out:?}");
+    }
+
+    #[test]
+    fn the_moving_average_moves_each_weight_and_statistic_by_its_decay() {
+        let device = Device::flex();
+        let cfg = ModelConfig { g_hidden: vec![4], latent_dim: 2, ..Default::default() };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let ema = Generator::new(&cfg, 3, &mut rng, &device);
+        let mut live = Generator::new(&cfg, 3, &mut rng, &device);
+        live.norms[0].running_mean =
+            RunningState::new(Tensor::from_data(TensorData::new(vec![0.5f32; 4], [4]), &device));
+        let w = |g: &Generator| -> Vec<f32> { g.hidden[0].weight.val().into_data().try_into_vec().unwrap() };
+        let (before, target) = (w(&ema), w(&live));
+        let after = ema.averaged_with(&live, 0.75);
+        for ((a, b), t) in w(&after).iter().zip(&before).zip(&target) {
+            assert!((a - (0.75 * b + 0.25 * t)).abs() < 1e-6);
+        }
+        let mean: Vec<f32> = after.norms[0].running_mean.value_sync().into_data().try_into_vec().unwrap();
+        // The average's moving mean starts at 0: 0.75 * 0 + 0.25 * 0.5.
+        assert_eq!(mean, vec![0.125; 4]);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! |------------------------------------|----------------------------------------------------------|
 //! | `/`                                | the page                                                 |
 //! | `/api/runs`                        | the runs served, by name                                 |
+//! | `/api/groups`                      | each run's configuration group, seeds aside (the overlay |
+//! |                                    | view colours a group's seeds alike)                      |
 //! | `/api/runs/{run}/status`           | progress, ETA, grid steps, alerts                        |
 //! | `/api/runs/{run}/metrics?from=N`   | `metrics.csv` rows from row N on, as JSON, at most       |
 //! |                                    | [`MAX_ROWS_PER_RESPONSE`] (`more`: further rows follow)  |
@@ -38,7 +40,7 @@
 
 pub mod connections;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -560,6 +562,7 @@ pub fn app(dashboard: Arc<Dashboard>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(DASHBOARD_HTML) }))
         .route("/api/runs", get(list_runs))
+        .route("/api/groups", get(list_groups))
         .route("/api/runs/{run}/status", get(run_status))
         .route("/api/runs/{run}/metrics", get(run_metrics))
         .route("/api/runs/{run}/config", get(run_config))
@@ -579,6 +582,64 @@ fn server_error(what: String) -> Response {
 
 async fn list_runs(State(d): State<Arc<Dashboard>>) -> Response {
     axum::Json(d.run_names()).into_response()
+}
+
+/// `[{"run": name, "group": label}, ...]` in serving order (see [`group_labels`]).
+async fn list_groups(State(d): State<Arc<Dashboard>>) -> Response {
+    let answer = blocking(move || {
+        let settings: Vec<Option<BTreeMap<String, String>>> = d
+            .runs
+            .iter()
+            .map(|r| crate::Config::from_file(&r.root.join(crate::run_dir::CONFIG)).ok().map(|c| c.run_settings()))
+            .collect();
+        let labels = group_labels(&settings);
+        d.runs
+            .iter()
+            .zip(labels)
+            .map(|(r, group)| serde_json::json!({ "run": r.name, "group": group.unwrap_or_else(|| r.name.clone()) }))
+            .collect::<Vec<_>>()
+    })
+    .await;
+    match answer {
+        Some(list) => axum::Json(list).into_response(),
+        None => server_error("the runs' configurations could not be read".into()),
+    }
+}
+
+/// Each run's group label: the settings in which the runs differ, the seed aside, as
+/// `key=value` with the key's last part (`loss=hinge, d_steps=5`), or `all runs` when they differ
+/// only in seed. None for a run whose config could not be read.
+pub fn group_labels(settings: &[Option<BTreeMap<String, String>>]) -> Vec<Option<String>> {
+    let without_seed: Vec<Option<BTreeMap<String, String>>> = settings
+        .iter()
+        .map(|s| {
+            s.clone().map(|mut s| {
+                s.remove("train.seed");
+                s
+            })
+        })
+        .collect();
+    let known: Vec<&BTreeMap<String, String>> = without_seed.iter().flatten().collect();
+    let mut keys: Vec<String> = Vec::new();
+    for pair in known.windows(2) {
+        keys.extend(crate::config::differing_keys(pair[0], pair[1]));
+    }
+    keys.sort();
+    keys.dedup();
+    without_seed
+        .iter()
+        .map(|s| {
+            s.as_ref().map(|s| {
+                if keys.is_empty() {
+                    return "all runs".to_string();
+                }
+                let short = |k: &str| k.rsplit('.').next().unwrap_or(k).to_string();
+                let value =
+                    |k: &String| s.get(k).map_or("-".to_string(), |v| v.trim_matches('"').to_string());
+                keys.iter().map(|k| format!("{}={}", short(k), value(k))).collect::<Vec<_>>().join(", ")
+            })
+        })
+        .collect()
 }
 
 /// Run `work` on a blocking thread (file system work stays off the connections' thread).
@@ -905,6 +966,27 @@ pub fn serve_blocking_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_are_the_settings_runs_differ_in_seeds_aside() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut m = crate::Config::default().run_settings();
+            for (k, v) in pairs {
+                m.insert(k.to_string(), v.to_string());
+            }
+            Some(m)
+        };
+        let labels = group_labels(&[
+            with(&[("train.loss", "\"ns\""), ("train.seed", "0")]),
+            with(&[("train.loss", "\"ns\""), ("train.seed", "1")]),
+            with(&[("train.loss", "\"hinge\""), ("train.seed", "0")]),
+            None,
+        ]);
+        let labels: Vec<Option<&str>> = labels.iter().map(|l| l.as_deref()).collect();
+        assert_eq!(labels, vec![Some("loss=ns"), Some("loss=ns"), Some("loss=hinge"), None]);
+        let seeds_only = group_labels(&[with(&[("train.seed", "0")]), with(&[("train.seed", "1")])]);
+        assert_eq!(seeds_only, vec![Some("all runs".to_string()), Some("all runs".to_string())]);
+    }
 
     #[test]
     fn binds_loopback_unless_an_address_is_given() {

@@ -287,34 +287,15 @@ fn flatten(table: &toml::Table) -> Vec<(String, &toml::Value)> {
     out
 }
 
-/// Set `key` (dotted) in `table`; `origin` names where the key came from in errors. A key must
-/// name a section and a setting (`train.loss`), not a section alone.
+/// Set `key` (dotted) in `table` ([`crate::config::set_dotted`]); `origin` names where the key
+/// came from in errors.
 fn set_dotted(
     table: &mut toml::Table,
     origin: &str,
     key: &str,
     value: toml::Value,
 ) -> std::result::Result<(), SpecError> {
-    let parts: Vec<&str> = key.split('.').collect();
-    if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
-        return Err(
-            format!("{origin}: `{key}` is not a config key (write section.key, such as train.loss)").into()
-        );
-    }
-    let (last, sections) = parts.split_last().expect("two parts or more");
-    let mut at = table;
-    for section in sections {
-        let entry = at.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        match entry {
-            toml::Value::Table(t) => at = t,
-            _ => return Err(format!("{origin}: `{key}`: `{section}` is a setting, not a section").into()),
-        }
-    }
-    if let Some(toml::Value::Table(_)) = at.get(*last) {
-        return Err(format!("{origin}: `{key}` is a section; give one of its keys").into());
-    }
-    at.insert(last.to_string(), value);
-    Ok(())
+    crate::config::set_dotted(table, key, value).map_err(|problem| format!("{origin}: {problem}").into())
 }
 
 /// Every combination of axis values, in run order.

@@ -126,9 +126,9 @@ pub fn run(
 /// over minutes. Each is summarized by its median.
 fn measure(config: &Config, images: &TrainingImages, threads: usize, warmup: usize, n: usize) -> BenchResult {
     let mut streams = Streams::new(config.train.seed);
-    let mut gan = Gan::new(config, images.dim(), &mut streams);
+    let (mut gan, mut nets) = Gan::new(config, (images.rows, images.cols), &mut streams);
     for i in 0..warmup {
-        gan.step(i, images, &mut streams);
+        (nets, _) = gan.step(nets, i, images, &mut streams);
     }
     let mut peaks = Vec::new();
     let mut ms = Vec::with_capacity(n);
@@ -137,7 +137,7 @@ fn measure(config: &Config, images: &TrainingImages, threads: usize, warmup: usi
             peaks.push(product_peak_gflops());
         }
         let t0 = Instant::now();
-        gan.step(warmup + i, images, &mut streams);
+        (nets, _) = gan.step(nets, warmup + i, images, &mut streams);
         ms.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     peaks.push(product_peak_gflops());

@@ -1,5 +1,6 @@
-//! The GAN being trained: both networks, their optimizers, one training step, and the
-//! conversions to and from checkpoints.
+//! The GAN being trained: the networks (values passed through each step), what trains them (the
+//! optimizers, the recipe, spectral norm's vectors, G's moving average), one training step, and
+//! the conversions to and from checkpoints.
 
 use std::path::Path;
 
@@ -8,6 +9,7 @@ use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, RmsPropConfig};
 use burn::store::ModuleRecord;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::augment;
 use super::objective::Loss;
 use crate::checkpoint::{Snapshot, TrainingState};
 use crate::config::{Config, DUpdate, Kernels, OptimizerKind, TrainConfig, UpdateOrder};
@@ -16,15 +18,20 @@ use crate::error::{Error, Result};
 use crate::export;
 use crate::kernels::adam::FusedAdam;
 use crate::metrics::IterationRecord;
-use crate::model::{Discriminator, Generator};
+use crate::model::{Discriminator, Generator, SpectralVectors};
 use crate::rng::{self, Streams};
 use crate::run_dir::RunDir;
 
-/// The two networks, their optimizers and the scratch buffers of one training step.
+/// The two networks, passed by value through every step (as burn's examples pass a model through
+/// its optimizer).
+pub(crate) struct Networks {
+    pub(crate) g: Generator,
+    pub(crate) d: Discriminator,
+}
+
+/// What trains the networks: their optimizers, the recipe, the stabilizers' state (spectral
+/// norm's vectors, G's moving average) and the scratch buffers of one step.
 pub(crate) struct Gan {
-    /// The networks; `None` only while an optimizer step holds them.
-    g: Option<Generator>,
-    d: Option<Discriminator>,
     opt_g: ModuleOptimizer,
     opt_d: ModuleOptimizer,
     lr_g: f64,
@@ -34,7 +41,13 @@ pub(crate) struct Gan {
     classic: bool,
     batch: usize,
     latent: usize,
+    /// Images are [rows, cols], flattened to `pixels` values.
+    shape: (usize, usize),
     pixels: usize,
+    /// Spectral norm's power-iteration vectors, one pair per D layer, when D has it.
+    spectral: Option<Vec<SpectralVectors>>,
+    /// The moving average of G (on the plain device), when the run keeps one.
+    ema: Option<Generator>,
     /// The autodiff device training runs on, and its plain counterpart for inference.
     train_device: Device,
     plain_device: Device,
@@ -43,52 +56,61 @@ pub(crate) struct Gan {
 }
 
 impl Gan {
-    pub(crate) fn new(config: &Config, pixels: usize, streams: &mut Streams) -> Self {
+    /// The trainer and freshly initialised networks for `rows x cols` images. G's and D's
+    /// weights, then spectral norm's starting vectors, come from the init stream.
+    pub(crate) fn new(
+        config: &Config,
+        (rows, cols): (usize, usize),
+        streams: &mut Streams,
+    ) -> (Self, Networks) {
+        let pixels = rows * cols;
         let plain_device = Device::flex();
         let train_device = plain_device.clone().autodiff();
         let g = Generator::new(&config.model, pixels, &mut streams.init, &train_device);
         let d = Discriminator::new(&config.model, pixels, &mut streams.init, &train_device);
         let t = &config.train;
-        Self {
-            g: Some(g),
-            d: Some(d),
+        let spectral = config.model.d_spectral_norm.then(|| d.spectral_start(&mut streams.init));
+        let ema = (t.g_ema > 0.0).then(|| g.valid());
+        let gan = Self {
             opt_g: optimizer(t.optimizer_g(), t),
             opt_d: optimizer(t.optimizer_d(), t),
             lr_g: t.lr_g(),
             lr_d: t.lr_d(),
             recipe: t.clone(),
-            classic: t.is_classic_recipe(),
+            classic: t.is_classic_recipe() && spectral.is_none(),
             batch: t.batch_size,
             latent: config.model.latent_dim,
+            shape: (rows, cols),
             pixels,
+            spectral,
+            ema,
             train_device,
             plain_device,
             architecture_hash: config.architecture_hash(),
             indices: Vec::new(),
-        }
-    }
-
-    fn g(&self) -> &Generator {
-        self.g.as_ref().expect("G is present between steps")
-    }
-
-    fn d(&self) -> &Discriminator {
-        self.d.as_ref().expect("D is present between steps")
+        };
+        (gan, Networks { g, d })
     }
 
     /// One iteration of the configured recipe: Keras-GAN's classic one on the fused parallel
-    /// schedule ([`Gan::fast_step`]), any other on the sequential reference step.
+    /// schedule ([`Gan::fast_step`]), any other on the sequential reference step; then, when the
+    /// run keeps one, the moving average of G takes a step toward the new G.
     pub(crate) fn step(
         &mut self,
+        nets: Networks,
         iteration: usize,
         images: &TrainingImages,
         streams: &mut Streams,
-    ) -> IterationRecord {
-        if self.classic {
-            self.fast_step(iteration, images, streams)
+    ) -> (Networks, IterationRecord) {
+        let (nets, record) = if self.classic {
+            self.fast_step(nets, iteration, images, streams)
         } else {
-            self.reference_step(iteration, images, streams)
+            self.reference_step(nets, iteration, images, streams)
+        };
+        if let Some(ema) = self.ema.take() {
+            self.ema = Some(ema.averaged_with(&nets.g.valid(), ema_decay(self.recipe.g_ema, iteration)));
         }
+        (nets, record)
     }
 
     /// The reference step, top to bottom, for every objective and recipe option. With the
@@ -96,14 +118,16 @@ impl Gan {
     /// same random numbers from the same streams.
     fn reference_step(
         &mut self,
+        nets: Networks,
         iteration: usize,
         images: &TrainingImages,
         streams: &mut Streams,
-    ) -> IterationRecord {
+    ) -> (Networks, IterationRecord) {
+        let Networks { mut g, mut d } = nets;
         let (order, steps) = (self.recipe.order, self.recipe.d_steps);
         let mut g_loss = 0.0;
         if order == UpdateOrder::GFirst {
-            g_loss = self.g_update(&mut streams.noise);
+            (g, g_loss) = self.g_update(g, &d, streams);
         }
         // D's updates; the record carries the mean of their forward passes' (loss, accuracy,
         // mean output) on the real and on the fake batches.
@@ -111,11 +135,15 @@ impl Gan {
         for _ in 0..steps {
             let real = self.real_batch(images, &mut streams.data); // [b, pixels]
             let z = self.noise(&mut streams.noise, &self.plain_device.clone()); // [b, latent]
-            let fake = Tensor::from_inner(self.g_forward(&self.g().valid(), z)); // [b, pixels], no graph
-            let (r, f) = match self.recipe.d_update {
-                DUpdate::Split => (self.d_update(Some(real), None).0, self.d_update(None, Some(fake)).1),
-                DUpdate::Joint => self.d_update(Some(real), Some(fake)),
-            };
+            let fake = Tensor::from_inner(self.g_forward(&g.valid(), z)); // [b, pixels], no graph
+            let (r, f);
+            match self.recipe.d_update {
+                DUpdate::Split => {
+                    (d, r, _) = self.d_update(d, Some(real), None, &mut streams.augment);
+                    (d, _, f) = self.d_update(d, None, Some(fake), &mut streams.augment);
+                }
+                DUpdate::Joint => (d, r, f) = self.d_update(d, Some(real), Some(fake), &mut streams.augment),
+            }
             for (sum, v) in on_real.iter_mut().chain(&mut on_fake).zip(r.into_iter().chain(f)) {
                 *sum += v;
             }
@@ -123,9 +151,9 @@ impl Gan {
         // Dividing by 1 is exact: a single D step records its own numbers.
         let mean = |sums: [f32; 3]| sums.map(|v| v / steps as f32);
         if order == UpdateOrder::DFirst {
-            g_loss = self.g_update(&mut streams.noise);
+            (g, g_loss) = self.g_update(g, &d, streams);
         }
-        IterationRecord::from_terms(iteration, mean(on_real), mean(on_fake), g_loss)
+        (Networks { g, d }, IterationRecord::from_terms(iteration, mean(on_real), mean(on_fake), g_loss))
     }
 
     /// A random batch of real images [b, pixels] (with replacement, from the data stream).
@@ -152,32 +180,41 @@ impl Gan {
         }
     }
 
-    fn d_forward(&self, d: &Discriminator, x: Tensor<2>) -> Tensor<2> {
-        match self.recipe.kernels {
-            Kernels::Fused => d.forward(x),
-            Kernels::Reference => d.forward_reference(x),
+    /// D's scores [b, 1] of a batch [b, pixels] as D sees it: augmented when the recipe asks
+    /// (drawing from the augmentation stream), through spectrally normalized layers when D has
+    /// them.
+    fn d_forward(&self, d: &Discriminator, x: Tensor<2>, augment: &mut rand_chacha::ChaCha8Rng) -> Tensor<2> {
+        let x = augment::apply(x, &self.recipe.augment, self.shape, augment);
+        match (&self.spectral, self.recipe.kernels) {
+            (Some(vectors), _) => d.forward_spectral(x, vectors),
+            (None, Kernels::Fused) => d.forward(x),
+            (None, Kernels::Reference) => d.forward_reference(x),
         }
     }
 
     /// One D update on the real batch, the fake batch, or both (their losses summed: one update);
-    /// returns (loss, accuracy, mean output) of each batch from the forward pass before it.
-    fn d_update(&mut self, real: Option<Tensor<2>>, fake: Option<Tensor<2>>) -> ([f32; 3], [f32; 3]) {
+    /// returns D and the (loss, accuracy, mean output) of each batch from the forward pass before
+    /// it. With spectral norm, one power iteration on D's weights comes first.
+    fn d_update(
+        &mut self,
+        d: Discriminator,
+        real: Option<Tensor<2>>,
+        fake: Option<Tensor<2>>,
+        augment: &mut rand_chacha::ChaCha8Rng,
+    ) -> (Discriminator, [f32; 3], [f32; 3]) {
         let (loss, label) = (self.recipe.loss, self.recipe.real_label);
-        let d = self.d.take().expect("D is present between steps");
+        if let Some(vectors) = &mut self.spectral {
+            d.power_iteration(vectors);
+        }
         let mut total: Option<Tensor<1>> = None;
-        let mut stats = ([0f32; 3], [0f32; 3]);
+        let (mut on_real, mut on_fake) = ([0f32; 3], [0f32; 3]);
         for (x, is_real) in [(real, true), (fake, false)] {
             let Some(x) = x else { continue };
-            let scores = self.d_forward(&d, x); // [b, 1]
+            let scores = self.d_forward(&d, x, augment); // [b, 1]
             let values: Vec<f32> = scores.to_data().try_into_vec().expect("the model computes in f32");
             let term = if is_real { loss.d_real(scores, label) } else { loss.d_fake(scores) };
             let (acc, out) = loss.batch_stats(&values, is_real, label);
-            let v = [scalar(&term), acc, out];
-            if is_real {
-                stats.0 = v
-            } else {
-                stats.1 = v
-            }
+            *(if is_real { &mut on_real } else { &mut on_fake }) = [scalar(&term), acc, out];
             total = Some(match total {
                 Some(t) => t + term,
                 None => term,
@@ -189,21 +226,18 @@ impl Gan {
         if loss == Loss::Wgan {
             d = d.clipped(self.recipe.clip);
         }
-        self.d = Some(d);
-        stats
+        (d, on_real, on_fake)
     }
 
-    /// One G update on fresh noise through D with its weights untouched; returns G's loss.
-    fn g_update(&mut self, stream: &mut rand_chacha::ChaCha8Rng) -> f32 {
-        let z = self.noise(stream, &self.train_device.clone()); // [b, latent]
-        let generated = self.g_forward(self.g(), z); // [b, pixels], with its graph
-        let scores = self.d_forward(&self.d().clone().no_grad(), generated); // [b, 1]
+    /// One G update on fresh noise through D with its weights untouched; returns G and its loss.
+    fn g_update(&mut self, g: Generator, d: &Discriminator, streams: &mut Streams) -> (Generator, f32) {
+        let z = self.noise(&mut streams.noise, &self.train_device.clone()); // [b, latent]
+        let generated = self.g_forward(&g, z); // [b, pixels], with its graph
+        let scores = self.d_forward(&d.clone().no_grad(), generated, &mut streams.augment); // [b, 1]
         let loss = self.recipe.loss.g(scores);
         let value = scalar(&loss);
-        let grads = GradientsParams::from_grads(loss.backward(), self.g());
-        let g = self.g.take().expect("G is present between steps");
-        self.g = Some(self.opt_g.step(self.lr_g, g, grads));
-        value
+        let grads = GradientsParams::from_grads(loss.backward(), &g);
+        (self.opt_g.step(self.lr_g, g, grads), value)
     }
 
     /// The fast path of the classic recipe: D on a real batch, D on a fake batch, G through a
@@ -211,13 +245,15 @@ impl Gan {
     /// records as [`Gan::reference_step`] (`tests/recipes.rs`).
     fn fast_step(
         &mut self,
+        nets: Networks,
         iteration: usize,
         images: &TrainingImages,
         streams: &mut Streams,
-    ) -> IterationRecord {
+    ) -> (Networks, IterationRecord) {
         let (b, latent, pixels) = (self.batch, self.latent, self.pixels);
         let (dev, plain_dev) = (self.train_device.clone(), self.plain_device.clone());
         let Streams { data: data_stream, noise: noise_stream, .. } = streams;
+        let Networks { g, d } = nets;
         // [b, latent] from N(0, 1).
         let draw_noise = |stream: &mut rand_chacha::ChaCha8Rng, device: &Device| {
             let mut z = Vec::with_capacity(b * latent);
@@ -244,9 +280,8 @@ impl Gan {
         // side by side are not. (Order within G is kept: the fakes read BatchNorm's moving
         // statistics before the training pass updates them.) The G update's fresh noise is drawn
         // beside the fakes, after theirs in the same stream.
-        let Self { g, d, opt_d, lr_d, .. } = self;
-        let g = g.as_ref().expect("G is present between steps");
-        let ((fake, z), on_real) = rayon::join(
+        let Self { opt_d, lr_d, .. } = self;
+        let ((fake, z), (d, on_real)) = rayon::join(
             || {
                 rayon::join(
                     // Fakes from G in inference mode (moving statistics), no graph: [b, pixels].
@@ -256,22 +291,21 @@ impl Gan {
             },
             || d_update(d, opt_d, *lr_d, real, true),
         );
-        let (generated, on_fake) = rayon::join(
+        let (generated, (d, on_fake)) = rayon::join(
             || g.forward(z), // [b, pixels], with its graph, for the G update
             || d_update(d, opt_d, *lr_d, fake, false),
         );
 
         // G update through D with its weights untouched (label 1).
-        let logits = self.d().clone().no_grad().forward(generated); // [b, 1]
+        let logits = d.clone().no_grad().forward(generated); // [b, 1]
         let loss = Loss::Ns.g(logits);
         let g_loss = scalar(&loss);
-        let grads = GradientsParams::from_grads(loss.backward(), self.g());
-        // Move the module into the step (no clone), so that the optimizer owns the only reference
+        let grads = GradientsParams::from_grads(loss.backward(), &g);
+        // The module moves into the step (no clone), so that the optimizer owns the only reference
         // to each parameter and can update it without copying.
-        let g = self.g.take().expect("G is present between steps");
-        self.g = Some(self.opt_g.step(self.lr_g, g, grads));
+        let g = self.opt_g.step(self.lr_g, g, grads);
 
-        IterationRecord::from_terms(iteration, on_real, on_fake, g_loss)
+        (Networks { g, d }, IterationRecord::from_terms(iteration, on_real, on_fake, g_loss))
     }
 
     /// Width of G's noise input.
@@ -279,45 +313,60 @@ impl Gan {
         self.latent
     }
 
-    /// G in inference mode on the given noise ([n * latent] floats) -> images [n * pixels].
-    pub(crate) fn generate(&self, noise: &[f32]) -> Vec<f32> {
-        let n = noise.len() / self.latent;
-        let z = Tensor::<2>::from_data(TensorData::new(noise.to_vec(), [n, self.latent]), &self.plain_device);
-        self.g().valid().forward(z).into_data().try_into_vec().expect("the model computes in f32")
+    /// The generator that samples: the moving average when the run keeps one, else G itself,
+    /// in inference mode.
+    fn sampler(&self, nets: &Networks) -> Generator {
+        match &self.ema {
+            Some(ema) => ema.clone(),
+            None => nets.g.valid(),
+        }
     }
 
-    /// Save both networks (inference snapshots, so BatchNorm statistics are current), and the
-    /// generator as safetensors for use outside gantry.
-    pub(crate) fn save_weights(&self, run: &RunDir) -> Result<()> {
+    /// The sampling generator on the given noise ([n * latent] floats) -> images [n * pixels].
+    pub(crate) fn generate(&self, nets: &Networks, noise: &[f32]) -> Vec<f32> {
+        let n = noise.len() / self.latent;
+        let z = Tensor::<2>::from_data(TensorData::new(noise.to_vec(), [n, self.latent]), &self.plain_device);
+        self.sampler(nets).forward(z).into_data().try_into_vec().expect("the model computes in f32")
+    }
+
+    /// Save the sampling generator (the moving average when the run keeps one) and D (inference
+    /// snapshots, so BatchNorm statistics are current), and that generator as safetensors for use
+    /// outside gantry.
+    pub(crate) fn save_weights(&self, nets: &Networks, run: &RunDir) -> Result<()> {
+        let sampler = self.sampler(nets);
         for (path, record) in [
-            (run.generator_weights(), self.g().valid().into_record()),
-            (run.discriminator_weights(), self.d().valid().into_record()),
+            (run.generator_weights(), sampler.clone().into_record()),
+            (run.discriminator_weights(), nets.d.valid().into_record()),
         ] {
             let bytes = record
                 .into_bytes()
                 .map_err(|e| Error::Serialize { what: path.display().to_string(), problem: e.to_string() })?;
             crate::durable::write_synced(&path, &bytes)?;
         }
-        export::save_safetensors(&self.g().valid(), &run.generator_safetensors())
+        export::save_safetensors(&sampler, &run.generator_safetensors())
     }
 
-    /// The whole training state as a checkpoint. Weights are taken from `valid()` snapshots:
-    /// reading BatchNorm's running statistics right after a step would give values one update
-    /// stale, and a resume from them would drift.
-    pub(crate) fn snapshot(&self, state: TrainingState) -> Result<Snapshot> {
+    /// The whole training state as a checkpoint: `state` with spectral norm's vectors added, and
+    /// the records. Weights are taken from `valid()` snapshots: reading BatchNorm's running
+    /// statistics right after a step would give values one update stale, and a resume from them
+    /// would drift.
+    pub(crate) fn snapshot(&self, nets: &Networks, mut state: TrainingState) -> Result<Snapshot> {
+        let iteration = state.iteration;
+        state.spectral_norm = self.spectral.clone();
         let fail = |what: &str, e: burn::store::RecordError| Error::Training {
-            iteration: state.iteration,
+            iteration,
             problem: format!("cannot serialize the {what}: {e}"),
         };
+        let record = |g: Generator, what: &str| -> Result<Vec<u8>> {
+            Ok(g.into_record().into_bytes().map_err(|e| fail(what, e))?.to_vec())
+        };
+        let generator_ema = match &self.ema {
+            Some(ema) => Some(record(ema.clone(), "moving average of the generator")?),
+            None => None,
+        };
         Ok(Snapshot {
-            generator: self
-                .g()
-                .valid()
-                .into_record()
-                .into_bytes()
-                .map_err(|e| fail("generator", e))?
-                .to_vec(),
-            discriminator: self
+            generator: record(nets.g.valid(), "generator")?,
+            discriminator: nets
                 .d
                 .valid()
                 .into_record()
@@ -326,31 +375,81 @@ impl Gan {
                 .to_vec(),
             optimizer_g: self.opt_g.into_bytes().map_err(|e| fail("generator's optimizer", e))?.to_vec(),
             optimizer_d: self.opt_d.into_bytes().map_err(|e| fail("discriminator's optimizer", e))?.to_vec(),
+            generator_ema,
             state,
         })
     }
 
-    /// Replace weights and optimizer states with a checkpoint's.
-    pub(crate) fn load(mut self, snapshot: &Snapshot, path: &Path) -> Result<Self> {
-        let bad = |file: &str, e: burn::store::RecordError| Error::Checkpoint {
-            path: path.join(file),
-            problem: format!("cannot be loaded: {e}"),
-        };
+    /// Replace the networks' weights, the optimizer states, the moving average and spectral
+    /// norm's vectors with a checkpoint's; each checked against what this recipe keeps.
+    pub(crate) fn load(
+        mut self,
+        nets: Networks,
+        snapshot: &Snapshot,
+        path: &Path,
+    ) -> Result<(Self, Networks)> {
+        let bad = |file: &str, problem: String| Error::Checkpoint { path: path.join(file), problem };
+        let loaded = |file: &str, e: burn::store::RecordError| bad(file, format!("cannot be loaded: {e}"));
         let bytes = |v: &Vec<u8>| burn::tensor::Bytes::from_bytes_vec(v.clone());
-        let record =
-            ModuleRecord::from_bytes(bytes(&snapshot.generator)).map_err(|e| bad("generator.bpk", e))?;
+        let generator = |g: Generator, file: &str, data: &Vec<u8>| -> Result<Generator> {
+            let record = ModuleRecord::from_bytes(bytes(data)).map_err(|e| loaded(file, e))?;
+            g.try_load_record(record).map_err(|e| loaded(file, e))
+        };
         // `valid()` snapshots were saved; `train()` puts the modules back on the autodiff device.
-        self.g = Some(self.g().valid().try_load_record(record).map_err(|e| bad("generator.bpk", e))?.train());
+        let g = generator(nets.g.valid(), "generator.bpk", &snapshot.generator)?.train();
         let record = ModuleRecord::from_bytes(bytes(&snapshot.discriminator))
-            .map_err(|e| bad("discriminator.bpk", e))?;
-        self.d =
-            Some(self.d().valid().try_load_record(record).map_err(|e| bad("discriminator.bpk", e))?.train());
+            .map_err(|e| loaded("discriminator.bpk", e))?;
+        let d = nets.d.valid().try_load_record(record).map_err(|e| loaded("discriminator.bpk", e))?.train();
         self.opt_g =
-            self.opt_g.from_bytes(bytes(&snapshot.optimizer_g)).map_err(|e| bad("optimizer_g.bpk", e))?;
+            self.opt_g.from_bytes(bytes(&snapshot.optimizer_g)).map_err(|e| loaded("optimizer_g.bpk", e))?;
         self.opt_d =
-            self.opt_d.from_bytes(bytes(&snapshot.optimizer_d)).map_err(|e| bad("optimizer_d.bpk", e))?;
-        Ok(self)
+            self.opt_d.from_bytes(bytes(&snapshot.optimizer_d)).map_err(|e| loaded("optimizer_d.bpk", e))?;
+        let ema_file = crate::checkpoint::EMA_FILE;
+        self.ema = match (self.ema.take(), &snapshot.generator_ema) {
+            (Some(ema), Some(data)) => Some(generator(ema, ema_file, data)?),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(bad(ema_file, "is missing: this run keeps a moving average of G".into()));
+            }
+            (None, Some(_)) => {
+                return Err(bad(ema_file, "is there, but this run keeps no moving average".into()));
+            }
+        };
+        self.spectral = match (self.spectral.take(), &snapshot.state.spectral_norm) {
+            (None, None) => None,
+            (Some(_), Some(saved)) => {
+                let shapes = d.layer_shapes();
+                let fits = saved.len() == shapes.len()
+                    && saved.iter().zip(&shapes).all(|(sv, &(i, o))| sv.v.len() == i && sv.u.len() == o);
+                if !fits {
+                    return Err(bad(
+                        "state.json",
+                        format!("spectral norm's vectors do not fit D's layers {shapes:?}"),
+                    ));
+                }
+                Some(saved.clone())
+            }
+            (want, _) => {
+                return Err(bad(
+                    "state.json",
+                    format!(
+                        "spectral norm's vectors are {}",
+                        if want.is_some() { "missing" } else { "there, but D has none" }
+                    ),
+                ));
+            }
+        };
+        Ok((self, Networks { g, d }))
     }
+}
+
+/// The moving average's decay at the update after `iteration` iterations: `decay`, lowered at
+/// the start as TensorFlow's `ExponentialMovingAverage` does with `num_updates`
+/// (`min(decay, (1 + t) / (10 + t))`), so that the average forgets the random initial weights
+/// in tens of iterations rather than thousands.
+fn ema_decay(decay: f64, iteration: usize) -> f64 {
+    let t = iteration as f64;
+    decay.min((1.0 + t) / (10.0 + t))
 }
 
 /// The optimizer `kind` with `t`'s hyper-parameters. Adam is gantry's fused op on the fused
@@ -373,23 +472,22 @@ fn optimizer(kind: OptimizerKind, t: &TrainConfig) -> ModuleOptimizer {
 }
 
 /// The fast path's D update on one batch, real or fake, under the classic objective (`ns`, real
-/// label 1); returns (loss, accuracy, mean output) of the forward pass before the update.
+/// label 1); returns D and the (loss, accuracy, mean output) of the forward pass before the update.
 fn d_update(
-    slot: &mut Option<Discriminator>,
+    d: Discriminator,
     optimizer: &mut ModuleOptimizer,
     lr: f64,
     x: Tensor<2>,
     real: bool,
-) -> [f32; 3] {
-    let d = slot.take().expect("D is present between steps");
+) -> (Discriminator, [f32; 3]) {
     let logits = d.forward(x); // [b, 1]
     let values: Vec<f32> = logits.to_data().try_into_vec().expect("the model computes in f32");
     let loss = if real { Loss::Ns.d_real(logits, 1.0) } else { Loss::Ns.d_fake(logits) };
     let loss_value = scalar(&loss);
     let grads = GradientsParams::from_grads(loss.backward(), &d);
-    *slot = Some(optimizer.step(lr, d, grads));
+    let d = optimizer.step(lr, d, grads);
     let (accuracy, mean_out) = Loss::Ns.batch_stats(&values, real, 1.0);
-    [loss_value, accuracy, mean_out]
+    (d, [loss_value, accuracy, mean_out])
 }
 
 fn scalar(t: &Tensor<1>) -> f32 {

@@ -3,6 +3,7 @@
 //! flush) live in [`schedule`], checkpoint policy in [`crate::checkpoint::policy`]; the networks
 //! and one training step in `gan`.
 
+mod augment;
 pub mod bench;
 mod gan;
 pub mod objective;
@@ -34,7 +35,7 @@ use crate::tensorboard::EventWriter;
 use crate::timelapse;
 use quality::{QualityProbe, QualityRecord};
 
-use gan::Gan;
+use gan::{Gan, Networks};
 
 /// What a run leaves behind, for the caller's summary.
 #[derive(Debug)]
@@ -53,6 +54,9 @@ pub struct TrainOutcome {
     pub quality: Option<QualityRecord>,
     /// The objective the run trained (what its metric columns mean).
     pub loss: objective::Loss,
+    /// The decay of G's moving average, 0 when the run keeps none (then the grids, judge and
+    /// saved weights are of G itself).
+    pub g_ema: f64,
 }
 
 /// How a run is driven, beyond its config.
@@ -115,13 +119,13 @@ fn begin(
     // The data facts first, so that even a run killed before its end remembers its data.
     RunInfo::started(&data, &images, config.effective_threads()).write(&run)?;
     let mut streams = Streams::new(config.train.seed);
-    let gan = Gan::new(config, images.dim(), &mut streams);
+    let (gan, nets) = Gan::new(config, (images.rows, images.cols), &mut streams);
     let layout = grid_layout(config, &images);
     // The fixed noise of every sample grid, drawn once: [rows * cols, latent].
     let mut fixed_noise = Vec::new();
     rng::normal(&mut streams.fixed, layout.rows * layout.cols * config.model.latent_dim, &mut fixed_noise);
     let csv = CsvLog::create(&run.metrics_csv())?;
-    let first_grid = gan.generate(&fixed_noise);
+    let first_grid = gan.generate(&nets, &fixed_noise);
     let first_png = grid::save_png(&run.sample_grid(0), &first_grid, layout)?;
     let mut monitor =
         Monitor::new(Rules::for_loss(config.train.loss), &reference_images(&images, &layout), images.dim());
@@ -144,7 +148,7 @@ fn begin(
         data,
         recipe_hash: config.train.recipe_hash(),
     };
-    finish(config, &images, run, session, options, lock)
+    finish(config, &images, run, session, nets, options, lock)
 }
 
 /// Refuse a model that cannot fit in this machine's available memory, before anything is made.
@@ -307,8 +311,8 @@ pub fn resume(
         ));
     }
     let streams = state.streams(&ckpt_path)?;
-    let gan =
-        Gan::new(&config, images.dim(), &mut Streams::new(config.train.seed)).load(&snapshot, &ckpt_path)?;
+    let (gan, nets) = Gan::new(&config, (images.rows, images.cols), &mut Streams::new(config.train.seed));
+    let (gan, nets) = gan.load(nets, &snapshot, &ckpt_path)?;
     // The rows up to the checkpoint must all be there; rows after it are redone.
     let (records, kept_rows) = metrics::read_prefix(&run.metrics_csv(), state.iteration)?;
     let quality_rows = quality::read(&run.eval_csv())?;
@@ -327,6 +331,7 @@ pub fn resume(
             already_complete: true,
             quality: quality_rows.last().copied(),
             loss: config.train.loss,
+            g_ema: config.train.g_ema,
         });
     }
 
@@ -377,7 +382,7 @@ pub fn resume(
         data,
         recipe_hash: config.train.recipe_hash(),
     };
-    finish(&config, &images, run, session, options, lock)
+    finish(&config, &images, run, session, nets, options, lock)
 }
 
 /// Whether a run without checkpoints is one that was stopped before its first checkpoint was
@@ -429,6 +434,7 @@ fn finish(
     images: &TrainingImages,
     run: RunDir,
     mut session: Session,
+    nets: Networks,
     options: &Options,
     _lock: RunLock,
 ) -> Result<TrainOutcome> {
@@ -437,7 +443,8 @@ fn finish(
         .num_threads(threads)
         .build()
         .map_err(|e| Error::config("train.threads", format!("cannot start {threads} threads: {e}")))?;
-    let stopped_at = pool.install(|| training_loop(config, images, &run, &mut session, options))?;
+    let (nets, stopped_at) =
+        pool.install(|| training_loop(config, images, &run, &mut session, nets, options))?;
 
     let records = std::mem::take(&mut session.records);
     let mut info = RunInfo::started(&session.data, images, threads);
@@ -454,7 +461,7 @@ fn finish(
         if manifest.is_file() {
             std::fs::remove_file(&manifest).at("remove", &manifest)?;
         }
-        session.gan.save_weights(&run)?;
+        session.gan.save_weights(&nets, &run)?;
         metrics::write_npy_files(run.root(), &records)?;
         plot::write_curves(&run.plots_dir(), &records, config.output.smoothing_window, config.train.loss)?;
         let quality_rows = quality::read(&run.eval_csv())?;
@@ -474,6 +481,7 @@ fn finish(
         already_complete: false,
         quality: session.last_quality,
         loss: config.train.loss,
+        g_ema: config.train.g_ema,
     })
 }
 
@@ -484,8 +492,9 @@ fn training_loop(
     images: &TrainingImages,
     run: &RunDir,
     s: &mut Session,
+    mut nets: Networks,
     options: &Options,
-) -> Result<Option<usize>> {
+) -> Result<(Networks, Option<usize>)> {
     let total = config.train.iterations;
     let interval = config.output.sample_interval;
     let layout = grid_layout(config, images);
@@ -500,7 +509,8 @@ fn training_loop(
     let mut last_checkpoint = Instant::now();
     let mut loop_start = Instant::now();
     for iteration in first..total {
-        let record = s.gan.step(iteration, images, &mut s.streams);
+        let record;
+        (nets, record) = s.gan.step(nets, iteration, images, &mut s.streams);
         s.csv.append(&record)?;
         s.records.push(record);
         if let Some(alert) = s.monitor.observe(&record) {
@@ -514,7 +524,7 @@ fn training_loop(
             s.events.flush()?;
         }
         if schedule::is_sample_step(done, total, interval) {
-            let samples = s.gan.generate(&s.fixed_noise);
+            let samples = s.gan.generate(&nets, &s.fixed_noise);
             let png = grid::save_png(&run.sample_grid(done), &samples, layout)?;
             log_grid(&mut s.events, done, &png, &layout)?;
             if let Some(alert) = s.monitor.observe_grid(done, &samples, images.dim()) {
@@ -524,7 +534,7 @@ fn training_loop(
         if let Some(probe) = &s.quality
             && schedule::is_eval_step(done, total, config.eval.every)
         {
-            s.last_quality = Some(judge_samples(run, probe, &s.gan, &mut s.events, done)?);
+            s.last_quality = Some(judge_samples(run, probe, &s.gan, &nets, &mut s.events, done)?);
         }
         let stop = options.stop_requested(done);
         let cp = &config.checkpoint;
@@ -541,12 +551,12 @@ fn training_loop(
             s.wall_before += loop_start.elapsed().as_secs_f64();
             loop_start = Instant::now();
             s.events.flush()?;
-            save_checkpoint(run, s, done, cp.keep)?;
+            save_checkpoint(run, s, &nets, done, cp.keep)?;
             last_checkpoint = Instant::now();
         }
         if stop {
             bar.finish_and_clear();
-            return Ok(Some(done));
+            return Ok((nets, Some(done)));
         }
         if plain_lines && schedule::is_progress_line_step(done, total, last_line.elapsed()) {
             let (from_it, from_t) = line_from;
@@ -567,7 +577,7 @@ fn training_loop(
     bar.finish_and_clear();
     s.csv.flush()?;
     s.events.flush()?;
-    Ok(None)
+    Ok((nets, None))
 }
 
 /// One plain progress line: where the run is, its pace, and the latest numbers.
@@ -594,22 +604,28 @@ fn progress_line(
 }
 
 /// Write the checkpoint after `done` iterations, then delete the ones beyond `keep`.
-fn save_checkpoint(run: &RunDir, s: &mut Session, done: usize, keep: usize) -> Result<()> {
+fn save_checkpoint(run: &RunDir, s: &mut Session, nets: &Networks, done: usize, keep: usize) -> Result<()> {
     let started = Instant::now();
     // The metrics rows the checkpoint counts on must be on disk before it is.
     s.csv.sync()?;
-    let snapshot = s.gan.snapshot(TrainingState {
-        format_version: checkpoint::FORMAT_VERSION,
-        iteration: done,
-        architecture_hash: s.gan.architecture_hash.clone(),
-        rng_init: RngState::capture(&s.streams.init),
-        rng_data: RngState::capture(&s.streams.data),
-        rng_noise: RngState::capture(&s.streams.noise),
-        rng_fixed: RngState::capture(&s.streams.fixed),
-        fixed_noise: s.fixed_noise.clone(),
-        wall_seconds: s.wall_before,
-        recipe_hash: s.recipe_hash.clone(),
-    })?;
+    let snapshot = s.gan.snapshot(
+        nets,
+        TrainingState {
+            format_version: checkpoint::FORMAT_VERSION,
+            iteration: done,
+            architecture_hash: s.gan.architecture_hash.clone(),
+            rng_init: RngState::capture(&s.streams.init),
+            rng_data: RngState::capture(&s.streams.data),
+            rng_noise: RngState::capture(&s.streams.noise),
+            rng_fixed: RngState::capture(&s.streams.fixed),
+            fixed_noise: s.fixed_noise.clone(),
+            wall_seconds: s.wall_before,
+            recipe_hash: s.recipe_hash.clone(),
+            rng_augment: Some(RngState::capture(&s.streams.augment)),
+            // Filled in by the trainer, which holds them.
+            spectral_norm: None,
+        },
+    )?;
     let dir = run.checkpoints_dir();
     checkpoint::write(&dir, &snapshot)?;
     // Only folders that hold nothing but checkpoint files are counted and deleted: a folder of
@@ -641,12 +657,13 @@ fn judge_samples(
     run: &RunDir,
     probe: &QualityProbe,
     gan: &Gan,
+    nets: &Networks,
     events: &mut EventWriter,
     done: usize,
 ) -> Result<QualityRecord> {
     // Generated in slices, to keep the run's memory peak at the training set's.
     let slice = 256 * gan.latent_dim();
-    let samples: Vec<f32> = probe.noise().chunks(slice).flat_map(|z| gan.generate(z)).collect();
+    let samples: Vec<f32> = probe.noise().chunks(slice).flat_map(|z| gan.generate(nets, z)).collect();
     let q = probe.measure(done, &samples)?;
     quality::append(&run.eval_csv(), &q)?;
     log_quality(events, &q)?;
