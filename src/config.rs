@@ -276,9 +276,12 @@ impl TrainConfig {
     }
 
     /// Whether this is Keras-GAN's recipe, the one the fused parallel step implements: ns, one
-    /// D step before G as two updates, no smoothing, Adam for both, fused kernels.
+    /// D step before G as two updates, no smoothing, no augmentation, Adam for both, fused
+    /// kernels. (An EMA of G is kept beside either step; spectral norm, a model key, is checked
+    /// by the step's owner.)
     pub fn is_classic_recipe(&self) -> bool {
-        self.loss == Loss::Ns
+        self.augment.is_empty()
+            && self.loss == Loss::Ns
             && self.d_steps == 1
             && self.order == UpdateOrder::DFirst
             && self.real_label == 1.0
@@ -439,7 +442,13 @@ impl Config {
         }
         let mut table = match toml::Value::try_from(&self) {
             Ok(toml::Value::Table(t)) => t,
-            _ => unreachable!("a Config serializes to a TOML table"),
+            // A path that is not UTF-8 has no TOML form.
+            _ => {
+                return Err(Error::usage(
+                    "--set",
+                    "the configuration cannot be written as TOML (a path that is not UTF-8?)",
+                ));
+            }
         };
         for setting in settings {
             let Some((key, text)) = setting.split_once('=') else {
@@ -450,14 +459,25 @@ impl Config {
             };
             let key = key.trim();
             let text = text.trim();
+            let as_string = toml::Value::String(text.to_string());
             let value = toml::from_str::<toml::Table>(&format!("v = {text}"))
                 .ok()
                 .and_then(|mut t| t.remove("v"))
-                .unwrap_or_else(|| toml::Value::String(text.to_string()));
+                .unwrap_or_else(|| as_string.clone());
+            let fits = |table: &toml::Table| toml::Value::Table(table.clone()).try_into::<Config>();
             set_dotted(&mut table, key, value).map_err(|problem| Error::usage("--set", problem))?;
-            toml::Value::Table(table.clone()).try_into::<Config>().map_err(|e| {
-                Error::usage("--set", format!("`{key}`: {}", cut_long_lines(e.to_string().trim_end())))
-            })?;
+            if let Err(e) = fits(&table) {
+                // `data.dir=2024` reads as a number; a key that takes a string gets the text.
+                let mut retry = table.clone();
+                set_dotted(&mut retry, key, as_string).map_err(|problem| Error::usage("--set", problem))?;
+                if fits(&retry).is_err() {
+                    return Err(Error::usage(
+                        "--set",
+                        format!("`{key}`: {}", cut_long_lines(e.to_string().trim_end())),
+                    ));
+                }
+                table = retry;
+            }
         }
         toml::Value::Table(table)
             .try_into::<Config>()

@@ -68,8 +68,13 @@ impl LoadedGenerator {
                         ),
                     });
                 }
-                // The same verification as a resume: every file against the manifest.
-                (checkpoint::load(&folder)?.generator, folder.join("generator.bpk"))
+                // The same verification as a resume: every file against the manifest. A run that
+                // keeps a moving average of G samples from it, as its training did.
+                let snapshot = checkpoint::load(&folder)?;
+                match snapshot.generator_ema {
+                    Some(ema) => (ema, folder.join(checkpoint::EMA_FILE)),
+                    None => (snapshot.generator, folder.join("generator.bpk")),
+                }
             }
         };
         let device = Device::flex();

@@ -82,6 +82,16 @@ fn every_objective_trains_and_resumes_byte_identical() {
             }),
         ),
         ("wgan-sn", recipe(Loss::Wgan, |c| c.model.d_spectral_norm = true)),
+        // The regression: augmentation on the classic objective ran the fast path, which skipped it.
+        ("ns-augment", recipe(Loss::Ns, |c| c.train.augment = vec![Augment::Cutout, Augment::Translation])),
+        // The regression: g-first used spectral norm's σ before any power iteration had set v (NaN).
+        (
+            "lsgan-gfirst-sn",
+            recipe(Loss::Lsgan, |c| {
+                c.train.order = UpdateOrder::GFirst;
+                c.model.d_spectral_norm = true;
+            }),
+        ),
     ];
     for (name, config) in cases {
         let straight = tmp.path().join(format!("{name}-straight"));
@@ -135,6 +145,12 @@ fn every_objective_trains_and_resumes_byte_identical() {
         fs::read(ema_run.join("samples/step_000040.png")).unwrap()
     );
     drop(classic);
+    let augmented = fs::read(tmp.path().join("ns-augment-straight/metrics.csv")).unwrap();
+    assert_ne!(
+        fs::read(tmp.path().join("ns/metrics.csv")).unwrap(),
+        augmented,
+        "augmentation changes D's inputs"
+    );
     // Spectral norm's vectors are in the checkpoint, one pair per D layer (784 -> 512 -> 256 -> 1).
     let state: serde_json::Value = serde_json::from_slice(
         &fs::read(tmp.path().join("wgan-sn-straight/checkpoints/step_000040/state.json")).unwrap(),

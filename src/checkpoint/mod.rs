@@ -523,7 +523,7 @@ pub fn rewrite_manifest(path: &Path) -> Result<()> {
     let state: TrainingState =
         serde_json::from_slice(&fs::read(path.join(STATE)).at("read", path.join(STATE))?)
             .map_err(|e| Error::bad_data(path.join(STATE), e.to_string()))?;
-    let manifest = Manifest { format_version: FORMAT_VERSION, iteration: state.iteration, files };
+    let manifest = Manifest { format_version: state.format_version, iteration: state.iteration, files };
     write_synced(&path.join(MANIFEST), &serde_json::to_vec_pretty(&manifest).expect("manifest serializes"))
 }
 

@@ -186,15 +186,21 @@ impl Discriminator {
     }
 
     /// Spectral norm's starting vectors: `u` from N(0, 1) (drawn from `rng`), normalized, as
-    /// PyTorch's `spectral_norm` starts; `v` is computed by the first power iteration.
+    /// PyTorch's `spectral_norm` starts, and `v = W u / |W u|`, so that σ is defined before the
+    /// first power iteration (a g-first step uses D before any D update).
     pub fn spectral_start(&self, rng: &mut impl rand::Rng) -> Vec<SpectralVectors> {
-        self.layer_shapes()
-            .into_iter()
-            .map(|(d_in, d_out)| {
+        self.layers()
+            .map(|linear| {
+                let [d_in, d_out] = linear.weight.dims();
                 let mut u: Vec<f32> =
                     (0..d_out).map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal)).collect();
                 normalize(&mut u);
-                SpectralVectors { u, v: vec![0.0; d_in] }
+                let w = weights(linear);
+                let mut v: Vec<f32> = (0..d_in)
+                    .map(|i| w[i * d_out..(i + 1) * d_out].iter().zip(&u).map(|(a, b)| a * b).sum())
+                    .collect();
+                normalize(&mut v);
+                SpectralVectors { u, v }
             })
             .collect()
     }
@@ -204,8 +210,7 @@ impl Discriminator {
     pub fn power_iteration(&self, vectors: &mut [SpectralVectors]) {
         for (linear, sv) in self.layers().zip(vectors) {
             let [d_in, d_out] = linear.weight.dims();
-            let w: Vec<f32> =
-                linear.weight.val().into_data().try_into_vec().expect("the model computes in f32");
+            let w = weights(linear);
             for (i, v) in sv.v.iter_mut().enumerate() {
                 *v = w[i * d_out..(i + 1) * d_out].iter().zip(&sv.u).map(|(a, b)| a * b).sum();
             }
@@ -263,6 +268,11 @@ impl ModuleMapper for Clip {
         let clamped = Tensor::<D>::from_data(TensorData::new(values, shape), &device);
         Param::from_mapped_value(id, if grad { clamped.require_grad() } else { clamped }, mapper)
     }
+}
+
+/// A layer's weight W [d_in, d_out], row-major.
+fn weights(linear: &Linear) -> Vec<f32> {
+    linear.weight.val().into_data().try_into_vec().expect("the model computes in f32")
 }
 
 /// Scale `x` to unit length (left as it is when it is zero, with PyTorch's epsilon 1e-12).

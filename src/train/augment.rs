@@ -44,12 +44,12 @@ pub(crate) fn plan(kinds: &[Augment], rows: usize, cols: usize, batch: usize, rn
                     let (sr, sc) = ((rows as f64 / 8.0 + 0.5) as i64, (cols as f64 / 8.0 + 0.5) as i64);
                     let dr = rng.random_range(-sr..=sr);
                     let dc = rng.random_range(-sc..=sc);
-                    for s in &mut source {
-                        *s = s.and_then(|(r, c)| {
-                            let (r, c) = (r as i64 + dr, c as i64 + dc);
-                            ((0..rows as i64).contains(&r) && (0..cols as i64).contains(&c))
-                                .then_some((r as usize, c as usize))
-                        });
+                    // The image so far, shifted: output (r, c) shows what (r + dr, c + dc) showed.
+                    let before = source.clone();
+                    for (p, s) in source.iter_mut().enumerate() {
+                        let (r, c) = ((p / cols) as i64 + dr, (p % cols) as i64 + dc);
+                        let inside = (0..rows as i64).contains(&r) && (0..cols as i64).contains(&c);
+                        *s = if inside { before[r as usize * cols + c as usize] } else { None };
                     }
                 }
                 Augment::Cutout => {
@@ -123,6 +123,26 @@ mod tests {
                 assert_eq!(p.index[i], (r + dr) * cols as i64 + c + dc);
             }
             assert_eq!(kept.len() as i64, (28 - dr.abs()) * (28 - dc.abs()));
+        }
+    }
+
+    /// Applied in the order listed, as the reference's `x = f(x)`: a cutout before a shift moves
+    /// with the image.
+    #[test]
+    fn steps_compose_in_the_order_listed() {
+        let (mut a, mut b, mut c) = (rng(), rng(), rng());
+        let both = plan(&[Augment::Cutout, Augment::Translation], 28, 28, 1, &mut a);
+        // The same draws, one step at a time: the cutout's centre first, then the shift.
+        let cut = plan(&[Augment::Cutout], 28, 28, 1, &mut b);
+        c.random_range(0..29i64);
+        c.random_range(0..29i64);
+        let shift = plan(&[Augment::Translation], 28, 28, 1, &mut c);
+        for p in 0..28 * 28 {
+            let through = shift.mask[p] == 1.0 && cut.mask[shift.index[p] as usize] == 1.0;
+            assert_eq!(both.mask[p] == 1.0, through, "pixel {p}");
+            if through {
+                assert_eq!(both.index[p], shift.index[p]);
+            }
         }
     }
 
