@@ -714,6 +714,27 @@ impl Config {
         c.settings()
     }
 
+    /// [`Self::run_settings`] without the choices that follow from others: an optimizer or a
+    /// learning rate equal to the objective's default is left out (what names a group of runs:
+    /// `loss=wgan`, not `loss=wgan,lr_d=0.00005,...,optimizer_g=rmsprop`).
+    pub fn chosen_settings(&self) -> BTreeMap<String, String> {
+        let mut s = self.run_settings();
+        let t = &self.train;
+        let defaults =
+            TrainConfig { optimizer_d: None, optimizer_g: None, lr_d: None, lr_g: None, ..t.clone() };
+        for (key, implied) in [
+            ("train.optimizer_d", t.optimizer_d() == defaults.optimizer_d()),
+            ("train.optimizer_g", t.optimizer_g() == defaults.optimizer_g()),
+            ("train.lr_d", t.lr_d() == t.default_lr(t.optimizer_d())),
+            ("train.lr_g", t.lr_g() == t.default_lr(t.optimizer_g())),
+        ] {
+            if implied {
+                s.remove(key);
+            }
+        }
+        s
+    }
+
     /// SHA-256 of [`Self::architecture`], stored in checkpoints.
     pub fn architecture_hash(&self) -> String {
         let text: String = self.architecture().iter().map(|(k, v)| format!("{k}={v}\n")).collect();
@@ -1002,6 +1023,20 @@ mod tests {
             assert_eq!(err.exit_code(), 2);
             assert!(err.to_string().contains(named), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn chosen_settings_leave_out_what_the_objective_implies() {
+        let mut wgan = Config::default();
+        wgan.train.loss = Loss::Wgan;
+        wgan.train.resolve_defaults();
+        let chosen = wgan.chosen_settings();
+        assert!(
+            !chosen.contains_key("train.lr_d") && !chosen.contains_key("train.optimizer_g"),
+            "{chosen:?}"
+        );
+        wgan.train.lr_g = Some(1e-4);
+        assert_eq!(wgan.chosen_settings().get("train.lr_g").map(String::as_str), Some("0.0001"));
     }
 
     #[test]

@@ -144,19 +144,23 @@ pub fn group(runs: &[RunData]) -> Vec<Group> {
             None => groups.push((k, vec![i])),
         }
     }
-    // The keys that tell the groups apart.
+    // The keys that tell the groups apart, among those chosen (not implied by another key).
+    let chosen: Vec<BTreeMap<String, String>> =
+        groups.iter().map(|(_, members)| runs[members[0]].config.chosen_settings()).collect();
     let mut differing: Vec<String> = Vec::new();
-    for (a, _) in &groups {
-        for (b, _) in &groups {
+    for a in &chosen {
+        for b in &chosen {
             differing.extend(crate::config::differing_keys(a, b));
         }
     }
+    differing.retain(|k| k != "train.seed");
     differing.sort();
     differing.dedup();
     let short = |k: &str| k.rsplit('.').next().unwrap_or(k).to_string();
     groups
         .into_iter()
-        .map(|(k, runs)| {
+        .zip(chosen)
+        .map(|((_, runs), k)| {
             let values: BTreeMap<String, String> = differing
                 .iter()
                 .map(|d| {

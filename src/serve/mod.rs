@@ -590,7 +590,7 @@ async fn list_groups(State(d): State<Arc<Dashboard>>) -> Response {
         let settings: Vec<Option<BTreeMap<String, String>>> = d
             .runs
             .iter()
-            .map(|r| crate::Config::from_file(&r.root.join(crate::run_dir::CONFIG)).ok().map(|c| c.run_settings()))
+            .map(|r| crate::Config::from_file(&r.root.join(crate::run_dir::CONFIG)).ok().map(|c| c.chosen_settings()))
             .collect();
         let labels = group_labels(&settings);
         d.runs

@@ -1,7 +1,8 @@
-//! The training loop of the classic GAN, top to bottom: data in, three updates per iteration,
-//! a record per iteration out, grids and files around it. The policies (when to sample, when to
-//! flush) live in [`schedule`], checkpoint policy in [`crate::checkpoint::policy`]; the networks
-//! and one training step in `gan`.
+//! The training loop, top to bottom: data in, one step of the recipe per iteration (the networks
+//! passed through it by value), a record per iteration out, grids and files around it. The
+//! policies (when to sample, when to flush) live in [`schedule`], checkpoint policy in
+//! [`crate::checkpoint::policy`]; the networks, what trains them and one step in `gan`, the
+//! objectives in [`objective`], DiffAugment in `augment`.
 
 mod augment;
 pub mod bench;
