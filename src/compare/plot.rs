@@ -13,7 +13,7 @@ use crate::plot::{envelope, moving_average};
 const SIZE: (u32, u32) = (1400, 1000);
 const FONT: &str = "sans-serif";
 const MAX_POINTS: usize = 1200;
-const PALETTE: [RGBColor; 8] = [
+const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
@@ -22,6 +22,8 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
     RGBColor(23, 190, 207),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
 ];
 
 /// One run's line in one panel.
@@ -155,7 +157,12 @@ fn panel<DB: DrawingBackend>(
     let mut labelled = vec![false; labels.len()];
     for l in lines {
         let c = PALETTE[l.group % PALETTE.len()];
-        let s = chart.draw_series(LineSeries::new(clip(&l.smooth), c.stroke_width(2)))?;
+        let points = clip(&l.smooth);
+        // Few points (FID's evaluations): marked, so that a run judged once still shows.
+        if points.len() <= 50 {
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, c.filled())))?;
+        }
+        let s = chart.draw_series(LineSeries::new(points, c.stroke_width(2)))?;
         if let Some(flag) = labelled.get_mut(l.group)
             && !*flag
         {
