@@ -440,16 +440,9 @@ impl Config {
         if settings.is_empty() {
             return Ok(self);
         }
-        let mut table = match toml::Value::try_from(&self) {
-            Ok(toml::Value::Table(t)) => t,
-            // A path that is not UTF-8 has no TOML form.
-            _ => {
-                return Err(Error::usage(
-                    "--set",
-                    "the configuration cannot be written as TOML (a path that is not UTF-8?)",
-                ));
-            }
-        };
+        let mut table = self.to_table().ok_or_else(|| {
+            Error::usage("--set", "the configuration cannot be written as TOML (a path that is not UTF-8?)")
+        })?;
         for setting in settings {
             let Some((key, text)) = setting.split_once('=') else {
                 return Err(Error::usage(
@@ -693,9 +686,8 @@ impl Config {
 
     /// Every setting as `section.key -> value` (the value as TOML writes it), in key order.
     pub fn settings(&self) -> BTreeMap<String, String> {
-        let value = toml::Value::try_from(self).expect("a Config serializes");
         let mut out = BTreeMap::new();
-        for (section, table) in value.as_table().expect("a Config is a table") {
+        for (section, table) in &self.to_table().expect("a Config serializes") {
             for (k, v) in table.as_table().expect("each section is a table") {
                 out.insert(format!("{section}.{k}"), v.to_string());
             }
@@ -714,17 +706,24 @@ impl Config {
         c.settings()
     }
 
+    /// The config as a TOML table (what `--set` and a sweep's axes are written into); None
+    /// only for a `data.dir` that is not UTF-8, which TOML cannot hold.
+    pub fn to_table(&self) -> Option<toml::Table> {
+        match toml::Value::try_from(self) {
+            Ok(toml::Value::Table(t)) => Some(t),
+            _ => None,
+        }
+    }
+
     /// [`Self::run_settings`] without the choices that follow from others: an optimizer or a
     /// learning rate equal to the objective's default is left out (what names a group of runs:
     /// `loss=wgan`, not `loss=wgan,lr_d=0.00005,...,optimizer_g=rmsprop`).
     pub fn chosen_settings(&self) -> BTreeMap<String, String> {
         let mut s = self.run_settings();
         let t = &self.train;
-        let defaults =
-            TrainConfig { optimizer_d: None, optimizer_g: None, lr_d: None, lr_g: None, ..t.clone() };
         for (key, implied) in [
-            ("train.optimizer_d", t.optimizer_d() == defaults.optimizer_d()),
-            ("train.optimizer_g", t.optimizer_g() == defaults.optimizer_g()),
+            ("train.optimizer_d", t.optimizer_d() == t.default_optimizer()),
+            ("train.optimizer_g", t.optimizer_g() == t.default_optimizer()),
             ("train.lr_d", t.lr_d() == t.default_lr(t.optimizer_d())),
             ("train.lr_g", t.lr_g() == t.default_lr(t.optimizer_g())),
         ] {

@@ -195,11 +195,8 @@ impl Discriminator {
                 let mut u: Vec<f32> =
                     (0..d_out).map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal)).collect();
                 normalize(&mut u);
-                let w = weights(linear);
-                let mut v: Vec<f32> = (0..d_in)
-                    .map(|i| w[i * d_out..(i + 1) * d_out].iter().zip(&u).map(|(a, b)| a * b).sum())
-                    .collect();
-                normalize(&mut v);
+                let mut v = vec![0.0; d_in];
+                unit_w_times(&weights(linear), &u, &mut v);
                 SpectralVectors { u, v }
             })
             .collect()
@@ -211,10 +208,7 @@ impl Discriminator {
         for (linear, sv) in self.layers().zip(vectors) {
             let [d_in, d_out] = linear.weight.dims();
             let w = weights(linear);
-            for (i, v) in sv.v.iter_mut().enumerate() {
-                *v = w[i * d_out..(i + 1) * d_out].iter().zip(&sv.u).map(|(a, b)| a * b).sum();
-            }
-            normalize(&mut sv.v);
+            unit_w_times(&w, &sv.u, &mut sv.v);
             sv.u.iter_mut().for_each(|u| *u = 0.0);
             for (row, v) in w.chunks_exact(d_out).zip(&sv.v).take(d_in) {
                 for (u, a) in sv.u.iter_mut().zip(row) {
@@ -273,6 +267,14 @@ impl ModuleMapper for Clip {
 /// A layer's weight W [d_in, d_out], row-major.
 fn weights(linear: &Linear) -> Vec<f32> {
     linear.weight.val().into_data().try_into_vec().expect("the model computes in f32")
+}
+
+/// `v = W u / |W u|` for W [v.len(), u.len()], row-major.
+fn unit_w_times(w: &[f32], u: &[f32], v: &mut [f32]) {
+    for (v, row) in v.iter_mut().zip(w.chunks_exact(u.len())) {
+        *v = row.iter().zip(u).map(|(a, b)| a * b).sum();
+    }
+    normalize(v);
 }
 
 /// Scale `x` to unit length (left as it is when it is zero, with PyTorch's epsilon 1e-12).

@@ -260,10 +260,7 @@ pub fn plan(text: &str, stem: &str, base_dir: &Path) -> std::result::Result<Plan
 
 /// The config as a TOML table (the form axes and [base] are written into).
 fn to_table(config: &Config) -> toml::Table {
-    match toml::Value::try_from(config) {
-        Ok(toml::Value::Table(t)) => t,
-        _ => unreachable!("a Config serializes to a TOML table"),
-    }
+    config.to_table().expect("a spec's config holds no path that is not UTF-8 (it was read from TOML)")
 }
 
 /// Deserialize `table` as a config (unknown keys and wrong types refused), `what` naming it.

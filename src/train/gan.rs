@@ -334,12 +334,11 @@ impl Gan {
     /// outside gantry.
     pub(crate) fn save_weights(&self, nets: &Networks, run: &RunDir) -> Result<()> {
         let sampler = self.sampler(nets);
-        for (path, record) in [
-            (run.generator_weights(), sampler.clone().into_record()),
-            (run.discriminator_weights(), nets.d.valid().into_record()),
+        for (path, bytes) in [
+            (run.generator_weights(), record_bytes(sampler.clone())),
+            (run.discriminator_weights(), record_bytes(nets.d.valid())),
         ] {
-            let bytes = record
-                .into_bytes()
+            let bytes = bytes
                 .map_err(|e| Error::Serialize { what: path.display().to_string(), problem: e.to_string() })?;
             crate::durable::write_synced(&path, &bytes)?;
         }
@@ -357,22 +356,15 @@ impl Gan {
             iteration,
             problem: format!("cannot serialize the {what}: {e}"),
         };
-        let record = |g: Generator, what: &str| -> Result<Vec<u8>> {
-            Ok(g.into_record().into_bytes().map_err(|e| fail(what, e))?.to_vec())
-        };
         let generator_ema = match &self.ema {
-            Some(ema) => Some(record(ema.clone(), "moving average of the generator")?),
+            Some(ema) => {
+                Some(record_bytes(ema.clone()).map_err(|e| fail("moving average of the generator", e))?)
+            }
             None => None,
         };
         Ok(Snapshot {
-            generator: record(nets.g.valid(), "generator")?,
-            discriminator: nets
-                .d
-                .valid()
-                .into_record()
-                .into_bytes()
-                .map_err(|e| fail("discriminator", e))?
-                .to_vec(),
+            generator: record_bytes(nets.g.valid()).map_err(|e| fail("generator", e))?,
+            discriminator: record_bytes(nets.d.valid()).map_err(|e| fail("discriminator", e))?,
             optimizer_g: self.opt_g.into_bytes().map_err(|e| fail("generator's optimizer", e))?.to_vec(),
             optimizer_d: self.opt_d.into_bytes().map_err(|e| fail("discriminator's optimizer", e))?.to_vec(),
             generator_ema,
@@ -441,6 +433,11 @@ impl Gan {
         };
         Ok((self, Networks { g, d }))
     }
+}
+
+/// A module's record as burnpack bytes (what checkpoints and `weights/` hold).
+fn record_bytes<M: Module>(module: M) -> std::result::Result<Vec<u8>, burn::store::RecordError> {
+    Ok(module.into_record().into_bytes()?.to_vec())
 }
 
 /// The moving average's decay at the update after `iteration` iterations: `decay`, lowered at
