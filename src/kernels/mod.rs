@@ -8,10 +8,12 @@
 //!   product helper ([`dense::product`]) that splits large products by result columns;
 //! - [`batch_norm`]: batch norm in training mode (statistics row by row, normalization and its
 //!   gradient one pass each) and with running statistics;
+//! - [`pool`]: ReLU and 2x2 max pooling (the judge's) as one pass each way;
 //! - [`tanh`]: libm's `tanhf`, vectorized with the same bits;
 //! - [`adam`]: Adam updating parameter and both moments in place, bit-identical to burn's `Adam`.
 
 pub mod adam;
 pub mod batch_norm;
 pub mod dense;
+pub mod pool;
 pub mod tanh;
