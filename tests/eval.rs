@@ -2,7 +2,7 @@
 //! itself ~0, train vs test small, noise large, one class covers one class), `gantry eval` on a run
 //! and on files from other tools, and sample quality measured during training.
 //!
-//! The judge is trained once per build folder (cached under target/tmp/judge-cache; about two
+//! The judge is trained once per build folder (cached under target/tmp/judge-cache; about four
 //! minutes on 2 cores), then loaded by every test.
 
 mod common;
