@@ -143,6 +143,10 @@ pub struct TrainArgs {
     /// (the same as `gantry resume RUN_DIR`).
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
+    /// Start from a built-in preset instead of the defaults: classic (the default) or dcgan-tf
+    /// (TensorFlow's DCGAN tutorial). Presets are plain config files (presets/ in the source).
+    #[arg(long, value_name = "NAME", conflicts_with = "config")]
+    pub preset: Option<String>,
     /// Set any config key, after the file and the other flags (repeatable): `--set
     /// train.g_ema=0.999 --set model.d_spectral_norm=true --set train.augment='["cutout"]'`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -533,11 +537,12 @@ fn train_command(args: TrainArgs) -> Result<i32> {
             || args.batch_size.is_some()
             || args.dataset.is_some()
             || args.loss.is_some()
+            || args.preset.is_some()
             || !args.set.is_empty()
         {
             return Err(Error::usage(
                 "--resume",
-                "continues a run as it was: --out, --force, --seed, --batch-size, --dataset, --loss and --set do not apply",
+                "continues a run as it was: --out, --force, --seed, --batch-size, --dataset, --loss, --preset and --set do not apply",
             ));
         }
         return resume_command(run, &args.run);
@@ -549,7 +554,10 @@ fn train_command(args: TrainArgs) -> Result<i32> {
     overrides.seed = args.seed;
     overrides.loss = args.loss;
     overrides.settings = args.set.clone();
-    let config = Config::resolve(flags.config.as_deref(), &overrides)?;
+    let config = match &args.preset {
+        Some(name) => Config::resolve_preset(name, &overrides)?,
+        None => Config::resolve(flags.config.as_deref(), &overrides)?,
+    };
     let out =
         args.out.unwrap_or_else(|| run_dir::generated_path(Path::new("runs"), config.data.dataset.name()));
     eprintln!(

@@ -95,7 +95,40 @@ pub struct ModelConfig {
     /// Spectral normalization of every D layer (Miyato et al. 2018): each weight divided by its
     /// largest singular value, estimated by one power iteration per D update.
     pub d_spectral_norm: bool,
+    /// The networks: `mlp` (the Dense networks above) or `dcgan` (convolutional, the keys below).
+    pub kind: ModelKind,
+    /// dcgan: G's channels, from the feature map the noise is projected to (a quarter of the
+    /// image's side) to its last hidden layer: stride-1 transposed convolutions between the first
+    /// ones, the last two layers (into the last width, and into the image) double the side.
+    pub g_channels: Vec<usize>,
+    /// dcgan: channels of D's strided (stride 2) convolutions, each followed by LeakyReLU.
+    pub d_channels: Vec<usize>,
+    /// dcgan: side of every convolution's square kernel (odd).
+    pub kernel_size: usize,
+    /// dcgan: dropout rate after each of D's convolutions (0 = none).
+    pub d_dropout: f64,
 }
+
+/// Which networks a run trains (see [`ModelConfig::kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// Dense networks (the classic simple GAN).
+    Mlp,
+    /// A transposed-conv G and a strided-conv D (Radford et al. 2016).
+    Dcgan,
+}
+
+/// The presets `--preset NAME` chooses: the files in the source tree's `presets/` folder, built in
+/// (copy one to start a config of your own).
+pub const PRESETS: [(&str, &str); 2] = [
+    ("classic", include_str!("../presets/classic.toml")),
+    ("dcgan-tf", include_str!("../presets/dcgan-tf.toml")),
+];
+
+/// The model keys that only a dcgan reads.
+const DCGAN_KEYS: [&str; 4] =
+    ["model.g_channels", "model.d_channels", "model.kernel_size", "model.d_dropout"];
 
 impl Default for ModelConfig {
     fn default() -> Self {
@@ -107,6 +140,11 @@ impl Default for ModelConfig {
             bn_momentum: 0.8,
             bn_epsilon: 1e-3,
             d_spectral_norm: false,
+            kind: ModelKind::Mlp,
+            g_channels: vec![256, 128, 64],
+            d_channels: vec![64, 128],
+            kernel_size: 5,
+            d_dropout: 0.0,
         }
     }
 }
@@ -200,6 +238,9 @@ impl Default for TrainConfig {
 pub enum UpdateOrder {
     DFirst,
     GFirst,
+    /// Both updates from one forward pass of G and D, computed from the same weights
+    /// (TensorFlow's DCGAN tutorial): G's fakes (training mode) are D's fake batch and G's loss.
+    Simultaneous,
 }
 
 /// How D takes a real and a fake batch.
@@ -422,10 +463,32 @@ impl Config {
 
     /// Defaults, then the file (if any), then the overrides; validated.
     pub fn resolve(file: Option<&Path>, overrides: &Overrides) -> Result<Self> {
-        let mut config = match file {
+        let config = match file {
             Some(path) => Self::from_file(path)?,
             None => Self::default(),
         };
+        config.resolved(overrides)
+    }
+
+    /// The preset `name` (see [`PRESETS`]), then the overrides; validated.
+    pub fn resolve_preset(name: &str, overrides: &Overrides) -> Result<Self> {
+        Self::preset(name)?.resolved(overrides)
+    }
+
+    /// The preset `name` as its file says (unvalidated, defaults unresolved).
+    pub fn preset(name: &str) -> Result<Self> {
+        let Some((_, text)) = PRESETS.iter().find(|(n, _)| *n == name) else {
+            let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
+            return Err(Error::usage(
+                "--preset",
+                format!("no preset `{name}` (there are {})", names.join(", ")),
+            ));
+        };
+        Self::from_toml_str(text, &Path::new("presets").join(format!("{name}.toml")))
+    }
+
+    fn resolved(self, overrides: &Overrides) -> Result<Self> {
+        let mut config = self;
         config.apply(overrides);
         let mut config = config.with_settings(&overrides.settings)?;
         config.validate()?;
@@ -526,6 +589,36 @@ impl Config {
         for &w in &m.d_hidden {
             positive("model.d_hidden", w, 65_536)?;
         }
+        if m.kind == ModelKind::Dcgan {
+            if m.g_channels.len() < 2 {
+                return Err(Error::config(
+                    "model.g_channels",
+                    "needs at least two widths (the projected feature map and a hidden layer)",
+                ));
+            }
+            if m.d_channels.is_empty() {
+                return Err(Error::config("model.d_channels", "needs at least one layer"));
+            }
+            for &c in &m.g_channels {
+                positive("model.g_channels", c, 4096)?;
+            }
+            for &c in &m.d_channels {
+                positive("model.d_channels", c, 4096)?;
+            }
+            if !(3..=9).contains(&m.kernel_size) || m.kernel_size % 2 == 0 {
+                return Err(Error::config(
+                    "model.kernel_size",
+                    format!("must be odd, 3 to 9, found {}", m.kernel_size),
+                ));
+            }
+            finite_in("model.d_dropout", m.d_dropout, 0.0, 0.95)?;
+            if m.d_spectral_norm {
+                return Err(Error::config(
+                    "model.d_spectral_norm",
+                    "is available for kind = \"mlp\" only (not yet for convolutions)",
+                ));
+            }
+        }
         finite_in("model.leaky_slope", m.leaky_slope, 0.0, 1.0)?;
         finite_in("model.bn_momentum", m.bn_momentum, 0.0, 1.0)?;
         if !(m.bn_epsilon.is_finite() && m.bn_epsilon > 0.0) {
@@ -537,6 +630,12 @@ impl Config {
             return Err(Error::config("train.loss", format!("`{}` {reason}", t.loss.name())));
         }
         positive("train.d_steps", t.d_steps, 100)?;
+        if t.order == UpdateOrder::Simultaneous && t.d_steps != 1 {
+            return Err(Error::config(
+                "train.d_steps",
+                format!("must be 1 with order = \"simultaneous\" (one forward pass), found {}", t.d_steps),
+            ));
+        }
         if !(t.real_label.is_finite() && t.real_label > 0.0 && t.real_label <= 1.0) {
             return Err(Error::config(
                 "train.real_label",
@@ -613,6 +712,9 @@ impl Config {
     /// shift and running statistics). Saturating: absurd widths give a huge count, not an overflow.
     pub fn parameter_count(&self, pixels: usize) -> u64 {
         let m = &self.model;
+        if m.kind == ModelKind::Dcgan {
+            return dcgan_parameter_count(m, pixels);
+        }
         let dense = |a: u64, b: u64| a.saturating_mul(b).saturating_add(b);
         let chain = |widths: &[u64]| -> u64 {
             widths.windows(2).fold(0u64, |acc, w| acc.saturating_add(dense(w[0], w[1])))
@@ -677,10 +779,22 @@ impl Config {
     /// depend on.
     /// Spectral norm is listed only when on, so that the hash of an architecture without it is
     /// the one its older checkpoints carry.
+    /// The model kind and the keys of the other kind likewise: an mlp's hash is the one it had
+    /// before convolutional models existed.
     pub fn architecture(&self) -> Vec<(String, String)> {
+        let mlp = self.model.kind == ModelKind::Mlp;
+        let read = |k: &str| {
+            if DCGAN_KEYS.contains(&k) || k == "model.kind" {
+                !mlp
+            } else {
+                mlp || !matches!(k, "model.g_hidden" | "model.d_hidden")
+            }
+        };
         self.settings()
             .into_iter()
-            .filter(|(k, v)| k.starts_with("model.") && !(k == "model.d_spectral_norm" && v == "false"))
+            .filter(|(k, v)| {
+                k.starts_with("model.") && !(k == "model.d_spectral_norm" && v == "false") && read(k)
+            })
             .collect()
     }
 
@@ -819,6 +933,32 @@ fn positive(key: &'static str, value: usize, max: usize) -> Result<()> {
     Ok(())
 }
 
+/// [`Config::parameter_count`] of a dcgan: G's projection (no bias) and transposed convolutions
+/// (no bias), 4 values per BatchNorm channel; D's convolutions and output layer with biases.
+fn dcgan_parameter_count(m: &ModelConfig, pixels: usize) -> u64 {
+    let side = (pixels as f64).sqrt().round() as u64;
+    let k2 = (m.kernel_size * m.kernel_size) as u64;
+    let c: Vec<u64> = m.g_channels.iter().map(|&c| c as u64).collect();
+    let s = side / 4;
+    let projected = c[0].saturating_mul(s * s);
+    let mut g = (m.latent_dim as u64).saturating_mul(projected).saturating_add(4 * projected);
+    let widths: Vec<u64> = c.iter().copied().chain([1]).collect();
+    for (i, w) in widths.windows(2).enumerate() {
+        g = g.saturating_add(w[0].saturating_mul(w[1]).saturating_mul(k2));
+        if i + 2 < widths.len() {
+            g = g.saturating_add(4 * w[1]);
+        }
+    }
+    let (mut d, mut c_in, mut s) = (0u64, 1u64, side);
+    for &c_out in &m.d_channels {
+        d = d
+            .saturating_add(c_in.saturating_mul(c_out as u64).saturating_mul(k2))
+            .saturating_add(c_out as u64);
+        (c_in, s) = (c_out as u64, s.div_ceil(2));
+    }
+    g.saturating_add(d).saturating_add(c_in.saturating_mul(s * s)).saturating_add(1)
+}
+
 fn finite_in(key: &'static str, value: f64, lo: f64, hi: f64) -> Result<()> {
     if !(value.is_finite() && value >= lo && value <= hi) {
         return Err(Error::config(key, format!("must be within [{lo}, {hi}], found {value}")));
@@ -828,6 +968,54 @@ fn finite_in(key: &'static str, value: f64, lo: f64, hi: f64) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_classic_preset_file_is_the_default_and_every_preset_is_valid() {
+        assert_eq!(Config::preset("classic").unwrap(), Config::default());
+        for (name, _) in PRESETS {
+            Config::resolve_preset(name, &Overrides::default()).unwrap();
+        }
+        let err = Config::preset("dcgan-pt").unwrap_err().to_string();
+        assert!(err.contains("dcgan-pt") && err.contains("dcgan-tf"), "{err}");
+    }
+
+    #[test]
+    fn the_dcgan_tf_preset_is_the_tutorials_model_and_step() {
+        let c = Config::resolve_preset("dcgan-tf", &Overrides::default()).unwrap();
+        let (m, t) = (&c.model, &c.train);
+        assert_eq!(
+            (m.kind, &m.g_channels, &m.d_channels, m.kernel_size),
+            (ModelKind::Dcgan, &vec![256, 128, 64], &vec![64, 128], 5)
+        );
+        assert_eq!((m.leaky_slope, m.d_dropout, m.bn_momentum, m.bn_epsilon), (0.3, 0.3, 0.99, 1e-3));
+        assert_eq!(
+            (t.batch_size, t.order, t.d_update, t.lr_d(), t.lr_g()),
+            (256, UpdateOrder::Simultaneous, DUpdate::Joint, 1e-4, 1e-4)
+        );
+        assert_eq!((t.beta1, t.beta2, t.adam_epsilon, t.iterations), (0.9, 0.999, 1e-7, 50 * 235));
+        // The mlp keys do not enter a dcgan's architecture, nor the dcgan keys an mlp's.
+        let keys: Vec<String> = c.architecture().into_iter().map(|(k, _)| k).collect();
+        assert!(
+            keys.contains(&"model.g_channels".to_string()) && !keys.contains(&"model.g_hidden".to_string())
+        );
+        let keys: Vec<String> = Config::default().architecture().into_iter().map(|(k, _)| k).collect();
+        assert!(!keys.iter().any(|k| DCGAN_KEYS.contains(&k.as_str()) || k == "model.kind"), "{keys:?}");
+    }
+
+    #[test]
+    fn dcgan_settings_out_of_range_are_refused_naming_the_key() {
+        let bad = |key: &str, value: &str| {
+            let c = Config::preset("dcgan-tf").unwrap().with_settings(&[format!("{key}={value}")]).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{key}={value}: {err}");
+        };
+        bad("model.kernel_size", "4");
+        bad("model.g_channels", "[64]");
+        bad("model.d_channels", "[]");
+        bad("model.d_dropout", "1.0");
+        bad("model.d_spectral_norm", "true");
+        bad("train.d_steps", "2");
+    }
     use super::*;
 
     fn parse(text: &str) -> Result<Config> {

@@ -12,6 +12,7 @@ const DATA_STREAM: u64 = 2;
 const NOISE_STREAM: u64 = 3;
 const FIXED_NOISE_STREAM: u64 = 4;
 const AUGMENT_STREAM: u64 = 5;
+const DROPOUT_STREAM: u64 = 6;
 
 /// All random streams of a run, derived from one seed.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +27,8 @@ pub struct Streams {
     pub fixed: ChaCha8Rng,
     /// The differentiable augmentation's shifts and cutouts (`train.augment`).
     pub augment: ChaCha8Rng,
+    /// D's dropout masks (`model.d_dropout`).
+    pub dropout: ChaCha8Rng,
 }
 
 impl Streams {
@@ -41,14 +44,24 @@ impl Streams {
             noise: stream(NOISE_STREAM),
             fixed: stream(FIXED_NOISE_STREAM),
             augment: stream(AUGMENT_STREAM),
+            dropout: stream(DROPOUT_STREAM),
         }
     }
 
     /// The augmentation stream at its start, for the run whose streams have key `seed` (what a
     /// checkpoint written before the stream existed resumes with).
     pub fn augment_stream(seed: [u8; 32]) -> ChaCha8Rng {
+        Self::stream_at_start(seed, AUGMENT_STREAM)
+    }
+
+    /// The dropout stream at its start (what a checkpoint of version 3 or older resumes with).
+    pub fn dropout_stream(seed: [u8; 32]) -> ChaCha8Rng {
+        Self::stream_at_start(seed, DROPOUT_STREAM)
+    }
+
+    fn stream_at_start(seed: [u8; 32], id: u64) -> ChaCha8Rng {
         let mut r = ChaCha8Rng::from_seed(seed);
-        r.set_stream(AUGMENT_STREAM);
+        r.set_stream(id);
         r
     }
 }

@@ -139,6 +139,11 @@ fn a_sigkilled_run_of_each_objective_resumes_byte_identical() {
         ("lsgan-augment", "loss = \"lsgan\"\naugment = [\"translation\", \"cutout\"]", ""),
         ("hinge-sn-ema", "loss = \"hinge\"\ng_ema = 0.999", "d_spectral_norm = true"),
         ("wgan-sn", "loss = \"wgan\"\nd_steps = 3", "d_spectral_norm = true"),
+        (
+            "dcgan-tf-small",
+            "order = \"simultaneous\"\nd_update = \"joint\"\nbatch_size = 16",
+            "kind = \"dcgan\"\ng_channels = [16, 8]\nd_channels = [8, 16]\nd_dropout = 0.3",
+        ),
     ];
     for (name, train, model) in cases {
         let config = tmp.path().join(format!("{name}.toml"));

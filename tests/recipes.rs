@@ -42,6 +42,16 @@ fn the_reference_step_matches_the_fused_fast_path_on_the_classic_recipe() {
     eprintln!("largest relative difference over 20 iterations: {worst:.2e}");
 }
 
+/// A dcgan small enough for a test: 16 -> 8 -> 1 channels in G, 8 -> 16 in D, dropout 0.3.
+fn small_dcgan(c: &mut gantry::Config) {
+    c.model.kind = gantry::config::ModelKind::Dcgan;
+    c.model.g_channels = vec![16, 8];
+    c.model.d_channels = vec![8, 16];
+    c.model.d_dropout = 0.3;
+    c.model.leaky_slope = 0.3;
+    c.train.batch_size = 16;
+}
+
 fn recipe(loss: Loss, tweak: impl Fn(&mut gantry::Config)) -> gantry::Config {
     let mut c = common::tiny_config(40, 10, 9);
     c.train.loss = loss;
@@ -84,6 +94,23 @@ fn every_objective_trains_and_resumes_byte_identical() {
         ("wgan-sn", recipe(Loss::Wgan, |c| c.model.d_spectral_norm = true)),
         // The regression: augmentation on the classic objective ran the fast path, which skipped it.
         ("ns-augment", recipe(Loss::Ns, |c| c.train.augment = vec![Augment::Cutout, Augment::Translation])),
+        // Convolutional networks (small), with dropout in D: TensorFlow's DCGAN tutorial step, and
+        // the Keras-GAN order with an EMA of G.
+        (
+            "dcgan-simultaneous",
+            recipe(Loss::Ns, |c| {
+                small_dcgan(c);
+                c.train.order = UpdateOrder::Simultaneous;
+                c.train.d_update = DUpdate::Joint;
+            }),
+        ),
+        (
+            "dcgan-dfirst-ema",
+            recipe(Loss::Hinge, |c| {
+                small_dcgan(c);
+                c.train.g_ema = 0.99;
+            }),
+        ),
         // The regression: g-first used spectral norm's σ before any power iteration had set v (NaN).
         (
             "lsgan-gfirst-sn",

@@ -29,9 +29,10 @@ use crate::rng::Streams;
 
 /// Version of the checkpoint layout; bumped on any incompatible change. Version 2 adds the
 /// recipe's hash to `state.json`; version 3 the augmentation stream, spectral norm's vectors and
-/// the optional `generator_ema.bpk`. Checkpoints of versions 1 and 2 still load: they come from
-/// recipes without augmentation, spectral norm or EMA, whose new state is its initial value.
-pub const FORMAT_VERSION: u32 = 3;
+/// the optional `generator_ema.bpk`; version 4 the dropout stream. Checkpoints of versions 1 to 3
+/// still load: they come from recipes without augmentation, spectral norm, EMA or dropout (as
+/// each version lacks), whose new state is its initial value.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The oldest checkpoint layout this gantry reads.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
@@ -108,6 +109,9 @@ pub struct TrainingState {
     /// Spectral norm's power-iteration vectors, one pair per D layer, when D has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spectral_norm: Option<Vec<crate::model::SpectralVectors>>,
+    /// The dropout stream (version 4; older checkpoints never drew from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rng_dropout: Option<RngState>,
 }
 
 impl TrainingState {
@@ -118,12 +122,17 @@ impl TrainingState {
             // Not drawn from yet: the stream at its start, from the run's key.
             None => Streams::augment_stream(init.get_seed()),
         };
+        let dropout = match &self.rng_dropout {
+            Some(state) => state.restore(path)?,
+            None => Streams::dropout_stream(init.get_seed()),
+        };
         Ok(Streams {
             init,
             data: self.rng_data.restore(path)?,
             noise: self.rng_noise.restore(path)?,
             fixed: self.rng_fixed.restore(path)?,
             augment,
+            dropout,
         })
     }
 }
@@ -554,6 +563,7 @@ mod tests {
                 recipe_hash: Some("r".into()),
                 rng_augment: Some(RngState::capture(&s.augment)),
                 spectral_norm: None,
+                rng_dropout: Some(RngState::capture(&s.dropout)),
             },
             generator: vec![1; 1000],
             discriminator: vec![2; 500],

@@ -6,18 +6,28 @@
 //! D returns the logit; the sigmoid lives in the loss (binary cross-entropy from logits), which is
 //! what Keras' TF backend computes for a sigmoid output and is numerically stable.
 //!
+//! With `model.kind = "dcgan"` the same two types hold convolutional networks (Radford et al.
+//! 2016, in the form of TensorFlow's DCGAN tutorial; the dcgan fields are empty in an mlp, so its
+//! records are what they always were):
+//! G: z -> Dense (no bias) -> BatchNorm -> LeakyReLU -> [c0, s, s] (s = side / 4)
+//!    -> (ConvT k×k, no bias -> BatchNorm -> LeakyReLU)* -> ConvT k×k -> tanh -> [batch, pixels];
+//!    stride 1 but for the last two transposed convolutions, which double the side.
+//! D: x -> [1, side, side] -> (Conv k×k stride 2 -> LeakyReLU -> dropout)* -> Dense -> logit.
+//! Dropout's masks come from the caller (drawn from the run's own stream, see `train::gan`).
+//!
 //! Also here, as operations on the networks: D's spectral normalization (each layer's weight
 //! divided by an estimate of its largest singular value, Miyato et al. 2018) and the moving
 //! average of G's weights (`train.g_ema`).
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId, RunningState};
-use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig};
+use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::leaky_relu;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, ModelKind};
 
 use crate::kernels::batch_norm::batch_norm;
 use crate::kernels::dense::{Activation, dense};
@@ -27,8 +37,14 @@ use crate::kernels::dense::{Activation, dense};
 pub struct Generator {
     hidden: Vec<Linear>,
     norms: Vec<BatchNorm>,
-    output: Linear,
+    /// The mlp's output layer (None in a dcgan).
+    output: Option<Linear>,
+    /// dcgan: the transposed convolutions and the BatchNorms between them (empty in an mlp).
+    deconvs: Vec<ConvTranspose2d>,
+    deconv_norms: Vec<BatchNorm>,
     leaky_slope: f64,
+    /// dcgan: side of the feature map the noise is projected to (0 in an mlp).
+    map_side: usize,
 }
 
 /// The discriminator (returns logits).
@@ -36,28 +52,125 @@ pub struct Generator {
 pub struct Discriminator {
     hidden: Vec<Linear>,
     output: Linear,
+    /// dcgan: the strided convolutions (empty in an mlp).
+    convs: Vec<Conv2d>,
     leaky_slope: f64,
+    /// dcgan: the images' side (0 in an mlp).
+    side: usize,
+}
+
+/// Side of a square image of `pixels` values (the data sets are square).
+fn side_of(pixels: usize) -> usize {
+    (pixels as f64).sqrt().round() as usize
+}
+
+/// BatchNorm with Keras' conventions (`bn_momentum` is the fraction of the old average kept).
+fn batch_norm_layer(cfg: &ModelConfig, width: usize, device: &Device) -> BatchNorm {
+    BatchNormConfig::new(width)
+        // Keras keeps `momentum` of the old average; burn weighs the new batch by it.
+        .with_momentum(1.0 - cfg.bn_momentum)
+        .with_epsilon(cfg.bn_epsilon)
+        .init(device)
+}
+
+/// Glorot-uniform values for a layer with these fans, from `rng`.
+fn glorot(n: usize, fan_in: usize, fan_out: usize, rng: &mut impl rand::Rng) -> Vec<f32> {
+    let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
+    (0..n).map(|_| rng.random_range(-limit..limit)).collect()
+}
+
+/// A transposed convolution c_in -> c_out, k×k, stride 1 or 2 ("same" padding: the side is kept
+/// or doubled), no bias, Glorot-uniform weights ([c_in, c_out, k, k]) from `rng`.
+fn deconv(
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    stride: usize,
+    rng: &mut impl rand::Rng,
+    device: &Device,
+) -> ConvTranspose2d {
+    let mut layer = ConvTranspose2dConfig::new([c_in, c_out], [k, k])
+        .with_stride([stride, stride])
+        .with_padding([k / 2, k / 2])
+        .with_padding_out([stride - 1, stride - 1])
+        .with_bias(false)
+        .with_initializer(Initializer::Zeros)
+        .init(device);
+    let w = glorot(c_in * c_out * k * k, c_out * k * k, c_in * k * k, rng);
+    layer.weight = Param::from_data(TensorData::new(w, [c_in, c_out, k, k]), device);
+    layer
+}
+
+/// A convolution c_in -> c_out, k×k, stride 2, padding k / 2 (the side halves, rounding up),
+/// Glorot-uniform weights ([c_out, c_in, k, k]) from `rng`, zero bias.
+fn strided_conv(c_in: usize, c_out: usize, k: usize, rng: &mut impl rand::Rng, device: &Device) -> Conv2d {
+    let p = k / 2;
+    let mut layer = Conv2dConfig::new([c_in, c_out], [k, k])
+        .with_stride([2, 2])
+        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+        .with_initializer(Initializer::Zeros)
+        .init(device);
+    let w = glorot(c_out * c_in * k * k, c_in * k * k, c_out * k * k, rng);
+    layer.weight = Param::from_data(TensorData::new(w, [c_out, c_in, k, k]), device);
+    layer
 }
 
 impl Generator {
     /// Build G with Glorot-uniform weights and zero biases drawn from `rng`.
     pub fn new(cfg: &ModelConfig, pixels: usize, rng: &mut impl rand::Rng, device: &Device) -> Self {
+        if cfg.kind == ModelKind::Dcgan {
+            return Self::dcgan(cfg, pixels, rng, device);
+        }
         let mut width = cfg.latent_dim;
         let mut hidden = Vec::new();
         let mut norms = Vec::new();
         for &w in &cfg.g_hidden {
             hidden.push(glorot_dense(width, w, rng, device));
-            norms.push(
-                BatchNormConfig::new(w)
-                    // Keras keeps `momentum` of the old average; burn weighs the new batch by it.
-                    .with_momentum(1.0 - cfg.bn_momentum)
-                    .with_epsilon(cfg.bn_epsilon)
-                    .init(device),
-            );
+            norms.push(batch_norm_layer(cfg, w, device));
             width = w;
         }
-        let output = glorot_dense(width, pixels, rng, device);
-        let g = Self { hidden, norms, output, leaky_slope: cfg.leaky_slope };
+        let output = Some(glorot_dense(width, pixels, rng, device));
+        let g = Self {
+            hidden,
+            norms,
+            output,
+            deconvs: Vec::new(),
+            deconv_norms: Vec::new(),
+            leaky_slope: cfg.leaky_slope,
+            map_side: 0,
+        };
+        g.with_stable_ids(GENERATOR_IDS)
+    }
+
+    /// The dcgan G (see the module's doc): weights drawn in layer order.
+    fn dcgan(cfg: &ModelConfig, pixels: usize, rng: &mut impl rand::Rng, device: &Device) -> Self {
+        let (k, map_side) = (cfg.kernel_size, side_of(pixels) / 4);
+        let channels = &cfg.g_channels;
+        let projected = channels[0] * map_side * map_side;
+        let kernel = glorot(cfg.latent_dim * projected, cfg.latent_dim, projected, rng);
+        let mut projection = LinearConfig::new(cfg.latent_dim, projected).with_bias(false).init(device);
+        projection.weight = Param::from_data(TensorData::new(kernel, [cfg.latent_dim, projected]), device);
+        let mut deconvs = Vec::new();
+        let mut deconv_norms = Vec::new();
+        // Widths c0 -> c1 -> ... -> c_last -> image channels; the last two layers double the side.
+        let widths: Vec<usize> = channels.iter().copied().chain(std::iter::once(1)).collect();
+        let layers = widths.len() - 1;
+        for (i, pair) in widths.windows(2).enumerate() {
+            let stride = if i + 2 >= layers { 2 } else { 1 };
+            deconvs.push(deconv(pair[0], pair[1], k, stride, rng, device));
+            if i + 1 < layers {
+                deconv_norms.push(batch_norm_layer(cfg, pair[1], device));
+            }
+        }
+        let g = Self {
+            hidden: vec![projection],
+            norms: vec![batch_norm_layer(cfg, projected, device)],
+            output: None,
+            deconvs,
+            deconv_norms,
+            leaky_slope: cfg.leaky_slope,
+            map_side,
+        };
         g.with_stable_ids(GENERATOR_IDS)
     }
 
@@ -66,7 +179,7 @@ impl Generator {
     fn with_stable_ids(self, base: u64) -> Self {
         let mut mapper = StableIds { next: base };
         let mut g = self.map(&mut mapper);
-        for norm in &mut g.norms {
+        for norm in g.norms.iter_mut().chain(&mut g.deconv_norms) {
             for state in [&mut norm.running_mean, &mut norm.running_var] {
                 *state = RunningState::with_id(ParamId::from(mapper.next), state.value_sync());
                 mapper.next += 1;
@@ -79,21 +192,54 @@ impl Generator {
     /// BatchNorm uses batch statistics on an autodiff device in training mode, moving statistics
     /// otherwise (`g.valid()`).
     pub fn forward(&self, z: Tensor<2>) -> Tensor<2> {
+        let Some(output) = &self.output else {
+            return self.forward_dcgan(z);
+        };
         let mut x = z;
         for (linear, norm) in self.hidden.iter().zip(&self.norms) {
             x = batch_norm(dense(x, linear, Activation::LeakyRelu(self.leaky_slope)), norm);
         }
-        dense(x, &self.output, Activation::Tanh)
+        dense(x, output, Activation::Tanh)
+    }
+
+    /// The dcgan G, from burn's modules (it has no fused form).
+    fn forward_dcgan(&self, z: Tensor<2>) -> Tensor<2> {
+        let b = z.dims()[0];
+        let slope = self.leaky_slope;
+        let mut x = z;
+        for (linear, norm) in self.hidden.iter().zip(&self.norms) {
+            x = leaky_relu(norm.forward(linear.forward(x)), slope);
+        }
+        let s = self.map_side;
+        let channels = x.dims()[1] / (s * s);
+        let mut x: Tensor<4> = x.reshape([b, channels, s, s]);
+        // Every transposed convolution but the last is followed by a BatchNorm.
+        for (i, layer) in self.deconvs.iter().enumerate() {
+            x = layer.forward(x);
+            x = match self.deconv_norms.get(i) {
+                Some(norm) => leaky_relu(norm.forward(x), slope),
+                None => x.tanh(),
+            };
+        }
+        x.flatten(1, 3)
+    }
+
+    /// Whether this G is convolutional.
+    pub fn is_dcgan(&self) -> bool {
+        self.output.is_none()
     }
 
     /// [`Generator::forward`] with burn's own modules and activations only (the reference path:
     /// `Linear::forward`, `leaky_relu`, `BatchNorm::forward`, `tanh`), none of gantry's kernels.
     pub fn forward_reference(&self, z: Tensor<2>) -> Tensor<2> {
+        let Some(output) = &self.output else {
+            return self.forward_dcgan(z);
+        };
         let mut x = z;
         for (linear, norm) in self.hidden.iter().zip(&self.norms) {
             x = norm.forward(leaky_relu(linear.forward(x), self.leaky_slope));
         }
-        self.output.forward(x).tanh()
+        output.forward(x).tanh()
     }
 
     /// One step of the moving average: each parameter `p` of `self` (the average) becomes
@@ -143,6 +289,9 @@ pub struct SpectralVectors {
 impl Discriminator {
     /// Build D with Glorot-uniform weights and zero biases drawn from `rng`.
     pub fn new(cfg: &ModelConfig, pixels: usize, rng: &mut impl rand::Rng, device: &Device) -> Self {
+        if cfg.kind == ModelKind::Dcgan {
+            return Self::dcgan(cfg, pixels, rng, device);
+        }
         let mut width = pixels;
         let mut hidden = Vec::new();
         for &w in &cfg.d_hidden {
@@ -150,11 +299,63 @@ impl Discriminator {
             width = w;
         }
         let output = glorot_dense(width, 1, rng, device);
-        Self { hidden, output, leaky_slope: cfg.leaky_slope }.map(&mut StableIds { next: DISCRIMINATOR_IDS })
+        let (convs, side) = (Vec::new(), 0);
+        Self { hidden, output, convs, leaky_slope: cfg.leaky_slope, side }
+            .map(&mut StableIds { next: DISCRIMINATOR_IDS })
+    }
+
+    /// The dcgan D (see the module's doc): weights drawn in layer order.
+    fn dcgan(cfg: &ModelConfig, pixels: usize, rng: &mut impl rand::Rng, device: &Device) -> Self {
+        let side = side_of(pixels);
+        let (mut c_in, mut s) = (1, side);
+        let mut convs = Vec::new();
+        for &c in &cfg.d_channels {
+            convs.push(strided_conv(c_in, c, cfg.kernel_size, rng, device));
+            (c_in, s) = (c, s.div_ceil(2));
+        }
+        let output = glorot_dense(c_in * s * s, 1, rng, device);
+        Self { hidden: Vec::new(), output, convs, leaky_slope: cfg.leaky_slope, side }
+            .map(&mut StableIds { next: DISCRIMINATOR_IDS })
+    }
+
+    /// Whether this D is convolutional.
+    pub fn is_dcgan(&self) -> bool {
+        !self.convs.is_empty()
+    }
+
+    /// The shape [channels, side, side] of each convolution's output (what dropout masks cover);
+    /// empty for an mlp.
+    pub fn conv_shapes(&self) -> Vec<[usize; 3]> {
+        let mut s = self.side;
+        self.convs
+            .iter()
+            .map(|c| {
+                s = s.div_ceil(2);
+                [c.weight.dims()[0], s, s]
+            })
+            .collect()
+    }
+
+    /// The dcgan D on images [batch, pixels] -> logits [batch, 1]; after each convolution's
+    /// LeakyReLU the output is multiplied by the matching mask of `dropout` ([batch, c, s, s],
+    /// values 0 and 1 / (1 - rate)), when given.
+    pub fn forward_dcgan(&self, x: Tensor<2>, dropout: Option<&[Tensor<4>]>) -> Tensor<2> {
+        let b = x.dims()[0];
+        let mut x: Tensor<4> = x.reshape([b, 1, self.side, self.side]);
+        for (i, conv) in self.convs.iter().enumerate() {
+            x = leaky_relu(conv.forward(x), self.leaky_slope);
+            if let Some(mask) = dropout.and_then(|m| m.get(i)) {
+                x = x * mask.clone();
+            }
+        }
+        self.output.forward(x.flatten(1, 3))
     }
 
     /// Images [batch, pixels] -> logits [batch, 1].
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        if self.is_dcgan() {
+            return self.forward_dcgan(x, None);
+        }
         let mut x = x;
         for linear in &self.hidden {
             x = dense(x, linear, Activation::LeakyRelu(self.leaky_slope));
@@ -164,6 +365,9 @@ impl Discriminator {
 
     /// [`Discriminator::forward`] with burn's own modules and activations only.
     pub fn forward_reference(&self, x: Tensor<2>) -> Tensor<2> {
+        if self.is_dcgan() {
+            return self.forward_dcgan(x, None);
+        }
         let mut x = x;
         for linear in &self.hidden {
             x = leaky_relu(linear.forward(x), self.leaky_slope);
@@ -304,9 +508,7 @@ impl ModuleMapper for StableIds {
 /// A Dense layer as Keras initialises it: Glorot-uniform kernel, zero bias. The kernel comes from
 /// gantry's own seeded stream, so initial weights do not depend on the backend's RNG.
 fn glorot_dense(d_in: usize, d_out: usize, rng: &mut impl rand::Rng, device: &Device) -> Linear {
-    let limit = (6.0 / (d_in + d_out) as f64).sqrt() as f32;
-    let kernel: Vec<f32> = (0..d_in * d_out).map(|_| rng.random_range(-limit..limit)).collect();
-    linear_with_kernel(kernel, d_in, d_out, device)
+    linear_with_kernel(glorot(d_in * d_out, d_in, d_out, rng), d_in, d_out, device)
 }
 
 /// A dense layer with the given kernel (row layout `[d_in, d_out]`, like Keras') and zero biases:
@@ -404,6 +606,32 @@ mod tests {
         let mean: Vec<f32> = after.norms[0].running_mean.value_sync().into_data().try_into_vec().unwrap();
         // The average's moving mean starts at 0: 0.75 * 0 + 0.25 * 0.5.
         assert_eq!(mean, vec![0.125; 4]);
+    }
+
+    /// TensorFlow's DCGAN tutorial prints its models' summaries: G 2,330,944 parameters (2,305,472
+    /// trainable and BatchNorm's 25,472 moving statistics, which burn counts too), D 212,865.
+    #[test]
+    fn the_dcgan_tf_networks_have_the_tutorials_shapes_and_parameter_counts() {
+        let device = Device::flex();
+        let cfg = crate::config::Config::preset("dcgan-tf").unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+        let g = Generator::new(&cfg.model, 784, &mut rng, &device);
+        let d = Discriminator::new(&cfg.model, 784, &mut rng, &device);
+        assert_eq!((g.num_params(), d.num_params()), (2_330_944, 212_865));
+        assert_eq!(cfg.parameter_count(784), 2_305_472 + 25_472 + 212_865);
+        assert!(g.is_dcgan() && d.is_dcgan());
+        assert_eq!(d.conv_shapes(), vec![[64, 14, 14], [128, 7, 7]]);
+        let z: Vec<f32> = (0..3 * 100).map(|i| (i as f32 * 0.37).sin()).collect();
+        let x = g.forward(Tensor::<2>::from_data(TensorData::new(z, [3, 100]), &device));
+        assert_eq!(x.dims(), [3, 784]);
+        let v: Vec<f32> = x.clone().into_data().try_into_vec().unwrap();
+        assert!(v.iter().all(|p| (-1.0..=1.0).contains(p)) && v.iter().any(|&p| p != v[0]));
+        // Dropout masks multiply after each convolution: all-zero masks leave only D's bias.
+        let zeros = [[3, 64, 14, 14], [3, 128, 7, 7]].map(|s| Tensor::<4>::zeros(s, &device));
+        let dropped: Vec<f32> = d.forward_dcgan(x.clone(), Some(&zeros)).into_data().try_into_vec().unwrap();
+        assert_eq!(dropped, vec![0.0; 3], "the output layer's bias starts at zero");
+        let scores: Vec<f32> = d.forward(x).into_data().try_into_vec().unwrap();
+        assert!(scores.iter().all(|s| s.is_finite() && *s != 0.0), "{scores:?}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Instant;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
-use crate::config::{Config, ModelConfig};
+use crate::config::{Config, ModelConfig, ModelKind, UpdateOrder};
 use crate::data::TrainingImages;
 use crate::error::{Error, Result};
 use crate::kernels::dense::{Order, Split, product};
@@ -73,22 +73,66 @@ pub fn product_peak_gflops() -> f64 {
 /// Matrix-product FLOPs of one iteration (multiply-add = 2): G forward for the fakes; D forward
 /// and backward (weight gradients, and input gradients below the first layer) on the real and on
 /// the fake batch; G forward and backward through D (D's input gradients only, G's weight
-/// gradients and its input gradients below the first layer). About 0.60 GFLOP at batch 32.
-pub fn flops_per_iteration(model: &ModelConfig, pixels: usize, batch: usize) -> f64 {
-    let dims = |first: usize, hidden: &[usize], last: usize| -> Vec<(usize, usize)> {
-        let mut widths = vec![first];
-        widths.extend_from_slice(hidden);
-        widths.push(last);
-        widths.windows(2).map(|w| (w[0], w[1])).collect()
+/// gradients and its input gradients below the first layer). About 0.60 GFLOP at batch 32 for the
+/// classic preset. The simultaneous step (`train.order`) counts one G forward, D forward on both
+/// batches, D's input gradients and G's gradients for G's loss, D's gradients for D's: what
+/// PyTorch computes for the same step, not the second D forward burn needs (see `Gan`).
+pub fn flops_per_iteration(model: &ModelConfig, pixels: usize, batch: usize, order: UpdateOrder) -> f64 {
+    let (g, d) = layer_macs(model, pixels);
+    let total = |layers: &[f64]| layers.iter().sum::<f64>();
+    let below_first = |layers: &[f64]| total(&layers[1..]);
+    let (g_fwd, d_fwd) = (total(&g), total(&d));
+    let macs = match order {
+        UpdateOrder::Simultaneous => {
+            let for_g = d_fwd + g_fwd + below_first(&g);
+            let for_d = 2.0 * (d_fwd + below_first(&d));
+            g_fwd + 2.0 * d_fwd + for_g + for_d
+        }
+        UpdateOrder::DFirst | UpdateOrder::GFirst => {
+            let d_update = d_fwd + d_fwd + below_first(&d);
+            let g_update = g_fwd + d_fwd + d_fwd + g_fwd + below_first(&g);
+            g_fwd + 2.0 * d_update + g_update
+        }
     };
-    let g = dims(model.latent_dim, &model.g_hidden, pixels);
-    let d = dims(pixels, &model.d_hidden, 1);
-    let macs = |layers: &[(usize, usize)]| layers.iter().map(|(i, o)| i * o).sum::<usize>() as f64;
-    let below_first = |layers: &[(usize, usize)]| macs(&layers[1..]);
-    let (g_fwd, d_fwd) = (macs(&g), macs(&d));
-    let d_update = d_fwd + d_fwd + below_first(&d);
-    let g_update = g_fwd + d_fwd + d_fwd + g_fwd + below_first(&g);
-    2.0 * batch as f64 * (g_fwd + 2.0 * d_update + g_update)
+    2.0 * batch as f64 * macs
+}
+
+/// Multiply-adds per image of each layer of G and of D, input to output.
+fn layer_macs(model: &ModelConfig, pixels: usize) -> (Vec<f64>, Vec<f64>) {
+    let chain =
+        |widths: Vec<usize>| -> Vec<f64> { widths.windows(2).map(|w| (w[0] * w[1]) as f64).collect() };
+    match model.kind {
+        ModelKind::Mlp => {
+            let g = std::iter::once(model.latent_dim).chain(model.g_hidden.iter().copied()).chain([pixels]);
+            let d = std::iter::once(pixels).chain(model.d_hidden.iter().copied()).chain([1]);
+            (chain(g.collect()), chain(d.collect()))
+        }
+        ModelKind::Dcgan => {
+            let side = (pixels as f64).sqrt().round() as usize;
+            let k2 = (model.kernel_size * model.kernel_size) as f64;
+            let c = &model.g_channels;
+            let mut s = side / 4;
+            let mut g = vec![(model.latent_dim * c[0] * s * s) as f64];
+            let widths: Vec<usize> = c.iter().copied().chain([1]).collect();
+            let layers = widths.len() - 1;
+            // A transposed convolution: every input position times every tap and channel pair.
+            for (i, w) in widths.windows(2).enumerate() {
+                g.push((s * s * w[0] * w[1]) as f64 * k2);
+                if i + 2 >= layers {
+                    s *= 2;
+                }
+            }
+            // A strided convolution: every output position.
+            let (mut d, mut c_in, mut s) = (Vec::new(), 1, side);
+            for &c_out in &model.d_channels {
+                s = s.div_ceil(2);
+                d.push((s * s * c_in * c_out) as f64 * k2);
+                c_in = c_out;
+            }
+            d.push((c_in * s * s) as f64);
+            (g, d)
+        }
+    }
 }
 
 /// Time `iterations` training steps after `warmup` ones, at each batch size and thread count.
@@ -155,7 +199,9 @@ fn measure(config: &Config, images: &TrainingImages, threads: usize, warmup: usi
         p10_ms: at(0.1),
         p90_ms: at(0.9),
         images_per_s: batch as f64 / (median / 1e3),
-        gflops: flops_per_iteration(&config.model, images.dim(), batch) / (median / 1e3) / 1e9,
+        gflops: flops_per_iteration(&config.model, images.dim(), batch, config.train.order)
+            / (median / 1e3)
+            / 1e9,
         peak_gflops,
     }
 }
@@ -172,10 +218,21 @@ mod tests {
 
     #[test]
     fn classic_iteration_is_about_0_6_gflop() {
-        let f = flops_per_iteration(&ModelConfig::default(), 784, 32);
+        let f = flops_per_iteration(&ModelConfig::default(), 784, 32, UpdateOrder::DFirst);
         // Hand count: G forward 2*32*1,492,992 = 95.6 MFLOP, D forward 34.1 MFLOP; see the doc.
         assert!((f / 1e9 - 0.60).abs() < 0.01, "{f}");
-        assert_eq!(flops_per_iteration(&ModelConfig::default(), 784, 64), 2.0 * f);
+        assert_eq!(flops_per_iteration(&ModelConfig::default(), 784, 64, UpdateOrder::GFirst), 2.0 * f);
+    }
+
+    #[test]
+    fn the_dcgan_tf_step_is_about_116_gflop_at_batch_256() {
+        let c = Config::preset("dcgan-tf").unwrap();
+        // Hand count per image: G 1,254,400 (Dense) + 40,140,800 + 10,035,200 + 313,600 (the
+        // transposed convolutions, input positions x taps x channels) = 51,744,000; D 313,600 +
+        // 10,035,200 + 6,272 = 10,355,072. The step: G + 2 D forward, D + G + G below its first
+        // layer for G's loss, 2 (D + D below its first layer) for D's = 225,835,904.
+        let f = flops_per_iteration(&c.model, 784, 256, c.train.order);
+        assert_eq!(f, 2.0 * 256.0 * 225_835_904.0);
     }
 
     #[test]

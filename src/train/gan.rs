@@ -12,7 +12,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::augment;
 use super::objective::Loss;
 use crate::checkpoint::{Snapshot, TrainingState};
-use crate::config::{Config, DUpdate, Kernels, OptimizerKind, TrainConfig, UpdateOrder};
+use crate::config::{Config, DUpdate, Kernels, ModelKind, OptimizerKind, TrainConfig, UpdateOrder};
 use crate::data::TrainingImages;
 use crate::error::{Error, Result};
 use crate::export;
@@ -48,6 +48,8 @@ pub(crate) struct Gan {
     spectral: Option<Vec<SpectralVectors>>,
     /// The moving average of G (on the plain device), when the run keeps one.
     ema: Option<Generator>,
+    /// D's dropout rate (a dcgan's `model.d_dropout`; 0 = none).
+    dropout: f64,
     /// The autodiff device training runs on, and its plain counterpart for inference.
     train_device: Device,
     plain_device: Device,
@@ -77,13 +79,14 @@ impl Gan {
             lr_g: t.lr_g(),
             lr_d: t.lr_d(),
             recipe: t.clone(),
-            classic: t.is_classic_recipe() && spectral.is_none(),
+            classic: t.is_classic_recipe() && spectral.is_none() && config.model.kind == ModelKind::Mlp,
             batch: t.batch_size,
             latent: config.model.latent_dim,
             shape: (rows, cols),
             pixels,
             spectral,
             ema,
+            dropout: if d.is_dcgan() { config.model.d_dropout } else { 0.0 },
             train_device,
             plain_device,
             architecture_hash: config.architecture_hash(),
@@ -123,6 +126,9 @@ impl Gan {
         images: &TrainingImages,
         streams: &mut Streams,
     ) -> (Networks, IterationRecord) {
+        if self.recipe.order == UpdateOrder::Simultaneous {
+            return self.simultaneous_step(nets, iteration, images, streams);
+        }
         let Networks { mut g, mut d } = nets;
         let (order, steps) = (self.recipe.order, self.recipe.d_steps);
         let mut g_loss = 0.0;
@@ -139,10 +145,10 @@ impl Gan {
             let (r, f);
             match self.recipe.d_update {
                 DUpdate::Split => {
-                    (d, r, _) = self.d_update(d, Some(real), None, &mut streams.augment);
-                    (d, _, f) = self.d_update(d, None, Some(fake), &mut streams.augment);
+                    (d, r, _) = self.d_update(d, Some(real), None, streams);
+                    (d, _, f) = self.d_update(d, None, Some((fake, None)), streams);
                 }
-                DUpdate::Joint => (d, r, f) = self.d_update(d, Some(real), Some(fake), &mut streams.augment),
+                DUpdate::Joint => (d, r, f) = self.d_update(d, Some(real), Some((fake, None)), streams),
             }
             for (sum, v) in on_real.iter_mut().chain(&mut on_fake).zip(r.into_iter().chain(f)) {
                 *sum += v;
@@ -154,6 +160,67 @@ impl Gan {
             (g, g_loss) = self.g_update(g, &d, streams);
         }
         (Networks { g, d }, IterationRecord::from_terms(iteration, mean(on_real), mean(on_fake), g_loss))
+    }
+
+    /// TensorFlow's DCGAN tutorial step (`train.order = "simultaneous"`): one batch of noise
+    /// through G in training mode; D on the real batch and on those fakes; G's loss from D's
+    /// scores of the fakes and D's from both batches, every gradient taken at the same weights;
+    /// then both updates. burn's autodiff has no `retain_graph`, so D's forward pass on the fakes
+    /// is computed twice, once for each gradient, with the same weights and the same dropout
+    /// masks: the same values as one pass.
+    fn simultaneous_step(
+        &mut self,
+        nets: Networks,
+        iteration: usize,
+        images: &TrainingImages,
+        streams: &mut Streams,
+    ) -> (Networks, IterationRecord) {
+        let Networks { g, d } = nets;
+        let real = self.real_batch(images, &mut streams.data); // [b, pixels]
+        let z = self.noise(&mut streams.noise, &self.train_device.clone()); // [b, latent]
+        let generated = self.g_forward(&g, z); // [b, pixels], training mode, with its graph
+        let fake = generated.clone().detach();
+        let masks = self.dropout_masks(&d, &mut streams.dropout);
+
+        // G's gradient through D at its current weights (D's own gradient is not taken here).
+        let scores = self.d_forward(&d.clone().no_grad(), generated, &mut streams.augment, &masks);
+        let loss = self.recipe.loss.g(scores);
+        let g_loss = scalar(&loss);
+        let g_grads = GradientsParams::from_grads(loss.backward(), &g);
+
+        // D's update on the real batch and the same fakes (one update on the summed losses, as
+        // the tutorial, with `d_update = "joint"`), then G's.
+        let (d, on_real, on_fake) = match self.recipe.d_update {
+            DUpdate::Joint => self.d_update(d, Some(real), Some((fake, Some(masks))), streams),
+            DUpdate::Split => {
+                let (d, on_real, _) = self.d_update(d, Some(real), None, streams);
+                let (d, _, on_fake) = self.d_update(d, None, Some((fake, Some(masks))), streams);
+                (d, on_real, on_fake)
+            }
+        };
+        let g = self.opt_g.step(self.lr_g, g, g_grads);
+        (Networks { g, d }, IterationRecord::from_terms(iteration, on_real, on_fake, g_loss))
+    }
+
+    /// Dropout masks for one pass of D over a batch: per convolution [b, c, s, s] of 0 (dropped,
+    /// with probability `model.d_dropout`) and 1 / (1 - rate), from the dropout stream. None
+    /// (an empty list) without dropout.
+    fn dropout_masks(&self, d: &Discriminator, stream: &mut rand_chacha::ChaCha8Rng) -> Vec<Tensor<4>> {
+        use rand::RngExt;
+        if self.dropout == 0.0 {
+            return Vec::new();
+        }
+        let (rate, b) = (self.dropout as f32, self.batch);
+        let keep = 1.0 / (1.0 - rate);
+        d.conv_shapes()
+            .into_iter()
+            .map(|[c, h, w]| {
+                let values: Vec<f32> = (0..b * c * h * w)
+                    .map(|_| if stream.random::<f32>() < rate { 0.0 } else { keep })
+                    .collect();
+                Tensor::<4>::from_data(TensorData::new(values, [b, c, h, w]), &self.train_device)
+            })
+            .collect()
     }
 
     /// A random batch of real images [b, pixels] (with replacement, from the data stream).
@@ -183,8 +250,17 @@ impl Gan {
     /// D's scores [b, 1] of a batch [b, pixels] as D sees it: augmented when the recipe asks
     /// (drawing from the augmentation stream), through spectrally normalized layers when D has
     /// them.
-    fn d_forward(&self, d: &Discriminator, x: Tensor<2>, augment: &mut rand_chacha::ChaCha8Rng) -> Tensor<2> {
+    fn d_forward(
+        &self,
+        d: &Discriminator,
+        x: Tensor<2>,
+        augment: &mut rand_chacha::ChaCha8Rng,
+        dropout: &[Tensor<4>],
+    ) -> Tensor<2> {
         let x = augment::apply(x, &self.recipe.augment, self.shape, augment);
+        if d.is_dcgan() {
+            return d.forward_dcgan(x, Some(dropout));
+        }
         match (&self.spectral, self.recipe.kernels) {
             (Some(vectors), _) => d.forward_spectral(x, vectors),
             (None, Kernels::Fused) => d.forward(x),
@@ -194,13 +270,14 @@ impl Gan {
 
     /// One D update on the real batch, the fake batch, or both (their losses summed: one update);
     /// returns D and the (loss, accuracy, mean output) of each batch from the forward pass before
-    /// it. With spectral norm, one power iteration on D's weights comes first.
+    /// it. With spectral norm, one power iteration on D's weights comes first. Each pass draws its
+    /// dropout masks, unless the fake batch comes with its own.
     fn d_update(
         &mut self,
         d: Discriminator,
         real: Option<Tensor<2>>,
-        fake: Option<Tensor<2>>,
-        augment: &mut rand_chacha::ChaCha8Rng,
+        fake: Option<(Tensor<2>, Option<Vec<Tensor<4>>>)>,
+        streams: &mut Streams,
     ) -> (Discriminator, [f32; 3], [f32; 3]) {
         let (loss, label) = (self.recipe.loss, self.recipe.real_label);
         if let Some(vectors) = &mut self.spectral {
@@ -208,9 +285,17 @@ impl Gan {
         }
         let mut total: Option<Tensor<1>> = None;
         let (mut on_real, mut on_fake) = ([0f32; 3], [0f32; 3]);
+        let (fake, fake_masks) = match fake {
+            Some((x, masks)) => (Some(x), masks),
+            None => (None, None),
+        };
         for (x, is_real) in [(real, true), (fake, false)] {
             let Some(x) = x else { continue };
-            let scores = self.d_forward(&d, x, augment); // [b, 1]
+            let masks = match (&fake_masks, is_real) {
+                (Some(masks), false) => masks.clone(),
+                _ => self.dropout_masks(&d, &mut streams.dropout),
+            };
+            let scores = self.d_forward(&d, x, &mut streams.augment, &masks); // [b, 1]
             let values: Vec<f32> = scores.to_data().try_into_vec().expect("the model computes in f32");
             let term = if is_real { loss.d_real(scores, label) } else { loss.d_fake(scores) };
             let (acc, out) = loss.batch_stats(&values, is_real, label);
@@ -233,7 +318,8 @@ impl Gan {
     fn g_update(&mut self, g: Generator, d: &Discriminator, streams: &mut Streams) -> (Generator, f32) {
         let z = self.noise(&mut streams.noise, &self.train_device.clone()); // [b, latent]
         let generated = self.g_forward(&g, z); // [b, pixels], with its graph
-        let scores = self.d_forward(&d.clone().no_grad(), generated, &mut streams.augment); // [b, 1]
+        let masks = self.dropout_masks(d, &mut streams.dropout);
+        let scores = self.d_forward(&d.clone().no_grad(), generated, &mut streams.augment, &masks); // [b, 1]
         let loss = self.recipe.loss.g(scores);
         let value = scalar(&loss);
         let grads = GradientsParams::from_grads(loss.backward(), &g);

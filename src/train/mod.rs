@@ -623,6 +623,7 @@ fn save_checkpoint(run: &RunDir, s: &mut Session, nets: &Networks, done: usize, 
             wall_seconds: s.wall_before,
             recipe_hash: s.recipe_hash.clone(),
             rng_augment: Some(RngState::capture(&s.streams.augment)),
+            rng_dropout: Some(RngState::capture(&s.streams.dropout)),
             // Filled in by the trainer, which holds them.
             spectral_norm: None,
         },
