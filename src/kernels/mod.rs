@@ -8,6 +8,7 @@
 //!   product helper ([`dense::product`]) that splits large products by result columns;
 //! - [`batch_norm`]: batch norm in training mode (statistics row by row, normalization and its
 //!   gradient one pass each) and with running statistics;
+//! - [`leaky_relu`]: leaky ReLU in one pass each way (the convolutional networks');
 //! - [`pool`]: ReLU and 2x2 max pooling (the judge's) as one pass each way;
 //! - [`tanh`]: libm's `tanhf`, vectorized with the same bits;
 //! - [`adam`]: Adam updating parameter and both moments in place, bit-identical to burn's `Adam`.
@@ -15,5 +16,6 @@
 pub mod adam;
 pub mod batch_norm;
 pub mod dense;
+pub mod leaky_relu;
 pub mod pool;
 pub mod tanh;

@@ -31,6 +31,7 @@ use crate::config::{ModelConfig, ModelKind};
 
 use crate::kernels::batch_norm::batch_norm;
 use crate::kernels::dense::{Activation, dense};
+use crate::kernels::leaky_relu::leaky_relu as fused_leaky_relu;
 
 /// The generator.
 #[derive(Module, Debug)]
@@ -193,7 +194,7 @@ impl Generator {
     /// otherwise (`g.valid()`).
     pub fn forward(&self, z: Tensor<2>) -> Tensor<2> {
         let Some(output) = &self.output else {
-            return self.forward_dcgan(z);
+            return self.forward_dcgan(z, true);
         };
         let mut x = z;
         for (linear, norm) in self.hidden.iter().zip(&self.norms) {
@@ -202,13 +203,17 @@ impl Generator {
         dense(x, output, Activation::Tanh)
     }
 
-    /// The dcgan G, from burn's modules (it has no fused form).
-    fn forward_dcgan(&self, z: Tensor<2>) -> Tensor<2> {
+    /// The dcgan G from burn's modules; `fused`: with gantry's batch norm (on the projection)
+    /// and leaky ReLU kernels, which compute the same values in fewer passes.
+    fn forward_dcgan(&self, z: Tensor<2>, fused: bool) -> Tensor<2> {
         let b = z.dims()[0];
         let slope = self.leaky_slope;
         let mut x = z;
         for (linear, norm) in self.hidden.iter().zip(&self.norms) {
-            x = leaky_relu(norm.forward(linear.forward(x)), slope);
+            x = match fused {
+                true => fused_leaky_relu(batch_norm(linear.forward(x), norm), slope),
+                false => leaky_relu(norm.forward(linear.forward(x)), slope),
+            };
         }
         let s = self.map_side;
         let channels = x.dims()[1] / (s * s);
@@ -217,6 +222,7 @@ impl Generator {
         for (i, layer) in self.deconvs.iter().enumerate() {
             x = layer.forward(x);
             x = match self.deconv_norms.get(i) {
+                Some(norm) if fused => fused_leaky_relu(norm.forward(x), slope),
                 Some(norm) => leaky_relu(norm.forward(x), slope),
                 None => x.tanh(),
             };
@@ -233,7 +239,7 @@ impl Generator {
     /// `Linear::forward`, `leaky_relu`, `BatchNorm::forward`, `tanh`), none of gantry's kernels.
     pub fn forward_reference(&self, z: Tensor<2>) -> Tensor<2> {
         let Some(output) = &self.output else {
-            return self.forward_dcgan(z);
+            return self.forward_dcgan(z, false);
         };
         let mut x = z;
         for (linear, norm) in self.hidden.iter().zip(&self.norms) {
@@ -338,12 +344,16 @@ impl Discriminator {
 
     /// The dcgan D on images [batch, pixels] -> logits [batch, 1]; after each convolution's
     /// LeakyReLU the output is multiplied by the matching mask of `dropout` ([batch, c, s, s],
-    /// values 0 and 1 / (1 - rate)), when given.
-    pub fn forward_dcgan(&self, x: Tensor<2>, dropout: Option<&[Tensor<4>]>) -> Tensor<2> {
+    /// values 0 and 1 / (1 - rate)), when given. `fused`: leaky ReLU from gantry's kernel (the
+    /// same values in fewer passes).
+    pub fn forward_dcgan(&self, x: Tensor<2>, dropout: Option<&[Tensor<4>]>, fused: bool) -> Tensor<2> {
         let b = x.dims()[0];
         let mut x: Tensor<4> = x.reshape([b, 1, self.side, self.side]);
         for (i, conv) in self.convs.iter().enumerate() {
-            x = leaky_relu(conv.forward(x), self.leaky_slope);
+            x = match fused {
+                true => fused_leaky_relu(conv.forward(x), self.leaky_slope),
+                false => leaky_relu(conv.forward(x), self.leaky_slope),
+            };
             if let Some(mask) = dropout.and_then(|m| m.get(i)) {
                 x = x * mask.clone();
             }
@@ -354,7 +364,7 @@ impl Discriminator {
     /// Images [batch, pixels] -> logits [batch, 1].
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         if self.is_dcgan() {
-            return self.forward_dcgan(x, None);
+            return self.forward_dcgan(x, None, true);
         }
         let mut x = x;
         for linear in &self.hidden {
@@ -366,7 +376,7 @@ impl Discriminator {
     /// [`Discriminator::forward`] with burn's own modules and activations only.
     pub fn forward_reference(&self, x: Tensor<2>) -> Tensor<2> {
         if self.is_dcgan() {
-            return self.forward_dcgan(x, None);
+            return self.forward_dcgan(x, None, false);
         }
         let mut x = x;
         for linear in &self.hidden {
@@ -628,7 +638,14 @@ mod tests {
         assert!(v.iter().all(|p| (-1.0..=1.0).contains(p)) && v.iter().any(|&p| p != v[0]));
         // Dropout masks multiply after each convolution: all-zero masks leave only D's bias.
         let zeros = [[3, 64, 14, 14], [3, 128, 7, 7]].map(|s| Tensor::<4>::zeros(s, &device));
-        let dropped: Vec<f32> = d.forward_dcgan(x.clone(), Some(&zeros)).into_data().try_into_vec().unwrap();
+        let dropped: Vec<f32> =
+            d.forward_dcgan(x.clone(), Some(&zeros), true).into_data().try_into_vec().unwrap();
+        // The fused kernels compute burn's values.
+        let z: Vec<f32> = (0..3 * 100).map(|i| (i as f32 * 0.11).cos()).collect();
+        let z = Tensor::<2>::from_data(TensorData::new(z, [3, 100]), &device);
+        let values = |t: Tensor<2>| -> Vec<f32> { t.into_data().try_into_vec().unwrap() };
+        assert_eq!(values(g.forward(z.clone())), values(g.forward_reference(z)));
+        assert_eq!(values(d.forward(x.clone())), values(d.forward_reference(x.clone())));
         assert_eq!(dropped, vec![0.0; 3], "the output layer's bias starts at zero");
         let scores: Vec<f32> = d.forward(x).into_data().try_into_vec().unwrap();
         assert!(scores.iter().all(|s| s.is_finite() && *s != 0.0), "{scores:?}");

@@ -259,7 +259,7 @@ impl Gan {
     ) -> Tensor<2> {
         let x = augment::apply(x, &self.recipe.augment, self.shape, augment);
         if d.is_dcgan() {
-            return d.forward_dcgan(x, Some(dropout));
+            return d.forward_dcgan(x, Some(dropout), self.recipe.kernels == Kernels::Fused);
         }
         match (&self.spectral, self.recipe.kernels) {
             (Some(vectors), _) => d.forward_spectral(x, vectors),
