@@ -47,8 +47,8 @@ pub enum Command {
     /// Serve the live dashboard of one or more runs (a run folder, or a folder of runs such as
     /// `runs/`) on http://127.0.0.1:6150/.
     Serve(ServeArgs),
-    /// Time the training step (classic preset, random images) at several batch sizes and thread
-    /// counts: median ms/iteration, images/s, achieved GFLOP/s.
+    /// Time the training step (classic preset, or `--preset` / `--config`; random images) at
+    /// several batch sizes and thread counts: median ms/iteration, images/s, achieved GFLOP/s.
     Bench(BenchArgs),
     /// Run a sweep: a base config, axes of values for any config keys (crossed or zipped) and
     /// seeds, one run folder each, several at a time; continues where it stopped. `gantry sweep
@@ -143,8 +143,9 @@ pub struct TrainArgs {
     /// (the same as `gantry resume RUN_DIR`).
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
-    /// Start from a built-in preset instead of the defaults: classic (the default) or dcgan-tf
-    /// (TensorFlow's DCGAN tutorial). Presets are plain config files (presets/ in the source).
+    /// Start from a built-in preset instead of the defaults: classic (the default), dcgan (a
+    /// convolutional GAN sized for a 2-core CPU) or dcgan-tf (TensorFlow's DCGAN tutorial).
+    /// Presets are plain config files (presets/ in the source).
     #[arg(long, value_name = "NAME", conflicts_with = "config")]
     pub preset: Option<String>,
     /// Set any config key, after the file and the other flags (repeatable): `--set
@@ -281,6 +282,9 @@ pub struct BenchArgs {
     /// TOML config whose model and optimizer to time (default: the classic preset).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// A built-in preset to time instead (classic, dcgan, dcgan-tf; see `gantry train --preset`).
+    #[arg(long, value_name = "NAME", conflicts_with = "config")]
+    pub preset: Option<String>,
     /// Also write the results as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -765,7 +769,10 @@ fn bench_command(args: BenchArgs) -> Result<()> {
     if args.iterations > 1_000_000 || args.warmup > 1_000_000 {
         return Err(Error::usage("--iterations", "at most 1,000,000 timed and 1,000,000 warm-up iterations"));
     }
-    let config = Config::resolve(args.config.as_deref(), &Overrides::default())?;
+    let config = match &args.preset {
+        Some(name) => Config::resolve_preset(name, &Overrides::default())?,
+        None => Config::resolve(args.config.as_deref(), &Overrides::default())?,
+    };
     println!(
         "gantry {} training-step benchmark ({} warm-up + {} timed iterations each, random images)",
         env!("CARGO_PKG_VERSION"),

@@ -121,8 +121,9 @@ pub enum ModelKind {
 
 /// The presets `--preset NAME` chooses: the files in the source tree's `presets/` folder, built in
 /// (copy one to start a config of your own).
-pub const PRESETS: [(&str, &str); 2] = [
+pub const PRESETS: [(&str, &str); 3] = [
     ("classic", include_str!("../presets/classic.toml")),
+    ("dcgan", include_str!("../presets/dcgan.toml")),
     ("dcgan-tf", include_str!("../presets/dcgan-tf.toml")),
 ];
 
