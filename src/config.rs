@@ -577,6 +577,17 @@ impl Config {
         let m = &self.model;
         let t = &self.train;
         let o = &self.output;
+        // The resolved config is saved as TOML text (config.toml) and hashed from it.
+        if let Some(dir) = self.data.dir.as_deref().filter(|d| d.to_str().is_none()) {
+            return Err(Error::config(
+                "data.dir",
+                format!(
+                    "the folder {} is not a UTF-8 path, which config.toml cannot hold: rename it or \
+                     link to it from a UTF-8 path",
+                    dir.display()
+                ),
+            ));
+        }
         positive("model.latent_dim", m.latent_dim, 65_536)?;
         if m.g_hidden.is_empty() {
             return Err(Error::config("model.g_hidden", "needs at least one layer"));
@@ -1031,6 +1042,20 @@ mod tests {
         assert!((230 << 20..2 << 30).contains(&estimate), "{estimate}");
         // Per image: G 12,544 + 6,272 (128 x 7²) + 12,544 (64 x 14²); D 12,544 + 6,272.
         assert_eq!(c.activation_widths(784), 12_544 + 6_272 + 12_544 + 12_544 + 6_272);
+    }
+
+    /// The bug: a `--data` folder whose name is not UTF-8 reached `Config::settings`, which
+    /// serializes the config to TOML, and panicked on its `expect`.
+    #[cfg(unix)]
+    #[test]
+    fn a_data_dir_that_is_not_utf8_is_refused_not_a_panic() {
+        use std::os::unix::ffi::OsStrExt;
+        let mut c = Config::default();
+        c.data.dir = Some(PathBuf::from(std::ffi::OsStr::from_bytes(b"/tmp/mnist-\xff")));
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("data.dir") && err.contains("UTF-8"), "{err}");
+        c.data.dir = Some(PathBuf::from("/tmp/mnist-ü"));
+        c.validate().unwrap();
     }
 
     #[test]

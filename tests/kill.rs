@@ -127,7 +127,8 @@ fn sigterm_checkpoints_the_last_logged_step_and_a_second_writer_is_refused() {
     assert_eq!(rows(&run), 300);
 }
 
-/// Each objective (with spectral norm, G's moving average and DiffAugment among them), trained by
+/// Each objective (with spectral norm, G's moving average, DiffAugment and a small dcgan with dropout
+/// and the simultaneous step among them), trained by
 /// the binary from a config file, SIGKILLed after its first checkpoint and resumed, ends with the
 /// bytes of a straight run.
 #[test]
