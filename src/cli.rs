@@ -558,10 +558,7 @@ fn train_command(args: TrainArgs) -> Result<i32> {
     overrides.seed = args.seed;
     overrides.loss = args.loss;
     overrides.settings = args.set.clone();
-    let config = match &args.preset {
-        Some(name) => Config::resolve_preset(name, &overrides)?,
-        None => Config::resolve(flags.config.as_deref(), &overrides)?,
-    };
+    let config = Config::resolve_from(args.preset.as_deref(), flags.config.as_deref(), &overrides)?;
     let out =
         args.out.unwrap_or_else(|| run_dir::generated_path(Path::new("runs"), config.data.dataset.name()));
     eprintln!(
@@ -769,10 +766,7 @@ fn bench_command(args: BenchArgs) -> Result<()> {
     if args.iterations > 1_000_000 || args.warmup > 1_000_000 {
         return Err(Error::usage("--iterations", "at most 1,000,000 timed and 1,000,000 warm-up iterations"));
     }
-    let config = match &args.preset {
-        Some(name) => Config::resolve_preset(name, &Overrides::default())?,
-        None => Config::resolve(args.config.as_deref(), &Overrides::default())?,
-    };
+    let config = Config::resolve_from(args.preset.as_deref(), args.config.as_deref(), &Overrides::default())?;
     println!(
         "gantry {} training-step benchmark ({} warm-up + {} timed iterations each, random images)",
         env!("CARGO_PKG_VERSION"),

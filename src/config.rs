@@ -119,6 +119,72 @@ pub enum ModelKind {
     Dcgan,
 }
 
+/// One convolution of a dcgan: channels in and out, and the feature map's side before and after
+/// it (a transposed convolution of stride 2 doubles it, D's stride-2 convolutions halve it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvLayer {
+    pub c_in: usize,
+    pub c_out: usize,
+    pub side_in: usize,
+    pub side_out: usize,
+}
+
+impl ConvLayer {
+    /// The output's values per image (channels x side²).
+    pub fn outputs(&self) -> usize {
+        self.c_out * self.side_out * self.side_out
+    }
+}
+
+/// A dcgan's layers for square images of a given side (see `crate::model`): what the networks
+/// are built from, and what the parameter count, the memory estimate, the benchmark's FLOP count
+/// and the dropout masks read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DcganLayout {
+    /// The images' side.
+    pub side: usize,
+    /// G's projection of the noise: a [g_channels[0], side / 4, side / 4] feature map.
+    pub projected: usize,
+    /// G's transposed convolutions, into the image last; all but the last are followed by a
+    /// BatchNorm. Stride 1 but for the last two, which double the side.
+    pub deconvs: Vec<ConvLayer>,
+    /// D's stride-2 convolutions; the last one's outputs feed D's Dense logit.
+    pub convs: Vec<ConvLayer>,
+}
+
+impl ModelConfig {
+    /// The dcgan layers of this config (whatever its kind) for images of `pixels` values.
+    pub fn dcgan_layout(&self, pixels: usize) -> DcganLayout {
+        let side = (pixels as f64).sqrt().round() as usize;
+        let widths: Vec<usize> = self.g_channels.iter().copied().chain([1]).collect();
+        let count = widths.len() - 1;
+        let mut s = side / 4;
+        let projected = widths[0] * s * s;
+        let deconvs = widths
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| {
+                let side_in = s;
+                if i + 2 >= count {
+                    s *= 2;
+                }
+                ConvLayer { c_in: w[0], c_out: w[1], side_in, side_out: s }
+            })
+            .collect();
+        let (mut c_in, mut s) = (1, side);
+        let convs = self
+            .d_channels
+            .iter()
+            .map(|&c_out| {
+                let layer = ConvLayer { c_in, c_out, side_in: s, side_out: s.div_ceil(2) };
+                (c_in, s) = (c_out, layer.side_out);
+                layer
+            })
+            .collect();
+        DcganLayout { side, projected, deconvs, convs }
+    }
+}
+
 /// The presets `--preset NAME` chooses: the files in the source tree's `presets/` folder, built in
 /// (copy one to start a config of your own).
 pub const PRESETS: [(&str, &str); 3] = [
@@ -464,16 +530,22 @@ impl Config {
 
     /// Defaults, then the file (if any), then the overrides; validated.
     pub fn resolve(file: Option<&Path>, overrides: &Overrides) -> Result<Self> {
-        let config = match file {
-            Some(path) => Self::from_file(path)?,
-            None => Self::default(),
-        };
-        config.resolved(overrides)
+        Self::resolve_from(None, file, overrides)
     }
 
-    /// The preset `name` (see [`PRESETS`]), then the overrides; validated.
-    pub fn resolve_preset(name: &str, overrides: &Overrides) -> Result<Self> {
-        Self::preset(name)?.resolved(overrides)
+    /// The preset (see [`PRESETS`]), else the file, else the defaults; then the overrides;
+    /// validated. (The command line refuses a preset and a file together.)
+    pub fn resolve_from(preset: Option<&str>, file: Option<&Path>, overrides: &Overrides) -> Result<Self> {
+        let mut config = match (preset, file) {
+            (Some(name), _) => Self::preset(name)?,
+            (None, Some(path)) => Self::from_file(path)?,
+            (None, None) => Self::default(),
+        };
+        config.apply(overrides);
+        let mut config = config.with_settings(&overrides.settings)?;
+        config.validate()?;
+        config.train.resolve_defaults();
+        Ok(config)
     }
 
     /// The preset `name` as its file says (unvalidated, defaults unresolved).
@@ -486,15 +558,6 @@ impl Config {
             ));
         };
         Self::from_toml_str(text, &Path::new("presets").join(format!("{name}.toml")))
-    }
-
-    fn resolved(self, overrides: &Overrides) -> Result<Self> {
-        let mut config = self;
-        config.apply(overrides);
-        let mut config = config.with_settings(&overrides.settings)?;
-        config.validate()?;
-        config.train.resolve_defaults();
-        Ok(config)
     }
 
     /// Apply `KEY=VALUE` settings (`train.g_ema=0.999`, `model.d_hidden=[256, 128]`): each value
@@ -773,23 +836,11 @@ impl Config {
         if m.kind == ModelKind::Mlp {
             return m.g_hidden.iter().chain(&m.d_hidden).map(|&w| w as u64).sum();
         }
-        let side = (pixels as f64).sqrt().round() as u64;
-        let channels: Vec<u64> = m.g_channels.iter().map(|&c| c as u64).collect();
-        let mut s = side / 4;
-        let mut total = channels[0].saturating_mul(s * s);
-        for (i, &c) in channels.iter().enumerate().skip(1) {
-            // The layer into the last width doubles the side (and the one into the image).
-            if i + 1 == channels.len() {
-                s *= 2;
-            }
-            total = total.saturating_add(c.saturating_mul(s * s));
-        }
-        let mut s = side;
-        for &c in &m.d_channels {
-            s = s.div_ceil(2);
-            total = total.saturating_add((c as u64).saturating_mul(s * s));
-        }
-        total
+        let layout = m.dcgan_layout(pixels);
+        // G's projection and hidden feature maps (not the image), D's feature maps.
+        let g_hidden = layout.deconvs.split_last().map_or(&[][..], |(_image, hidden)| hidden);
+        let maps = g_hidden.iter().chain(&layout.convs).map(|l| l.outputs() as u64).sum::<u64>();
+        maps.saturating_add(layout.projected as u64)
     }
 
     /// The resolved config as TOML, as saved in the run folder.
@@ -967,27 +1018,20 @@ fn positive(key: &'static str, value: usize, max: usize) -> Result<()> {
 /// [`Config::parameter_count`] of a dcgan: G's projection (no bias) and transposed convolutions
 /// (no bias), 4 values per BatchNorm channel; D's convolutions and output layer with biases.
 fn dcgan_parameter_count(m: &ModelConfig, pixels: usize) -> u64 {
-    let side = (pixels as f64).sqrt().round() as u64;
+    let layout = m.dcgan_layout(pixels);
     let k2 = (m.kernel_size * m.kernel_size) as u64;
-    let c: Vec<u64> = m.g_channels.iter().map(|&c| c as u64).collect();
-    let s = side / 4;
-    let projected = c[0].saturating_mul(s * s);
+    let weights = |l: &ConvLayer| (l.c_in as u64).saturating_mul(l.c_out as u64).saturating_mul(k2);
+    let projected = layout.projected as u64;
     let mut g = (m.latent_dim as u64).saturating_mul(projected).saturating_add(4 * projected);
-    let widths: Vec<u64> = c.iter().copied().chain([1]).collect();
-    for (i, w) in widths.windows(2).enumerate() {
-        g = g.saturating_add(w[0].saturating_mul(w[1]).saturating_mul(k2));
-        if i + 2 < widths.len() {
-            g = g.saturating_add(4 * w[1]);
-        }
+    for (i, l) in layout.deconvs.iter().enumerate() {
+        // A BatchNorm after every transposed convolution but the last.
+        let norm = if i + 1 < layout.deconvs.len() { 4 * l.c_out as u64 } else { 0 };
+        g = g.saturating_add(weights(l)).saturating_add(norm);
     }
-    let (mut d, mut c_in, mut s) = (0u64, 1u64, side);
-    for &c_out in &m.d_channels {
-        d = d
-            .saturating_add(c_in.saturating_mul(c_out as u64).saturating_mul(k2))
-            .saturating_add(c_out as u64);
-        (c_in, s) = (c_out as u64, s.div_ceil(2));
-    }
-    g.saturating_add(d).saturating_add(c_in.saturating_mul(s * s)).saturating_add(1)
+    let d =
+        layout.convs.iter().fold(0u64, |d, l| d.saturating_add(weights(l)).saturating_add(l.c_out as u64));
+    let logit = layout.convs.last().map_or(0, |l| l.outputs() as u64) + 1;
+    g.saturating_add(d).saturating_add(logit)
 }
 
 fn finite_in(key: &'static str, value: f64, lo: f64, hi: f64) -> Result<()> {
@@ -1004,7 +1048,7 @@ mod tests {
     fn the_classic_preset_file_is_the_default_and_every_preset_is_valid() {
         assert_eq!(Config::preset("classic").unwrap(), Config::default());
         for (name, _) in PRESETS {
-            Config::resolve_preset(name, &Overrides::default()).unwrap();
+            Config::resolve_from(Some(name), None, &Overrides::default()).unwrap();
         }
         let err = Config::preset("dcgan-pt").unwrap_err().to_string();
         assert!(err.contains("dcgan-pt") && err.contains("dcgan-tf"), "{err}");
@@ -1012,7 +1056,7 @@ mod tests {
 
     #[test]
     fn the_dcgan_tf_preset_is_the_tutorials_model_and_step() {
-        let c = Config::resolve_preset("dcgan-tf", &Overrides::default()).unwrap();
+        let c = Config::resolve_from(Some("dcgan-tf"), None, &Overrides::default()).unwrap();
         let (m, t) = (&c.model, &c.train);
         assert_eq!(
             (m.kind, &m.g_channels, &m.d_channels, m.kernel_size),
@@ -1031,6 +1075,18 @@ mod tests {
         );
         let keys: Vec<String> = Config::default().architecture().into_iter().map(|(k, _)| k).collect();
         assert!(!keys.iter().any(|k| DCGAN_KEYS.contains(&k.as_str()) || k == "model.kind"), "{keys:?}");
+    }
+
+    #[test]
+    fn the_dcgan_layout_keeps_the_side_until_the_last_two_deconvolutions_and_halves_it_in_d() {
+        let c = Config::preset("dcgan-tf").unwrap();
+        let l = c.model.dcgan_layout(784);
+        let layer = |c_in, c_out, side_in, side_out| ConvLayer { c_in, c_out, side_in, side_out };
+        assert_eq!((l.side, l.projected), (28, 256 * 7 * 7));
+        assert_eq!(l.deconvs, vec![layer(256, 128, 7, 7), layer(128, 64, 7, 14), layer(64, 1, 14, 28)]);
+        assert_eq!(l.convs, vec![layer(1, 64, 28, 14), layer(64, 128, 14, 7)]);
+        let small = Config::preset("dcgan").unwrap().model.dcgan_layout(784);
+        assert_eq!(small.deconvs, vec![layer(64, 32, 7, 14), layer(32, 1, 14, 28)]);
     }
 
     /// dcgan-tf at batch 256 measured 230 MB peak (gantry bench): the estimate is generous, and

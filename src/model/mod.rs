@@ -60,11 +60,6 @@ pub struct Discriminator {
     side: usize,
 }
 
-/// Side of a square image of `pixels` values (the data sets are square).
-fn side_of(pixels: usize) -> usize {
-    (pixels as f64).sqrt().round() as usize
-}
-
 /// BatchNorm with Keras' conventions (`bn_momentum` is the fraction of the old average kept).
 fn batch_norm_layer(cfg: &ModelConfig, width: usize, device: &Device) -> BatchNorm {
     BatchNormConfig::new(width)
@@ -143,26 +138,23 @@ impl Generator {
         g.with_stable_ids(GENERATOR_IDS)
     }
 
-    /// The dcgan G (see the module's doc): weights drawn in layer order.
+    /// The dcgan G (see the module's doc and [`ModelConfig::dcgan_layout`]): weights drawn in
+    /// layer order.
     fn dcgan(cfg: &ModelConfig, pixels: usize, rng: &mut impl rand::Rng, device: &Device) -> Self {
-        let (k, map_side) = (cfg.kernel_size, side_of(pixels) / 4);
-        let channels = &cfg.g_channels;
-        let projected = channels[0] * map_side * map_side;
+        let layout = cfg.dcgan_layout(pixels);
+        let (k, projected) = (cfg.kernel_size, layout.projected);
         let kernel = glorot(cfg.latent_dim * projected, cfg.latent_dim, projected, rng);
         let mut projection = LinearConfig::new(cfg.latent_dim, projected).with_bias(false).init(device);
         projection.weight = Param::from_data(TensorData::new(kernel, [cfg.latent_dim, projected]), device);
         let mut deconvs = Vec::new();
         let mut deconv_norms = Vec::new();
-        // Widths c0 -> c1 -> ... -> c_last -> image channels; the last two layers double the side.
-        let widths: Vec<usize> = channels.iter().copied().chain(std::iter::once(1)).collect();
-        let layers = widths.len() - 1;
-        for (i, pair) in widths.windows(2).enumerate() {
-            let stride = if i + 2 >= layers { 2 } else { 1 };
-            deconvs.push(deconv(pair[0], pair[1], k, stride, rng, device));
-            if i + 1 < layers {
-                deconv_norms.push(batch_norm_layer(cfg, pair[1], device));
+        for (i, l) in layout.deconvs.iter().enumerate() {
+            deconvs.push(deconv(l.c_in, l.c_out, k, l.side_out / l.side_in, rng, device));
+            if i + 1 < layout.deconvs.len() {
+                deconv_norms.push(batch_norm_layer(cfg, l.c_out, device));
             }
         }
+        let map_side = layout.deconvs.first().map_or(0, |l| l.side_in);
         let g = Self {
             hidden: vec![projection],
             norms: vec![batch_norm_layer(cfg, projected, device)],
@@ -210,9 +202,10 @@ impl Generator {
         let slope = self.leaky_slope;
         let mut x = z;
         for (linear, norm) in self.hidden.iter().zip(&self.norms) {
-            x = match fused {
-                true => fused_leaky_relu(batch_norm(linear.forward(x), norm), slope),
-                false => leaky_relu(norm.forward(linear.forward(x)), slope),
+            x = if fused {
+                fused_leaky_relu(batch_norm(linear.forward(x), norm), slope)
+            } else {
+                leaky_relu(norm.forward(linear.forward(x)), slope)
             };
         }
         let s = self.map_side;
@@ -310,36 +303,24 @@ impl Discriminator {
             .map(&mut StableIds { next: DISCRIMINATOR_IDS })
     }
 
-    /// The dcgan D (see the module's doc): weights drawn in layer order.
+    /// The dcgan D (see the module's doc and [`ModelConfig::dcgan_layout`]): weights drawn in
+    /// layer order.
     fn dcgan(cfg: &ModelConfig, pixels: usize, rng: &mut impl rand::Rng, device: &Device) -> Self {
-        let side = side_of(pixels);
-        let (mut c_in, mut s) = (1, side);
-        let mut convs = Vec::new();
-        for &c in &cfg.d_channels {
-            convs.push(strided_conv(c_in, c, cfg.kernel_size, rng, device));
-            (c_in, s) = (c, s.div_ceil(2));
-        }
-        let output = glorot_dense(c_in * s * s, 1, rng, device);
-        Self { hidden: Vec::new(), output, convs, leaky_slope: cfg.leaky_slope, side }
+        let layout = cfg.dcgan_layout(pixels);
+        let convs: Vec<Conv2d> = layout
+            .convs
+            .iter()
+            .map(|l| strided_conv(l.c_in, l.c_out, cfg.kernel_size, rng, device))
+            .collect();
+        let features = layout.convs.last().map_or(pixels, |l| l.outputs());
+        let output = glorot_dense(features, 1, rng, device);
+        Self { hidden: Vec::new(), output, convs, leaky_slope: cfg.leaky_slope, side: layout.side }
             .map(&mut StableIds { next: DISCRIMINATOR_IDS })
     }
 
     /// Whether this D is convolutional.
     pub fn is_dcgan(&self) -> bool {
         !self.convs.is_empty()
-    }
-
-    /// The shape [channels, side, side] of each convolution's output (what dropout masks cover);
-    /// empty for an mlp.
-    pub fn conv_shapes(&self) -> Vec<[usize; 3]> {
-        let mut s = self.side;
-        self.convs
-            .iter()
-            .map(|c| {
-                s = s.div_ceil(2);
-                [c.weight.dims()[0], s, s]
-            })
-            .collect()
     }
 
     /// The dcgan D on images [batch, pixels] -> logits [batch, 1]; after each convolution's
@@ -350,9 +331,10 @@ impl Discriminator {
         let b = x.dims()[0];
         let mut x: Tensor<4> = x.reshape([b, 1, self.side, self.side]);
         for (i, conv) in self.convs.iter().enumerate() {
-            x = match fused {
-                true => fused_leaky_relu(conv.forward(x), self.leaky_slope),
-                false => leaky_relu(conv.forward(x), self.leaky_slope),
+            x = if fused {
+                fused_leaky_relu(conv.forward(x), self.leaky_slope)
+            } else {
+                leaky_relu(conv.forward(x), self.leaky_slope)
             };
             if let Some(mask) = dropout.and_then(|m| m.get(i)) {
                 x = x * mask.clone();
@@ -630,7 +612,9 @@ mod tests {
         assert_eq!((g.num_params(), d.num_params()), (2_330_944, 212_865));
         assert_eq!(cfg.parameter_count(784), 2_305_472 + 25_472 + 212_865);
         assert!(g.is_dcgan() && d.is_dcgan());
-        assert_eq!(d.conv_shapes(), vec![[64, 14, 14], [128, 7, 7]]);
+        let mask_shapes: Vec<[usize; 3]> =
+            cfg.model.dcgan_layout(784).convs.iter().map(|l| [l.c_out, l.side_out, l.side_out]).collect();
+        assert_eq!(mask_shapes, vec![[64, 14, 14], [128, 7, 7]]);
         let z: Vec<f32> = (0..3 * 100).map(|i| (i as f32 * 0.37).sin()).collect();
         let x = g.forward(Tensor::<2>::from_data(TensorData::new(z, [3, 100]), &device));
         assert_eq!(x.dims(), [3, 784]);

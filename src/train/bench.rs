@@ -9,7 +9,7 @@ use std::time::Instant;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
-use crate::config::{Config, ModelConfig, ModelKind, UpdateOrder};
+use crate::config::{Config, ConvLayer, ModelConfig, ModelKind, UpdateOrder};
 use crate::data::TrainingImages;
 use crate::error::{Error, Result};
 use crate::kernels::dense::{Order, Split, product};
@@ -108,28 +108,17 @@ fn layer_macs(model: &ModelConfig, pixels: usize) -> (Vec<f64>, Vec<f64>) {
             (chain(g.collect()), chain(d.collect()))
         }
         ModelKind::Dcgan => {
-            let side = (pixels as f64).sqrt().round() as usize;
+            let layout = model.dcgan_layout(pixels);
             let k2 = (model.kernel_size * model.kernel_size) as f64;
-            let c = &model.g_channels;
-            let mut s = side / 4;
-            let mut g = vec![(model.latent_dim * c[0] * s * s) as f64];
-            let widths: Vec<usize> = c.iter().copied().chain([1]).collect();
-            let layers = widths.len() - 1;
-            // A transposed convolution: every input position times every tap and channel pair.
-            for (i, w) in widths.windows(2).enumerate() {
-                g.push((s * s * w[0] * w[1]) as f64 * k2);
-                if i + 2 >= layers {
-                    s *= 2;
-                }
-            }
-            // A strided convolution: every output position.
-            let (mut d, mut c_in, mut s) = (Vec::new(), 1, side);
-            for &c_out in &model.d_channels {
-                s = s.div_ceil(2);
-                d.push((s * s * c_in * c_out) as f64 * k2);
-                c_in = c_out;
-            }
-            d.push((c_in * s * s) as f64);
+            let taps =
+                |l: &ConvLayer, positions: usize| (positions * positions * l.c_in * l.c_out) as f64 * k2;
+            // A transposed convolution: every input position times every tap and channel pair;
+            // a strided convolution: every output position.
+            let g = std::iter::once((model.latent_dim * layout.projected) as f64)
+                .chain(layout.deconvs.iter().map(|l| taps(l, l.side_in)))
+                .collect();
+            let logit = layout.convs.last().map_or(pixels, |l| l.outputs()) as f64;
+            let d = layout.convs.iter().map(|l| taps(l, l.side_out)).chain([logit]).collect();
             (g, d)
         }
     }

@@ -48,8 +48,9 @@ pub(crate) struct Gan {
     spectral: Option<Vec<SpectralVectors>>,
     /// The moving average of G (on the plain device), when the run keeps one.
     ema: Option<Generator>,
-    /// D's dropout rate (a dcgan's `model.d_dropout`; 0 = none).
-    dropout: f64,
+    /// D's dropout, when a dcgan has it: the rate and the [channels, side, side] its masks cover
+    /// after each convolution.
+    dropout: Option<(f32, Vec<[usize; 3]>)>,
     /// The autodiff device training runs on, and its plain counterpart for inference.
     train_device: Device,
     plain_device: Device,
@@ -86,7 +87,13 @@ impl Gan {
             pixels,
             spectral,
             ema,
-            dropout: if d.is_dcgan() { config.model.d_dropout } else { 0.0 },
+            dropout: (config.model.kind == ModelKind::Dcgan && config.model.d_dropout > 0.0).then(|| {
+                let convs = config.model.dcgan_layout(pixels).convs;
+                (
+                    config.model.d_dropout as f32,
+                    convs.iter().map(|l| [l.c_out, l.side_out, l.side_out]).collect(),
+                )
+            }),
             train_device,
             plain_device,
             architecture_hash: config.architecture_hash(),
@@ -145,10 +152,10 @@ impl Gan {
             let (r, f);
             match self.recipe.d_update {
                 DUpdate::Split => {
-                    (d, r, _) = self.d_update(d, Some(real), None, streams);
-                    (d, _, f) = self.d_update(d, None, Some((fake, None)), streams);
+                    (d, r, _) = self.d_update(d, Some(real), None, None, streams);
+                    (d, _, f) = self.d_update(d, None, Some(fake), None, streams);
                 }
-                DUpdate::Joint => (d, r, f) = self.d_update(d, Some(real), Some((fake, None)), streams),
+                DUpdate::Joint => (d, r, f) = self.d_update(d, Some(real), Some(fake), None, streams),
             }
             for (sum, v) in on_real.iter_mut().chain(&mut on_fake).zip(r.into_iter().chain(f)) {
                 *sum += v;
@@ -180,7 +187,7 @@ impl Gan {
         let z = self.noise(&mut streams.noise, &self.train_device.clone()); // [b, latent]
         let generated = self.g_forward(&g, z); // [b, pixels], training mode, with its graph
         let fake = generated.clone().detach();
-        let masks = self.dropout_masks(&d, &mut streams.dropout);
+        let masks = self.dropout_masks(&mut streams.dropout);
 
         // G's gradient through D at its current weights (D's own gradient is not taken here).
         let scores = self.d_forward(&d.clone().no_grad(), generated, &mut streams.augment, &masks);
@@ -191,10 +198,10 @@ impl Gan {
         // D's update on the real batch and the same fakes (one update on the summed losses, as
         // the tutorial, with `d_update = "joint"`), then G's.
         let (d, on_real, on_fake) = match self.recipe.d_update {
-            DUpdate::Joint => self.d_update(d, Some(real), Some((fake, Some(masks))), streams),
+            DUpdate::Joint => self.d_update(d, Some(real), Some(fake), Some(masks), streams),
             DUpdate::Split => {
-                let (d, on_real, _) = self.d_update(d, Some(real), None, streams);
-                let (d, _, on_fake) = self.d_update(d, None, Some((fake, Some(masks))), streams);
+                let (d, on_real, _) = self.d_update(d, Some(real), None, None, streams);
+                let (d, _, on_fake) = self.d_update(d, None, Some(fake), Some(masks), streams);
                 (d, on_real, on_fake)
             }
         };
@@ -205,16 +212,16 @@ impl Gan {
     /// Dropout masks for one pass of D over a batch: per convolution [b, c, s, s] of 0 (dropped,
     /// with probability `model.d_dropout`) and 1 / (1 - rate), from the dropout stream. None
     /// (an empty list) without dropout.
-    fn dropout_masks(&self, d: &Discriminator, stream: &mut rand_chacha::ChaCha8Rng) -> Vec<Tensor<4>> {
+    fn dropout_masks(&self, stream: &mut rand_chacha::ChaCha8Rng) -> Vec<Tensor<4>> {
         use rand::RngExt;
-        if self.dropout == 0.0 {
+        let Some((rate, shapes)) = &self.dropout else {
             return Vec::new();
-        }
-        let (rate, b) = (self.dropout as f32, self.batch);
+        };
+        let (rate, b) = (*rate, self.batch);
         let keep = 1.0 / (1.0 - rate);
-        d.conv_shapes()
-            .into_iter()
-            .map(|[c, h, w]| {
+        shapes
+            .iter()
+            .map(|&[c, h, w]| {
                 let values: Vec<f32> = (0..b * c * h * w)
                     .map(|_| if stream.random::<f32>() < rate { 0.0 } else { keep })
                     .collect();
@@ -271,12 +278,13 @@ impl Gan {
     /// One D update on the real batch, the fake batch, or both (their losses summed: one update);
     /// returns D and the (loss, accuracy, mean output) of each batch from the forward pass before
     /// it. With spectral norm, one power iteration on D's weights comes first. Each pass draws its
-    /// dropout masks, unless the fake batch comes with its own.
+    /// dropout masks, but the fake batch's when they are given (`fake_masks`).
     fn d_update(
         &mut self,
         d: Discriminator,
         real: Option<Tensor<2>>,
-        fake: Option<(Tensor<2>, Option<Vec<Tensor<4>>>)>,
+        fake: Option<Tensor<2>>,
+        mut fake_masks: Option<Vec<Tensor<4>>>,
         streams: &mut Streams,
     ) -> (Discriminator, [f32; 3], [f32; 3]) {
         let (loss, label) = (self.recipe.loss, self.recipe.real_label);
@@ -285,16 +293,10 @@ impl Gan {
         }
         let mut total: Option<Tensor<1>> = None;
         let (mut on_real, mut on_fake) = ([0f32; 3], [0f32; 3]);
-        let (fake, fake_masks) = match fake {
-            Some((x, masks)) => (Some(x), masks),
-            None => (None, None),
-        };
         for (x, is_real) in [(real, true), (fake, false)] {
             let Some(x) = x else { continue };
-            let masks = match (&fake_masks, is_real) {
-                (Some(masks), false) => masks.clone(),
-                _ => self.dropout_masks(&d, &mut streams.dropout),
-            };
+            let given = if is_real { None } else { fake_masks.take() };
+            let masks = given.unwrap_or_else(|| self.dropout_masks(&mut streams.dropout));
             let scores = self.d_forward(&d, x, &mut streams.augment, &masks); // [b, 1]
             let values: Vec<f32> = scores.to_data().try_into_vec().expect("the model computes in f32");
             let term = if is_real { loss.d_real(scores, label) } else { loss.d_fake(scores) };
@@ -318,7 +320,7 @@ impl Gan {
     fn g_update(&mut self, g: Generator, d: &Discriminator, streams: &mut Streams) -> (Generator, f32) {
         let z = self.noise(&mut streams.noise, &self.train_device.clone()); // [b, latent]
         let generated = self.g_forward(&g, z); // [b, pixels], with its graph
-        let masks = self.dropout_masks(d, &mut streams.dropout);
+        let masks = self.dropout_masks(&mut streams.dropout);
         let scores = self.d_forward(&d.clone().no_grad(), generated, &mut streams.augment, &masks); // [b, 1]
         let loss = self.recipe.loss.g(scores);
         let value = scalar(&loss);
