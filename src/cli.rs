@@ -144,7 +144,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
     /// Start from a built-in preset instead of the defaults: classic (the default), dcgan (a
-    /// convolutional GAN sized for a 2-core CPU) or dcgan-tf (TensorFlow's DCGAN tutorial).
+    /// convolutional GAN sized for a 2-core CPU), cdcgan (its conditional form) or dcgan-tf
+    /// (TensorFlow's DCGAN tutorial).
     /// Presets are plain config files (presets/ in the source).
     #[arg(long, value_name = "NAME", conflicts_with = "config")]
     pub preset: Option<String>,
@@ -263,6 +264,9 @@ pub struct SampleArgs {
     /// Seed of the noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Draw only this class (a conditional run; without it, every class in turn).
+    #[arg(long, value_name = "C")]
+    pub class: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -282,7 +286,8 @@ pub struct BenchArgs {
     /// TOML config whose model and optimizer to time (default: the classic preset).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// A built-in preset to time instead (classic, dcgan, dcgan-tf; see `gantry train --preset`).
+    /// A built-in preset to time instead (classic, dcgan, cdcgan, dcgan-tf; see `gantry train
+    /// --preset`).
     #[arg(long, value_name = "NAME", conflicts_with = "config")]
     pub preset: Option<String>,
     /// Also write the results as JSON.
@@ -708,8 +713,13 @@ pub fn summary(outcome: &TrainOutcome) -> String {
     if let Some(q) = &outcome.quality {
         s.push_str(&format!(
             "\nSample quality at iteration {} (the judge's scores, eval.csv): FID {:.2}, precision {:.3}, \
-             recall {:.3}, {} classes present\n",
-            q.iteration, q.fid, q.precision, q.recall, q.classes_present
+             recall {:.3}, {} classes present{}\n",
+            q.iteration,
+            q.fid,
+            q.precision,
+            q.recall,
+            q.classes_present,
+            q.class_accuracy.map(|a| format!(", class accuracy {:.2}%", 100.0 * a)).unwrap_or_default()
         ));
     }
     let root = outcome.run.root().display();
@@ -738,7 +748,8 @@ fn sample_command(args: SampleArgs) -> Result<()> {
             format!("{} is a folder; give the PNG file to write", out.display()),
         ));
     }
-    let (images, rows, cols) = train::sample_from_run(&run, args.n, args.seed)?;
+    let weights = crate::sample::Weights::Final;
+    let (images, rows, cols) = train::sample_generator(&run, &weights, args.n, args.seed, args.class)?;
     grid::save_png(&out, &images, GridLayout::for_count(args.n, rows, cols))?;
     let averaged = match crate::Config::from_file(&run.config()) {
         Ok(c) if c.train.g_ema > 0.0 => {
@@ -746,7 +757,8 @@ fn sample_command(args: SampleArgs) -> Result<()> {
         }
         _ => String::new(),
     };
-    eprintln!("gantry: wrote {} samples{averaged} to {}", args.n, out.display());
+    let of_class = args.class.map(|c| format!(" of class {c}")).unwrap_or_default();
+    eprintln!("gantry: wrote {} samples{of_class}{averaged} to {}", args.n, out.display());
     Ok(())
 }
 

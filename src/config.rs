@@ -107,6 +107,26 @@ pub struct ModelConfig {
     pub kernel_size: usize,
     /// dcgan: dropout rate after each of D's convolutions (0 = none).
     pub d_dropout: f64,
+    /// Conditioning on the images' class: `none`; `concat` (a one-hot label joined to G's noise
+    /// and to D's input: Mirza & Osindero 2014; a dcgan's D sees it as one constant feature map
+    /// per class); `projection` (G as with concat; D's logit plus the inner product of a learned
+    /// class embedding with D's last features: Miyato & Koyama 2018).
+    pub conditional: Conditioning,
+    /// Classes of a conditional run's labels (MNIST and Fashion-MNIST: 10, labels 0-9); at
+    /// most 100.
+    pub classes: usize,
+}
+
+/// How the networks see the class label (see [`ModelConfig::conditional`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Conditioning {
+    /// Unconditional: G draws any class, D judges any image.
+    None,
+    /// One-hot labels joined to G's noise and to D's input.
+    Concat,
+    /// One-hot labels joined to G's noise; D's class embedding projected on its features.
+    Projection,
 }
 
 /// Which networks a run trains (see [`ModelConfig::kind`]).
@@ -153,6 +173,35 @@ pub struct DcganLayout {
 }
 
 impl ModelConfig {
+    /// Whether G and D take the class label.
+    pub fn is_conditional(&self) -> bool {
+        self.conditional != Conditioning::None
+    }
+
+    /// Width of the one-hot label a conditional G takes beside its noise (0 when unconditional).
+    pub fn label_width(&self) -> usize {
+        if self.is_conditional() { self.classes } else { 0 }
+    }
+
+    /// Width of G's input: the noise, and the one-hot label of a conditional run.
+    pub fn g_input(&self) -> usize {
+        self.latent_dim + self.label_width()
+    }
+
+    /// The one-hot label's width that D's input carries (`concat` only).
+    pub fn d_label_input(&self) -> usize {
+        if self.conditional == Conditioning::Concat { self.classes } else { 0 }
+    }
+
+    /// Parameters of a projection D's class embedding on `features` features (0 otherwise).
+    pub fn embedding_size(&self, features: usize) -> u64 {
+        if self.conditional == Conditioning::Projection {
+            (self.classes as u64).saturating_mul(features as u64)
+        } else {
+            0
+        }
+    }
+
     /// The dcgan layers of this config (whatever its kind) for images of `pixels` values.
     pub fn dcgan_layout(&self, pixels: usize) -> DcganLayout {
         let side = (pixels as f64).sqrt().round() as usize;
@@ -171,7 +220,8 @@ impl ModelConfig {
                 ConvLayer { c_in: w[0], c_out: w[1], side_in, side_out: s }
             })
             .collect();
-        let (mut c_in, mut s) = (1, side);
+        // D's input: the image, and one constant map per class under `concat`.
+        let (mut c_in, mut s) = (1 + self.d_label_input(), side);
         let convs = self
             .d_channels
             .iter()
@@ -187,8 +237,9 @@ impl ModelConfig {
 
 /// The presets `--preset NAME` chooses: the files in the source tree's `presets/` folder, built in
 /// (copy one to start a config of your own).
-pub const PRESETS: [(&str, &str); 3] = [
+pub const PRESETS: [(&str, &str); 4] = [
     ("classic", include_str!("../presets/classic.toml")),
+    ("cdcgan", include_str!("../presets/cdcgan.toml")),
     ("dcgan", include_str!("../presets/dcgan.toml")),
     ("dcgan-tf", include_str!("../presets/dcgan-tf.toml")),
 ];
@@ -196,6 +247,9 @@ pub const PRESETS: [(&str, &str); 3] = [
 /// The model keys that only a dcgan reads.
 const DCGAN_KEYS: [&str; 4] =
     ["model.g_channels", "model.d_channels", "model.kernel_size", "model.d_dropout"];
+
+/// The model keys of conditioning, in the architecture only of a conditional run.
+const CONDITIONAL_KEYS: [&str; 2] = ["model.conditional", "model.classes"];
 
 impl Default for ModelConfig {
     fn default() -> Self {
@@ -212,6 +266,8 @@ impl Default for ModelConfig {
             d_channels: vec![64, 128],
             kernel_size: 5,
             d_dropout: 0.0,
+            conditional: Conditioning::None,
+            classes: 10,
         }
     }
 }
@@ -450,7 +506,7 @@ impl TrainConfig {
 pub struct OutputConfig {
     /// Write a sample grid at iteration 0 and every this many iterations (and at the last one).
     pub sample_interval: usize,
-    /// Rows of the sample grid.
+    /// Rows of the sample grid (a conditional run's grid has one row per class instead).
     pub grid_rows: usize,
     /// Columns of the sample grid.
     pub grid_cols: usize,
@@ -694,6 +750,20 @@ impl Config {
                 ));
             }
         }
+        if m.is_conditional() {
+            if !(2..=100).contains(&m.classes) {
+                return Err(Error::config(
+                    "model.classes",
+                    format!("must be 2 to 100 for a conditional run, found {}", m.classes),
+                ));
+            }
+            if m.d_spectral_norm {
+                return Err(Error::config(
+                    "model.d_spectral_norm",
+                    "is not available for a conditional model yet (model.conditional = \"none\" only)",
+                ));
+            }
+        }
         finite_in("model.leaky_slope", m.leaky_slope, 0.0, 1.0)?;
         finite_in("model.bn_momentum", m.bn_momentum, 0.0, 1.0)?;
         if !(m.bn_epsilon.is_finite() && m.bn_epsilon > 0.0) {
@@ -794,18 +864,19 @@ impl Config {
         let chain = |widths: &[u64]| -> u64 {
             widths.windows(2).fold(0u64, |acc, w| acc.saturating_add(dense(w[0], w[1])))
         };
-        let g: Vec<u64> = std::iter::once(m.latent_dim)
+        let g: Vec<u64> = std::iter::once(m.g_input())
             .chain(m.g_hidden.iter().copied())
             .chain(std::iter::once(pixels))
             .map(|w| w as u64)
             .collect();
         let bn: u64 = m.g_hidden.iter().fold(0u64, |acc, &w| acc.saturating_add(4 * w as u64));
-        let d: Vec<u64> = std::iter::once(pixels)
+        let d: Vec<u64> = std::iter::once(pixels + m.d_label_input())
             .chain(m.d_hidden.iter().copied())
             .chain(std::iter::once(1))
             .map(|w| w as u64)
             .collect();
-        chain(&g).saturating_add(bn).saturating_add(chain(&d))
+        let features = m.d_hidden.last().copied().unwrap_or(pixels);
+        chain(&g).saturating_add(bn).saturating_add(chain(&d)).saturating_add(m.embedding_size(features))
     }
 
     /// A generous estimate of the bytes one training process needs: every parameter held about
@@ -820,8 +891,8 @@ impl Config {
         // The training images as bytes, and the judge's test images as floats.
         let images = 60_000u64 * pixels as u64 + 10_000 * pixels as u64 * 4;
         // The fixed noise of the grids and of the in-training evaluation, and its images.
-        let noise_rows = (self.output.grid_rows * self.output.grid_cols + self.eval.samples) as u64;
-        let noise = noise_rows.saturating_mul((self.model.latent_dim + pixels) as u64).saturating_mul(4);
+        let noise_rows = (self.grid_rows() * self.output.grid_cols + self.eval.samples) as u64;
+        let noise = noise_rows.saturating_mul((self.model.g_input() + pixels) as u64).saturating_mul(4);
         params
             .saturating_add(activations)
             .saturating_add(images)
@@ -841,6 +912,11 @@ impl Config {
         let g_hidden = layout.deconvs.split_last().map_or(&[][..], |(_image, hidden)| hidden);
         let maps = g_hidden.iter().chain(&layout.convs).map(|l| l.outputs() as u64).sum::<u64>();
         maps.saturating_add(layout.projected as u64)
+    }
+
+    /// Rows of the sample grids: one per class in a conditional run, else `output.grid_rows`.
+    pub fn grid_rows(&self) -> usize {
+        if self.model.is_conditional() { self.model.classes } else { self.output.grid_rows }
     }
 
     /// The resolved config as TOML, as saved in the run folder.
@@ -863,10 +939,14 @@ impl Config {
     /// the one its older checkpoints carry.
     /// The model kind and the keys of the other kind likewise: an mlp's hash is the one it had
     /// before convolutional models existed.
+    /// Conditioning's keys too: an unconditional run's hash is the one it had before them.
     pub fn architecture(&self) -> Vec<(String, String)> {
         let mlp = self.model.kind == ModelKind::Mlp;
+        let conditional = self.model.is_conditional();
         let read = |k: &str| {
-            if DCGAN_KEYS.contains(&k) || k == "model.kind" {
+            if CONDITIONAL_KEYS.contains(&k) {
+                conditional
+            } else if DCGAN_KEYS.contains(&k) || k == "model.kind" {
                 !mlp
             } else {
                 mlp || !matches!(k, "model.g_hidden" | "model.d_hidden")
@@ -1022,7 +1102,7 @@ fn dcgan_parameter_count(m: &ModelConfig, pixels: usize) -> u64 {
     let k2 = (m.kernel_size * m.kernel_size) as u64;
     let weights = |l: &ConvLayer| (l.c_in as u64).saturating_mul(l.c_out as u64).saturating_mul(k2);
     let projected = layout.projected as u64;
-    let mut g = (m.latent_dim as u64).saturating_mul(projected).saturating_add(4 * projected);
+    let mut g = (m.g_input() as u64).saturating_mul(projected).saturating_add(4 * projected);
     for (i, l) in layout.deconvs.iter().enumerate() {
         // A BatchNorm after every transposed convolution but the last.
         let norm = if i + 1 < layout.deconvs.len() { 4 * l.c_out as u64 } else { 0 };
@@ -1030,8 +1110,9 @@ fn dcgan_parameter_count(m: &ModelConfig, pixels: usize) -> u64 {
     }
     let d =
         layout.convs.iter().fold(0u64, |d, l| d.saturating_add(weights(l)).saturating_add(l.c_out as u64));
-    let logit = layout.convs.last().map_or(0, |l| l.outputs() as u64) + 1;
-    g.saturating_add(d).saturating_add(logit)
+    let features = layout.convs.last().map_or(pixels, |l| l.outputs());
+    let logit = features as u64 + 1;
+    g.saturating_add(d).saturating_add(logit).saturating_add(m.embedding_size(features))
 }
 
 fn finite_in(key: &'static str, value: f64, lo: f64, hi: f64) -> Result<()> {
@@ -1127,6 +1208,36 @@ mod tests {
         bad("model.d_dropout", "1.0");
         bad("model.d_spectral_norm", "true");
         bad("train.d_steps", "2");
+    }
+
+    #[test]
+    fn conditional_settings_are_checked_and_enter_the_architecture_only_when_on() {
+        let c = Config::preset("cdcgan").unwrap();
+        assert_eq!((c.model.conditional, c.model.classes, c.grid_rows()), (Conditioning::Projection, 10, 10));
+        let bad = |settings: &[&str], key: &str| {
+            let s: Vec<String> = settings.iter().map(|s| s.to_string()).collect();
+            let err = Config::default().with_settings(&s).unwrap().validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{settings:?}: {err}");
+        };
+        bad(&["model.conditional=\"concat\"", "model.classes=1"], "model.classes");
+        bad(&["model.conditional=\"concat\"", "model.classes=101"], "model.classes");
+        bad(&["model.conditional=\"projection\"", "model.d_spectral_norm=true"], "model.d_spectral_norm");
+        // Unconditional, the class count is not read (nor hashed).
+        let mut classes = Config::default();
+        classes.model.classes = 1;
+        classes.validate().unwrap();
+        assert_eq!(classes.architecture_hash(), Config::default().architecture_hash());
+        let mut concat = Config::default();
+        concat.model.conditional = Conditioning::Concat;
+        assert_eq!(
+            concat.architecture_diff(&Config::default()),
+            vec!["model.conditional: \"concat\" -> \"none\""]
+        );
+        assert!(concat.architecture().iter().any(|(k, _)| k == "model.classes"));
+        // G takes the one-hot class beside its noise, a concat D beside the image.
+        assert_eq!((concat.model.g_input(), concat.model.d_label_input()), (110, 10));
+        assert_eq!(concat.parameter_count(784), Config::default().parameter_count(784) + 10 * 256 + 10 * 512);
+        assert_eq!(concat.grid_rows(), 10);
     }
     use super::*;
 

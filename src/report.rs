@@ -182,12 +182,18 @@ fn quality_html(run: &RunDir) -> Result<String> {
             "<figure>{}</figure>\n",
             text.find("<svg").map(|i| &text[i..]).unwrap_or(&text)
         ));
-        html.push_str("<table><tr><th>iteration</th><th>FID</th><th>precision</th><th>recall</th><th>IS</th><th>classes</th><th>separability</th></tr>\n");
+        let conditional = rows.iter().any(|r| r.class_accuracy.is_some());
+        html.push_str("<table><tr><th>iteration</th><th>FID</th><th>precision</th><th>recall</th><th>IS</th><th>classes</th><th>separability</th>");
+        html.push_str(if conditional { "<th>class accuracy</th></tr>\n" } else { "</tr>\n" });
         for r in &rows {
             html.push_str(&format!(
-                "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.2}</td><td>{}</td><td>{:.3}</td></tr>\n",
+                "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.2}</td><td>{}</td><td>{:.3}</td>",
                 r.iteration, r.fid, r.precision, r.recall, r.inception_score, r.classes_present, r.separability
             ));
+            if let Some(a) = r.class_accuracy.filter(|_| conditional) {
+                html.push_str(&format!("<td>{:.2}%</td>", 100.0 * a));
+            }
+            html.push_str("</tr>\n");
         }
         html.push_str("</table>\n");
     }

@@ -13,6 +13,7 @@ const NOISE_STREAM: u64 = 3;
 const FIXED_NOISE_STREAM: u64 = 4;
 const AUGMENT_STREAM: u64 = 5;
 const DROPOUT_STREAM: u64 = 6;
+const LABEL_STREAM: u64 = 7;
 
 /// All random streams of a run, derived from one seed.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +30,8 @@ pub struct Streams {
     pub augment: ChaCha8Rng,
     /// D's dropout masks (`model.d_dropout`).
     pub dropout: ChaCha8Rng,
+    /// The classes asked of G in a conditional run (`model.conditional`).
+    pub labels: ChaCha8Rng,
 }
 
 impl Streams {
@@ -45,6 +48,7 @@ impl Streams {
             fixed: stream(FIXED_NOISE_STREAM),
             augment: stream(AUGMENT_STREAM),
             dropout: stream(DROPOUT_STREAM),
+            labels: stream(LABEL_STREAM),
         }
     }
 
@@ -59,6 +63,11 @@ impl Streams {
         Self::stream_at_start(seed, DROPOUT_STREAM)
     }
 
+    /// The label stream at its start (what a checkpoint of version 4 or older resumes with).
+    pub fn label_stream(seed: [u8; 32]) -> ChaCha8Rng {
+        Self::stream_at_start(seed, LABEL_STREAM)
+    }
+
     fn stream_at_start(seed: [u8; 32], id: u64) -> ChaCha8Rng {
         let mut r = ChaCha8Rng::from_seed(seed);
         r.set_stream(id);
@@ -70,6 +79,12 @@ impl Streams {
 pub fn normal(rng: &mut ChaCha8Rng, n: usize, out: &mut Vec<f32>) {
     out.clear();
     out.extend((0..n).map(|_| rng.sample::<f32, _>(StandardNormal)));
+}
+
+/// `n` classes uniform in `0..classes` (at most 256).
+pub fn labels(rng: &mut ChaCha8Rng, n: usize, classes: usize, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend((0..n).map(|_| rng.random_range(0..classes) as u8));
 }
 
 /// `n` indices uniform in `0..len`, drawn with replacement (as `np.random.randint` does).

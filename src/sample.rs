@@ -33,6 +33,8 @@ pub struct LoadedGenerator {
     g: Generator,
     device: Device,
     latent: usize,
+    /// Classes of a conditional run's generator (0 when unconditional).
+    pub classes: usize,
     /// Image size.
     pub rows: usize,
     pub cols: usize,
@@ -94,6 +96,7 @@ impl LoadedGenerator {
             g,
             device,
             latent: config.model.latent_dim,
+            classes: config.model.label_width(),
             rows: info.image_rows,
             cols: info.image_cols,
             source,
@@ -105,21 +108,52 @@ impl LoadedGenerator {
         self.rows * self.cols
     }
 
-    /// Draw `n` images from noise seeded by `seed`, handing each slice of at most [`SLICE`] images
-    /// ([k * pixels] in [-1, 1]) to `visit` in order. The noise is the same whatever the slicing.
+    /// The classes asked for `n` images of a conditional generator: all `class`, or, without
+    /// one, every class in turn (0, 1, ..., 0, 1, ...: as many of each, within one). Empty for an
+    /// unconditional generator, which takes no class (asking it for one is refused).
+    pub fn asked_classes(&self, n: usize, class: Option<usize>) -> Result<Vec<u8>> {
+        match (self.classes, class) {
+            (0, None) => Ok(Vec::new()),
+            (0, Some(_)) => Err(Error::usage(
+                "--class",
+                format!(
+                    "{} is not conditional (model.conditional = \"none\"): it takes no class",
+                    self.source.display()
+                ),
+            )),
+            (classes, Some(c)) if c >= classes => Err(Error::usage(
+                "--class",
+                format!("must be one of the model's classes 0..={}, found {c}", classes - 1),
+            )),
+            (_, Some(c)) => Ok(vec![c as u8; n]),
+            (classes, None) => Ok((0..n).map(|i| (i % classes) as u8).collect()),
+        }
+    }
+
+    /// Draw `n` images from noise seeded by `seed` (and, from a conditional generator, of the
+    /// classes [`LoadedGenerator::asked_classes`] gives for `class`), handing each slice of at
+    /// most [`SLICE`] images ([k * pixels] in [-1, 1]) to `visit` in order. The noise is the same
+    /// whatever the slicing and the classes.
     pub fn generate_slices(
         &self,
         n: usize,
         seed: u64,
+        class: Option<usize>,
         visit: &mut dyn FnMut(&[f32]) -> Result<()>,
     ) -> Result<()> {
+        let labels = self.asked_classes(n, class)?;
         let mut stream = Streams::new(seed).fixed;
         let mut noise = Vec::new();
         let mut done = 0;
         while done < n {
             let k = SLICE.min(n - done);
             rng::normal(&mut stream, k * self.latent, &mut noise);
-            let z = Tensor::<2>::from_data(TensorData::new(noise.clone(), [k, self.latent]), &self.device);
+            let z = if self.classes > 0 {
+                let input = crate::model::with_labels(&noise, &labels[done..done + k], self.classes);
+                Tensor::<2>::from_data(TensorData::new(input, [k, self.latent + self.classes]), &self.device)
+            } else {
+                Tensor::<2>::from_data(TensorData::new(noise.clone(), [k, self.latent]), &self.device)
+            };
             let images: Vec<f32> =
                 self.g.forward(z).into_data().try_into_vec().expect("the model computes in f32");
             visit(&images)?;
@@ -129,9 +163,9 @@ impl LoadedGenerator {
     }
 
     /// Draw `n` images at once (for a grid: `n` is small).
-    pub fn generate(&self, n: usize, seed: u64) -> Result<Vec<f32>> {
+    pub fn generate(&self, n: usize, seed: u64, class: Option<usize>) -> Result<Vec<f32>> {
         let mut all = Vec::with_capacity(n.saturating_mul(self.pixels()).min(1 << 28));
-        self.generate_slices(n, seed, &mut |slice| {
+        self.generate_slices(n, seed, class, &mut |slice| {
             all.extend_from_slice(slice);
             Ok(())
         })?;
@@ -141,19 +175,22 @@ impl LoadedGenerator {
 
 /// Load a trained run's generator (verified, on the CPU) and draw `n` images from noise seeded by
 /// `seed`. Returns images [n * pixels] in [-1, 1] and the image size.
+/// A conditional run's generator draws every class in turn.
 pub fn sample_from_run(run: &RunDir, n: usize, seed: u64) -> Result<(Vec<f32>, usize, usize)> {
-    sample_generator(run, &Weights::Final, n, seed)
+    sample_generator(run, &Weights::Final, n, seed, None)
 }
 
-/// As [`sample_from_run`], with the generator's weights from `weights`.
+/// As [`sample_from_run`], with the generator's weights from `weights`, and of class `class`
+/// only (a conditional run's generator; see [`LoadedGenerator::asked_classes`]).
 pub fn sample_generator(
     run: &RunDir,
     weights: &Weights,
     n: usize,
     seed: u64,
+    class: Option<usize>,
 ) -> Result<(Vec<f32>, usize, usize)> {
     let g = LoadedGenerator::load(run, weights)?;
-    Ok((g.generate(n, seed)?, g.rows, g.cols))
+    Ok((g.generate(n, seed, class)?, g.rows, g.cols))
 }
 
 /// The default file of `gantry sample` on a run: `RUN/sample-seedS.png`.

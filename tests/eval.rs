@@ -224,3 +224,47 @@ fn quality_during_training_is_logged_and_leaves_training_unchanged() {
     let metrics = |name: &str| std::fs::read(tmp.path().join(name).join("metrics.csv")).unwrap();
     assert_eq!(metrics("on"), metrics("off"));
 }
+
+#[test]
+fn a_conditional_run_reports_its_class_accuracy_in_training_and_in_eval() {
+    drop(judge());
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let mut config = common::tiny_config(60, 30, 3);
+    config.model.conditional = gantry::config::Conditioning::Concat;
+    config.eval.every = 30;
+    config.eval.samples = 300;
+    let gantry = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(args)
+            .env("GANTRY_CACHE_DIR", cache_dir())
+            .env("GANTRY_DATA", common::mnist_dir())
+            .output()
+            .unwrap()
+    };
+    let file = tmp.path().join("conditional.toml");
+    std::fs::write(&file, config.to_toml()).unwrap();
+    let o = gantry(&["train", "--config", file.to_str().unwrap(), "--out", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(said.contains("class accuracy"), "the summary gives the class accuracy: {said}");
+    // eval.csv: a column of class accuracies, each a share; the report shows it.
+    let text = std::fs::read_to_string(run.join("eval.csv")).unwrap();
+    assert!(text.lines().next().unwrap().ends_with(",class_accuracy"), "{text}");
+    let rows = train::quality::read(&run.join("eval.csv")).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.class_accuracy.is_some_and(|a| (0.0..=1.0).contains(&a))), "{rows:?}");
+    let report = gantry::report::write(&gantry::run_dir::RunDir::open(&run).unwrap(), None).unwrap();
+    assert!(std::fs::read_to_string(report).unwrap().contains("<th>class accuracy</th>"));
+    // gantry eval: class accuracy and one FID per class, in the table and eval.json.
+    let o = gantry(&["eval", run.to_str().unwrap(), "--n", "500"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("class accuracy") && table.contains("FID per class"), "{table}");
+    let saved: Vec<EvalReport> =
+        serde_json::from_slice(&std::fs::read(run.join("eval.json")).unwrap()).unwrap();
+    let per_class = saved[0].per_class_fid.as_ref().expect("a conditional run's eval has per-class FIDs");
+    assert_eq!(per_class.len(), 10);
+    assert!(per_class.iter().all(|f| f.is_finite() && *f > 0.0), "{per_class:?}");
+    assert!(saved[0].class_accuracy.is_some_and(|a| (0.0..=1.0).contains(&a)));
+}

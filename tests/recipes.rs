@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 
 use gantry::config::Overrides;
-use gantry::config::{Augment, DUpdate, Kernels, Loss, UpdateOrder};
+use gantry::config::{Augment, Conditioning, DUpdate, Kernels, Loss, UpdateOrder};
 use gantry::metrics::METRICS;
 use gantry::train::{self, Options};
 
@@ -111,6 +111,33 @@ fn every_objective_trains_and_resumes_byte_identical() {
                 c.train.g_ema = 0.99;
             }),
         ),
+        // Conditional networks: the class joined to G's noise and to D's input (mlp, reference
+        // step: the fast path is unconditional only), or projected on D's features (dcgan, the
+        // simultaneous step, g-first with an mlp).
+        ("mlp-concat", recipe(Loss::Ns, |c| c.model.conditional = Conditioning::Concat)),
+        (
+            "mlp-projection-gfirst",
+            recipe(Loss::Hinge, |c| {
+                c.model.conditional = Conditioning::Projection;
+                c.train.order = UpdateOrder::GFirst;
+            }),
+        ),
+        (
+            "dcgan-concat-simultaneous",
+            recipe(Loss::Ns, |c| {
+                small_dcgan(c);
+                c.model.conditional = Conditioning::Concat;
+                c.train.order = UpdateOrder::Simultaneous;
+                c.train.d_update = DUpdate::Joint;
+            }),
+        ),
+        (
+            "dcgan-projection",
+            recipe(Loss::Ns, |c| {
+                small_dcgan(c);
+                c.model.conditional = Conditioning::Projection;
+            }),
+        ),
         // The regression: g-first used spectral norm's σ before any power iteration had set v (NaN).
         (
             "lsgan-gfirst-sn",
@@ -139,6 +166,7 @@ fn every_objective_trains_and_resumes_byte_identical() {
             );
         }
     }
+    conditional_runs_draw_the_classes_asked(tmp.path());
     // G's moving average is what the grids and weights show: they differ from G's own.
     let plain = fs::read(tmp.path().join("lsgan-straight/weights/generator.bpk")).unwrap();
     let ema_run = tmp.path().join("ns-ema-straight");
@@ -198,6 +226,51 @@ fn every_objective_trains_and_resumes_byte_identical() {
         "{:?}",
         wgan.last()
     );
+}
+
+/// The conditional runs of [`every_objective_trains_and_resumes_byte_identical`]: grids of one
+/// row per class, the label stream in the checkpoint, `gantry sample --class`.
+fn conditional_runs_draw_the_classes_asked(tmp: &std::path::Path) {
+    for name in ["mlp-concat", "dcgan-projection"] {
+        let run = tmp.join(format!("{name}-straight"));
+        // One row per class (10), output.grid_cols columns (5).
+        let (w, h) = image::open_png_size(&run.join("samples/step_000040.png"));
+        let layout = gantry::grid::GridLayout { rows: 10, cols: 5, tile_h: 28, tile_w: 28 };
+        assert_eq!((w as usize, h as usize), layout.size(), "{name}");
+        let state: serde_json::Value =
+            serde_json::from_slice(&fs::read(run.join("checkpoints/step_000040/state.json")).unwrap())
+                .unwrap();
+        assert!(state["rng_labels"].is_object() || state["rng_labels"].is_array(), "{name}: {state}");
+    }
+    let gantry = |args: &[&str], run: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gantry")).args(args).arg(run).output().unwrap()
+    };
+    let run = tmp.join("dcgan-projection-straight");
+    let (threes, sevens) = (tmp.join("threes.png"), tmp.join("sevens.png"));
+    for (class, out) in [("3", &threes), ("7", &sevens)] {
+        let o = gantry(&["sample", "--n", "4", "--class", class, "--out", out.to_str().unwrap()], &run);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("of class {class}")));
+    }
+    // The same noise, another class: other images.
+    assert_ne!(fs::read(&threes).unwrap(), fs::read(&sevens).unwrap());
+    let o = gantry(&["sample", "--class", "10"], &run);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("0..=9"), "{}", String::from_utf8_lossy(&o.stderr));
+    // An unconditional run takes no class; nothing is written.
+    let o = gantry(&["sample", "--class", "3"], &tmp.join("lsgan-straight"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not conditional"));
+    assert!(!tmp.join("lsgan-straight/sample-seed0.png").exists());
+}
+
+/// Reading a PNG's size from its header (the IHDR chunk), enough for these checks.
+mod image {
+    pub fn open_png_size(path: &std::path::Path) -> (u32, u32) {
+        let bytes = std::fs::read(path).unwrap();
+        let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+        (be(16), be(20))
+    }
 }
 
 #[test]

@@ -29,10 +29,11 @@ use crate::rng::Streams;
 
 /// Version of the checkpoint layout; bumped on any incompatible change. Version 2 adds the
 /// recipe's hash to `state.json`; version 3 the augmentation stream, spectral norm's vectors and
-/// the optional `generator_ema.bpk`; version 4 the dropout stream. Checkpoints of versions 1 to 3
-/// still load: they come from recipes without augmentation, spectral norm, EMA or dropout (as
-/// each version lacks), whose new state is its initial value.
-pub const FORMAT_VERSION: u32 = 4;
+/// the optional `generator_ema.bpk`; version 4 the dropout stream; version 5 the label stream.
+/// Checkpoints of versions 1 to 4 still load: they come from recipes without augmentation,
+/// spectral norm, EMA, dropout or conditioning (as each version lacks), whose new state is its
+/// initial value.
+pub const FORMAT_VERSION: u32 = 5;
 
 /// The oldest checkpoint layout this gantry reads.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
@@ -112,6 +113,9 @@ pub struct TrainingState {
     /// The dropout stream (version 4; older checkpoints never drew from it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rng_dropout: Option<RngState>,
+    /// The label stream (version 5; older checkpoints never drew from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rng_labels: Option<RngState>,
 }
 
 impl TrainingState {
@@ -126,6 +130,10 @@ impl TrainingState {
             Some(state) => state.restore(path)?,
             None => Streams::dropout_stream(init.get_seed()),
         };
+        let labels = match &self.rng_labels {
+            Some(state) => state.restore(path)?,
+            None => Streams::label_stream(init.get_seed()),
+        };
         Ok(Streams {
             init,
             data: self.rng_data.restore(path)?,
@@ -133,6 +141,7 @@ impl TrainingState {
             fixed: self.rng_fixed.restore(path)?,
             augment,
             dropout,
+            labels,
         })
     }
 }
@@ -564,6 +573,7 @@ mod tests {
                 rng_augment: Some(RngState::capture(&s.augment)),
                 spectral_norm: None,
                 rng_dropout: Some(RngState::capture(&s.dropout)),
+                rng_labels: Some(RngState::capture(&s.labels)),
             },
             generator: vec![1; 1000],
             discriminator: vec![2; 500],

@@ -42,6 +42,8 @@ pub struct TrainingImages {
     pub bytes: Vec<u8>,
     /// The file they were read from.
     pub source: PathBuf,
+    /// Each image's class, when the run is conditional (read from the labels file beside them).
+    pub labels: Option<Vec<u8>>,
 }
 
 impl TrainingImages {
@@ -51,7 +53,14 @@ impl TrainingImages {
     }
 
     pub fn from_idx(images: IdxImages, source: PathBuf) -> Self {
-        Self { count: images.count, rows: images.rows, cols: images.cols, bytes: images.pixels, source }
+        Self {
+            count: images.count,
+            rows: images.rows,
+            cols: images.cols,
+            bytes: images.pixels,
+            source,
+            labels: None,
+        }
     }
 
     /// Copy the images at `indices` into `out` as `[-1, 1]` floats (`[indices.len(), dim]`).
@@ -80,8 +89,6 @@ impl TrainingImages {
 pub fn to_unit(p: u8) -> f32 {
     p as f32 / 127.5 - 1.0
 }
-
-impl TrainingImages {}
 
 /// Pixels of one MNIST-format image (28 x 28).
 pub const PIXELS_28: usize = 28 * 28;
@@ -173,9 +180,21 @@ fn not_found(dataset: Dataset, searched: &[PathBuf], download_error: Option<&Err
     Error::DataNotFound(msg)
 }
 
-/// Locate and read `dataset`'s training images as `[-1, 1]` floats.
-pub fn load_training_images(dataset: Dataset, explicit: Option<&Path>) -> Result<TrainingImages> {
+/// Locate and read `dataset`'s training images; with `classes`, their labels too, each checked
+/// to be below it (a conditional run).
+pub fn load_training_images(
+    dataset: Dataset,
+    explicit: Option<&Path>,
+    classes: Option<usize>,
+) -> Result<TrainingImages> {
     let dir = locate(dataset, explicit)?;
+    if let Some(classes) = classes {
+        let mut set = load_labelled(dataset, &dir, Split::Train)?;
+        let label_path = find_file(&dir, FILE_STEMS[1]).unwrap_or_else(|| dir.join(FILE_STEMS[1]));
+        check_labels(&set.labels, classes, &label_path)?;
+        set.images.labels = Some(set.labels);
+        return Ok(set.images);
+    }
     let path = find_file(&dir, FILE_STEMS[0]).ok_or_else(|| {
         Error::DataNotFound(format!("{}: training images vanished while reading", dir.display()))
     })?;
@@ -184,6 +203,26 @@ pub fn load_training_images(dataset: Dataset, explicit: Option<&Path>) -> Result
         return Err(Error::bad_data(&path, "holds no images"));
     }
     Ok(TrainingImages::from_idx(images, path))
+}
+
+/// A conditional run's labels: each below `classes`, and more than one class among them.
+pub fn check_labels(labels: &[u8], classes: usize, path: &Path) -> Result<()> {
+    if labels.is_empty() {
+        return Err(Error::bad_data(path, "holds no labels"));
+    }
+    if let Some(bad) = labels.iter().find(|&&l| l as usize >= classes) {
+        return Err(Error::bad_data(
+            path,
+            format!("label {bad} is not one of the model's {classes} classes (model.classes)"),
+        ));
+    }
+    if labels.iter().all(|&l| l == labels[0]) {
+        return Err(Error::bad_data(
+            path,
+            format!("every image is of class {}: a conditional run needs two classes or more", labels[0]),
+        ));
+    }
+    Ok(())
 }
 
 /// Which half of a data set.
@@ -249,6 +288,18 @@ mod tests {
     fn fashion_looks_in_debians_folder() {
         let c = candidate_dirs(Dataset::FashionMnist, None);
         assert!(c.contains(&PathBuf::from(DEBIAN_FASHION_DIR)));
+    }
+
+    #[test]
+    fn a_conditional_runs_labels_must_fit_its_classes_and_be_more_than_one() {
+        let p = Path::new("labels-file");
+        assert!(check_labels(&[0, 1, 2], 3, p).is_ok());
+        let e = check_labels(&[0, 3], 3, p).unwrap_err();
+        assert!(e.to_string().contains("label 3") && e.to_string().contains("labels-file"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        let e = check_labels(&[4, 4, 4], 10, p).unwrap_err().to_string();
+        assert!(e.contains("every image is of class 4"), "{e}");
+        assert!(check_labels(&[], 10, p).is_err());
     }
 
     #[test]

@@ -135,11 +135,18 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
     let mut reports = Vec::new();
     for (source, g) in &generators {
         let mut fake = Judgement::empty();
-        g.generate_slices(req.n, req.seed, &mut |images| {
+        g.generate_slices(req.n, req.seed, None, &mut |images| {
             fake.append(judge.judge(images)?);
             Ok(())
         })?;
-        reports.push(super::compare(&judge, source, &fake, &real, &settings)?);
+        let mut report = super::compare(&judge, source, &fake, &real, &settings)?;
+        if g.classes > 0 {
+            // A conditional generator drew every class in turn: its class accuracy, and each
+            // class's FID against the test images of that class.
+            let asked = g.asked_classes(req.n, None)?;
+            super::add_class_scores(&mut report, &fake, &asked, &real, Some(&test.labels))?;
+        }
+        reports.push(report);
     }
     for (source, images) in &outside {
         reports.push(super::evaluate(&judge, source, images, &real, &settings)?);

@@ -66,6 +66,51 @@ pub struct EvalReport {
     /// Held-out accuracy of a linear classifier telling real from generated judge features
     /// (0.5: indistinguishable), the answer to "what would a fair D reach?".
     pub separability: f64,
+    /// A conditional generator's: the share of samples asked for class c that the judge
+    /// classifies as c, and each class's FID (its samples against the real test images of that
+    /// class). Absent for unconditional samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_class_fid: Option<Vec<f64>>,
+}
+
+/// Add a conditional generator's class accuracy and per-class FID to `report`: `asked` the class
+/// each sample of `fake` was drawn for, `real_labels` the real images' classes (without them,
+/// only the class accuracy). A class with fewer than two samples on either side has no FID (NaN).
+pub fn add_class_scores(
+    report: &mut EvalReport,
+    fake: &Judgement,
+    asked: &[u8],
+    real: &Judgement,
+    real_labels: Option<&[u8]>,
+) -> Result<()> {
+    report.class_accuracy = Some(stats::class_accuracy(&fake.probabilities, CLASSES, asked)?);
+    let Some(real_labels) = real_labels else { return Ok(()) };
+    let classes = asked.iter().map(|&c| c as usize + 1).max().unwrap_or(0);
+    let of_class = |j: &Judgement, labels: &[u8], c: usize| -> Vec<f32> {
+        j.features
+            .chunks_exact(FEATURES)
+            .zip(labels)
+            .filter(|(_, l)| **l as usize == c)
+            .flat_map(|(row, _)| row.iter().copied())
+            .collect()
+    };
+    let mut fids = Vec::with_capacity(classes);
+    for c in 0..classes {
+        let (f, r) = (of_class(fake, asked, c), of_class(real, real_labels, c));
+        let (nf, nr) = (f.len() / FEATURES, r.len() / FEATURES);
+        fids.push(if nf < 2 || nr < 2 {
+            f64::NAN
+        } else {
+            stats::frechet_distance_features(
+                Features::new(&r, nr, FEATURES)?,
+                Features::new(&f, nf, FEATURES)?,
+            )?
+        });
+    }
+    report.per_class_fid = Some(fids);
+    Ok(())
 }
 
 /// Judge `generated` ([n, 784] in [-1, 1]) against the judged real images.
@@ -112,6 +157,8 @@ pub fn compare(
         classes_present: coverage.present,
         class_kl_from_uniform: coverage.kl_from_uniform,
         separability: stats::separability_accuracy(r, f)?,
+        class_accuracy: None,
+        per_class_fid: None,
     })
 }
 
@@ -135,6 +182,17 @@ pub fn format_table(reports: &[EvalReport]) -> String {
             r.class_histogram.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" ")
         }),
     ];
+    let mut rows = rows.to_vec();
+    if reports.iter().any(|r| r.class_accuracy.is_some()) {
+        rows.push(("class accuracy", |r| match r.class_accuracy {
+            Some(a) => format!("{:.2}%", 100.0 * a),
+            None => "-".into(),
+        }));
+        rows.push(("FID per class 0-9", |r| match &r.per_class_fid {
+            Some(f) => f.iter().map(|v| format!("{v:.1}")).collect::<Vec<_>>().join(" "),
+            None => "-".into(),
+        }));
+    }
     let header: Vec<String> = reports.iter().map(|r| r.source.clone()).collect();
     let cells: Vec<Vec<String>> = rows.iter().map(|(_, cell)| reports.iter().map(cell).collect()).collect();
     let width = header.iter().chain(cells.iter().flatten()).map(|c| c.chars().count()).max().unwrap_or(0);

@@ -441,6 +441,17 @@ pub fn class_coverage(probs: &[f32], classes: usize) -> Result<Coverage> {
     Ok(Coverage { histogram, present, kl_from_uniform })
 }
 
+/// The share of samples asked for class `asked[i]` that the judge classifies as that class (the
+/// argmax of their probabilities, `classes` per row): a conditional generator's class accuracy.
+pub fn class_accuracy(probs: &[f32], classes: usize, asked: &[u8]) -> Result<f64> {
+    let n = probability_rows(probs, classes)?;
+    if asked.len() != n {
+        return Err(bad(format!("{} classes asked for {n} samples", asked.len())));
+    }
+    let hits = probs.chunks_exact(classes).zip(asked).filter(|(row, c)| argmax(row) == **c as usize).count();
+    Ok(hits as f64 / n as f64)
+}
+
 /// What accuracy a linear judge would reach telling real from generated features (0.5: it cannot).
 ///
 /// Fits Fisher's linear discriminant on the even rows of each set, `w = (S + εI)⁻¹ (mu_real -
@@ -678,6 +689,16 @@ mod tests {
         let cov = class_coverage(&balanced, 10).unwrap();
         assert_eq!((cov.histogram, cov.present), (vec![20; 10], 10));
         assert!(cov.kl_from_uniform.abs() < 1e-12);
+    }
+
+    #[test]
+    fn class_accuracy_counts_the_samples_classified_as_asked() {
+        // Three samples of two classes: the first two classified as 0, the last as 1.
+        let probs = [0.9, 0.1, 0.6, 0.4, 0.2, 0.8];
+        assert_eq!(class_accuracy(&probs, 2, &[0, 0, 1]).unwrap(), 1.0);
+        assert!((class_accuracy(&probs, 2, &[0, 1, 1]).unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(class_accuracy(&probs, 2, &[1, 1, 0]).unwrap(), 0.0);
+        assert!(class_accuracy(&probs, 2, &[0, 1]).is_err());
     }
 
     #[test]

@@ -15,6 +15,12 @@
 //! D: x -> [1, side, side] -> (Conv k×k stride 2 -> LeakyReLU -> dropout)* -> Dense -> logit.
 //! Dropout's masks come from the caller (drawn from the run's own stream, see `train::gan`).
 //!
+//! Conditional networks (`model.conditional`, either kind) take the class as a one-hot vector:
+//! G's input is [z, one-hot] (the caller joins them, [`with_labels`]); a `concat` D takes the
+//! one-hot beside the image (an mlp's input, or a dcgan's extra constant feature maps, one per
+//! class); a `projection` D adds `<embed(y), features(x)>` to its logit (Miyato & Koyama 2018),
+//! its embedding a bias-free Dense layer on the one-hot. [`Discriminator::score`] takes them.
+//!
 //! Also here, as operations on the networks: D's spectral normalization (each layer's weight
 //! divided by an estimate of its largest singular value, Miyato et al. 2018) and the moving
 //! average of G's weights (`train.g_ema`).
@@ -58,6 +64,8 @@ pub struct Discriminator {
     leaky_slope: f64,
     /// dcgan: the images' side (0 in an mlp).
     side: usize,
+    /// A projection D's class embedding (classes -> features, no bias; None otherwise).
+    embed: Option<Linear>,
 }
 
 /// BatchNorm with Keras' conventions (`bn_momentum` is the fraction of the old average kept).
@@ -117,7 +125,7 @@ impl Generator {
         if cfg.kind == ModelKind::Dcgan {
             return Self::dcgan(cfg, pixels, rng, device);
         }
-        let mut width = cfg.latent_dim;
+        let mut width = cfg.g_input();
         let mut hidden = Vec::new();
         let mut norms = Vec::new();
         for &w in &cfg.g_hidden {
@@ -142,10 +150,10 @@ impl Generator {
     /// layer order.
     fn dcgan(cfg: &ModelConfig, pixels: usize, rng: &mut impl rand::Rng, device: &Device) -> Self {
         let layout = cfg.dcgan_layout(pixels);
-        let (k, projected) = (cfg.kernel_size, layout.projected);
-        let kernel = glorot(cfg.latent_dim * projected, cfg.latent_dim, projected, rng);
-        let mut projection = LinearConfig::new(cfg.latent_dim, projected).with_bias(false).init(device);
-        projection.weight = Param::from_data(TensorData::new(kernel, [cfg.latent_dim, projected]), device);
+        let (k, projected, input) = (cfg.kernel_size, layout.projected, cfg.g_input());
+        let kernel = glorot(input * projected, input, projected, rng);
+        let mut projection = LinearConfig::new(input, projected).with_bias(false).init(device);
+        projection.weight = Param::from_data(TensorData::new(kernel, [input, projected]), device);
         let mut deconvs = Vec::new();
         let mut deconv_norms = Vec::new();
         for (i, l) in layout.deconvs.iter().enumerate() {
@@ -181,7 +189,8 @@ impl Generator {
         g
     }
 
-    /// `z` [batch, latent] -> images [batch, pixels] in [-1, 1].
+    /// `z` [batch, latent] -> images [batch, pixels] in [-1, 1]; a conditional G takes
+    /// [batch, latent + classes], the one-hot labels after the noise ([`with_labels`]).
     /// BatchNorm uses batch statistics on an autodiff device in training mode, moving statistics
     /// otherwise (`g.valid()`).
     pub fn forward(&self, z: Tensor<2>) -> Tensor<2> {
@@ -291,15 +300,16 @@ impl Discriminator {
         if cfg.kind == ModelKind::Dcgan {
             return Self::dcgan(cfg, pixels, rng, device);
         }
-        let mut width = pixels;
+        let mut width = pixels + cfg.d_label_input();
         let mut hidden = Vec::new();
         for &w in &cfg.d_hidden {
             hidden.push(glorot_dense(width, w, rng, device));
             width = w;
         }
         let output = glorot_dense(width, 1, rng, device);
+        let embed = class_embedding(cfg, width, rng, device);
         let (convs, side) = (Vec::new(), 0);
-        Self { hidden, output, convs, leaky_slope: cfg.leaky_slope, side }
+        Self { hidden, output, convs, leaky_slope: cfg.leaky_slope, side, embed }
             .map(&mut StableIds { next: DISCRIMINATOR_IDS })
     }
 
@@ -314,7 +324,9 @@ impl Discriminator {
             .collect();
         let features = layout.convs.last().map_or(pixels, |l| l.outputs());
         let output = glorot_dense(features, 1, rng, device);
-        Self { hidden: Vec::new(), output, convs, leaky_slope: cfg.leaky_slope, side: layout.side }
+        let embed = class_embedding(cfg, features, rng, device);
+        let side = layout.side;
+        Self { hidden: Vec::new(), output, convs, leaky_slope: cfg.leaky_slope, side, embed }
             .map(&mut StableIds { next: DISCRIMINATOR_IDS })
     }
 
@@ -323,13 +335,74 @@ impl Discriminator {
         !self.convs.is_empty()
     }
 
+    /// D's scores of images [batch, pixels] with their one-hot class labels [batch, classes]
+    /// (given exactly when D is conditional) -> logits [batch, 1]. `dropout`: a dcgan's masks
+    /// (see [`Discriminator::forward_dcgan`]); `fused`: with gantry's kernels, else burn's own
+    /// modules and activations only (the same values).
+    pub fn score(
+        &self,
+        x: Tensor<2>,
+        labels: Option<&Tensor<2>>,
+        dropout: Option<&[Tensor<4>]>,
+        fused: bool,
+    ) -> Tensor<2> {
+        let concat = labels.filter(|_| self.embed.is_none());
+        let features = if self.is_dcgan() {
+            self.dcgan_features(x, concat, dropout, fused)
+        } else {
+            let mut x = match concat {
+                Some(y) => Tensor::cat(vec![x, y.clone()], 1),
+                None => x,
+            };
+            for linear in &self.hidden {
+                x = if fused {
+                    dense(x, linear, Activation::LeakyRelu(self.leaky_slope))
+                } else {
+                    leaky_relu(linear.forward(x), self.leaky_slope)
+                };
+            }
+            x
+        };
+        let projection = match (&self.embed, labels) {
+            // Miyato & Koyama's projection: <embed(y), features(x)> added to the logit.
+            (Some(embed), Some(y)) => Some((embed.forward(y.clone()) * features.clone()).sum_dim(1)),
+            _ => None,
+        };
+        let logits = if fused && !self.is_dcgan() {
+            dense(features, &self.output, Activation::Identity)
+        } else {
+            self.output.forward(features)
+        };
+        match projection {
+            Some(p) => logits + p,
+            None => logits,
+        }
+    }
+
     /// The dcgan D on images [batch, pixels] -> logits [batch, 1]; after each convolution's
     /// LeakyReLU the output is multiplied by the matching mask of `dropout` ([batch, c, s, s],
     /// values 0 and 1 / (1 - rate)), when given. `fused`: leaky ReLU from gantry's kernel (the
     /// same values in fewer passes).
     pub fn forward_dcgan(&self, x: Tensor<2>, dropout: Option<&[Tensor<4>]>, fused: bool) -> Tensor<2> {
-        let b = x.dims()[0];
-        let mut x: Tensor<4> = x.reshape([b, 1, self.side, self.side]);
+        self.score(x, None, dropout, fused)
+    }
+
+    /// A dcgan D's features (the input of its logit layer, flattened); `concat`: one-hot labels
+    /// [batch, classes] joined to the image as one constant feature map per class.
+    fn dcgan_features(
+        &self,
+        x: Tensor<2>,
+        concat: Option<&Tensor<2>>,
+        dropout: Option<&[Tensor<4>]>,
+        fused: bool,
+    ) -> Tensor<2> {
+        let (b, s) = (x.dims()[0], self.side);
+        let mut x: Tensor<4> = x.reshape([b, 1, s, s]);
+        if let Some(y) = concat {
+            let classes = y.dims()[1];
+            let maps = y.clone().reshape([b, classes, 1, 1]).expand([b, classes, s, s]);
+            x = Tensor::cat(vec![x, maps], 1);
+        }
         for (i, conv) in self.convs.iter().enumerate() {
             x = if fused {
                 fused_leaky_relu(conv.forward(x), self.leaky_slope)
@@ -340,31 +413,17 @@ impl Discriminator {
                 x = x * mask.clone();
             }
         }
-        self.output.forward(x.flatten(1, 3))
+        x.flatten(1, 3)
     }
 
-    /// Images [batch, pixels] -> logits [batch, 1].
+    /// An unconditional D: images [batch, pixels] -> logits [batch, 1].
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        if self.is_dcgan() {
-            return self.forward_dcgan(x, None, true);
-        }
-        let mut x = x;
-        for linear in &self.hidden {
-            x = dense(x, linear, Activation::LeakyRelu(self.leaky_slope));
-        }
-        dense(x, &self.output, Activation::Identity)
+        self.score(x, None, None, true)
     }
 
     /// [`Discriminator::forward`] with burn's own modules and activations only.
     pub fn forward_reference(&self, x: Tensor<2>) -> Tensor<2> {
-        if self.is_dcgan() {
-            return self.forward_dcgan(x, None, false);
-        }
-        let mut x = x;
-        for linear in &self.hidden {
-            x = leaky_relu(linear.forward(x), self.leaky_slope);
-        }
-        self.output.forward(x)
+        self.score(x, None, None, false)
     }
 
     /// Each layer's (d_in, d_out), input to output.
@@ -458,6 +517,42 @@ impl ModuleMapper for Clip {
         let clamped = Tensor::<D>::from_data(TensorData::new(values, shape), &device);
         Param::from_mapped_value(id, if grad { clamped.require_grad() } else { clamped }, mapper)
     }
+}
+
+/// A projection D's class embedding (classes -> `features`, Glorot-uniform, no bias) from `rng`;
+/// None for any other conditioning.
+fn class_embedding(
+    cfg: &ModelConfig,
+    features: usize,
+    rng: &mut impl rand::Rng,
+    device: &Device,
+) -> Option<Linear> {
+    if cfg.embedding_size(features) == 0 {
+        return None;
+    }
+    let c = cfg.classes;
+    let mut embed = LinearConfig::new(c, features).with_bias(false).init(device);
+    embed.weight =
+        Param::from_data(TensorData::new(glorot(c * features, c, features, rng), [c, features]), device);
+    Some(embed)
+}
+
+/// G's input for a conditional run: the noise `z` [b * latent] and the one-hot `labels` joined
+/// row by row into [b * (latent + classes)].
+pub fn with_labels(z: &[f32], labels: &[u8], classes: usize) -> Vec<f32> {
+    debug_assert!(labels.is_empty() || z.len().is_multiple_of(labels.len()), "one label per noise row");
+    let latent = z.len() / labels.len().max(1);
+    let mut out = Vec::with_capacity(labels.len() * (latent + classes));
+    for (row, &label) in z.chunks_exact(latent.max(1)).zip(labels) {
+        out.extend_from_slice(row);
+        out.extend((0..classes).map(|c| if c == label as usize { 1.0 } else { 0.0 }));
+    }
+    out
+}
+
+/// One-hot rows [labels.len() * classes] of `labels`.
+pub fn one_hot(labels: &[u8], classes: usize) -> Vec<f32> {
+    labels.iter().flat_map(|&l| (0..classes).map(move |c| if c == l as usize { 1.0 } else { 0.0 })).collect()
 }
 
 /// A layer's weight W [d_in, d_out], row-major.
@@ -633,6 +728,87 @@ mod tests {
         assert_eq!(dropped, vec![0.0; 3], "the output layer's bias starts at zero");
         let scores: Vec<f32> = d.forward(x).into_data().try_into_vec().unwrap();
         assert!(scores.iter().all(|s| s.is_finite() && *s != 0.0), "{scores:?}");
+    }
+
+    /// Miyato & Koyama's projection: D's logit is its unconditional logit plus the inner product
+    /// of the class's embedding row with D's last features; a conditional G's images depend on
+    /// the class asked.
+    #[test]
+    fn conditional_networks_take_the_class() {
+        use crate::config::Conditioning;
+        let device = Device::flex();
+        let values = |t: Tensor<2>| -> Vec<f32> { t.into_data().try_into_vec().unwrap() };
+        let cfg = ModelConfig {
+            g_hidden: vec![8],
+            d_hidden: vec![6, 5],
+            latent_dim: 4,
+            conditional: Conditioning::Projection,
+            classes: 3,
+            ..Default::default()
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let g = Generator::new(&cfg, 12, &mut rng, &device);
+        let d = Discriminator::new(&cfg, 12, &mut rng, &device);
+        assert_eq!(g.hidden[0].weight.dims(), [4 + 3, 8]);
+        assert_eq!(d.hidden[0].weight.dims(), [12, 6], "a projection D's input is the image alone");
+        let embed = d.embed.as_ref().expect("a projection D has an embedding");
+        assert_eq!(embed.weight.dims(), [3, 5]);
+        assert_eq!(g.num_params() + d.num_params(), cfg_count(&cfg, 12));
+
+        let z: Vec<f32> = (0..2 * 4).map(|i| (i as f32 * 0.7).sin()).collect();
+        let (labels, other) = ([2u8, 0], [1u8, 1]);
+        let input =
+            |l: &[u8]| Tensor::<2>::from_data(TensorData::new(with_labels(&z, l, 3), [2, 7]), &device);
+        let x = g.forward(input(&labels));
+        assert_ne!(values(x.clone()), values(g.forward(input(&other))), "G ignores the class");
+        let y = Tensor::<2>::from_data(TensorData::new(one_hot(&labels, 3), [2, 3]), &device);
+        let mut features = x.clone();
+        for linear in &d.hidden {
+            features = leaky_relu(linear.forward(features), d.leaky_slope);
+        }
+        let phi = values(features);
+        let e: Vec<f32> = embed.weight.val().into_data().try_into_vec().unwrap();
+        let unconditional = values(d.score(x.clone(), None, None, false));
+        let scored = values(d.score(x.clone(), Some(&y), None, false));
+        for (i, &label) in labels.iter().enumerate() {
+            let row = &e[label as usize * 5..(label as usize + 1) * 5];
+            let inner: f32 = phi[i * 5..(i + 1) * 5].iter().zip(row).map(|(a, b)| a * b).sum();
+            assert!(
+                (scored[i] - unconditional[i] - inner).abs() < 1e-5,
+                "{scored:?} {unconditional:?} {inner}"
+            );
+        }
+        assert_eq!(values(d.score(x.clone(), Some(&y), None, true)), scored, "fused == reference");
+
+        // concat: D's input is the image and the one-hot label; a dcgan's, one map per class.
+        let concat = ModelConfig { conditional: Conditioning::Concat, ..cfg.clone() };
+        let d = Discriminator::new(&concat, 12, &mut rng, &device);
+        assert_eq!(d.hidden[0].weight.dims(), [12 + 3, 6]);
+        assert!(d.embed.is_none());
+        assert_eq!(
+            d.num_params() + Generator::new(&concat, 12, &mut rng, &device).num_params(),
+            cfg_count(&concat, 12)
+        );
+        let conv = ModelConfig {
+            kind: ModelKind::Dcgan,
+            g_channels: vec![4, 2],
+            d_channels: vec![3, 2],
+            conditional: Conditioning::Concat,
+            ..cfg.clone()
+        };
+        let d = Discriminator::new(&conv, 784, &mut rng, &device);
+        assert_eq!(d.convs[0].weight.dims(), [3, 1 + 3, 5, 5]);
+        let g = Generator::new(&conv, 784, &mut rng, &device);
+        assert_eq!(g.num_params() + d.num_params(), cfg_count(&conv, 784));
+        let images = Tensor::<2>::zeros([2, 784], &device);
+        let a = values(d.score(images.clone(), Some(&y), None, true));
+        let y2 = Tensor::<2>::from_data(TensorData::new(one_hot(&other, 3), [2, 3]), &device);
+        assert_ne!(a, values(d.score(images, Some(&y2), None, true)), "D ignores the class maps");
+    }
+
+    /// The config's parameter count of a model (what the memory check reads).
+    fn cfg_count(m: &ModelConfig, pixels: usize) -> usize {
+        crate::config::Config { model: m.clone(), ..Default::default() }.parameter_count(pixels) as usize
     }
 
     #[test]

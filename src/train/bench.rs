@@ -103,9 +103,15 @@ fn layer_macs(model: &ModelConfig, pixels: usize) -> (Vec<f64>, Vec<f64>) {
         |widths: Vec<usize>| -> Vec<f64> { widths.windows(2).map(|w| (w[0] * w[1]) as f64).collect() };
     match model.kind {
         ModelKind::Mlp => {
-            let g = std::iter::once(model.latent_dim).chain(model.g_hidden.iter().copied()).chain([pixels]);
-            let d = std::iter::once(pixels).chain(model.d_hidden.iter().copied()).chain([1]);
-            (chain(g.collect()), chain(d.collect()))
+            let g = std::iter::once(model.g_input()).chain(model.g_hidden.iter().copied()).chain([pixels]);
+            let d = std::iter::once(pixels + model.d_label_input())
+                .chain(model.d_hidden.iter().copied())
+                .chain([1]);
+            // A projection D's class embedding: one product per feature.
+            let features = model.d_hidden.last().copied().unwrap_or(pixels);
+            let mut d = chain(d.collect());
+            d.extend((model.embedding_size(features) > 0).then_some(features as f64));
+            (chain(g.collect()), d)
         }
         ModelKind::Dcgan => {
             let layout = model.dcgan_layout(pixels);
@@ -114,11 +120,13 @@ fn layer_macs(model: &ModelConfig, pixels: usize) -> (Vec<f64>, Vec<f64>) {
                 |l: &ConvLayer, positions: usize| (positions * positions * l.c_in * l.c_out) as f64 * k2;
             // A transposed convolution: every input position times every tap and channel pair;
             // a strided convolution: every output position.
-            let g = std::iter::once((model.latent_dim * layout.projected) as f64)
+            let g = std::iter::once((model.g_input() * layout.projected) as f64)
                 .chain(layout.deconvs.iter().map(|l| taps(l, l.side_in)))
                 .collect();
-            let logit = layout.convs.last().map_or(pixels, |l| l.outputs()) as f64;
-            let d = layout.convs.iter().map(|l| taps(l, l.side_out)).chain([logit]).collect();
+            let features = layout.convs.last().map_or(pixels, |l| l.outputs());
+            let mut d: Vec<f64> =
+                layout.convs.iter().map(|l| taps(l, l.side_out)).chain([features as f64]).collect();
+            d.extend((model.embedding_size(features) > 0).then_some(features as f64));
             (g, d)
         }
     }
@@ -133,7 +141,7 @@ pub fn run(
     iterations: usize,
     mut on_result: impl FnMut(&BenchResult),
 ) -> Result<Vec<BenchResult>> {
-    let images = random_images(base.train.seed);
+    let images = random_images(base.train.seed, base.model.label_width());
     let mut results = Vec::new();
     for &t in threads {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -195,10 +203,13 @@ fn measure(config: &Config, images: &TrainingImages, threads: usize, warmup: usi
     }
 }
 
-fn random_images(seed: u64) -> TrainingImages {
+/// Random 28x28 images, with random labels of `classes` classes when that is not 0.
+fn random_images(seed: u64, classes: usize) -> TrainingImages {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xbe9c);
     let bytes = (0..BENCH_IMAGES * 784).map(|_| rng.random_range(0..=255u8)).collect();
-    TrainingImages { count: BENCH_IMAGES, rows: 28, cols: 28, bytes, source: "random".into() }
+    let labels =
+        (classes > 0).then(|| (0..BENCH_IMAGES).map(|_| rng.random_range(0..classes) as u8).collect());
+    TrainingImages { count: BENCH_IMAGES, rows: 28, cols: 28, bytes, source: "random".into(), labels }
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ pub(crate) struct Gan {
     classic: bool,
     batch: usize,
     latent: usize,
+    /// Classes of a conditional run's one-hot labels (0 when unconditional).
+    classes: usize,
     /// Images are [rows, cols], flattened to `pixels` values.
     shape: (usize, usize),
     pixels: usize,
@@ -80,9 +82,13 @@ impl Gan {
             lr_g: t.lr_g(),
             lr_d: t.lr_d(),
             recipe: t.clone(),
-            classic: t.is_classic_recipe() && spectral.is_none() && config.model.kind == ModelKind::Mlp,
+            classic: t.is_classic_recipe()
+                && spectral.is_none()
+                && config.model.kind == ModelKind::Mlp
+                && !config.model.is_conditional(),
             batch: t.batch_size,
             latent: config.model.latent_dim,
+            classes: config.model.label_width(),
             shape: (rows, cols),
             pixels,
             spectral,
@@ -146,9 +152,9 @@ impl Gan {
         // mean output) on the real and on the fake batches.
         let (mut on_real, mut on_fake) = ([0f32; 3], [0f32; 3]);
         for _ in 0..steps {
-            let real = self.real_batch(images, &mut streams.data); // [b, pixels]
-            let z = self.noise(&mut streams.noise, &self.plain_device.clone()); // [b, latent]
-            let fake = Tensor::from_inner(self.g_forward(&g.valid(), z)); // [b, pixels], no graph
+            let real = self.real_batch(images, &mut streams.data); // [b, pixels], labels
+            let (z, y) = self.noise(streams, &self.plain_device.clone()); // [b, latent (+ classes)]
+            let fake = Batch { x: Tensor::from_inner(self.g_forward(&g.valid(), z)), y }; // no graph
             let (r, f);
             match self.recipe.d_update {
                 DUpdate::Split => {
@@ -183,10 +189,10 @@ impl Gan {
         streams: &mut Streams,
     ) -> (Networks, IterationRecord) {
         let Networks { g, d } = nets;
-        let real = self.real_batch(images, &mut streams.data); // [b, pixels]
-        let z = self.noise(&mut streams.noise, &self.train_device.clone()); // [b, latent]
-        let generated = self.g_forward(&g, z); // [b, pixels], training mode, with its graph
-        let fake = generated.clone().detach();
+        let real = self.real_batch(images, &mut streams.data); // [b, pixels], labels
+        let (z, y) = self.noise(streams, &self.train_device.clone()); // [b, latent (+ classes)]
+        let generated = Batch { x: self.g_forward(&g, z), y }; // [b, pixels], training mode, with its graph
+        let fake = Batch { x: generated.x.clone().detach(), y: generated.y.clone() };
         let masks = self.dropout_masks(&mut streams.dropout);
 
         // G's gradient through D at its current weights (D's own gradient is not taken here).
@@ -230,21 +236,42 @@ impl Gan {
             .collect()
     }
 
-    /// A random batch of real images [b, pixels] (with replacement, from the data stream).
-    fn real_batch(&mut self, images: &TrainingImages, stream: &mut rand_chacha::ChaCha8Rng) -> Tensor<2> {
+    /// A random batch of real images [b, pixels] (with replacement, from the data stream), with
+    /// their one-hot labels in a conditional run.
+    fn real_batch(&mut self, images: &TrainingImages, stream: &mut rand_chacha::ChaCha8Rng) -> Batch {
         let (b, pixels) = (self.batch, self.pixels);
         rng::indices(stream, b, images.count, &mut self.indices);
         let mut real = Vec::with_capacity(b * pixels);
         images.gather_into(&self.indices, &mut real);
-        Tensor::<2>::from_data(TensorData::new(real, [b, pixels]), &self.train_device)
+        let x = Tensor::<2>::from_data(TensorData::new(real, [b, pixels]), &self.train_device);
+        let y = images.labels.as_ref().filter(|_| self.classes > 0).map(|labels| {
+            let batch: Vec<u8> = self.indices.iter().map(|&i| labels[i]).collect();
+            self.one_hot(&batch)
+        });
+        Batch { x, y }
     }
 
-    /// Noise [b, latent] from N(0, 1) on `device`.
-    fn noise(&self, stream: &mut rand_chacha::ChaCha8Rng, device: &Device) -> Tensor<2> {
+    /// G's input for one batch on `device`: noise [b, latent] from N(0, 1) (the noise stream);
+    /// in a conditional run with one-hot classes drawn from the label stream joined to it
+    /// ([b, latent + classes]), and those labels for D ([b, classes], on the training device).
+    fn noise(&self, streams: &mut Streams, device: &Device) -> (Tensor<2>, Option<Tensor<2>>) {
         let (b, latent) = (self.batch, self.latent);
         let mut z = Vec::with_capacity(b * latent);
-        rng::normal(stream, b * latent, &mut z);
-        Tensor::<2>::from_data(TensorData::new(z, [b, latent]), device)
+        rng::normal(&mut streams.noise, b * latent, &mut z);
+        if self.classes == 0 {
+            return (Tensor::<2>::from_data(TensorData::new(z, [b, latent]), device), None);
+        }
+        let mut labels = Vec::with_capacity(b);
+        rng::labels(&mut streams.labels, b, self.classes, &mut labels);
+        let input = crate::model::with_labels(&z, &labels, self.classes);
+        let z = Tensor::<2>::from_data(TensorData::new(input, [b, latent + self.classes]), device);
+        (z, Some(self.one_hot(&labels)))
+    }
+
+    /// One-hot rows [labels.len(), classes] on the training device.
+    fn one_hot(&self, labels: &[u8]) -> Tensor<2> {
+        let rows = crate::model::one_hot(labels, self.classes);
+        Tensor::<2>::from_data(TensorData::new(rows, [labels.len(), self.classes]), &self.train_device)
     }
 
     fn g_forward(&self, g: &Generator, z: Tensor<2>) -> Tensor<2> {
@@ -254,24 +281,20 @@ impl Gan {
         }
     }
 
-    /// D's scores [b, 1] of a batch [b, pixels] as D sees it: augmented when the recipe asks
-    /// (drawing from the augmentation stream), through spectrally normalized layers when D has
-    /// them.
+    /// D's scores [b, 1] of a batch [b, pixels] (and its labels, in a conditional run) as D
+    /// sees it: augmented when the recipe asks (drawing from the augmentation stream), through
+    /// spectrally normalized layers when D has them.
     fn d_forward(
         &self,
         d: &Discriminator,
-        x: Tensor<2>,
+        batch: Batch,
         augment: &mut rand_chacha::ChaCha8Rng,
         dropout: &[Tensor<4>],
     ) -> Tensor<2> {
-        let x = augment::apply(x, &self.recipe.augment, self.shape, augment);
-        if d.is_dcgan() {
-            return d.forward_dcgan(x, Some(dropout), self.recipe.kernels == Kernels::Fused);
-        }
-        match (&self.spectral, self.recipe.kernels) {
-            (Some(vectors), _) => d.forward_spectral(x, vectors),
-            (None, Kernels::Fused) => d.forward(x),
-            (None, Kernels::Reference) => d.forward_reference(x),
+        let x = augment::apply(batch.x, &self.recipe.augment, self.shape, augment);
+        match &self.spectral {
+            Some(vectors) => d.forward_spectral(x, vectors),
+            None => d.score(x, batch.y.as_ref(), Some(dropout), self.recipe.kernels == Kernels::Fused),
         }
     }
 
@@ -282,8 +305,8 @@ impl Gan {
     fn d_update(
         &mut self,
         d: Discriminator,
-        real: Option<Tensor<2>>,
-        fake: Option<Tensor<2>>,
+        real: Option<Batch>,
+        fake: Option<Batch>,
         mut fake_masks: Option<Vec<Tensor<4>>>,
         streams: &mut Streams,
     ) -> (Discriminator, [f32; 3], [f32; 3]) {
@@ -318,8 +341,8 @@ impl Gan {
 
     /// One G update on fresh noise through D with its weights untouched; returns G and its loss.
     fn g_update(&mut self, g: Generator, d: &Discriminator, streams: &mut Streams) -> (Generator, f32) {
-        let z = self.noise(&mut streams.noise, &self.train_device.clone()); // [b, latent]
-        let generated = self.g_forward(&g, z); // [b, pixels], with its graph
+        let (z, y) = self.noise(streams, &self.train_device.clone()); // [b, latent (+ classes)]
+        let generated = Batch { x: self.g_forward(&g, z), y }; // [b, pixels], with its graph
         let masks = self.dropout_masks(&mut streams.dropout);
         let scores = self.d_forward(&d.clone().no_grad(), generated, &mut streams.augment, &masks); // [b, 1]
         let loss = self.recipe.loss.g(scores);
@@ -410,10 +433,19 @@ impl Gan {
         }
     }
 
-    /// The sampling generator on the given noise ([n * latent] floats) -> images [n * pixels].
-    pub(crate) fn generate(&self, nets: &Networks, noise: &[f32]) -> Vec<f32> {
+    /// The sampling generator on the given noise ([n * latent] floats) and, in a conditional
+    /// run, classes (n of them) -> images [n * pixels].
+    pub(crate) fn generate(&self, nets: &Networks, noise: &[f32], labels: &[u8]) -> Vec<f32> {
         let n = noise.len() / self.latent;
-        let z = Tensor::<2>::from_data(TensorData::new(noise.to_vec(), [n, self.latent]), &self.plain_device);
+        let z = if self.classes > 0 {
+            let input = crate::model::with_labels(noise, labels, self.classes);
+            Tensor::<2>::from_data(
+                TensorData::new(input, [n, self.latent + self.classes]),
+                &self.plain_device,
+            )
+        } else {
+            Tensor::<2>::from_data(TensorData::new(noise.to_vec(), [n, self.latent]), &self.plain_device)
+        };
         self.sampler(nets).forward(z).into_data().try_into_vec().expect("the model computes in f32")
     }
 
@@ -521,6 +553,13 @@ impl Gan {
         };
         Ok((self, Networks { g, d }))
     }
+}
+
+/// A batch D scores: images [b, pixels] and, in a conditional run, their one-hot labels
+/// [b, classes] (the real images' own, or the classes G was asked for).
+struct Batch {
+    x: Tensor<2>,
+    y: Option<Tensor<2>>,
 }
 
 /// A module's record as burnpack bytes (what checkpoints and `weights/` hold).

@@ -88,7 +88,8 @@ pub fn start(config: &Config, out: &Path, force: bool, options: &Options) -> Res
     config.validate()?;
     // Read the data and check the model fits before creating anything, so an error leaves no
     // half-made run folder.
-    let images = data::load_training_images(config.data.dataset, config.data.dir.as_deref())?;
+    let classes = config.model.is_conditional().then_some(config.model.classes);
+    let images = data::load_training_images(config.data.dataset, config.data.dir.as_deref(), classes)?;
     check_memory(config, images.dim())?;
     let data = DataFacts::of(&images)?;
     // The judge too (it may have to be trained, or its data be missing) before anything is made.
@@ -122,11 +123,9 @@ fn begin(
     let mut streams = Streams::new(config.train.seed);
     let (gan, nets) = Gan::new(config, (images.rows, images.cols), &mut streams);
     let layout = grid_layout(config, &images);
-    // The fixed noise of every sample grid, drawn once: [rows * cols, latent].
-    let mut fixed_noise = Vec::new();
-    rng::normal(&mut streams.fixed, layout.rows * layout.cols * config.model.latent_dim, &mut fixed_noise);
+    let fixed_noise = fixed_noise(config, &layout, &mut streams.fixed);
     let csv = CsvLog::create(&run.metrics_csv())?;
-    let first_grid = gan.generate(&nets, &fixed_noise);
+    let first_grid = gan.generate(&nets, &fixed_noise, &grid_labels(config, &layout));
     let first_png = grid::save_png(&run.sample_grid(0), &first_grid, layout)?;
     let mut monitor =
         Monitor::new(Rules::for_loss(config.train.loss), &reference_images(&images, &layout), images.dim());
@@ -229,7 +228,8 @@ pub fn resume(
         Some(dir) => Some(dir.clone()),
         None => remembered_data_dir(&run, &config),
     };
-    let images = data::load_training_images(config.data.dataset, data_dir.as_deref())?;
+    let classes = config.model.is_conditional().then_some(config.model.classes);
+    let images = data::load_training_images(config.data.dataset, data_dir.as_deref(), classes)?;
     check_memory(&config, images.dim())?;
     let data = DataFacts::of(&images)?;
     // The judge finds its data where the training images were found (not saved in config.toml).
@@ -499,6 +499,7 @@ fn training_loop(
     let total = config.train.iterations;
     let interval = config.output.sample_interval;
     let layout = grid_layout(config, images);
+    let labels = grid_labels(config, &layout);
     let first = s.records.len();
     let bar = progress_bar(total, options.progress);
     bar.set_position(first as u64);
@@ -525,7 +526,7 @@ fn training_loop(
             s.events.flush()?;
         }
         if schedule::is_sample_step(done, total, interval) {
-            let samples = s.gan.generate(&nets, &s.fixed_noise);
+            let samples = s.gan.generate(&nets, &s.fixed_noise, &labels);
             let png = grid::save_png(&run.sample_grid(done), &samples, layout)?;
             log_grid(&mut s.events, done, &png, &layout)?;
             if let Some(alert) = s.monitor.observe_grid(done, &samples, images.dim()) {
@@ -600,6 +601,9 @@ fn progress_line(
     );
     if let Some(q) = q {
         line.push_str(&format!(" | FID {:.2} (iteration {})", q.fid, q.iteration));
+        if let Some(a) = q.class_accuracy {
+            line.push_str(&format!(", class accuracy {:.1}%", 100.0 * a));
+        }
     }
     line
 }
@@ -624,6 +628,7 @@ fn save_checkpoint(run: &RunDir, s: &mut Session, nets: &Networks, done: usize, 
             recipe_hash: s.recipe_hash.clone(),
             rng_augment: Some(RngState::capture(&s.streams.augment)),
             rng_dropout: Some(RngState::capture(&s.streams.dropout)),
+            rng_labels: Some(RngState::capture(&s.streams.labels)),
             // Filled in by the trainer, which holds them.
             spectral_norm: None,
         },
@@ -664,8 +669,16 @@ fn judge_samples(
     done: usize,
 ) -> Result<QualityRecord> {
     // Generated in slices, to keep the run's memory peak at the training set's.
-    let slice = 256 * gan.latent_dim();
-    let samples: Vec<f32> = probe.noise().chunks(slice).flat_map(|z| gan.generate(nets, z)).collect();
+    let (slice, labels) = (256 * gan.latent_dim(), probe.labels());
+    let samples: Vec<f32> = probe
+        .noise()
+        .chunks(slice)
+        .enumerate()
+        .flat_map(|(i, z)| {
+            let n = z.len() / gan.latent_dim();
+            gan.generate(nets, z, labels.get(i * 256..i * 256 + n).unwrap_or(&[]))
+        })
+        .collect();
     let q = probe.measure(done, &samples)?;
     quality::append(&run.eval_csv(), &q)?;
     log_quality(events, &q)?;
@@ -684,7 +697,11 @@ fn log_quality(events: &mut EventWriter, q: &QualityRecord) -> Result<()> {
             ("quality/classes_present", q.classes_present as f32),
             ("quality/separability", q.separability as f32),
         ],
-    )
+    )?;
+    match q.class_accuracy {
+        Some(a) => events.scalars(q.iteration, &[("quality/class_accuracy", a as f32)]),
+        None => Ok(()),
+    }
 }
 
 /// Every metric of one iteration, as TensorBoard scalars (step = iterations done before it).
@@ -741,9 +758,32 @@ fn reference_images(images: &TrainingImages, layout: &GridLayout) -> Vec<f32> {
     images.floats(0..n)
 }
 
+/// The fixed noise of every sample grid, drawn once: [rows * cols, latent]. In a conditional run
+/// each column has one noise vector, the same down its rows (one class per row), so that a
+/// column shows one style in every class.
+fn fixed_noise(config: &Config, layout: &GridLayout, stream: &mut rand_chacha::ChaCha8Rng) -> Vec<f32> {
+    let latent = config.model.latent_dim;
+    let mut noise = Vec::new();
+    if !config.model.is_conditional() {
+        rng::normal(stream, layout.rows * layout.cols * latent, &mut noise);
+        return noise;
+    }
+    rng::normal(stream, layout.cols * latent, &mut noise);
+    noise.repeat(layout.rows)
+}
+
+/// The classes of a grid's tiles in a conditional run, row by row: row r shows class r (empty
+/// for an unconditional run).
+fn grid_labels(config: &Config, layout: &GridLayout) -> Vec<u8> {
+    if !config.model.is_conditional() {
+        return Vec::new();
+    }
+    (0..layout.rows).flat_map(|r| std::iter::repeat_n(r as u8, layout.cols)).collect()
+}
+
 fn grid_layout(config: &Config, images: &TrainingImages) -> GridLayout {
     GridLayout {
-        rows: config.output.grid_rows,
+        rows: config.grid_rows(),
         cols: config.output.grid_cols,
         tile_h: images.rows,
         tile_w: images.cols,

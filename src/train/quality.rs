@@ -19,9 +19,12 @@ use crate::eval::judge::{Judge, JudgeConfig, Judgement};
 use crate::eval::{self, EvalReport, EvalSettings};
 use crate::rng;
 
-/// Header of `eval.csv`.
+/// Header of `eval.csv`; a conditional run's has [`CLASS_ACCURACY`] after these.
 pub const EVAL_COLUMNS: [&str; 8] =
     ["iteration", "fid", "kid", "precision", "recall", "inception_score", "classes_present", "separability"];
+
+/// The column of a conditional run's class accuracy in `eval.csv`.
+pub const CLASS_ACCURACY: &str = "class_accuracy";
 
 /// Salt of the evaluation's noise stream (any constant apart from the training streams' seeds).
 const NOISE_SALT: u64 = 0x6a75_6467_655f_7a00;
@@ -37,6 +40,9 @@ pub struct QualityRecord {
     pub inception_score: f64,
     pub classes_present: usize,
     pub separability: f64,
+    /// A conditional run's: the share of samples asked for class c that the judge classifies as c.
+    #[serde(default)]
+    pub class_accuracy: Option<f64>,
 }
 
 impl QualityRecord {
@@ -50,6 +56,7 @@ impl QualityRecord {
             inception_score: r.inception_score,
             classes_present: r.classes_present,
             separability: r.separability,
+            class_accuracy: r.class_accuracy,
         }
     }
 }
@@ -60,6 +67,8 @@ pub(crate) struct QualityProbe {
     real: Judgement,
     /// [samples, latent]: the same noise at every evaluation, so changes are the generator's.
     noise: Vec<f32>,
+    /// The class asked for each sample in a conditional run (every class in turn; else empty).
+    labels: Vec<u8>,
 }
 
 impl QualityProbe {
@@ -98,7 +107,9 @@ impl QualityProbe {
             n * config.model.latent_dim,
             &mut noise,
         );
-        Ok(Some(Self { judge, real, noise }))
+        let classes = config.model.label_width();
+        let labels = (0..n).filter(|_| classes > 0).map(|i| (i % classes) as u8).collect();
+        Ok(Some(Self { judge, real, noise, labels }))
     }
 
     /// The evaluation's noise, [samples, latent].
@@ -106,12 +117,24 @@ impl QualityProbe {
         &self.noise
     }
 
-    /// Score `generated` ([samples, pixels] in [-1, 1]) as iteration `iteration`.
+    /// The class asked of each sample (a conditional run; else empty).
+    pub(crate) fn labels(&self) -> &[u8] {
+        &self.labels
+    }
+
+    /// Score `generated` ([samples, pixels] in [-1, 1], drawn for [`QualityProbe::labels`]) as
+    /// iteration `iteration`.
     pub(crate) fn measure(&self, iteration: usize, generated: &[f32]) -> Result<QualityRecord> {
         // Few KID subsets: this runs inside training; `gantry eval` uses 100.
         let settings = EvalSettings { kid_subsets: 10, ..Default::default() };
-        let report = eval::evaluate(&self.judge, "training", generated, &self.real, &settings)
-            .map_err(|e| Error::Training { iteration, problem: format!("sample-quality evaluation: {e}") })?;
+        let fail =
+            |e: Error| Error::Training { iteration, problem: format!("sample-quality evaluation: {e}") };
+        let fake = self.judge.judge(generated).map_err(fail)?;
+        let mut report =
+            eval::compare(&self.judge, "training", &fake, &self.real, &settings).map_err(fail)?;
+        if !self.labels.is_empty() {
+            eval::add_class_scores(&mut report, &fake, &self.labels, &self.real, None).map_err(fail)?;
+        }
         Ok(QualityRecord::from_report(iteration, &report))
     }
 }
@@ -123,10 +146,13 @@ pub fn append(path: &Path, r: &QualityRecord) -> Result<()> {
     let mut text = String::new();
     if !exists {
         text.push_str(&EVAL_COLUMNS.join(","));
+        if r.class_accuracy.is_some() {
+            text.push_str(&format!(",{CLASS_ACCURACY}"));
+        }
         text.push('\n');
     }
     text.push_str(&format!(
-        "{},{},{},{},{},{},{},{}\n",
+        "{},{},{},{},{},{},{},{}",
         r.iteration,
         short(r.fid),
         short(r.kid),
@@ -136,6 +162,10 @@ pub fn append(path: &Path, r: &QualityRecord) -> Result<()> {
         r.classes_present,
         short(r.separability)
     ));
+    if let Some(a) = r.class_accuracy {
+        text.push_str(&format!(",{}", short(a)));
+    }
+    text.push('\n');
     file.write_all(text.as_bytes()).at("write", path)
 }
 
@@ -197,6 +227,7 @@ mod tests {
             inception_score: 8.0,
             classes_present: 10,
             separability: 0.8,
+            class_accuracy: None,
         }
     }
 
@@ -212,6 +243,26 @@ mod tests {
         assert_eq!(read(&path).unwrap(), [0, 100, 200].map(record));
         truncate(&path, 200).unwrap();
         assert_eq!(read(&path).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_conditional_runs_rows_carry_their_class_accuracy_and_an_older_file_still_reads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("eval.csv");
+        let rows = [0, 100].map(|it| QualityRecord { class_accuracy: Some(0.975), ..record(it) });
+        for r in &rows {
+            append(&path, r).unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.lines().next().unwrap().ends_with(",separability,class_accuracy"), "{text}");
+        assert!(text.lines().nth(1).unwrap().ends_with(",0.975"), "{text}");
+        assert_eq!(read(&path).unwrap(), rows);
+        truncate(&path, 0).unwrap();
+        assert_eq!(read(&path).unwrap(), rows[..1]);
+        // An unconditional run's file has no such column: its rows read as None.
+        let plain = tmp.path().join("plain.csv");
+        append(&plain, &record(5)).unwrap();
+        assert_eq!(read(&plain).unwrap(), vec![record(5)]);
     }
 
     #[test]
