@@ -111,6 +111,16 @@ fn judge_is_accurate_and_metrics_order_real_train_one_class_and_noise() {
     assert_eq!(report(&judge, train_part, &real), from_train);
 }
 
+/// The binary with the tests' judge cache and data.
+fn gantry(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(args)
+        .env("GANTRY_CACHE_DIR", cache_dir())
+        .env("GANTRY_DATA", common::mnist_dir())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn eval_command_judges_a_run_and_files_from_other_tools() {
     let judge_ready = judge(); // trained (or loaded) before the command looks in the same cache
@@ -118,14 +128,6 @@ fn eval_command_judges_a_run_and_files_from_other_tools() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     train::train(&common::tiny_config(60, 30, 2), &run, false, false).unwrap();
-    let gantry = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args(args)
-            .env("GANTRY_CACHE_DIR", cache_dir())
-            .env("GANTRY_DATA", common::mnist_dir())
-            .output()
-            .unwrap()
-    };
     let o = gantry(&["eval", run.to_str().unwrap(), "--n", "500"]);
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -234,14 +236,6 @@ fn a_conditional_run_reports_its_class_accuracy_in_training_and_in_eval() {
     config.model.conditional = gantry::config::Conditioning::Concat;
     config.eval.every = 30;
     config.eval.samples = 300;
-    let gantry = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args(args)
-            .env("GANTRY_CACHE_DIR", cache_dir())
-            .env("GANTRY_DATA", common::mnist_dir())
-            .output()
-            .unwrap()
-    };
     let file = tmp.path().join("conditional.toml");
     std::fs::write(&file, config.to_toml()).unwrap();
     let o = gantry(&["train", "--config", file.to_str().unwrap(), "--out", run.to_str().unwrap()]);

@@ -127,8 +127,8 @@ fn sigterm_checkpoints_the_last_logged_step_and_a_second_writer_is_refused() {
     assert_eq!(rows(&run), 300);
 }
 
-/// Each objective (with spectral norm, G's moving average, DiffAugment and a small dcgan with dropout
-/// and the simultaneous step among them), trained by
+/// Each objective (with spectral norm, G's moving average, DiffAugment, a small dcgan with dropout
+/// and the simultaneous step, and a conditional mlp among them), trained by
 /// the binary from a config file, SIGKILLed after its first checkpoint and resumed, ends with the
 /// bytes of a straight run.
 #[test]
@@ -145,6 +145,8 @@ fn a_sigkilled_run_of_each_objective_resumes_byte_identical() {
             "order = \"simultaneous\"\nd_update = \"joint\"\nbatch_size = 16",
             "kind = \"dcgan\"\ng_channels = [16, 8]\nd_channels = [8, 16]\nd_dropout = 0.3",
         ),
+        // Conditional: the classes asked of G come from their own stream, saved in checkpoints.
+        ("ns-concat", "loss = \"ns\"", "conditional = \"concat\""),
     ];
     for (name, train, model) in cases {
         let config = tmp.path().join(format!("{name}.toml"));
