@@ -725,13 +725,19 @@ pub fn summary(outcome: &TrainOutcome) -> String {
     let root = outcome.run.root().display();
     let quality = if outcome.quality.is_some() { "eval.csv (sample quality), " } else { "" };
     let quality_plot = if outcome.quality.is_some() { ", quality" } else { "" };
+    let info = &outcome.info;
+    let judge = if (info.image_rows, info.image_cols, info.image_channels) == (28, 28, 1) {
+        format!("; `gantry eval {root}` judges 10,000 samples")
+    } else {
+        " (gantry's judge takes MNIST-format images only, so far)".to_string()
+    };
     s.push_str(&format!(
         "\nOutputs in {root}:\n  \
          metrics.csv, d_loss_real.npy, d_loss_fake.npy, g_loss.npy, d_output.npy, {quality}alerts.json\n  \
          samples/ (grids), timelapse.gif, plots/ (curves_raw, curves_smoothed{quality_plot}; png and svg)\n  \
          weights/ (generator.bpk, discriminator.bpk, generator.safetensors, manifest.json), checkpoints/\n  \
          config.toml, run.json, events.out.tfevents.* (tensorboard --logdir {root})\n\
-         `gantry report {root}` writes one HTML file of it all; `gantry eval {root}` judges 10,000 samples\n"
+         `gantry report {root}` writes one HTML file of it all{judge}\n"
     ));
     s
 }
@@ -749,8 +755,9 @@ fn sample_command(args: SampleArgs) -> Result<()> {
         ));
     }
     let weights = crate::sample::Weights::Final;
-    let (images, rows, cols) = train::sample_generator(&run, &weights, args.n, args.seed, args.class)?;
-    grid::save_png(&out, &images, GridLayout::for_count(args.n, rows, cols))?;
+    let (images, rows, cols, channels) =
+        train::sample_generator(&run, &weights, args.n, args.seed, args.class)?;
+    grid::save_png(&out, &images, GridLayout::for_count(args.n, rows, cols, channels))?;
     let averaged = match crate::Config::from_file(&run.config()) {
         Ok(c) if c.train.g_ema > 0.0 => {
             format!(" (from the moving average of G, train.g_ema = {})", c.train.g_ema)

@@ -18,6 +18,11 @@ pub enum Dataset {
     Mnist,
     /// Zalando's clothing images in MNIST's format.
     FashionMnist,
+    /// CIFAR-10's binary format (`data_batch_1.bin` ... `data_batch_5.bin`): 32x32 colour, 10 classes.
+    Cifar10,
+    /// A folder of PNG and JPEG files (`data.dir`), class sub-folders as labels (torchvision's
+    /// ImageFolder convention), resized and centre-cropped to `data.image_size`.
+    Folder,
 }
 
 impl Dataset {
@@ -26,6 +31,22 @@ impl Dataset {
         match self {
             Dataset::Mnist => "mnist",
             Dataset::FashionMnist => "fashion-mnist",
+            Dataset::Cifar10 => "cifar10",
+            Dataset::Folder => "folder",
+        }
+    }
+
+    /// Whether the data set is in MNIST's IDX format (28x28 grey, labels 0-9).
+    pub fn is_idx(self) -> bool {
+        matches!(self, Dataset::Mnist | Dataset::FashionMnist)
+    }
+
+    /// The images' side and channels when the config does not say: MNIST's 28x28 grey, CIFAR's
+    /// 32x32 colour, and for a folder 32x32 colour.
+    pub fn default_shape(self) -> (usize, usize) {
+        match self {
+            Dataset::Mnist | Dataset::FashionMnist => (28, 1),
+            Dataset::Cifar10 | Dataset::Folder => (32, 3),
         }
     }
 }
@@ -65,13 +86,33 @@ impl Default for EvalConfig {
 pub struct DataConfig {
     /// Data set to train on.
     pub dataset: Dataset,
-    /// Folder holding the four IDX files; searched before `$GANTRY_DATA` and the cache.
+    /// Folder holding the four IDX files (searched before `$GANTRY_DATA` and the cache), CIFAR-10's
+    /// batches, or the image files of `dataset = "folder"`.
     pub dir: Option<PathBuf>,
+    /// Side of the square images trained on (default: the data set's, 28 for MNIST, 32 for
+    /// CIFAR-10 and folders); a folder's images are resized and centre-cropped to it.
+    pub image_size: Option<usize>,
+    /// 1 (grey) or 3 (RGB) (default: the data set's); a folder's images are converted to it.
+    pub channels: Option<usize>,
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
-        Self { dataset: Dataset::Mnist, dir: None }
+        Self { dataset: Dataset::Mnist, dir: None, image_size: None, channels: None }
+    }
+}
+
+impl DataConfig {
+    /// The images' (side, channels): as configured, else the data set's own.
+    pub fn shape(&self) -> (usize, usize) {
+        let (side, channels) = self.dataset.default_shape();
+        (self.image_size.unwrap_or(side), self.channels.unwrap_or(channels))
+    }
+
+    /// Values per image (side² times channels).
+    pub fn values(&self) -> usize {
+        let (side, channels) = self.shape();
+        side * side * channels
     }
 }
 
@@ -202,10 +243,11 @@ impl ModelConfig {
         }
     }
 
-    /// The dcgan layers of this config (whatever its kind) for images of `pixels` values.
+    /// The dcgan layers of this config (whatever its kind) for square images of `pixels` values
+    /// (see [`square_shape`]).
     pub fn dcgan_layout(&self, pixels: usize) -> DcganLayout {
-        let side = (pixels as f64).sqrt().round() as usize;
-        let widths: Vec<usize> = self.g_channels.iter().copied().chain([1]).collect();
+        let (side, image_channels) = square_shape(pixels);
+        let widths: Vec<usize> = self.g_channels.iter().copied().chain([image_channels]).collect();
         let count = widths.len() - 1;
         let mut s = side / 4;
         let projected = widths[0] * s * s;
@@ -221,7 +263,7 @@ impl ModelConfig {
             })
             .collect();
         // D's input: the image, and one constant map per class under `concat`.
-        let (mut c_in, mut s) = (1 + self.d_label_input(), side);
+        let (mut c_in, mut s) = (image_channels + self.d_label_input(), side);
         let convs = self
             .d_channels
             .iter()
@@ -233,6 +275,15 @@ impl ModelConfig {
             .collect();
         DcganLayout { side, projected, deconvs, convs }
     }
+}
+
+/// The (side, channels) of square images of `values` values each: grey (1 channel) when `values`
+/// is a perfect square, else RGB (3 channels). The two cannot be confused: 3·s² is never a perfect
+/// square. (The networks are built from the values per image alone.)
+pub fn square_shape(values: usize) -> (usize, usize) {
+    let side = |v: usize| (v as f64).sqrt().round() as usize;
+    let grey = side(values);
+    if grey * grey == values { (grey, 1) } else { (side(values / 3), 3) }
 }
 
 /// The presets `--preset NAME` chooses: the files in the source tree's `presets/` folder, built in
@@ -691,6 +742,67 @@ impl Config {
         }
     }
 
+    /// The data's shape against what the data set has and the model can take.
+    fn validate_data(&self) -> Result<()> {
+        let d = &self.data;
+        let (side, channels) = d.shape();
+        let fixed = |what: &str, want: (usize, usize)| -> Result<()> {
+            for (key, given, own) in
+                [("data.image_size", d.image_size, want.0), ("data.channels", d.channels, want.1)]
+            {
+                if given.is_some_and(|v| v != own) {
+                    return Err(Error::config(
+                        key,
+                        format!(
+                            "{what} images are {}x{} with {} channel(s): found {key} = {}",
+                            want.0,
+                            want.0,
+                            want.1,
+                            given.unwrap_or(0)
+                        ),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        match d.dataset {
+            Dataset::Mnist | Dataset::FashionMnist => fixed(d.dataset.name(), (28, 1))?,
+            Dataset::Cifar10 => fixed("CIFAR-10", (32, 3))?,
+            Dataset::Folder => {
+                if d.dir.is_none() {
+                    return Err(Error::config(
+                        "data.dir",
+                        "dataset = \"folder\" needs the folder of images (--data DIR)",
+                    ));
+                }
+                if !(8..=256).contains(&side) {
+                    return Err(Error::config("data.image_size", format!("must be 8 to 256, found {side}")));
+                }
+                if !matches!(channels, 1 | 3) {
+                    return Err(Error::config(
+                        "data.channels",
+                        format!("must be 1 (grey) or 3 (RGB), found {channels}"),
+                    ));
+                }
+            }
+        }
+        if self.model.kind == ModelKind::Dcgan && !side.is_multiple_of(4) {
+            return Err(Error::config(
+                "data.image_size",
+                format!(
+                    "a dcgan's G doubles a feature map of a quarter of the side twice: the side must be a multiple of 4, found {side}"
+                ),
+            ));
+        }
+        if channels != 1 && !self.train.augment.is_empty() {
+            return Err(Error::config(
+                "train.augment",
+                "is available for grey images only (not yet for colour)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Check every value against its allowed range, so that nothing downstream can panic on it.
     pub fn validate(&self) -> Result<()> {
         let m = &self.model;
@@ -707,6 +819,7 @@ impl Config {
                 ),
             ));
         }
+        self.validate_data()?;
         positive("model.latent_dim", m.latent_dim, 65_536)?;
         if m.g_hidden.is_empty() {
             return Err(Error::config("model.g_hidden", "needs at least one layer"));

@@ -141,6 +141,9 @@ pub struct RunInfo {
     pub data_file: String,
     pub image_rows: usize,
     pub image_cols: usize,
+    /// 1 (grey) or 3 (RGB); absent (1) in runs of older versions.
+    #[serde(default = "one_channel")]
+    pub image_channels: usize,
     /// Compute threads actually used.
     pub threads: usize,
     /// Iterations completed.
@@ -156,6 +159,10 @@ pub struct RunInfo {
     pub data_sha256: Option<String>,
 }
 
+fn one_channel() -> usize {
+    1
+}
+
 impl RunInfo {
     /// The facts known when a run starts (or resumes): no iterations, no wall time yet.
     pub fn started(data: &DataFacts, images: &crate::data::TrainingImages, threads: usize) -> Self {
@@ -164,6 +171,7 @@ impl RunInfo {
             data_file: data.file.display().to_string(),
             image_rows: images.rows,
             image_cols: images.cols,
+            image_channels: images.channels,
             threads,
             iterations_done: 0,
             wall_seconds: 0.0,

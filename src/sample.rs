@@ -38,6 +38,7 @@ pub struct LoadedGenerator {
     /// Image size.
     pub rows: usize,
     pub cols: usize,
+    pub channels: usize,
     /// What was loaded (a file or a checkpoint folder), for messages and reports.
     pub source: PathBuf,
 }
@@ -83,7 +84,8 @@ impl LoadedGenerator {
         let pixels = info
             .image_rows
             .checked_mul(info.image_cols)
-            .filter(|&p| p > 0 && p <= 1 << 20)
+            .and_then(|p| p.checked_mul(info.image_channels))
+            .filter(|&p| p > 0 && p <= 1 << 20 && matches!(info.image_channels, 1 | 3))
             .ok_or_else(|| Error::bad_data(run.root().join("run.json"), "implausible image size"))?;
         crate::train::check_memory(&config, pixels)?;
         let record = ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
@@ -99,13 +101,14 @@ impl LoadedGenerator {
             classes: config.model.label_width(),
             rows: info.image_rows,
             cols: info.image_cols,
+            channels: info.image_channels,
             source,
         })
     }
 
-    /// Pixels per image.
+    /// Values per image (pixels times channels).
     pub fn pixels(&self) -> usize {
-        self.rows * self.cols
+        self.rows * self.cols * self.channels
     }
 
     /// The classes asked for `n` images of a conditional generator: all `class`, or, without
@@ -174,9 +177,9 @@ impl LoadedGenerator {
 }
 
 /// Load a trained run's generator (verified, on the CPU) and draw `n` images from noise seeded by
-/// `seed`. Returns images [n * pixels] in [-1, 1] and the image size.
+/// `seed`. Returns images [n * pixels] in [-1, 1] and the image size (rows, cols, channels).
 /// A conditional run's generator draws every class in turn.
-pub fn sample_from_run(run: &RunDir, n: usize, seed: u64) -> Result<(Vec<f32>, usize, usize)> {
+pub fn sample_from_run(run: &RunDir, n: usize, seed: u64) -> Result<(Vec<f32>, usize, usize, usize)> {
     sample_generator(run, &Weights::Final, n, seed, None)
 }
 
@@ -188,9 +191,9 @@ pub fn sample_generator(
     n: usize,
     seed: u64,
     class: Option<usize>,
-) -> Result<(Vec<f32>, usize, usize)> {
+) -> Result<(Vec<f32>, usize, usize, usize)> {
     let g = LoadedGenerator::load(run, weights)?;
-    Ok((g.generate(n, seed, class)?, g.rows, g.cols))
+    Ok((g.generate(n, seed, class)?, g.rows, g.cols, g.channels))
 }
 
 /// The default file of `gantry sample` on a run: `RUN/sample-seedS.png`.

@@ -54,11 +54,18 @@ impl EventWriter {
     }
 
     /// A PNG image (8-bit greyscale) of one step.
-    pub fn image(&mut self, step: usize, tag: &str, png: &[u8], width: usize, height: usize) -> Result<()> {
+    pub fn image(
+        &mut self,
+        step: usize,
+        tag: &str,
+        png: &[u8],
+        (width, height): (usize, usize),
+        channels: usize,
+    ) -> Result<()> {
         let mut image = Vec::new();
         put_varint_field(&mut image, 1, height as u64);
         put_varint_field(&mut image, 2, width as u64);
-        put_varint_field(&mut image, 3, 1); // greyscale
+        put_varint_field(&mut image, 3, channels as u64); // colorspace: 1 greyscale, 3 RGB
         put_bytes(&mut image, 4, png);
         let mut value = Vec::new();
         put_bytes(&mut value, 1, tag.as_bytes());

@@ -25,7 +25,9 @@ pub fn grid_files(run: &RunDir) -> Result<Vec<PathBuf>> {
     Ok(files.into_iter().map(|(_, p)| p).collect())
 }
 
-/// Write `timelapse.gif` from the run's grids (at their original, unscaled size).
+/// Write `timelapse.gif` from the run's grids (at their original, unscaled size): grey grids on
+/// one grey palette, colour grids each on a palette of its own (NeuQuant, as the gif crate
+/// quantizes).
 pub fn write_gif(run: &RunDir) -> Result<PathBuf> {
     let frames = grid_files(run)?;
     let path = run.timelapse();
@@ -33,12 +35,12 @@ pub fn write_gif(run: &RunDir) -> Result<PathBuf> {
     let mut encoder: Option<gif::Encoder<BufWriter<File>>> = None;
     let grey: Vec<u8> = (0..=255u8).flat_map(|v| [v, v, v]).collect();
     for (k, frame_path) in frames.iter().enumerate() {
-        let (pixels, width, height) = read_gray(frame_path)?;
-        // Grids are written scaled up; the animation keeps one pixel per image pixel.
+        let (pixels, width, height, channels) = read_grid(frame_path)?;
         let (w, h) = (width / SCALE, height / SCALE);
-        let small: Vec<u8> = (0..h)
-            .flat_map(|y| (0..w).map(move |x| (y, x)))
-            .map(|(y, x)| pixels[y * SCALE * width + x * SCALE])
+        // Every SCALE-th pixel of every SCALE-th row: the grid before it was scaled up.
+        let mut small: Vec<u8> = (0..h)
+            .flat_map(|y| (0..w).map(move |x| (y * SCALE * width + x * SCALE) * channels))
+            .flat_map(|at| pixels[at..at + channels].to_vec())
             .collect();
         let enc = match &mut encoder {
             Some(enc) => enc,
@@ -50,7 +52,11 @@ pub fn write_gif(run: &RunDir) -> Result<PathBuf> {
                 encoder.insert(enc)
             }
         };
-        let mut frame = gif::Frame::from_indexed_pixels(w as u16, h as u16, small, None);
+        let mut frame = if channels == 3 {
+            gif::Frame::from_rgb_speed(w as u16, h as u16, &mut small, 10)
+        } else {
+            gif::Frame::from_indexed_pixels(w as u16, h as u16, small, None)
+        };
         frame.delay = if k + 1 == frames.len() { LAST_FRAME_DELAY } else { FRAME_DELAY };
         enc.write_frame(&frame).map_err(|e| fail(e.to_string()))?;
     }
@@ -60,19 +66,21 @@ pub fn write_gif(run: &RunDir) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Decode an 8-bit greyscale PNG (as `grid` writes them).
-pub fn read_gray(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
+/// Read one of gantry's sample grids: 8-bit grey or RGB pixels, width, height, channels (1 or 3).
+pub fn read_grid(path: &Path) -> Result<(Vec<u8>, usize, usize, usize)> {
     let file = File::open(path).at("open", path)?;
     let bad = |e: png::DecodingError| Error::bad_data(path, format!("unreadable PNG ({e})"));
     let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().map_err(bad)?;
     let size = reader.output_buffer_size().ok_or_else(|| Error::bad_data(path, "PNG too large"))?;
     let mut buf = vec![0; size];
     let info = reader.next_frame(&mut buf).map_err(bad)?;
-    if info.color_type != png::ColorType::Grayscale || info.bit_depth != png::BitDepth::Eight {
-        return Err(Error::bad_data(path, "not an 8-bit greyscale sample grid"));
-    }
+    let channels = match (info.color_type, info.bit_depth) {
+        (png::ColorType::Grayscale, png::BitDepth::Eight) => 1,
+        (png::ColorType::Rgb, png::BitDepth::Eight) => 3,
+        _ => return Err(Error::bad_data(path, "not an 8-bit grey or RGB sample grid")),
+    };
     buf.truncate(info.buffer_size());
-    Ok((buf, info.width as usize, info.height as usize))
+    Ok((buf, info.width as usize, info.height as usize, channels))
 }
 
 #[cfg(test)]
@@ -84,7 +92,7 @@ mod tests {
     fn one_frame_per_grid_in_order() {
         let tmp = tempfile::tempdir().unwrap();
         let (run, _lock, _) = RunDir::create_locked(tmp.path(), false).unwrap();
-        let layout = GridLayout { rows: 2, cols: 2, tile_h: 3, tile_w: 3 };
+        let layout = GridLayout { rows: 2, cols: 2, tile_h: 3, tile_w: 3, channels: 1 };
         for (step, level) in [(0, -1.0f32), (200, 0.0), (400, 1.0)] {
             grid::save_png(&run.sample_grid(step), &[level; 4 * 9], layout).unwrap();
         }
@@ -99,5 +107,24 @@ mod tests {
             centres.push(frame.buffer[(grid::PAD + 1) * (w / SCALE) + grid::PAD + 1]);
         }
         assert_eq!(centres, vec![0, 128, 255]);
+    }
+
+    #[test]
+    fn colour_grids_make_a_colour_timelapse() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (run, _lock, _) = RunDir::create_locked(tmp.path(), false).unwrap();
+        let layout = GridLayout { rows: 1, cols: 1, tile_h: 4, tile_w: 4, channels: 3 };
+        // A red tile (channel 0 at 1, the others at -1).
+        let red: Vec<f32> = (0..3 * 16).map(|i| if i < 16 { 1.0 } else { -1.0 }).collect();
+        grid::save_png(&run.sample_grid(0), &red, layout).unwrap();
+        let path = write_gif(&run).unwrap();
+        let mut decoder = gif::DecodeOptions::new();
+        decoder.set_color_output(gif::ColorOutput::RGBA);
+        let mut d = decoder.read_info(File::open(path).unwrap()).unwrap();
+        let frame = d.read_next_frame().unwrap().unwrap();
+        let w = layout.size().0 / SCALE;
+        let at = ((grid::PAD + 1) * w + grid::PAD + 1) * 4;
+        let rgb = &frame.buffer[at..at + 3];
+        assert!(rgb[0] > 240 && rgb[1] < 15 && rgb[2] < 15, "{rgb:?}");
     }
 }

@@ -235,7 +235,7 @@ fn conditional_runs_draw_the_classes_asked(tmp: &std::path::Path) {
         let run = tmp.join(format!("{name}-straight"));
         // One row per class (10), output.grid_cols columns (5).
         let (w, h) = image::open_png_size(&run.join("samples/step_000040.png"));
-        let layout = gantry::grid::GridLayout { rows: 10, cols: 5, tile_h: 28, tile_w: 28 };
+        let layout = gantry::grid::GridLayout { rows: 10, cols: 5, tile_h: 28, tile_w: 28, channels: 1 };
         assert_eq!((w as usize, h as usize), layout.size(), "{name}");
         let state: serde_json::Value =
             serde_json::from_slice(&fs::read(run.join("checkpoints/step_000040/state.json")).unwrap())

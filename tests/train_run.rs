@@ -86,7 +86,7 @@ fn short_real_run_leaves_every_output() {
     assert!(fs::metadata(run.discriminator_weights()).unwrap().len() > 1_000_000);
 
     // The trained generator draws images from the saved weights.
-    let (images, rows_px, cols_px) = train::sample_from_run(&run, 7, 1).unwrap();
+    let (images, rows_px, cols_px, _) = train::sample_from_run(&run, 7, 1).unwrap();
     assert_eq!((images.len(), rows_px, cols_px), (7 * 784, 28, 28));
     assert!(images.iter().all(|v| (-1.0..=1.0).contains(v)));
 }

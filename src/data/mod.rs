@@ -1,18 +1,21 @@
 //! Training images: where to find them, how to read them, and how to turn them into the
-//! `[-1, 1]` floats the GAN trains on.
+//! `[-1, 1]` floats the GAN trains on. MNIST's IDX files ([`idx`]), CIFAR-10's binary batches
+//! ([`cifar`]), or a folder of the user's PNG and JPEG files ([`folder`]).
 //!
 //! Search order for a data set's folder: `--data DIR` (config `data.dir`; when given, it must hold
 //! the files), then `$GANTRY_DATA`, then the system folder of Debian's `dataset-fashion-mnist`
 //! (Fashion-MNIST only), then the per-user cache. MNIST missing everywhere is downloaded into the
 //! cache (feature `download`).
 
+pub mod cifar;
 #[cfg(feature = "download")]
 pub mod download;
+pub mod folder;
 pub mod idx;
 
 use std::path::{Path, PathBuf};
 
-use crate::config::Dataset;
+use crate::config::{DataConfig, Dataset};
 use crate::error::{Error, Result};
 
 pub use idx::{IdxImages, read_images, read_labels};
@@ -31,14 +34,16 @@ pub const DEBIAN_FASHION_DIR: &str = "/usr/share/datasets/fashion-mnist";
 /// Environment variable naming a data folder.
 pub const DATA_ENV: &str = "GANTRY_DATA";
 
-/// Training images, `[count, rows * cols]` row-major, kept as the 8-bit values read (a quarter of
-/// the memory of floats: this set is most of a run's memory) and converted to `[-1, 1]` floats as
-/// they are used.
+/// Training images, `[count, channels, rows, cols]` row-major, kept as the 8-bit values read (a
+/// quarter of the memory of floats: this set is most of a run's memory) and converted to `[-1, 1]`
+/// floats as they are used.
 #[derive(Debug, Clone)]
 pub struct TrainingImages {
     pub count: usize,
     pub rows: usize,
     pub cols: usize,
+    /// 1 (grey) or 3 (RGB).
+    pub channels: usize,
     pub bytes: Vec<u8>,
     /// The file they were read from.
     pub source: PathBuf,
@@ -47,9 +52,9 @@ pub struct TrainingImages {
 }
 
 impl TrainingImages {
-    /// Pixels per image.
+    /// Values per image (pixels times channels).
     pub fn dim(&self) -> usize {
-        self.rows * self.cols
+        self.rows * self.cols * self.channels
     }
 
     pub fn from_idx(images: IdxImages, source: PathBuf) -> Self {
@@ -57,6 +62,7 @@ impl TrainingImages {
             count: images.count,
             rows: images.rows,
             cols: images.cols,
+            channels: 1,
             bytes: images.pixels,
             source,
             labels: None,
@@ -180,9 +186,80 @@ fn not_found(dataset: Dataset, searched: &[PathBuf], download_error: Option<&Err
     Error::DataNotFound(msg)
 }
 
-/// Locate and read `dataset`'s training images; with `classes`, their labels too, each checked
-/// to be below it (a conditional run).
+/// Locate and read the training images `data` names, from the folder `explicit` when given; with
+/// `classes`, their labels too, each checked to be below it (a conditional run). `progress`: say
+/// what a folder's decoding skipped and resized, with a progress bar on a terminal.
 pub fn load_training_images(
+    data: &DataConfig,
+    explicit: Option<&Path>,
+    classes: Option<usize>,
+    progress: bool,
+) -> Result<TrainingImages> {
+    let dataset = data.dataset;
+    let needs_dir = || {
+        explicit.ok_or_else(|| {
+            Error::DataNotFound(format!("dataset = \"{}\" needs its folder: --data DIR", dataset.name()))
+        })
+    };
+    let mut images = match dataset {
+        Dataset::Mnist | Dataset::FashionMnist => return load_idx_training(dataset, explicit, classes),
+        Dataset::Cifar10 => cifar::load_train(needs_dir()?)?,
+        Dataset::Folder => {
+            let dir = needs_dir()?;
+            let (side, channels) = data.shape();
+            let root = crate::eval::judge::cache_root().ok_or_else(|| {
+                Error::DataNotFound("no cache folder for the decoded images: set GANTRY_CACHE_DIR".into())
+            })?;
+            let (images, report) = folder::load(dir, side, channels, &root, progress)?;
+            for line in report.lines(side) {
+                eprintln!("gantry: {}: {line}", dir.display());
+            }
+            if progress && !report.cached {
+                eprintln!(
+                    "gantry: decoded {} images of {} into {}",
+                    images.count,
+                    dir.display(),
+                    images.source.display()
+                );
+            }
+            if classes.is_some() && images.labels.is_none() {
+                return Err(Error::bad_data(
+                    dir,
+                    "has no class sub-folders: a conditional run needs one folder of images per class",
+                ));
+            }
+            images
+        }
+    };
+    if let (Some(classes), Some(labels)) = (classes, &images.labels) {
+        check_labels(labels, classes, &images.source)?;
+    }
+    if classes.is_none() {
+        images.labels = None;
+    }
+    Ok(images)
+}
+
+/// A progress bar for decoding `n` images of `dir` (drawn on a terminal only).
+pub(crate) fn decode_bar(n: u64, progress: bool, dir: &Path) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    let visible = progress && std::io::stderr().is_terminal();
+    let target = if visible {
+        indicatif::ProgressDrawTarget::stderr_with_hz(4)
+    } else {
+        indicatif::ProgressDrawTarget::hidden()
+    };
+    let bar = indicatif::ProgressBar::with_draw_target(Some(n), target);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("decoding {msg} {bar:30} {pos}/{len} [{eta}]")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(dir.display().to_string());
+    bar
+}
+
+/// MNIST-format training images (see [`load_training_images`]).
+fn load_idx_training(
     dataset: Dataset,
     explicit: Option<&Path>,
     classes: Option<usize>,

@@ -66,10 +66,14 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
         dataset = Some(d);
         let weights = req.checkpoint.map_or(Weights::Final, Weights::Checkpoint);
         let g = LoadedGenerator::load(run, &weights)?;
-        if (g.rows, g.cols) != (28, 28) {
+        if (g.rows, g.cols, g.channels) != (28, 28, 1) {
             return Err(Error::bad_data(
                 &g.source,
-                format!("the judge takes 28x28 images, not {}x{}", g.rows, g.cols),
+                format!(
+                    "the judge takes 28x28 grey images, not {}x{} with {} channels (a judge for other \
+                     data is not built yet)",
+                    g.rows, g.cols, g.channels
+                ),
             ));
         }
         let source = match req.checkpoint {

@@ -70,6 +70,8 @@ impl JudgeConfig {
         match dataset {
             Dataset::Mnist => 0.99,
             Dataset::FashionMnist => 0.90,
+            // No judge is trained for other data yet (`Judge::load_or_train` refuses it).
+            Dataset::Cifar10 | Dataset::Folder => 1.0,
         }
     }
 }
@@ -210,6 +212,15 @@ impl Judge {
         config: &JudgeConfig,
         progress: &mut dyn FnMut(&str),
     ) -> Result<Self> {
+        if !dataset.is_idx() {
+            return Err(Error::usage(
+                "--dataset",
+                format!(
+                    "no judge for {} data yet: gantry's judge is trained on MNIST or Fashion-MNIST",
+                    dataset.name()
+                ),
+            ));
+        }
         let dir = data::locate(dataset, data_dir)?;
         let key = cache_key(dataset, &dir, config)?;
         let root = cache.map(Path::to_path_buf).or_else(cache_root);

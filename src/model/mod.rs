@@ -397,7 +397,9 @@ impl Discriminator {
         fused: bool,
     ) -> Tensor<2> {
         let (b, s) = (x.dims()[0], self.side);
-        let mut x: Tensor<4> = x.reshape([b, 1, s, s]);
+        // Grey or RGB: the values per image say which.
+        let channels = x.dims()[1] / (s * s);
+        let mut x: Tensor<4> = x.reshape([b, channels, s, s]);
         if let Some(y) = concat {
             let classes = y.dims()[1];
             let maps = y.clone().reshape([b, classes, 1, 1]).expand([b, classes, s, s]);

@@ -167,7 +167,7 @@ pub fn run(
 /// over minutes. Each is summarized by its median.
 fn measure(config: &Config, images: &TrainingImages, threads: usize, warmup: usize, n: usize) -> BenchResult {
     let mut streams = Streams::new(config.train.seed);
-    let (mut gan, mut nets) = Gan::new(config, (images.rows, images.cols), &mut streams);
+    let (mut gan, mut nets) = Gan::new(config, (images.rows, images.cols, images.channels), &mut streams);
     for i in 0..warmup {
         (nets, _) = gan.step(nets, i, images, &mut streams);
     }
@@ -209,7 +209,15 @@ fn random_images(seed: u64, classes: usize) -> TrainingImages {
     let bytes = (0..BENCH_IMAGES * 784).map(|_| rng.random_range(0..=255u8)).collect();
     let labels =
         (classes > 0).then(|| (0..BENCH_IMAGES).map(|_| rng.random_range(0..classes) as u8).collect());
-    TrainingImages { count: BENCH_IMAGES, rows: 28, cols: 28, bytes, source: "random".into(), labels }
+    TrainingImages {
+        count: BENCH_IMAGES,
+        rows: 28,
+        cols: 28,
+        channels: 1,
+        bytes,
+        source: "random".into(),
+        labels,
+    }
 }
 
 #[cfg(test)]

@@ -61,14 +61,14 @@ pub(crate) struct Gan {
 }
 
 impl Gan {
-    /// The trainer and freshly initialised networks for `rows x cols` images. G's and D's
+    /// The trainer and freshly initialised networks for `rows x cols` images of `channels`. G's and D's
     /// weights, then spectral norm's starting vectors, come from the init stream.
     pub(crate) fn new(
         config: &Config,
-        (rows, cols): (usize, usize),
+        (rows, cols, channels): (usize, usize, usize),
         streams: &mut Streams,
     ) -> (Self, Networks) {
-        let pixels = rows * cols;
+        let pixels = rows * cols * channels;
         let plain_device = Device::flex();
         let train_device = plain_device.clone().autodiff();
         let g = Generator::new(&config.model, pixels, &mut streams.init, &train_device);

@@ -89,7 +89,8 @@ pub fn start(config: &Config, out: &Path, force: bool, options: &Options) -> Res
     // Read the data and check the model fits before creating anything, so an error leaves no
     // half-made run folder.
     let classes = config.model.is_conditional().then_some(config.model.classes);
-    let images = data::load_training_images(config.data.dataset, config.data.dir.as_deref(), classes)?;
+    let images =
+        data::load_training_images(&config.data, config.data.dir.as_deref(), classes, options.progress)?;
     check_memory(config, images.dim())?;
     let data = DataFacts::of(&images)?;
     // The judge too (it may have to be trained, or its data be missing) before anything is made.
@@ -121,7 +122,7 @@ fn begin(
     // The data facts first, so that even a run killed before its end remembers its data.
     RunInfo::started(&data, &images, config.effective_threads()).write(&run)?;
     let mut streams = Streams::new(config.train.seed);
-    let (gan, nets) = Gan::new(config, (images.rows, images.cols), &mut streams);
+    let (gan, nets) = Gan::new(config, (images.rows, images.cols, images.channels), &mut streams);
     let layout = grid_layout(config, &images);
     let fixed_noise = fixed_noise(config, &layout, &mut streams.fixed);
     let csv = CsvLog::create(&run.metrics_csv())?;
@@ -229,7 +230,7 @@ pub fn resume(
         None => remembered_data_dir(&run, &config),
     };
     let classes = config.model.is_conditional().then_some(config.model.classes);
-    let images = data::load_training_images(config.data.dataset, data_dir.as_deref(), classes)?;
+    let images = data::load_training_images(&config.data, data_dir.as_deref(), classes, options.progress)?;
     check_memory(&config, images.dim())?;
     let data = DataFacts::of(&images)?;
     // The judge finds its data where the training images were found (not saved in config.toml).
@@ -312,7 +313,8 @@ pub fn resume(
         ));
     }
     let streams = state.streams(&ckpt_path)?;
-    let (gan, nets) = Gan::new(&config, (images.rows, images.cols), &mut Streams::new(config.train.seed));
+    let (gan, nets) =
+        Gan::new(&config, (images.rows, images.cols, images.channels), &mut Streams::new(config.train.seed));
     let (gan, nets) = gan.load(nets, &snapshot, &ckpt_path)?;
     // The rows up to the checkpoint must all be there; rows after it are redone.
     let (records, kept_rows) = metrics::read_prefix(&run.metrics_csv(), state.iteration)?;
@@ -724,8 +726,7 @@ fn log_scalars(events: &mut EventWriter, r: &IterationRecord) -> Result<()> {
 
 /// The grid drawn after `step` iterations (its PNG bytes), as a TensorBoard image.
 fn log_grid(events: &mut EventWriter, step: usize, png: &[u8], layout: &GridLayout) -> Result<()> {
-    let (width, height) = layout.size();
-    events.image(step, "samples", png, width, height)
+    events.image(step, "samples", png, layout.size(), layout.channels)
 }
 
 /// Show an alert on the console and save every alert so far to `alerts.json`.
@@ -787,6 +788,7 @@ fn grid_layout(config: &Config, images: &TrainingImages) -> GridLayout {
         cols: config.output.grid_cols,
         tile_h: images.rows,
         tile_w: images.cols,
+        channels: images.channels,
     }
 }
 

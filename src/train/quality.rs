@@ -78,6 +78,16 @@ impl QualityProbe {
             return Ok(None);
         }
         let dataset = config.data.dataset;
+        if !dataset.is_idx() {
+            if progress {
+                eprintln!(
+                    "gantry: no sample-quality judge for {} data yet (MNIST and Fashion-MNIST only): \
+                     training without one",
+                    dataset.name()
+                );
+            }
+            return Ok(None);
+        }
         let dir = data::locate(dataset, config.data.dir.as_deref())?;
         let mut announced = false;
         let judge = Judge::load_or_train(dataset, Some(&dir), None, &JudgeConfig::default(), &mut |line| {

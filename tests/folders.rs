@@ -1,0 +1,254 @@
+//! Your own images: folders of PNG and JPEG files written here from MNIST and as coloured
+//! synthetic pictures, and a small file in CIFAR-10's binary format, train end to end (grey and
+//! colour, mlp and dcgan, conditional on the class sub-folders) and resume byte-identical; bad
+//! files are skipped and named, bad folders refused with exit 2; the decoded images are cached
+//! by content.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use gantry::config::{Conditioning, Config, Dataset, ModelKind, Overrides};
+use gantry::data::{self, folder};
+use gantry::train::{self, Options};
+
+/// A folder with class sub-folders `zero/` and `one/` of MNIST digits (the first `per_class` of
+/// each), every third one as a JPEG.
+fn mnist_folder(dir: &Path, per_class: usize) {
+    let set = data::load_labelled(Dataset::Mnist, &common::mnist_dir(), data::Split::Test).unwrap();
+    for (class, name) in [(0u8, "zero"), (1, "one")] {
+        let sub = dir.join(name);
+        fs::create_dir_all(&sub).unwrap();
+        let picked = set.labels.iter().enumerate().filter(|(_, l)| **l == class).take(per_class);
+        for (k, (i, _)) in picked.enumerate() {
+            let pixels = set.images.bytes[i * 784..(i + 1) * 784].to_vec();
+            let img = image::GrayImage::from_raw(28, 28, pixels).unwrap();
+            let ext = if k % 3 == 0 { "jpg" } else { "png" };
+            img.save(sub.join(format!("{k:03}.{ext}"))).unwrap();
+        }
+    }
+}
+
+/// Coloured pictures of mixed sizes: a red, green or blue square on black, by class folder.
+fn colour_folder(dir: &Path, per_class: usize) {
+    for (c, name) in ["red", "green", "blue"].iter().enumerate() {
+        let sub = dir.join(name);
+        fs::create_dir_all(&sub).unwrap();
+        for k in 0..per_class {
+            let (w, h) = [(40u32, 30u32), (64, 64), (33, 50)][k % 3];
+            let img = image::RgbImage::from_fn(w, h, |x, y| {
+                let inside = (x + k as u32 % 7) % w < w / 2 && (y + k as u32 % 5) % h < h / 2;
+                let mut px = [0u8; 3];
+                if inside {
+                    px[c] = 220;
+                }
+                image::Rgb(px)
+            });
+            img.save(sub.join(format!("{k:03}.png"))).unwrap();
+        }
+    }
+}
+
+fn folder_config(dir: &Path, iterations: usize) -> Config {
+    let mut c = common::tiny_config(iterations, 10, 4);
+    c.data.dataset = Dataset::Folder;
+    c.data.dir = Some(dir.to_path_buf());
+    c.train.batch_size = 16;
+    c
+}
+
+fn small_dcgan(c: &mut Config) {
+    c.model.kind = ModelKind::Dcgan;
+    c.model.g_channels = vec![16, 8];
+    c.model.d_channels = vec![8, 16];
+}
+
+/// Train `config` straight and stopped at 13 then resumed: the same bytes.
+fn trains_and_resumes_byte_identical(name: &str, config: &Config, tmp: &Path) -> std::path::PathBuf {
+    let straight = tmp.join(format!("{name}-straight"));
+    train::train(config, &straight, false, false).unwrap();
+    let stopped = tmp.join(format!("{name}-stopped"));
+    let options = Options { stop_after: Some(13), ..Default::default() };
+    assert_eq!(train::start(config, &stopped, false, &options).unwrap().stopped_at, Some(13));
+    train::resume(&stopped, None, &Overrides::default(), &Options::default()).unwrap();
+    for file in ["metrics.csv", "weights/generator.bpk", "samples/step_000030.png", "timelapse.gif"] {
+        assert_eq!(
+            fs::read(straight.join(file)).unwrap(),
+            fs::read(stopped.join(file)).unwrap(),
+            "{name}: {file}"
+        );
+    }
+    straight
+}
+
+fn png_info(path: &Path) -> (u32, u32, u8) {
+    let bytes = fs::read(path).unwrap();
+    let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    (be(16), be(20), bytes[25])
+}
+
+#[test]
+fn image_folders_and_cifar_batches_train_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    // SAFETY of the environment: only this test binary reads GANTRY_CACHE_DIR (the decoded
+    // folders' cache), and its tests all set the same value.
+    unsafe { std::env::set_var("GANTRY_CACHE_DIR", tmp.path().join("cache")) };
+
+    // Grey digits, PNG and JPEG, 28x28: an mlp, conditional on the two class folders.
+    let digits = tmp.path().join("digits");
+    mnist_folder(&digits, 30);
+    let mut grey = folder_config(&digits, 30);
+    grey.data.image_size = Some(28);
+    grey.data.channels = Some(1);
+    grey.model.conditional = Conditioning::Concat;
+    grey.model.classes = 2;
+    let run = trains_and_resumes_byte_identical("digits", &grey, tmp.path());
+    let layout = gantry::grid::GridLayout { rows: 2, cols: 5, tile_h: 28, tile_w: 28, channels: 1 };
+    let (w, h, colour) = png_info(&run.join("samples/step_000030.png"));
+    assert_eq!(((w as usize, h as usize), colour), (layout.size(), 0), "one grey row per class");
+
+    // Coloured pictures of three sizes, resized and cropped to 16x16 RGB: a conditional dcgan.
+    let colours = tmp.path().join("colours");
+    colour_folder(&colours, 12);
+    let mut rgb = folder_config(&colours, 30);
+    rgb.data.image_size = Some(16);
+    small_dcgan(&mut rgb);
+    rgb.model.conditional = Conditioning::Projection;
+    rgb.model.classes = 3;
+    let run = trains_and_resumes_byte_identical("colours", &rgb, tmp.path());
+    let (_, _, colour) = png_info(&run.join("samples/step_000030.png"));
+    assert_eq!(colour, 2, "an RGB grid");
+    let info = gantry::run_dir::RunInfo::read(&gantry::run_dir::RunDir::open(&run).unwrap()).unwrap();
+    assert_eq!((info.image_rows, info.image_cols, info.image_channels), (16, 16, 3));
+    let out = tmp.path().join("blue.png");
+    let o = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["sample", "--n", "4", "--class", "0", "--out"])
+        .arg(&out)
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(png_info(&out).2, 2, "gantry sample writes colour");
+
+    // CIFAR-10's binary format: one small batch file of random 32x32 colour images.
+    let cifar = tmp.path().join("cifar");
+    fs::create_dir_all(cifar.join("cifar-10-batches-bin")).unwrap();
+    let records: Vec<u8> = (0..40u32)
+        .flat_map(|i| {
+            let label = (i % 10) as u8;
+            std::iter::once(label).chain((0..3072u32).map(move |p| ((p * 7 + i * 13) % 251) as u8))
+        })
+        .collect();
+    fs::write(cifar.join("cifar-10-batches-bin/data_batch_1.bin"), records).unwrap();
+    let mut c = common::tiny_config(20, 10, 6);
+    c.data.dataset = Dataset::Cifar10;
+    c.data.dir = Some(cifar.clone());
+    c.model.g_hidden = vec![64];
+    c.model.d_hidden = vec![64];
+    c.train.batch_size = 8;
+    let outcome = train::train(&c, &tmp.path().join("cifar-run"), false, false).unwrap();
+    assert_eq!(outcome.records.len(), 20);
+    assert_eq!(png_info(&tmp.path().join("cifar-run/samples/step_000020.png")).2, 2);
+}
+
+#[test]
+fn bad_image_files_are_skipped_and_named_and_bad_folders_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let dir = tmp.path().join("mixed");
+    colour_folder(&dir, 3);
+    fs::write(dir.join("red/empty.png"), b"").unwrap();
+    fs::write(dir.join("red/words.jpg"), b"this is not a jpeg").unwrap();
+    let good = fs::read(dir.join("green/000.png")).unwrap();
+    fs::write(dir.join("green/cut.png"), &good[..good.len() / 2]).unwrap();
+    fs::write(dir.join("blue/notes.txt"), b"hello").unwrap();
+    // A decompression bomb: a valid PNG header announcing 20000 x 20000 pixels, refused before
+    // anything is decoded (or allocated).
+    // Its image data holds a few compressed rows of zeros, as a bomb's would begin.
+    let mut bomb = Vec::new();
+    let mut enc = png::Encoder::new(&mut bomb, 20_000, 20_000);
+    enc.set_color(png::ColorType::Grayscale);
+    let mut writer = enc.write_header().unwrap();
+    let mut rows = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut rows, &vec![0u8; 4 * 20_001]).unwrap();
+    writer.write_chunk(png::chunk::IDAT, &rows.finish().unwrap()).unwrap();
+    drop(writer);
+    assert!(bomb.len() < 1000, "a small file: {} bytes", bomb.len());
+    fs::write(dir.join("blue/bomb.png"), &bomb).unwrap();
+
+    let (images, report) = folder::load(&dir, 16, 3, &cache, false).unwrap();
+    assert_eq!((images.count, images.dim()), (9, 16 * 16 * 3));
+    assert_eq!(report.classes, ["blue", "green", "red"]);
+    assert_eq!(images.labels.as_deref(), Some(&[0, 0, 0, 1, 1, 1, 2, 2, 2][..]));
+    let skipped: Vec<&str> = report.skipped.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(skipped.len(), 5, "{:?}", report.skipped);
+    for (file, why) in &report.skipped {
+        let expected = match file.as_str() {
+            "red/empty.png" => "empty",
+            "red/words.jpg" => "not a PNG or JPEG",
+            "green/cut.png" => "cannot be decoded",
+            "blue/notes.txt" => "not a .png",
+            "blue/bomb.png" => "20000x20000 pixels",
+            other => panic!("unexpected skip {other}: {why}"),
+        };
+        assert!(why.contains(expected), "{file}: {why}");
+    }
+    let lines = report.lines(16).join("\n");
+    assert!(lines.contains("skipped 5 file(s)") && lines.contains("3 size(s)"), "{lines}");
+    // Read again: from the cache, the same images.
+    let (again, report) = folder::load(&dir, 16, 3, &cache, false).unwrap();
+    assert!(report.cached);
+    assert_eq!((again.bytes, again.labels), (images.bytes.clone(), images.labels.clone()));
+    // A changed file is noticed: decoded again, other pixels.
+    colour_folder(&tmp.path().join("other"), 3);
+    fs::copy(tmp.path().join("other/red/000.png"), dir.join("green/000.png")).unwrap();
+    let (changed, report) = folder::load(&dir, 16, 3, &cache, false).unwrap();
+    assert!(!report.cached);
+    assert_ne!(changed.bytes, images.bytes);
+
+    // Refused with exit 2, naming the folder, before any run folder is made.
+    let gantry = |data: &Path, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["train", "--dataset", "folder", "--iterations", "5", "--eval-every", "0", "--data"])
+            .arg(data)
+            .args(extra)
+            .arg("--out")
+            .arg(tmp.path().join("never"))
+            .env("GANTRY_CACHE_DIR", &cache)
+            .output()
+            .unwrap()
+    };
+    let empty = tmp.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let single = tmp.path().join("single/only");
+    colour_folder(&tmp.path().join("single-src"), 2);
+    fs::create_dir_all(&single).unwrap();
+    fs::copy(tmp.path().join("single-src/red/000.png"), single.join("a.png")).unwrap();
+    fs::copy(tmp.path().join("single-src/red/001.png"), single.join("b.png")).unwrap();
+    let conditional = ["--set", "model.conditional=\"concat\"", "--set", "model.classes=2"];
+    for (data, extra, says) in [
+        (empty.as_path(), &[][..], "no PNG or JPEG files"),
+        (tmp.path().join("single").as_path(), &conditional[..], "every image is of class 0"),
+        (tmp.path().join("missing").as_path(), &[][..], "not a folder"),
+        (digits_without_classes(tmp.path()).as_path(), &conditional[..], "no class sub-folders"),
+    ] {
+        let o = gantry(data, extra);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{says}: {stderr}");
+        assert!(stderr.contains(says), "{says}: {stderr}");
+        assert!(!tmp.path().join("never").exists());
+    }
+}
+
+/// A flat folder of two coloured pictures (no class sub-folders).
+fn digits_without_classes(tmp: &Path) -> std::path::PathBuf {
+    let src = tmp.join("flat-src");
+    colour_folder(&src, 1);
+    let flat = tmp.join("flat");
+    fs::create_dir_all(&flat).unwrap();
+    fs::copy(src.join("red/000.png"), flat.join("a.png")).unwrap();
+    fs::copy(src.join("blue/000.png"), flat.join("b.png")).unwrap();
+    flat
+}
