@@ -252,3 +252,56 @@ fn digits_without_classes(tmp: &Path) -> std::path::PathBuf {
     fs::copy(src.join("blue/000.png"), flat.join("b.png")).unwrap();
     flat
 }
+
+/// Rows of a run's metrics.csv on disk (header excluded).
+fn rows(run: &Path) -> usize {
+    fs::read_to_string(run.join("metrics.csv")).map(|t| t.lines().count().saturating_sub(1)).unwrap_or(0)
+}
+
+/// A colour folder run of the binary, SIGKILLed after its first checkpoint and resumed, ends with
+/// the bytes of a straight run.
+#[test]
+fn a_sigkilled_colour_folder_run_resumes_byte_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let pictures = tmp.path().join("pictures");
+    colour_folder(&pictures, 6);
+    let config = tmp.path().join("colour.toml");
+    fs::write(
+        &config,
+        "[data]\ndataset = \"folder\"\nimage_size = 16\n[model]\nkind = \"dcgan\"\ng_channels = [16, 8]\n\
+         d_channels = [8, 16]\nconditional = \"concat\"\nclasses = 3\n[train]\niterations = 300\n\
+         batch_size = 16\nseed = 2\nthreads = 2\n[output]\nsample_interval = 20\n[checkpoint]\nevery = 20\n\
+         [eval]\nevery = 0\n",
+    )
+    .unwrap();
+    let gantry = |args: &[&str], out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(args)
+            .arg(out)
+            .env("GANTRY_CACHE_DIR", &cache)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let config = config.to_str().unwrap();
+    let data = pictures.to_str().unwrap();
+    let train = ["train", "-q", "--config", config, "--data", data, "--out"];
+    let straight = tmp.path().join("straight");
+    assert!(gantry(&train, &straight).wait().unwrap().success());
+    let killed = tmp.path().join("killed");
+    let mut child = gantry(&train, &killed);
+    let started = std::time::Instant::now();
+    while rows(&killed) < 30 && started.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(rows(&killed) < 300, "the run ended before the kill");
+    assert!(gantry(&["resume"], &killed).wait().unwrap().success());
+    for f in ["metrics.csv", "weights/generator.bpk", "weights/discriminator.bpk", "samples/step_000300.png"]
+    {
+        assert!(fs::read(straight.join(f)).unwrap() == fs::read(killed.join(f)).unwrap(), "{f} differs");
+    }
+}

@@ -112,6 +112,20 @@ pub fn load(
     if entries.len() > MAX_IMAGES {
         return Err(Error::bad_data(dir, format!("holds {} images, more than {MAX_IMAGES}", entries.len())));
     }
+    // The decoded set is held in memory (twice, briefly, while it is gathered): refuse one that
+    // cannot fit before anything is decoded.
+    let needed = (entries.len() as u64).saturating_mul((side * side * channels) as u64).saturating_mul(2);
+    if let Some(available) = crate::allocator::available_memory()
+        && needed > available
+    {
+        let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
+        return Err(Error::TooLarge {
+            what: format!("{} images of {side}x{side}x{channels} from {}", entries.len(), dir.display()),
+            needed: gib(needed),
+            available: gib(available),
+            advice: "make data.image_size smaller, or use fewer images".into(),
+        });
+    }
     let key = content_key(&entries, side, channels)?;
     let cache = cache_root.join("folders");
     let (bin, card_path) = (cache.join(format!("{key}.bin")), cache.join(format!("{key}.json")));
@@ -202,8 +216,12 @@ fn scan(dir: &Path) -> Result<(Vec<Entry>, Vec<String>, Vec<(String, String)>)> 
             let mut stack = vec![dir.join(class)];
             while let Some(folder) = stack.pop() {
                 for path in sorted_entries(&folder)? {
-                    if path.is_dir() {
+                    // Linked folders are not followed (a link to a parent would never end).
+                    let linked = path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink());
+                    if path.is_dir() && !linked {
                         stack.push(path);
+                    } else if path.is_dir() {
+                        skipped.push((relative(&path), "a linked folder (not followed)".into()));
                     } else {
                         push_file(path, Some(label as u8), &relative, &mut entries, &mut skipped);
                     }

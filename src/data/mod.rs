@@ -222,16 +222,20 @@ pub fn load_training_images(
                     images.source.display()
                 );
             }
-            if classes.is_some() && images.labels.is_none() {
-                return Err(Error::bad_data(
-                    dir,
-                    "has no class sub-folders: a conditional run needs one folder of images per class",
-                ));
+            match (classes, &images.labels) {
+                (Some(_), None) => {
+                    return Err(Error::bad_data(
+                        dir,
+                        "has no class sub-folders: a conditional run needs one folder of images per class",
+                    ));
+                }
+                (Some(classes), Some(labels)) => check_labels(labels, classes, dir)?,
+                (None, _) => {}
             }
             images
         }
     };
-    if let (Some(classes), Some(labels)) = (classes, &images.labels) {
+    if let (Some(classes), Some(labels), Dataset::Cifar10) = (classes, &images.labels, dataset) {
         check_labels(labels, classes, &images.source)?;
     }
     if classes.is_none() {

@@ -43,7 +43,8 @@ pub(crate) struct Gan {
     latent: usize,
     /// Classes of a conditional run's one-hot labels (0 when unconditional).
     classes: usize,
-    /// Images are [rows, cols], flattened to `pixels` values.
+    /// Images are [channels, rows, cols] (`shape`: rows and cols, which augmentation reads; it
+    /// takes grey images only), flattened to `pixels` values.
     shape: (usize, usize),
     pixels: usize,
     /// Spectral norm's power-iteration vectors, one pair per D layer, when D has it.
@@ -61,8 +62,8 @@ pub(crate) struct Gan {
 }
 
 impl Gan {
-    /// The trainer and freshly initialised networks for `rows x cols` images of `channels`. G's and D's
-    /// weights, then spectral norm's starting vectors, come from the init stream.
+    /// The trainer and freshly initialised networks for `rows x cols` images of `channels`. G's
+    /// and D's weights, then spectral norm's starting vectors, come from the init stream.
     pub(crate) fn new(
         config: &Config,
         (rows, cols, channels): (usize, usize, usize),
