@@ -337,7 +337,7 @@ impl Discriminator {
 
     /// D's scores of images [batch, pixels] with their one-hot class labels [batch, classes]
     /// (given exactly when D is conditional) -> logits [batch, 1]. `dropout`: a dcgan's masks
-    /// (see [`Discriminator::forward_dcgan`]); `fused`: with gantry's kernels, else burn's own
+    /// (see `dcgan_features`); `fused`: with gantry's kernels, else burn's own
     /// modules and activations only (the same values).
     pub fn score(
         &self,
@@ -379,16 +379,11 @@ impl Discriminator {
         }
     }
 
-    /// The dcgan D on images [batch, pixels] -> logits [batch, 1]; after each convolution's
-    /// LeakyReLU the output is multiplied by the matching mask of `dropout` ([batch, c, s, s],
-    /// values 0 and 1 / (1 - rate)), when given. `fused`: leaky ReLU from gantry's kernel (the
-    /// same values in fewer passes).
-    pub fn forward_dcgan(&self, x: Tensor<2>, dropout: Option<&[Tensor<4>]>, fused: bool) -> Tensor<2> {
-        self.score(x, None, dropout, fused)
-    }
-
     /// A dcgan D's features (the input of its logit layer, flattened); `concat`: one-hot labels
-    /// [batch, classes] joined to the image as one constant feature map per class.
+    /// [batch, classes] joined to the image as one constant feature map per class. After each
+    /// convolution's LeakyReLU the output is multiplied by the matching mask of `dropout`
+    /// ([batch, c, s, s], values 0 and 1 / (1 - rate)), when given. `fused`: leaky ReLU from
+    /// gantry's kernel (the same values in fewer passes).
     fn dcgan_features(
         &self,
         x: Tensor<2>,
@@ -720,7 +715,7 @@ mod tests {
         // Dropout masks multiply after each convolution: all-zero masks leave only D's bias.
         let zeros = [[3, 64, 14, 14], [3, 128, 7, 7]].map(|s| Tensor::<4>::zeros(s, &device));
         let dropped: Vec<f32> =
-            d.forward_dcgan(x.clone(), Some(&zeros), true).into_data().try_into_vec().unwrap();
+            d.score(x.clone(), None, Some(&zeros), true).into_data().try_into_vec().unwrap();
         // The fused kernels compute burn's values.
         let z: Vec<f32> = (0..3 * 100).map(|i| (i as f32 * 0.11).cos()).collect();
         let z = Tensor::<2>::from_data(TensorData::new(z, [3, 100]), &device);
