@@ -84,7 +84,8 @@ pub struct SweepArgs {
     /// Compute threads of each run. Default: the cores divided among the jobs (with --emit: 1).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Folder with the data set's IDX files (default: $GANTRY_DATA, then the cache).
+    /// The data's folder, as `gantry train --data` takes it (default: $GANTRY_DATA, then the
+    /// cache).
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// List the runs the spec plans and their state; change nothing.
@@ -163,8 +164,9 @@ pub struct RunFlags {
     /// TOML config file; command-line flags override its values.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Folder with the four IDX files (.gz or raw). Default: the run's own data (resume), then
-    /// $GANTRY_DATA, then the cache.
+    /// The data's folder: MNIST's four IDX files (.gz or raw), CIFAR-10's batches
+    /// (`--dataset cifar10`), or your images (`--dataset folder`, class sub-folders as labels).
+    /// Default: the run's own data (resume), then $GANTRY_DATA, then the cache (MNIST-format only).
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// Number of training iterations [config: train.iterations, default 30000].
