@@ -38,6 +38,11 @@ pub fn available_memory() -> Option<u64> {
     }
 }
 
+/// Bytes as GiB with one decimal, for the memory checks' messages.
+pub fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
 /// `MemAvailable` of a /proc/meminfo text, in bytes.
 fn parse_mem_available(meminfo: &str) -> Option<u64> {
     let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;

@@ -108,12 +108,6 @@ impl DataConfig {
         let (side, channels) = self.dataset.default_shape();
         (self.image_size.unwrap_or(side), self.channels.unwrap_or(channels))
     }
-
-    /// Values per image (side² times channels).
-    pub fn values(&self) -> usize {
-        let (side, channels) = self.shape();
-        side * side * channels
-    }
 }
 
 /// The architecture. Keras conventions: `bn_momentum` is the fraction of the old moving

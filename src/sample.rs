@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use burn::module::Module;
 use burn::store::ModuleRecord;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 
 use crate::checkpoint;
 use crate::config::Config;
@@ -151,12 +151,8 @@ impl LoadedGenerator {
         while done < n {
             let k = SLICE.min(n - done);
             rng::normal(&mut stream, k * self.latent, &mut noise);
-            let z = if self.classes > 0 {
-                let input = crate::model::with_labels(&noise, &labels[done..done + k], self.classes);
-                Tensor::<2>::from_data(TensorData::new(input, [k, self.latent + self.classes]), &self.device)
-            } else {
-                Tensor::<2>::from_data(TensorData::new(noise.clone(), [k, self.latent]), &self.device)
-            };
+            let asked = labels.get(done..done + k).unwrap_or(&[]);
+            let z = crate::model::g_input(&noise, self.latent, asked, self.classes, &self.device);
             let images: Vec<f32> =
                 self.g.forward(z).into_data().try_into_vec().expect("the model computes in f32");
             visit(&images)?;

@@ -118,11 +118,10 @@ pub fn load(
     if let Some(available) = crate::allocator::available_memory()
         && needed > available
     {
-        let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
         return Err(Error::TooLarge {
             what: format!("{} images of {side}x{side}x{channels} from {}", entries.len(), dir.display()),
-            needed: gib(needed),
-            available: gib(available),
+            needed: crate::allocator::gib(needed),
+            available: crate::allocator::gib(available),
             advice: "make data.image_size smaller, or use fewer images".into(),
         });
     }

@@ -16,7 +16,7 @@
 //! Dropout's masks come from the caller (drawn from the run's own stream, see `train::gan`).
 //!
 //! Conditional networks (`model.conditional`, either kind) take the class as a one-hot vector:
-//! G's input is [z, one-hot] (the caller joins them, [`with_labels`]); a `concat` D takes the
+//! G's input is [z, one-hot] (the caller joins them, [`g_input`]); a `concat` D takes the
 //! one-hot beside the image (an mlp's input, or a dcgan's extra constant feature maps, one per
 //! class); a `projection` D adds `<embed(y), features(x)>` to its logit (Miyato & Koyama 2018),
 //! its embedding a bias-free Dense layer on the one-hot. [`Discriminator::score`] takes them.
@@ -190,7 +190,7 @@ impl Generator {
     }
 
     /// `z` [batch, latent] -> images [batch, pixels] in [-1, 1]; a conditional G takes
-    /// [batch, latent + classes], the one-hot labels after the noise ([`with_labels`]).
+    /// [batch, latent + classes], the one-hot labels after the noise ([`g_input`]).
     /// BatchNorm uses batch statistics on an autodiff device in training mode, moving statistics
     /// otherwise (`g.valid()`).
     pub fn forward(&self, z: Tensor<2>) -> Tensor<2> {
@@ -534,17 +534,21 @@ fn class_embedding(
     Some(embed)
 }
 
-/// G's input for a conditional run: the noise `z` [b * latent] and the one-hot `labels` joined
-/// row by row into [b * (latent + classes)].
-pub fn with_labels(z: &[f32], labels: &[u8], classes: usize) -> Vec<f32> {
-    debug_assert!(labels.is_empty() || z.len().is_multiple_of(labels.len()), "one label per noise row");
-    let latent = z.len() / labels.len().max(1);
-    let mut out = Vec::with_capacity(labels.len() * (latent + classes));
-    for (row, &label) in z.chunks_exact(latent.max(1)).zip(labels) {
-        out.extend_from_slice(row);
-        out.extend((0..classes).map(|c| if c == label as usize { 1.0 } else { 0.0 }));
+/// G's input on `device` from the noise `z` ([n * latent] floats): [n, latent] for an
+/// unconditional G (`classes` 0), else each noise row joined with the one-hot of its entry of
+/// `labels` (n of them): [n, latent + classes].
+pub fn g_input(z: &[f32], latent: usize, labels: &[u8], classes: usize, device: &Device) -> Tensor<2> {
+    let n = z.len() / latent;
+    if classes == 0 {
+        return Tensor::<2>::from_data(TensorData::new(z.to_vec(), [n, latent]), device);
     }
-    out
+    debug_assert_eq!(labels.len(), n, "one label per noise row");
+    let mut rows = Vec::with_capacity(n * (latent + classes));
+    for (row, &label) in z.chunks_exact(latent).zip(labels) {
+        rows.extend_from_slice(row);
+        rows.extend((0..classes).map(|c| if c == label as usize { 1.0 } else { 0.0 }));
+    }
+    Tensor::<2>::from_data(TensorData::new(rows, [n, latent + classes]), device)
 }
 
 /// One-hot rows [labels.len() * classes] of `labels`.
@@ -754,8 +758,8 @@ mod tests {
 
         let z: Vec<f32> = (0..2 * 4).map(|i| (i as f32 * 0.7).sin()).collect();
         let (labels, other) = ([2u8, 0], [1u8, 1]);
-        let input =
-            |l: &[u8]| Tensor::<2>::from_data(TensorData::new(with_labels(&z, l, 3), [2, 7]), &device);
+        let input = |l: &[u8]| g_input(&z, 4, l, 3, &device);
+        assert_eq!(input(&labels).dims(), [2, 7]);
         let x = g.forward(input(&labels));
         assert_ne!(values(x.clone()), values(g.forward(input(&other))), "G ignores the class");
         let y = Tensor::<2>::from_data(TensorData::new(one_hot(&labels, 3), [2, 3]), &device);

@@ -245,7 +245,8 @@ impl Gan {
         let mut real = Vec::with_capacity(b * pixels);
         images.gather_into(&self.indices, &mut real);
         let x = Tensor::<2>::from_data(TensorData::new(real, [b, pixels]), &self.train_device);
-        let y = images.labels.as_ref().filter(|_| self.classes > 0).map(|labels| {
+        // Loaded only for a conditional run.
+        let y = images.labels.as_ref().map(|labels| {
             let batch: Vec<u8> = self.indices.iter().map(|&i| labels[i]).collect();
             self.one_hot(&batch)
         });
@@ -260,13 +261,12 @@ impl Gan {
         let mut z = Vec::with_capacity(b * latent);
         rng::normal(&mut streams.noise, b * latent, &mut z);
         if self.classes == 0 {
-            return (Tensor::<2>::from_data(TensorData::new(z, [b, latent]), device), None);
+            return (crate::model::g_input(&z, latent, &[], 0, device), None);
         }
         let mut labels = Vec::with_capacity(b);
         rng::labels(&mut streams.labels, b, self.classes, &mut labels);
-        let input = crate::model::with_labels(&z, &labels, self.classes);
-        let z = Tensor::<2>::from_data(TensorData::new(input, [b, latent + self.classes]), device);
-        (z, Some(self.one_hot(&labels)))
+        let input = crate::model::g_input(&z, latent, &labels, self.classes, device);
+        (input, Some(self.one_hot(&labels)))
     }
 
     /// One-hot rows [labels.len(), classes] on the training device.
@@ -437,16 +437,7 @@ impl Gan {
     /// The sampling generator on the given noise ([n * latent] floats) and, in a conditional
     /// run, classes (n of them) -> images [n * pixels].
     pub(crate) fn generate(&self, nets: &Networks, noise: &[f32], labels: &[u8]) -> Vec<f32> {
-        let n = noise.len() / self.latent;
-        let z = if self.classes > 0 {
-            let input = crate::model::with_labels(noise, labels, self.classes);
-            Tensor::<2>::from_data(
-                TensorData::new(input, [n, self.latent + self.classes]),
-                &self.plain_device,
-            )
-        } else {
-            Tensor::<2>::from_data(TensorData::new(noise.to_vec(), [n, self.latent]), &self.plain_device)
-        };
+        let z = crate::model::g_input(noise, self.latent, labels, self.classes, &self.plain_device);
         self.sampler(nets).forward(z).into_data().try_into_vec().expect("the model computes in f32")
     }
 

@@ -157,15 +157,14 @@ pub fn check_memory(config: &Config, pixels: usize) -> Result<()> {
     let needed = config.memory_estimate(pixels);
     let Some(available) = crate::allocator::available_memory() else { return Ok(()) };
     if needed > available {
-        let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
         return Err(Error::TooLarge {
             what: format!(
                 "the model ({} parameters in G and D, batch {})",
                 config.parameter_count(pixels),
                 config.train.batch_size
             ),
-            needed: gib(needed),
-            available: gib(available),
+            needed: crate::allocator::gib(needed),
+            available: crate::allocator::gib(available),
             advice: "make model.g_hidden / model.d_hidden or train.batch_size smaller".into(),
         });
     }
@@ -671,14 +670,15 @@ fn judge_samples(
     done: usize,
 ) -> Result<QualityRecord> {
     // Generated in slices, to keep the run's memory peak at the training set's.
-    let (slice, labels) = (256 * gan.latent_dim(), probe.labels());
+    const SLICE: usize = 256;
+    let (latent, labels) = (gan.latent_dim(), probe.labels());
     let samples: Vec<f32> = probe
         .noise()
-        .chunks(slice)
+        .chunks(SLICE * latent)
         .enumerate()
         .flat_map(|(i, z)| {
-            let n = z.len() / gan.latent_dim();
-            gan.generate(nets, z, labels.get(i * 256..i * 256 + n).unwrap_or(&[]))
+            let rows = i * SLICE..i * SLICE + z.len() / latent;
+            gan.generate(nets, z, labels.get(rows).unwrap_or(&[]))
         })
         .collect();
     let q = probe.measure(done, &samples)?;
