@@ -715,12 +715,16 @@ pub fn summary(outcome: &TrainOutcome) -> String {
     if let Some(q) = &outcome.quality {
         s.push_str(&format!(
             "\nSample quality at iteration {} (the judge's scores, eval.csv): FID {:.2}, precision {:.3}, \
-             recall {:.3}, {} classes present{}\n",
+             recall {:.3}{}{}\n",
             q.iteration,
             q.fid,
             q.precision,
             q.recall,
-            q.classes_present,
+            if q.inception_score.is_finite() {
+                format!(", {} classes present", q.classes_present)
+            } else {
+                String::new()
+            },
             q.class_accuracy.map(|a| format!(", class accuracy {:.2}%", 100.0 * a)).unwrap_or_default()
         ));
     }

@@ -187,8 +187,15 @@ fn quality_html(run: &RunDir) -> Result<String> {
         html.push_str(if conditional { "<th>class accuracy</th></tr>\n" } else { "</tr>\n" });
         for r in &rows {
             html.push_str(&format!(
-                "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.2}</td><td>{}</td><td>{:.3}</td>",
-                r.iteration, r.fid, r.precision, r.recall, r.inception_score, r.classes_present, r.separability
+                "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td><td>{:.3}</td>",
+                r.iteration,
+                r.fid,
+                r.precision,
+                r.recall,
+                // A rotation judge (unlabelled images) has no classes.
+                if r.inception_score.is_finite() { format!("{:.2}", r.inception_score) } else { "-".into() },
+                if r.inception_score.is_finite() { r.classes_present.to_string() } else { "-".into() },
+                r.separability
             ));
             if let Some(a) = r.class_accuracy.filter(|_| conditional) {
                 html.push_str(&format!("<td>{:.2}%</td>", 100.0 * a));

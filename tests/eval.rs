@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use gantry::config::Dataset;
 use gantry::data::{self, LabelledImages, Split};
 use gantry::eval::judge::{Judge, JudgeConfig};
+use gantry::eval::reference::JudgeData;
 use gantry::eval::{self, EvalReport, EvalSettings};
 use gantry::train;
 use npyz::WriterBuilder;
@@ -26,9 +27,9 @@ fn cache_dir() -> PathBuf {
 fn judge() -> Judge {
     static TRAINING: Mutex<()> = Mutex::new(());
     let _one_at_a_time = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    let data = gantry::config::DataConfig { dir: Some(common::mnist_dir()), ..Default::default() };
     Judge::load_or_train(
-        Dataset::Mnist,
-        Some(&common::mnist_dir()),
+        &JudgeData::open(&data, None, false).unwrap(),
         Some(&cache_dir()),
         &JudgeConfig::default(),
         &mut |line| eprintln!("{line}"),

@@ -18,6 +18,8 @@ pub const BATCH_RECORDS: usize = 10_000;
 /// The training batches' file names.
 pub const TRAIN_FILES: [&str; 5] =
     ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
+/// The test batch's file name.
+pub const TEST_FILE: &str = "test_batch.bin";
 /// The folder the published archive unpacks into.
 pub const ARCHIVE_FOLDER: &str = "cifar-10-batches-bin";
 
@@ -57,6 +59,25 @@ pub fn load_train(dir: &Path) -> Result<TrainingImages> {
         source: files[0].clone(),
         labels: Some(labels),
     })
+}
+
+/// The test batch's images and labels, when the folder of `dir` that holds the batches has it.
+pub fn load_test(dir: &Path) -> Result<Option<TrainingImages>> {
+    let path = locate(dir)?.join(TEST_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let (mut bytes, mut labels) = (Vec::new(), Vec::new());
+    read_batch(&path, &mut bytes, &mut labels)?;
+    Ok(Some(TrainingImages {
+        count: labels.len(),
+        rows: SIDE,
+        cols: SIDE,
+        channels: 3,
+        bytes,
+        source: path,
+        labels: Some(labels),
+    }))
 }
 
 /// Append one batch file's images (planes as stored: [3, 32, 32]) and labels.

@@ -5,14 +5,14 @@
 
 use std::path::PathBuf;
 
-use crate::config::{Config, Dataset};
-use crate::data;
+use crate::config::{Config, DataConfig, Dataset};
 use crate::error::{Error, Result};
 use crate::run_dir::RunDir;
 use crate::sample::{LoadedGenerator, Weights};
 
 use super::judge::{Judge, JudgeConfig, Judgement};
-use super::samples::{self, MAX_IMAGES, MIN_IMAGES};
+use super::reference::JudgeData;
+use super::samples::{self, ImageShape, MAX_IMAGES, MIN_IMAGES};
 use super::{EvalReport, EvalSettings};
 
 /// What `gantry eval` was asked to do.
@@ -47,7 +47,8 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
     }
     let started = std::time::Instant::now();
     let runs = req.runs.iter().map(RunDir::open).collect::<Result<Vec<_>>>()?;
-    let mut dataset = req.dataset;
+    // The data the runs were trained on (all the same), else the flags'.
+    let mut data: Option<(DataConfig, PathBuf)> = None;
     // Without --data, the data folder a run was trained from (when it is still there).
     let mut data_dir = req.data.clone();
     let mut generators = Vec::new();
@@ -57,35 +58,62 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
         if data_dir.is_none() {
             data_dir = crate::run_dir::remembered_data_dir(run, &config).filter(|dir| dir.is_dir());
         }
-        if dataset.is_some_and(|x| x != d) {
+        if req.dataset.is_some_and(|x| x != d) {
             return Err(Error::usage(
                 "--dataset",
                 format!("{} was trained on {}", run.root().display(), d.name()),
             ));
         }
-        dataset = Some(d);
+        let mut this = config.data.clone();
+        this.dir = None;
+        match &data {
+            Some((first, from)) if first.dataset != d || first.shape() != this.shape() => {
+                return Err(Error::usage(
+                    "eval",
+                    format!(
+                        "{} and {} were trained on different images ({} {:?} and {} {:?}): judge them apart",
+                        from.display(),
+                        run.root().display(),
+                        first.dataset.name(),
+                        first.shape(),
+                        d.name(),
+                        this.shape()
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => data = Some((this, run.root().to_path_buf())),
+        }
         let weights = req.checkpoint.map_or(Weights::Final, Weights::Checkpoint);
         let g = LoadedGenerator::load(run, &weights)?;
-        if (g.rows, g.cols, g.channels) != (28, 28, 1) {
-            return Err(Error::bad_data(
-                &g.source,
-                format!(
-                    "the judge takes 28x28 grey images, not {}x{} with {} channels (a judge for other \
-                     data is not built yet)",
-                    g.rows, g.cols, g.channels
-                ),
-            ));
-        }
         let source = match req.checkpoint {
             Some(_) => g.source.parent().unwrap_or(run.root()).display().to_string(),
             None => run.root().display().to_string(),
         };
         generators.push((source, g));
     }
-    let dataset = dataset.unwrap_or(Dataset::Mnist);
+    let mut data = match data {
+        Some((data, _)) => data,
+        None => DataConfig { dataset: req.dataset.unwrap_or(Dataset::Mnist), ..Default::default() },
+    };
+    data.dir = data_dir;
+    let dataset = data.dataset;
+    let (side, channels) = data.shape();
+    let shape = ImageShape { side, channels };
+    for (_, g) in &generators {
+        if (g.rows, g.cols, g.channels) != (side, side, channels) {
+            return Err(Error::bad_data(
+                &g.source,
+                format!(
+                    "makes {}x{} images of {} channel(s), not the {side}x{side}x{channels} of its data",
+                    g.rows, g.cols, g.channels
+                ),
+            ));
+        }
+    }
     let mut outside = Vec::new();
     for path in &req.samples {
-        let loaded = samples::load(path)?;
+        let loaded = samples::load(path, shape)?;
         if !loaded.skipped.is_empty() {
             eprintln!(
                 "gantry: {}: skipped {} hidden files ({})",
@@ -110,14 +138,18 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
         return Err(Error::usage("--json", format!("{} is a folder; give a file name", path.display())));
     }
 
-    let judge =
-        Judge::load_or_train(dataset, data_dir.as_deref(), None, &JudgeConfig::default(), &mut |line| {
-            eprintln!("gantry: {line}")
-        })?;
+    let judge_data = JudgeData::open(&data, None, true)?;
+    if let Some(why) = judge_data.unsupported() {
+        return Err(Error::usage("eval", format!("no judge for these images: {why}")));
+    }
+    let judge = Judge::load_or_train(&judge_data, None, &JudgeConfig::default(), &mut |line| {
+        eprintln!("gantry: {line}")
+    })?;
     if let Some(path) = &judge.cached_at {
         eprintln!(
-            "gantry: judge for {} ({:.2}% test accuracy){} {}",
+            "gantry: judge of {} ({}; {:.2}% held-out accuracy){} {}",
             dataset.name(),
+            judge_description(&judge),
             100.0 * judge.test_accuracy,
             if judge.trained_now { " trained and cached at" } else { " from" },
             path.display()
@@ -131,9 +163,9 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
             100.0 * required
         );
     }
-    let dir = data::locate(dataset, data_dir.as_deref())?;
-    let test = data::load_labelled(dataset, &dir, data::Split::Test)?;
-    let real = judge.judge(&test.images.all_floats())?;
+    let judge_seed = JudgeConfig::default().seed;
+    let test = judge_data.reference(judge_seed)?;
+    let real = judge.judge(&test.all_floats())?;
     let settings = EvalSettings { seed: req.seed, ..Default::default() };
 
     let mut reports = Vec::new();
@@ -148,7 +180,7 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
             // A conditional generator drew every class in turn: its class accuracy, and each
             // class's FID against the test images of that class.
             let asked = g.asked_classes(req.n, None)?;
-            super::add_class_scores(&mut report, &fake, &asked, &real, Some(&test.labels))?;
+            super::add_class_scores(&mut report, &fake, &asked, &real, test.labels.as_deref())?;
         }
         reports.push(report);
     }
@@ -163,4 +195,12 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
         eprintln!("gantry: wrote {}", path.display());
     }
     Ok(reports)
+}
+
+/// What a judge tells apart, for the user: "10 classes" or "4 rotations, no labels".
+pub fn judge_description(judge: &Judge) -> String {
+    match judge.shape.task {
+        super::judge::JudgeTask::Classes => format!("{} classes", judge.classes()),
+        super::judge::JudgeTask::Rotation => "4 rotations, the images have no labels".into(),
+    }
 }

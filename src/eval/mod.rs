@@ -1,18 +1,20 @@
 //! Judging samples: are these digits any good? The [`judge`] (a classifier gantry trains on the
-//! data set) turns images into features and class probabilities; [`stats`] turns those into FID,
+//! data set, from the images [`reference`] picks) turns images into features and class
+//! probabilities; [`stats`] turns those into FID,
 //! KID, precision/recall, an Inception-Score analogue, class coverage and a linear separability
 //! probe; this module ties them together for `gantry eval` (a run's generator, or samples from any
 //! tool) and for the evaluation during training.
 
 pub mod command;
 pub mod judge;
+pub mod reference;
 pub mod samples;
 pub mod stats;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use judge::{CLASSES, FEATURES, Judge, Judgement};
+use judge::{FEATURES, Judge, JudgeTask, Judgement};
 use stats::Features;
 
 /// How an evaluation is computed.
@@ -39,6 +41,11 @@ pub struct EvalReport {
     /// What was judged (a run folder, a checkpoint, a samples file).
     pub source: String,
     pub dataset: String,
+    /// What the judge tells apart (its classes, or rotations for unlabelled images) and how many.
+    #[serde(default)]
+    pub judge_task: JudgeTask,
+    #[serde(default = "ten")]
+    pub judge_classes: usize,
     pub judge_test_accuracy: f64,
     pub generated: usize,
     pub real: usize,
@@ -55,13 +62,18 @@ pub struct EvalReport {
     /// make precision high even for noise) and coverage (share of real neighbourhoods reached).
     pub density: f64,
     pub coverage: f64,
-    /// exp(E KL(p(y|x) || p(y))): 10 at best (confident and balanced), 1 at worst.
+    /// exp(E KL(p(y|x) || p(y))): the class count at best (confident and balanced), 1 at worst.
+    /// The class metrics are NaN (null in JSON) and the histogram empty for a rotation judge,
+    /// which has no classes.
+    #[serde(deserialize_with = "nan_if_null")]
     pub inception_score: f64,
     /// The same score of the real test set, for scale.
+    #[serde(deserialize_with = "nan_if_null")]
     pub real_inception_score: f64,
     /// Samples per predicted class; classes holding at least 1% of the samples; KL to uniform.
     pub class_histogram: Vec<usize>,
     pub classes_present: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub class_kl_from_uniform: f64,
     /// Held-out accuracy of a linear classifier telling real from generated judge features
     /// (0.5: indistinguishable), the answer to "what would a fair D reach?".
@@ -75,6 +87,15 @@ pub struct EvalReport {
     pub per_class_fid: Option<Vec<f64>>,
 }
 
+fn ten() -> usize {
+    10
+}
+
+/// A number that JSON holds as null when it is not finite (serde_json writes NaN so).
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 /// Add a conditional generator's class accuracy and per-class FID to `report`: `asked` the class
 /// each sample of `fake` was drawn for, `real_labels` the real images' classes (without them,
 /// only the class accuracy). A class with fewer than two samples on either side has no FID (NaN).
@@ -85,7 +106,7 @@ pub fn add_class_scores(
     real: &Judgement,
     real_labels: Option<&[u8]>,
 ) -> Result<()> {
-    report.class_accuracy = Some(stats::class_accuracy(&fake.probabilities, CLASSES, asked)?);
+    report.class_accuracy = Some(stats::class_accuracy(&fake.probabilities, report.judge_classes, asked)?);
     let Some(real_labels) = real_labels else { return Ok(()) };
     let classes = asked.iter().map(|&c| c as usize + 1).max().unwrap_or(0);
     let of_class = |j: &Judgement, labels: &[u8], c: usize| -> Vec<f32> {
@@ -113,7 +134,7 @@ pub fn add_class_scores(
     Ok(())
 }
 
-/// Judge `generated` ([n, 784] in [-1, 1]) against the judged real images.
+/// Judge `generated` ([n, pixels] in [-1, 1]) against the judged real images.
 pub fn evaluate(
     judge: &Judge,
     source: &str,
@@ -137,10 +158,25 @@ pub fn compare(
     let r = Features::new(&real.features, real.count, FEATURES)?;
     let (kid, kid_std) = stats::kid(r, f, settings.kid_subsets, settings.kid_subset_size, settings.seed)?;
     let manifold = stats::manifold_scores(r, f, settings.k)?;
-    let coverage = stats::class_coverage(&fake.probabilities, CLASSES)?;
+    let classes = judge.classes();
+    // A rotation judge's outputs are rotations, not classes: no class metrics then.
+    let (inception, real_inception, coverage) = match judge.shape.task {
+        JudgeTask::Classes => (
+            stats::inception_score(&fake.probabilities, classes)?,
+            stats::inception_score(&real.probabilities, classes)?,
+            stats::class_coverage(&fake.probabilities, classes)?,
+        ),
+        JudgeTask::Rotation => (
+            f64::NAN,
+            f64::NAN,
+            stats::Coverage { histogram: Vec::new(), present: 0, kl_from_uniform: f64::NAN },
+        ),
+    };
     Ok(EvalReport {
         source: source.to_string(),
         dataset: judge.dataset.name().to_string(),
+        judge_task: judge.shape.task,
+        judge_classes: classes,
         judge_test_accuracy: judge.test_accuracy,
         generated: fake.count,
         real: real.count,
@@ -151,8 +187,8 @@ pub fn compare(
         recall: manifold.recall,
         density: manifold.density,
         coverage: manifold.coverage,
-        inception_score: stats::inception_score(&fake.probabilities, CLASSES)?,
-        real_inception_score: stats::inception_score(&real.probabilities, CLASSES)?,
+        inception_score: inception,
+        real_inception_score: real_inception,
         class_histogram: coverage.histogram,
         classes_present: coverage.present,
         class_kl_from_uniform: coverage.kl_from_uniform,
@@ -165,7 +201,7 @@ pub fn compare(
 /// The reports side by side, one column each: the table `gantry eval` prints.
 pub fn format_table(reports: &[EvalReport]) -> String {
     type Cell = fn(&EvalReport) -> String;
-    let rows: [(&str, Cell); 13] = [
+    let mut rows: Vec<(&str, Cell)> = vec![
         ("samples", |r| r.generated.to_string()),
         ("FID (judge features)", |r| format!("{:.3}", r.fid)),
         ("KID", |r| format!("{:.3e} ± {:.1e}", r.kid, r.kid_std)),
@@ -173,22 +209,36 @@ pub fn format_table(reports: &[EvalReport]) -> String {
         ("recall (k=3)", |r| format!("{:.3}", r.recall)),
         ("density (k=3)", |r| format!("{:.3}", r.density)),
         ("coverage (k=3)", |r| format!("{:.3}", r.coverage)),
-        ("inception score", |r| format!("{:.2} (real {:.2})", r.inception_score, r.real_inception_score)),
-        ("classes present", |r| format!("{}/10", r.classes_present)),
-        ("class KL vs uniform", |r| format!("{:.3}", r.class_kl_from_uniform)),
-        ("real/fake separability", |r| format!("{:.3}", r.separability)),
-        ("judge test accuracy", |r| format!("{:.2}%", 100.0 * r.judge_test_accuracy)),
-        ("predicted classes 0-9", |r| {
-            r.class_histogram.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" ")
-        }),
     ];
-    let mut rows = rows.to_vec();
+    // A rotation judge (unlabelled images) has no classes: no class rows.
+    let classes = reports.iter().any(|r| r.judge_task == JudgeTask::Classes);
+    if classes {
+        rows.extend([
+            (
+                "inception score",
+                (|r| format!("{:.2} (real {:.2})", r.inception_score, r.real_inception_score)) as Cell,
+            ),
+            ("classes present", |r| format!("{}/{}", r.classes_present, r.judge_classes)),
+            ("class KL vs uniform", |r| format!("{:.3}", r.class_kl_from_uniform)),
+        ]);
+    }
+    rows.push(("real/fake separability", |r| format!("{:.3}", r.separability)));
+    rows.push(("judge", |r| match r.judge_task {
+        JudgeTask::Classes => format!("{} classes", r.judge_classes),
+        JudgeTask::Rotation => "4 rotations (no labels)".into(),
+    }));
+    rows.push(("judge test accuracy", |r| format!("{:.2}%", 100.0 * r.judge_test_accuracy)));
+    if classes {
+        rows.push(("predicted classes", |r| {
+            r.class_histogram.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" ")
+        }));
+    }
     if reports.iter().any(|r| r.class_accuracy.is_some()) {
         rows.push(("class accuracy", |r| match r.class_accuracy {
             Some(a) => format!("{:.2}%", 100.0 * a),
             None => "-".into(),
         }));
-        rows.push(("FID per class 0-9", |r| match &r.per_class_fid {
+        rows.push(("FID per class", |r| match &r.per_class_fid {
             Some(f) => f.iter().map(|v| format!("{v:.1}")).collect::<Vec<_>>().join(" "),
             None => "-".into(),
         }));

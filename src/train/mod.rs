@@ -688,18 +688,19 @@ fn judge_samples(
 }
 
 fn log_quality(events: &mut EventWriter, q: &QualityRecord) -> Result<()> {
-    events.scalars(
-        q.iteration,
-        &[
-            ("quality/fid", q.fid as f32),
-            ("quality/kid", q.kid as f32),
-            ("quality/precision", q.precision as f32),
-            ("quality/recall", q.recall as f32),
-            ("quality/inception_score", q.inception_score as f32),
-            ("quality/classes_present", q.classes_present as f32),
-            ("quality/separability", q.separability as f32),
-        ],
-    )?;
+    let mut scalars = vec![
+        ("quality/fid", q.fid as f32),
+        ("quality/kid", q.kid as f32),
+        ("quality/precision", q.precision as f32),
+        ("quality/recall", q.recall as f32),
+        ("quality/separability", q.separability as f32),
+    ];
+    // A rotation judge (unlabelled images) has no classes: no class scalars then.
+    if q.inception_score.is_finite() {
+        scalars.push(("quality/inception_score", q.inception_score as f32));
+        scalars.push(("quality/classes_present", q.classes_present as f32));
+    }
+    events.scalars(q.iteration, &scalars)?;
     match q.class_accuracy {
         Some(a) => events.scalars(q.iteration, &[("quality/class_accuracy", a as f32)]),
         None => Ok(()),

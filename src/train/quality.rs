@@ -13,9 +13,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::data::{self, Split};
 use crate::error::{Error, IoContext, Result};
 use crate::eval::judge::{Judge, JudgeConfig, Judgement};
+use crate::eval::reference::JudgeData;
 use crate::eval::{self, EvalReport, EvalSettings};
 use crate::rng;
 
@@ -72,45 +72,42 @@ pub(crate) struct QualityProbe {
 }
 
 impl QualityProbe {
-    /// Load (or train, once per machine) the judge of the run's data set; None when evaluation is off.
+    /// Load (or train, once per machine) the judge of the run's data set; None when evaluation is
+    /// off or no judge can be trained for these images (said on stderr).
     pub(crate) fn new(config: &Config, progress: bool) -> Result<Option<Self>> {
         if config.eval.every == 0 {
             return Ok(None);
         }
         let dataset = config.data.dataset;
-        if !dataset.is_idx() {
+        let data = JudgeData::open(&config.data, None, false)?;
+        if let Some(why) = data.unsupported() {
             if progress {
-                eprintln!(
-                    "gantry: no sample-quality judge for {} data yet (MNIST and Fashion-MNIST only): \
-                     training without one",
-                    dataset.name()
-                );
+                eprintln!("gantry: no sample-quality judge: {why}; training without one");
             }
             return Ok(None);
         }
-        let dir = data::locate(dataset, config.data.dir.as_deref())?;
         let mut announced = false;
-        let judge = Judge::load_or_train(dataset, Some(&dir), None, &JudgeConfig::default(), &mut |line| {
+        let judge = Judge::load_or_train(&data, None, &JudgeConfig::default(), &mut |line| {
             if !progress {
                 return;
             }
             if !announced {
                 eprintln!(
-                    "gantry: training the sample-quality judge for {} (once per machine, a few minutes; \
-                     --eval-every 0 skips it)",
+                    "gantry: training the sample-quality judge for {} (once per machine and data set, \
+                     a few minutes; --eval-every 0 skips it)",
                     dataset.name()
                 );
                 announced = true;
             }
             eprintln!("gantry: {line}");
         })?;
-        // Only the first n test images become floats (the rest stay bytes, briefly).
+        // The real images compared with: the first eval.samples of them (all, when fewer).
         let n = config.eval.samples;
-        let test = data::load_labelled(dataset, &dir, Split::Test)?.images;
-        if test.count < n || test.dim() != 28 * 28 {
-            return Err(Error::bad_data(&test.source, format!("needs {n} images of 28x28 for eval.samples")));
+        let reference = data.reference(JudgeConfig::default().seed)?;
+        if reference.dim() != judge.shape.dim() {
+            return Err(Error::bad_data(&reference.source, "does not hold images of the judge's size"));
         }
-        let real = judge.judge(&test.floats(0..n))?;
+        let real = judge.judge(&reference.floats(0..n.min(reference.count)))?;
         let mut noise = Vec::new();
         rng::normal(
             &mut ChaCha8Rng::seed_from_u64(config.train.seed ^ NOISE_SALT),
