@@ -47,6 +47,9 @@ pub enum Command {
     /// Serve the live dashboard of one or more runs (a run folder, or a folder of runs such as
     /// `runs/`) on http://127.0.0.1:6150/.
     Serve(ServeArgs),
+    /// List the devices this build can compute on (`--device`): the CPU, and with the `gpu`
+    /// feature every wgpu adapter.
+    Devices,
     /// Time the training step (classic preset, or `--preset` / `--config`; random images) at
     /// several batch sizes and thread counts: median ms/iteration, images/s, achieved GFLOP/s.
     Bench(BenchArgs),
@@ -179,6 +182,8 @@ pub struct RunFlags {
     /// continuation) [config: train.threads, default 0].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub device: DeviceFlag,
     /// Judge sample quality every N iterations (FID, precision/recall... into eval.csv); 0 = off
     /// [config: eval.every, default 2000].
     #[arg(long, value_name = "N")]
@@ -191,6 +196,16 @@ pub struct RunFlags {
     pub serve: bool,
     #[command(flatten)]
     pub listen: ListenArgs,
+}
+
+/// Where the tensors live (train, resume, sample, eval, bench).
+#[derive(Debug, Args, Clone, Copy, Default)]
+pub struct DeviceFlag {
+    /// Compute device: cpu, or in a build with the `gpu` feature a wgpu adapter: wgpu (the best
+    /// one), wgpu:discrete:N, wgpu:integrated:N, wgpu:virtual:N, wgpu:cpu (a software driver);
+    /// `gantry devices` lists them [config: train.device, default cpu].
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<crate::device::DeviceChoice>,
 }
 
 /// Where the dashboard listens.
@@ -234,6 +249,9 @@ pub struct EvalArgs {
     /// Write the reports as JSON here (default, when judging one run: RUN/eval.json).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Where the generators draw their samples (the judge itself always runs on the CPU).
+    #[command(flatten)]
+    pub device: DeviceFlag,
 }
 
 #[derive(Debug, Args)]
@@ -269,6 +287,8 @@ pub struct SampleArgs {
     /// Draw only this class (a conditional run; without it, every class in turn).
     #[arg(long, value_name = "C")]
     pub class: Option<usize>,
+    #[command(flatten)]
+    pub device: DeviceFlag,
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +312,8 @@ pub struct BenchArgs {
     /// --preset`).
     #[arg(long, value_name = "NAME", conflicts_with = "config")]
     pub preset: Option<String>,
+    #[command(flatten)]
+    pub device: DeviceFlag,
     /// Also write the results as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -337,6 +359,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 dataset: args.dataset,
                 data: args.data,
                 json: args.json,
+                device: args.device.device.unwrap_or_default(),
             };
             eval::command::run(&request).map(|_| 0)
         }
@@ -351,6 +374,17 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Sample(args) => sample_command(args).map(|()| 0),
         Command::Plot(args) => plot_command(args).map(|()| 0),
         Command::Bench(args) => bench_command(args).map(|()| 0),
+        Command::Devices => {
+            for d in crate::device::list() {
+                println!("{:<22}  {}", d.choice, d.description);
+            }
+            if !crate::device::GPU_BUILT {
+                eprintln!(
+                    "gantry: this build has no GPU backend; `cargo build --release --features gpu` adds wgpu's"
+                );
+            }
+            Ok(0)
+        }
         Command::Sweep(args) => sweep_command(args),
         Command::Compare(args) => {
             let written = crate::compare::run(&args.paths, args.out.as_deref(), args.tail)?;
@@ -534,6 +568,7 @@ fn overrides(flags: &RunFlags) -> Result<Overrides> {
         sample_interval: flags.sample_interval,
         seed: None,
         threads: flags.threads,
+        device: flags.device.device,
         eval_every: flags.eval_every,
         loss: None,
         settings: Vec::new(),
@@ -732,10 +767,10 @@ pub fn summary(outcome: &TrainOutcome) -> String {
     let quality = if outcome.quality.is_some() { "eval.csv (sample quality), " } else { "" };
     let quality_plot = if outcome.quality.is_some() { ", quality" } else { "" };
     let info = &outcome.info;
-    let judge = if (info.image_rows, info.image_cols, info.image_channels) == (28, 28, 1) {
+    let judge = if info.image_rows >= crate::eval::reference::MIN_SIDE {
         format!("; `gantry eval {root}` judges 10,000 samples")
     } else {
-        " (gantry's judge takes MNIST-format images only, so far)".to_string()
+        format!(" (gantry's judge takes images of {0}x{0} or more)", crate::eval::reference::MIN_SIDE)
     };
     s.push_str(&format!(
         "\nOutputs in {root}:\n  \
@@ -761,8 +796,14 @@ fn sample_command(args: SampleArgs) -> Result<()> {
         ));
     }
     let weights = crate::sample::Weights::Final;
-    let (images, rows, cols, channels) =
-        train::sample_generator(&run, &weights, args.n, args.seed, args.class)?;
+    let (images, rows, cols, channels) = train::sample_generator(
+        &run,
+        &weights,
+        args.n,
+        args.seed,
+        args.class,
+        args.device.device.unwrap_or_default(),
+    )?;
     grid::save_png(&out, &images, GridLayout::for_count(args.n, rows, cols, channels))?;
     let averaged = match crate::Config::from_file(&run.config()) {
         Ok(c) if c.train.g_ema > 0.0 => {
@@ -791,7 +832,8 @@ fn bench_command(args: BenchArgs) -> Result<()> {
     if args.iterations > 1_000_000 || args.warmup > 1_000_000 {
         return Err(Error::usage("--iterations", "at most 1,000,000 timed and 1,000,000 warm-up iterations"));
     }
-    let config = Config::resolve_from(args.preset.as_deref(), args.config.as_deref(), &Overrides::default())?;
+    let overrides = Overrides { device: args.device.device, ..Default::default() };
+    let config = Config::resolve_from(args.preset.as_deref(), args.config.as_deref(), &overrides)?;
     println!(
         "gantry {} training-step benchmark ({} warm-up + {} timed iterations each, random images)",
         env!("CARGO_PKG_VERSION"),

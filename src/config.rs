@@ -369,6 +369,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Compute threads; 0 means one per available core.
     pub threads: usize,
+    /// Where the tensors live: `cpu`, or a wgpu adapter in a build with the `gpu` feature
+    /// (`wgpu`, `wgpu:discrete:0`, `wgpu:cpu`, ...; see [`crate::device`]).
+    pub device: crate::device::DeviceChoice,
 }
 
 impl Default for TrainConfig {
@@ -396,6 +399,7 @@ impl Default for TrainConfig {
             adam_epsilon: 1e-7,
             seed: 0,
             threads: 0,
+            device: crate::device::DeviceChoice::Cpu,
         }
     }
 }
@@ -593,6 +597,7 @@ pub struct Overrides {
     pub sample_interval: Option<usize>,
     pub seed: Option<u64>,
     pub threads: Option<usize>,
+    pub device: Option<crate::device::DeviceChoice>,
     pub eval_every: Option<usize>,
     pub loss: Option<Loss>,
     /// `--set KEY=VALUE`: any config key, applied last, in order.
@@ -727,6 +732,9 @@ impl Config {
         }
         if let Some(v) = o.threads {
             self.train.threads = v;
+        }
+        if let Some(v) = o.device {
+            self.train.device = v;
         }
         if let Some(v) = o.eval_every {
             self.eval.every = v;
@@ -1079,11 +1087,12 @@ impl Config {
     }
 
     /// The settings that decide what a run computes: all of them, the recipe's defaults
-    /// resolved, but those that only say where the data is and how many threads run it
-    /// (`data.dir`, `train.threads`).
+    /// resolved, but those that only say where the data is and what runs it (`data.dir`,
+    /// `train.threads`, `train.device`).
     pub fn run_settings(&self) -> BTreeMap<String, String> {
         let mut c = self.clone();
         c.train.threads = 0;
+        c.train.device = crate::device::DeviceChoice::Cpu;
         c.data.dir = None;
         c.train.resolve_defaults();
         c.settings()

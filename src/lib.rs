@@ -9,7 +9,8 @@
 //! Many runs: [`sweep`] (plan, run here or on a cluster, continue) -> [`compare`] (tables with
 //! confidence intervals, overlaid curves). [`config`] holds every setting; [`cli`] is the command
 //! line on top. Speed lives in
-//! [`kernels`] (fused burn backend operations) and [`allocator`].
+//! [`kernels`] (fused burn backend operations) and [`allocator`]; [`device`] says where the tensors
+//! live (the CPU, or a GPU through wgpu).
 //!
 //! A run from code, as `gantry train` does it:
 //!
@@ -40,6 +41,7 @@ pub mod cli;
 pub mod compare;
 pub mod config;
 pub mod data;
+pub mod device;
 pub mod durable;
 pub mod error;
 pub mod eval;

@@ -9,6 +9,8 @@ use burn::module::Module;
 use burn::store::ModuleRecord;
 use burn::tensor::Device;
 
+use crate::device::DeviceChoice;
+
 use crate::checkpoint;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -44,8 +46,9 @@ pub struct LoadedGenerator {
 }
 
 impl LoadedGenerator {
-    /// Load `run`'s generator from `weights`, verified before it is used.
-    pub fn load(run: &RunDir, weights: &Weights) -> Result<Self> {
+    /// Load `run`'s generator from `weights`, verified before it is used, onto `device` (the
+    /// CPU, or a wgpu adapter: weights are the same bytes on every device).
+    pub fn load(run: &RunDir, weights: &Weights, device: DeviceChoice) -> Result<Self> {
         let config = Config::from_file(&run.config())?;
         // A hand-edited config is checked as a training's is, before a network is built from it.
         config.validate()?;
@@ -80,7 +83,7 @@ impl LoadedGenerator {
                 }
             }
         };
-        let device = Device::flex();
+        let device = crate::device::resolve(device)?;
         let pixels = info
             .image_rows
             .checked_mul(info.image_cols)
@@ -176,19 +179,20 @@ impl LoadedGenerator {
 /// `seed`. Returns images [n * pixels] in [-1, 1] and the image size (rows, cols, channels).
 /// A conditional run's generator draws every class in turn.
 pub fn sample_from_run(run: &RunDir, n: usize, seed: u64) -> Result<(Vec<f32>, usize, usize, usize)> {
-    sample_generator(run, &Weights::Final, n, seed, None)
+    sample_generator(run, &Weights::Final, n, seed, None, DeviceChoice::Cpu)
 }
 
-/// As [`sample_from_run`], with the generator's weights from `weights`, and of class `class`
-/// only (a conditional run's generator; see [`LoadedGenerator::asked_classes`]).
+/// As [`sample_from_run`], with the generator's weights from `weights`, of class `class` only (a
+/// conditional run's generator; see [`LoadedGenerator::asked_classes`]), computed on `device`.
 pub fn sample_generator(
     run: &RunDir,
     weights: &Weights,
     n: usize,
     seed: u64,
     class: Option<usize>,
+    device: DeviceChoice,
 ) -> Result<(Vec<f32>, usize, usize, usize)> {
-    let g = LoadedGenerator::load(run, weights)?;
+    let g = LoadedGenerator::load(run, weights, device)?;
     Ok((g.generate(n, seed, class)?, g.rows, g.cols, g.channels))
 }
 

@@ -44,7 +44,7 @@ fn grey_folder(dir: &Path) -> DataConfig {
 
 /// `n` samples of the run's final generator.
 fn samples(run: &Path, n: usize) -> Vec<f32> {
-    let g = LoadedGenerator::load(&RunDir::open(run).unwrap(), &Weights::Final).unwrap();
+    let g = LoadedGenerator::load(&RunDir::open(run).unwrap(), &Weights::Final, Default::default()).unwrap();
     let mut out = Vec::new();
     g.generate_slices(n, 1, None, &mut |images| {
         out.extend_from_slice(images);

@@ -32,6 +32,8 @@ pub struct EvalRequest {
     pub data: Option<PathBuf>,
     /// Where to write the reports as JSON (default, for one run: RUN/eval.json).
     pub json: Option<PathBuf>,
+    /// Where the generators compute their samples.
+    pub device: crate::device::DeviceChoice,
 }
 
 /// Run `gantry eval`: print the table, write the JSON, return the reports.
@@ -85,7 +87,7 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
             None => data = Some((this, run.root().to_path_buf())),
         }
         let weights = req.checkpoint.map_or(Weights::Final, Weights::Checkpoint);
-        let g = LoadedGenerator::load(run, &weights)?;
+        let g = LoadedGenerator::load(run, &weights, req.device)?;
         let source = match req.checkpoint {
             Some(_) => g.source.parent().unwrap_or(run.root()).display().to_string(),
             None => run.root().display().to_string(),
@@ -149,7 +151,7 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
         eprintln!(
             "gantry: judge of {} ({}; {:.2}% held-out accuracy){} {}",
             dataset.name(),
-            judge_description(&judge),
+            judge.shape.describe(),
             100.0 * judge.test_accuracy,
             if judge.trained_now { " trained and cached at" } else { " from" },
             path.display()
@@ -195,12 +197,4 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
         eprintln!("gantry: wrote {}", path.display());
     }
     Ok(reports)
-}
-
-/// What a judge tells apart, for the user: "10 classes" or "4 rotations, no labels".
-pub fn judge_description(judge: &Judge) -> String {
-    match judge.shape.task {
-        super::judge::JudgeTask::Classes => format!("{} classes", judge.classes()),
-        super::judge::JudgeTask::Rotation => "4 rotations, the images have no labels".into(),
-    }
 }

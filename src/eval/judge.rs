@@ -55,10 +55,11 @@ pub enum JudgeTask {
 }
 
 impl JudgeTask {
-    pub fn name(self) -> &'static str {
+    /// The task of a judge of `classes` logits, for people: "10 classes", "4 rotations (no labels)".
+    pub fn describe(self, classes: usize) -> String {
         match self {
-            JudgeTask::Classes => "classes",
-            JudgeTask::Rotation => "rotation",
+            JudgeTask::Classes => format!("{classes} classes"),
+            JudgeTask::Rotation => "4 rotations (no labels)".into(),
         }
     }
 }
@@ -80,6 +81,11 @@ impl JudgeShape {
     /// Values per image.
     pub fn dim(&self) -> usize {
         self.side * self.side * self.channels
+    }
+
+    /// What the judge tells apart, for people: "10 classes", "4 rotations (no labels)".
+    pub fn describe(&self) -> String {
+        self.task.describe(self.classes)
     }
 
     /// 2x2 average poolings before the first convolution, and the side after them.
@@ -138,7 +144,8 @@ impl JudgeConfig {
             Dataset::Mnist => 0.99,
             Dataset::FashionMnist => 0.90,
             // A judge of other data is as good as the data allows: its accuracy is reported, and
-            // the metrics' orderings (real < trained < untrained < noise) are what it is tested on.
+            // the metrics' orderings (real before a trained GAN before an untrained one and noise) are
+            // what it is tested on.
             Dataset::Cifar10 | Dataset::Folder => 0.0,
         }
     }
@@ -329,10 +336,7 @@ impl Judge {
         progress(&format!(
             "judge held-out accuracy {:.2}% ({})",
             100.0 * judge.test_accuracy,
-            match shape.task {
-                JudgeTask::Classes => format!("{} classes", shape.classes),
-                JudgeTask::Rotation => "which of 4 rotations: the images have no labels".into(),
-            }
+            shape.describe()
         ));
         if let Some(root) = root {
             let folder = root.join("judges");

@@ -223,10 +223,7 @@ pub fn format_table(reports: &[EvalReport]) -> String {
         ]);
     }
     rows.push(("real/fake separability", |r| format!("{:.3}", r.separability)));
-    rows.push(("judge", |r| match r.judge_task {
-        JudgeTask::Classes => format!("{} classes", r.judge_classes),
-        JudgeTask::Rotation => "4 rotations (no labels)".into(),
-    }));
+    rows.push(("judge", |r| r.judge_task.describe(r.judge_classes)));
     rows.push(("judge test accuracy", |r| format!("{:.2}%", 100.0 * r.judge_test_accuracy)));
     if classes {
         rows.push(("predicted classes", |r| {

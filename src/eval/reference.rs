@@ -35,8 +35,10 @@ pub const MIN_IMAGES: usize = 20;
 pub const MIN_HELD_OUT: usize = 10;
 /// The smallest image side the judge's network takes (two 5x5 convolutions and 2x2 poolings).
 pub const MIN_SIDE: usize = 12;
-/// Salt of the held-out split's stream (apart from the judge's training seed).
+/// Salts of the held-out split's stream and of a folder's reference order (apart from the judge's
+/// training seed).
 const SPLIT_SALT: u64 = 0x686f_6c64_6f75_7400;
+const REFERENCE_SALT: u64 = 0x7265_616c_5f6f_7264;
 
 /// The real images of one data set, located and (for CIFAR-10 and folders) read.
 #[derive(Debug)]
@@ -188,7 +190,8 @@ impl JudgeData {
     }
 
     /// The real images samples are compared with (see the module doc), with their classes when
-    /// the data has them.
+    /// the data has them, in an order whose first n are a fair sample of them (MNIST's and
+    /// CIFAR-10's test sets as published, a folder's shuffled by `seed`).
     pub fn reference(&self, seed: u64) -> Result<TrainingImages> {
         match &self.source {
             Source::Idx(dir) => {
@@ -202,7 +205,13 @@ impl JudgeData {
                 let (_, held_out) = held_out_split(all.count, seed);
                 Ok(subset(all, &held_out))
             }
-            Source::Images { all, .. } => Ok(all.clone()),
+            // A folder lists its images class by class: in a seeded order, so that the first n
+            // (what the evaluation during training compares with) are a fair sample of them all.
+            Source::Images { all, .. } => {
+                let mut order: Vec<usize> = (0..all.count).collect();
+                shuffle(&mut order, seed ^ REFERENCE_SALT);
+                Ok(subset(all, &order))
+            }
         }
     }
 
@@ -219,16 +228,21 @@ impl JudgeData {
 /// (at least [`MIN_HELD_OUT`]), both in ascending order.
 pub fn held_out_split(count: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let mut order: Vec<usize> = (0..count).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ SPLIT_SALT);
-    for i in (1..count).rev() {
-        order.swap(i, rng.random_range(0..=i));
-    }
+    shuffle(&mut order, seed ^ SPLIT_SALT);
     let held = (count / 10).max(MIN_HELD_OUT).min(count / 2);
     let mut test = order[..held].to_vec();
     let mut train = order[held..].to_vec();
     test.sort_unstable();
     train.sort_unstable();
     (train, test)
+}
+
+/// Fisher-Yates with a stream seeded from `seed`.
+fn shuffle(order: &mut [usize], seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.random_range(0..=i));
+    }
 }
 
 /// The images at `idx`, with their labels when they have them.
@@ -334,5 +348,42 @@ mod tests {
         assert!(unsupported(19, 28).unwrap().contains("at least 20"));
         assert!(unsupported(100, 8).unwrap().contains("at least 12x12"));
         assert_eq!(unsupported(20, 12), None);
+    }
+
+    #[test]
+    fn a_class_ordered_folders_first_reference_images_hold_every_class() {
+        // The bug: the evaluation during training compared samples with a folder's first 2,000
+        // images, which are its first classes only (FID 313 where `gantry eval`, on all of them,
+        // gave 32).
+        let labels: Vec<u8> = (0..300).map(|i| (i / 100) as u8).collect();
+        let all = TrainingImages {
+            count: 300,
+            rows: 1,
+            cols: 1,
+            channels: 1,
+            bytes: (0..300).map(|i| (i / 100 * 10 + i % 10) as u8).collect(),
+            source: PathBuf::from("folder.bin"),
+            labels: Some(labels),
+        };
+        let shape = JudgeShape { side: 1, channels: 1, classes: 3, task: JudgeTask::Classes };
+        let data = JudgeData {
+            dataset: Dataset::Folder,
+            shape,
+            identity: String::new(),
+            source: Source::Images { all, test: None },
+        };
+        let reference = data.reference(0).unwrap();
+        assert_eq!(reference.count, 300);
+        let first = &reference.labels.as_ref().unwrap()[..30];
+        assert!((0..3).all(|c| first.contains(&c)), "{first:?}");
+        // Each image keeps its label.
+        assert!(
+            reference
+                .bytes
+                .iter()
+                .zip(reference.labels.unwrap())
+                .all(|(&b, l)| b as usize / 10 == l as usize)
+        );
+        assert_eq!(data.reference(0).unwrap().bytes, reference.bytes, "seeded");
     }
 }

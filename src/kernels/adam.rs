@@ -138,7 +138,7 @@ impl Optimizer for FusedAdam {
 
 /// One Adam update of a parameter as a backend operation, so that on the CPU backend it runs in
 /// place on the tensors' own buffers: no conversion to vectors and back, no new moment tensors.
-#[backend_extension(Flex)]
+#[backend_extension(Flex, Cube: cfg(feature = "gpu"))]
 pub trait AdamOps: Backend {
     /// Returns the updated (parameter, first moment, second moment). Default: burn primitives.
     fn adam_update(
@@ -175,6 +175,10 @@ fn composed_update<B: Backend>(
     let param = B::float_sub(param, B::float_mul_scalar(step, k.lr.into()));
     (param, m, v)
 }
+
+/// The wgpu backend (and any other CubeCL runtime) takes the composed default bodies.
+#[cfg(feature = "gpu")]
+impl AdamOps for burn::backend::Cube {}
 
 impl AdamOps for Flex {
     fn adam_update(

@@ -68,7 +68,7 @@ pub fn batch_norm(x: Tensor<2>, norm: &BatchNorm) -> Tensor<2> {
 
 /// The backend operations behind [`batch_norm`]. The default bodies are burn's own (any backend);
 /// Flex overrides them, and `Autodiff` differentiates the forward through the backward op.
-#[backend_extension(Flex, Autodiff)]
+#[backend_extension(Flex, Cube: cfg(feature = "gpu"), Autodiff)]
 pub trait BatchNormOps: Backend {
     /// x `[batch, features]`, gamma and beta `[features]` -> (output `[batch, features]`, the
     /// batch's mean and biased variance `[features]`).
@@ -139,6 +139,10 @@ fn normalize(
     }
     out
 }
+
+/// The wgpu backend (and any other CubeCL runtime) takes the composed default bodies.
+#[cfg(feature = "gpu")]
+impl BatchNormOps for burn::backend::Cube {}
 
 impl BatchNormOps for Flex {
     fn batch_norm_train_2d(

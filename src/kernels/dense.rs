@@ -15,7 +15,7 @@
 //! glibc). The model code calls [`dense`] with its `burn::nn::Linear` modules; parameters, records
 //! and checkpoints are unchanged.
 //!
-//! Backends: Flex (with and without `Autodiff`). A backend added later (a GPU feature) gets the
+//! Backends: Flex (with and without `Autodiff`). The wgpu backend (`Cube`, feature `gpu`) gets the
 //! composed default bodies by being listed in `#[backend_extension(..)]` with an empty `impl`.
 
 use super::tanh::tanh_in_place;
@@ -71,7 +71,7 @@ pub fn composed(x: Tensor<2>, linear: &Linear, activation: Activation) -> Tensor
 
 /// The backend operations behind [`dense`]. The default bodies compose burn's primitives (any
 /// backend); Flex overrides them with the fused kernels, and `Autodiff` adds the backward pass.
-#[backend_extension(Flex, Autodiff)]
+#[backend_extension(Flex, Cube: cfg(feature = "gpu"), Autodiff)]
 pub trait DenseOps: Backend {
     /// `act(x · weight + bias)`: x `[batch, d_in]`, weight `[d_in, d_out]`, bias `[d_out]`.
     fn dense(
@@ -153,6 +153,10 @@ const PARALLEL_MIN_TANH: usize = 1 << 14;
 /// it saved (`gantry bench`: 8.4-9.2 -> 7.5-7.7 ms at batch 32; no change at 256). gemm's result
 /// does not depend on the split.
 const PARALLEL_MIN_MACS: usize = 1 << 25;
+
+/// The wgpu backend (and any other CubeCL runtime) takes the composed default bodies.
+#[cfg(feature = "gpu")]
+impl DenseOps for burn::backend::Cube {}
 
 impl DenseOps for Flex {
     fn dense(

@@ -34,7 +34,7 @@ pub fn leaky_relu<const D: usize>(x: Tensor<D>, slope: f64) -> Tensor<D> {
 
 /// The backend operations behind [`leaky_relu`]. The default bodies compose burn's primitives (any
 /// backend); Flex overrides them, and `Autodiff` adds the backward pass.
-#[backend_extension(Flex, Autodiff)]
+#[backend_extension(Flex, Cube: cfg(feature = "gpu"), Autodiff)]
 pub trait LeakyReluOps: Backend {
     /// Leaky ReLU of `x`.
     fn fused_leaky_relu(x: FloatTensor<Self>, slope: f64) -> FloatTensor<Self> {
@@ -70,6 +70,10 @@ const CHUNK: usize = 1 << 15;
 fn f32_tensor(t: &FloatTensor<Flex>) -> bool {
     t.dtype() == DType::F32
 }
+
+/// The wgpu backend (and any other CubeCL runtime) takes the composed default bodies.
+#[cfg(feature = "gpu")]
+impl LeakyReluOps for burn::backend::Cube {}
 
 impl LeakyReluOps for Flex {
     fn fused_leaky_relu(x: FloatTensor<Self>, slope: f64) -> FloatTensor<Self> {

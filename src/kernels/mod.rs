@@ -1,7 +1,9 @@
 //! gantry's fused kernels: burn backend extension ops (`#[backend_extension(Flex, Autodiff)]`)
 //! that compute exactly what burn's composed operations compute, in fewer passes over memory, and
 //! the gemm wrapper they share. The networks in [`crate::model`] call them on the fast path; the
-//! reference path (`train.kernels = "reference"`) uses burn's own modules and none of these.
+//! reference path (`train.kernels = "reference"`) uses burn's own modules and none of these. Each
+//! op also lists burn's `Cube` backend (wgpu, feature `gpu`), where it takes its composed default
+//! body: burn's own operations, the same values.
 //!
 //! - [`dense`]: a dense layer and its activation as one op (forward one gemm call and one pass,
 //!   backward the pre-activation gradient in one pass and gemm on the saved tensors), and the

@@ -47,7 +47,7 @@ const NO_DILATION: [usize; 2] = [1, 1];
 
 /// The backend operations behind [`relu_max_pool2`]. The default bodies compose burn's primitives
 /// (any backend); Flex overrides them, and `Autodiff` adds the backward pass.
-#[backend_extension(Flex, Autodiff)]
+#[backend_extension(Flex, Cube: cfg(feature = "gpu"), Autodiff)]
 pub trait ReluPoolOps: Backend {
     /// `max_pool_2x2(relu(x))`.
     fn relu_max_pool2(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -118,6 +118,10 @@ fn winner(window: [f32; 4]) -> (usize, f32) {
 
 /// Planes of at least this many input elements per task (below, one plane each).
 const PLANES_PER_TASK_MIN_ELEMENTS: usize = 1 << 13;
+
+/// The wgpu backend (and any other CubeCL runtime) takes the composed default bodies.
+#[cfg(feature = "gpu")]
+impl ReluPoolOps for burn::backend::Cube {}
 
 impl ReluPoolOps for Flex {
     fn relu_max_pool2(x: FloatTensor<Self>) -> FloatTensor<Self> {

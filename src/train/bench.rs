@@ -142,6 +142,7 @@ pub fn run(
     mut on_result: impl FnMut(&BenchResult),
 ) -> Result<Vec<BenchResult>> {
     let images = random_images(base.train.seed, base.model.label_width());
+    let device = crate::device::resolve(base.train.device)?;
     let mut results = Vec::new();
     for &t in threads {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -153,7 +154,7 @@ pub fn run(
             config.train.batch_size = b;
             config.validate()?;
             super::check_memory(&config, crate::data::PIXELS_28)?;
-            let result = pool.install(|| measure(&config, &images, t, warmup, iterations));
+            let result = pool.install(|| measure(&config, &images, (t, &device), warmup, iterations));
             on_result(&result);
             results.push(result);
         }
@@ -165,9 +166,16 @@ pub fn run(
 /// every [`PEAK_EVERY`] steps, and after the last), so that the step and the peak it is compared
 /// with are measured under the same conditions: on a shared virtual machine both drift by 10-20%
 /// over minutes. Each is summarized by its median.
-fn measure(config: &Config, images: &TrainingImages, threads: usize, warmup: usize, n: usize) -> BenchResult {
+fn measure(
+    config: &Config,
+    images: &TrainingImages,
+    (threads, device): (usize, &burn::tensor::Device),
+    warmup: usize,
+    n: usize,
+) -> BenchResult {
     let mut streams = Streams::new(config.train.seed);
-    let (mut gan, mut nets) = Gan::new(config, (images.rows, images.cols, images.channels), &mut streams);
+    let (mut gan, mut nets) =
+        Gan::new(config, (images.rows, images.cols, images.channels), &mut streams, device);
     for i in 0..warmup {
         (nets, _) = gan.step(nets, i, images, &mut streams);
     }

@@ -62,15 +62,17 @@ pub(crate) struct Gan {
 }
 
 impl Gan {
-    /// The trainer and freshly initialised networks for `rows x cols` images of `channels`. G's
-    /// and D's weights, then spectral norm's starting vectors, come from the init stream.
+    /// The trainer and freshly initialised networks for `rows x cols` images of `channels`, on
+    /// `device` (without autodiff; see [`crate::device`]). G's and D's weights, then spectral
+    /// norm's starting vectors, come from the init stream.
     pub(crate) fn new(
         config: &Config,
         (rows, cols, channels): (usize, usize, usize),
         streams: &mut Streams,
+        device: &Device,
     ) -> (Self, Networks) {
         let pixels = rows * cols * channels;
-        let plain_device = Device::flex();
+        let plain_device = device.clone();
         let train_device = plain_device.clone().autodiff();
         let g = Generator::new(&config.model, pixels, &mut streams.init, &train_device);
         let d = Discriminator::new(&config.model, pixels, &mut streams.init, &train_device);
@@ -83,7 +85,10 @@ impl Gan {
             lr_g: t.lr_g(),
             lr_d: t.lr_d(),
             recipe: t.clone(),
+            // The fused parallel schedule is the CPU's (Flex); any other device takes the
+            // reference step.
             classic: t.is_classic_recipe()
+                && crate::device::is_flex(device)
                 && spectral.is_none()
                 && config.model.kind == ModelKind::Mlp
                 && !config.model.is_conditional(),

@@ -86,6 +86,8 @@ pub fn train(config: &Config, out: &Path, force: bool, progress: bool) -> Result
 /// Start a new run in `out`.
 pub fn start(config: &Config, out: &Path, force: bool, options: &Options) -> Result<TrainOutcome> {
     config.validate()?;
+    // The device opens (or is refused) before anything is read or made.
+    let device = crate::device::resolve(config.train.device)?;
     // Read the data and check the model fits before creating anything, so an error leaves no
     // half-made run folder.
     let classes = config.model.is_conditional().then_some(config.model.classes);
@@ -97,7 +99,7 @@ pub fn start(config: &Config, out: &Path, force: bool, options: &Options) -> Res
     let quality = QualityProbe::new(config, options.progress)?;
     let (run, lock, kept) = RunDir::create_locked(out, force)?;
     report_kept(&kept);
-    begin(config, images, data, quality, run, lock, options)
+    begin(config, (images, data), quality, (run, lock), &device, options)
 }
 
 fn report_kept(kept: &[std::path::PathBuf]) {
@@ -111,18 +113,17 @@ fn report_kept(kept: &[std::path::PathBuf]) {
 /// gantry's files yet (a new folder, or one whose gantry files were just removed).
 fn begin(
     config: &Config,
-    images: TrainingImages,
-    data: DataFacts,
+    (images, data): (TrainingImages, DataFacts),
     quality: Option<QualityProbe>,
-    run: RunDir,
-    lock: RunLock,
+    (run, lock): (RunDir, RunLock),
+    device: &burn::tensor::Device,
     options: &Options,
 ) -> Result<TrainOutcome> {
     write_config(&run, config)?;
     // The data facts first, so that even a run killed before its end remembers its data.
     RunInfo::started(&data, &images, config.effective_threads()).write(&run)?;
     let mut streams = Streams::new(config.train.seed);
-    let (gan, nets) = Gan::new(config, (images.rows, images.cols, images.channels), &mut streams);
+    let (gan, nets) = Gan::new(config, (images.rows, images.cols, images.channels), &mut streams, device);
     let layout = grid_layout(config, &images);
     let fixed_noise = fixed_noise(config, &layout, &mut streams.fixed);
     let csv = CsvLog::create(&run.metrics_csv())?;
@@ -199,6 +200,8 @@ pub fn resume(
     };
     config.apply(overrides);
     config.validate()?;
+    // The device opens (or is refused) before anything is changed.
+    let device = crate::device::resolve(config.train.device)?;
     let diff = saved.architecture_diff(&config);
     if !diff.is_empty() {
         return Err(Error::config(
@@ -273,7 +276,7 @@ pub fn resume(
                 run.root().display()
             );
             report_kept(&run_dir::replace_run_files(&run)?);
-            return begin(&config, images, data, quality, run, lock, options);
+            return begin(&config, (images, data), quality, (run, lock), &device, options);
         }
         let problem = if no_checkpoints {
             format!(
@@ -312,8 +315,12 @@ pub fn resume(
         ));
     }
     let streams = state.streams(&ckpt_path)?;
-    let (gan, nets) =
-        Gan::new(&config, (images.rows, images.cols, images.channels), &mut Streams::new(config.train.seed));
+    let (gan, nets) = Gan::new(
+        &config,
+        (images.rows, images.cols, images.channels),
+        &mut Streams::new(config.train.seed),
+        &device,
+    );
     let (gan, nets) = gan.load(nets, &snapshot, &ckpt_path)?;
     // The rows up to the checkpoint must all be there; rows after it are redone.
     let (records, kept_rows) = metrics::read_prefix(&run.metrics_csv(), state.iteration)?;
