@@ -6,7 +6,13 @@
 #   bash scripts/gpu_check.sh [GANTRY_BINARY]
 #
 # GANTRY_BINARY: a gantry built with `cargo build --release --features gpu` (default
-# target/release/gantry; built here with cargo when missing and cargo can build offline).
+# target/release/gantry; built here with cargo when missing and cargo can build offline), or that
+# binary stripped and gzipped (`.gz`): what the device tool can carry to a lent machine, which has
+# no internet to fetch crates and takes at most 64 MiB of build outputs (the binary is ~545 MB
+# with its line tables, 74 MB stripped, 20 MB gzipped). Prepared here:
+#   cargo build --release --features gpu && strip -o target/gantry-gpu target/release/gantry \
+#     && gzip -f target/gantry-gpu
+#   then run `bash scripts/gpu_check.sh target/gantry-gpu.gz` there, carrying target/gantry-gpu.gz.
 # It runs, each with a time limit:
 #   - `gantry devices` (what wgpu finds);
 #   - `gantry bench` of the classic preset at batch 32, 256 and 4096 on the best wgpu adapter, and
@@ -32,6 +38,9 @@ epoch="${GANTRY_GPU_EPOCH:-235}"
 
 say() { echo "gpu_check: $*" | tee -a "$out/log.txt"; }
 
+if [[ "$bin" == *.gz ]]; then
+  gunzip -c "$bin" >"$out/gantry" && chmod +x "$out/gantry" && bin="$out/gantry"
+fi
 if [[ ! -x "$bin" ]]; then
   if command -v cargo >/dev/null; then
     say "building gantry with the gpu feature (offline)"
