@@ -196,21 +196,13 @@ pub fn load_training_images(
     progress: bool,
 ) -> Result<TrainingImages> {
     let dataset = data.dataset;
-    let needs_dir = || {
-        explicit.ok_or_else(|| {
-            Error::DataNotFound(format!("dataset = \"{}\" needs its folder: --data DIR", dataset.name()))
-        })
-    };
     let mut images = match dataset {
         Dataset::Mnist | Dataset::FashionMnist => return load_idx_training(dataset, explicit, classes),
-        Dataset::Cifar10 => cifar::load_train(needs_dir()?)?,
+        Dataset::Cifar10 => cifar::load_train(required_dir(dataset, explicit)?)?,
         Dataset::Folder => {
-            let dir = needs_dir()?;
-            let (side, channels) = data.shape();
-            let root = crate::eval::judge::cache_root().ok_or_else(|| {
-                Error::DataNotFound("no cache folder for the decoded images: set GANTRY_CACHE_DIR".into())
-            })?;
-            let (images, report) = folder::load(dir, side, channels, &root, progress)?;
+            let dir = required_dir(dataset, explicit)?;
+            let (images, report) = load_folder(data, dir, progress)?;
+            let side = images.rows;
             for line in report.lines(side) {
                 eprintln!("gantry: {}: {line}", dir.display());
             }
@@ -242,6 +234,27 @@ pub fn load_training_images(
         images.labels = None;
     }
     Ok(images)
+}
+
+/// The folder a data set that is not found by searching (CIFAR-10, an image folder) needs.
+pub fn required_dir(dataset: Dataset, explicit: Option<&Path>) -> Result<&Path> {
+    explicit.ok_or_else(|| {
+        Error::DataNotFound(format!("dataset = \"{}\" needs its folder: --data DIR", dataset.name()))
+    })
+}
+
+/// The image folder `dir` decoded as `data` asks (its side and channels), through the per-user
+/// cache of decoded folders.
+pub fn load_folder(
+    data: &DataConfig,
+    dir: &Path,
+    progress: bool,
+) -> Result<(TrainingImages, folder::FolderReport)> {
+    let (side, channels) = data.shape();
+    let root = crate::eval::judge::cache_root().ok_or_else(|| {
+        Error::DataNotFound("no cache folder for the decoded images: set GANTRY_CACHE_DIR".into())
+    })?;
+    folder::load(dir, side, channels, &root, progress)
 }
 
 /// A progress bar for decoding `n` images of `dir` (drawn on a terminal only).

@@ -25,7 +25,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::judge::{JudgeShape, JudgeTask};
 use crate::config::{DataConfig, Dataset};
-use crate::data::{self, LabelledImages, Split, TrainingImages, cifar, folder};
+use crate::data::{self, LabelledImages, Split, TrainingImages, cifar};
 use crate::durable::sha256_file;
 use crate::error::{Error, Result};
 
@@ -100,13 +100,9 @@ impl JudgeData {
             }
             return Ok(Self { dataset, shape: JudgeShape::IDX, identity, source: Source::Idx(dir) });
         }
-        let mut with_labels = data.clone();
-        with_labels.dir = explicit.map(Path::to_path_buf);
+        let dir = data::required_dir(dataset, explicit)?;
         let (all, test, identity) = match dataset {
             Dataset::Cifar10 => {
-                let dir = explicit.ok_or_else(|| {
-                    Error::DataNotFound("dataset = \"cifar10\" needs its folder: --data DIR".into())
-                })?;
                 let folder = cifar::locate(dir)?;
                 let all = cifar::load_train(dir)?;
                 let mut identity = String::new();
@@ -119,14 +115,7 @@ impl JudgeData {
                 (all, cifar::load_test(dir)?, identity)
             }
             _ => {
-                let dir = explicit.ok_or_else(|| {
-                    Error::DataNotFound("dataset = \"folder\" needs its folder: --data DIR".into())
-                })?;
-                let (side, channels) = data.shape();
-                let root = super::judge::cache_root().ok_or_else(|| {
-                    Error::DataNotFound("no cache folder for the decoded images: set GANTRY_CACHE_DIR".into())
-                })?;
-                let (all, report) = folder::load(dir, side, channels, &root, progress)?;
+                let (all, report) = data::load_folder(data, dir, progress)?;
                 // The decoded file is named by the SHA-256 of every file's path, label and bytes.
                 let key =
                     all.source.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
