@@ -287,11 +287,39 @@ impl ModuleMapper for Average {
 }
 
 /// One D layer's power-iteration vectors for spectral norm: `u` [d_out] and `v` [d_in], of unit
-/// length (so that `vᵀ W u` estimates W's largest singular value).
+/// length (so that `vᵀ W u` estimates W's largest singular value). The form a checkpoint keeps;
+/// training holds them on the device ([`SpectralState`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpectralVectors {
     pub u: Vec<f32>,
     pub v: Vec<f32>,
+}
+
+/// One layer's power-iteration vectors as training holds them: on the device, without autodiff,
+/// so that a power iteration reads nothing back to the host. `u` [d_out, 1], `v` [1, d_in].
+#[derive(Debug, Clone)]
+pub struct SpectralState {
+    u: Tensor<2>,
+    v: Tensor<2>,
+}
+
+impl SpectralState {
+    /// Vectors from a checkpoint, on `device`.
+    pub fn from_vectors(sv: &SpectralVectors, device: &Device) -> Self {
+        let (d_out, d_in) = (sv.u.len(), sv.v.len());
+        Self {
+            u: Tensor::from_data(TensorData::new(sv.u.clone(), [d_out, 1]), device),
+            v: Tensor::from_data(TensorData::new(sv.v.clone(), [1, d_in]), device),
+        }
+    }
+
+    /// The vectors as a checkpoint keeps them (read from the device).
+    pub fn to_vectors(&self) -> SpectralVectors {
+        let read = |t: &Tensor<2>| -> Vec<f32> {
+            t.clone().into_data().try_into_vec().expect("the model computes in f32")
+        };
+        SpectralVectors { u: read(&self.u), v: read(&self.v) }
+    }
 }
 
 impl Discriminator {
@@ -440,49 +468,39 @@ impl Discriminator {
     /// Spectral norm's starting vectors: `u` from N(0, 1) (drawn from `rng`), normalized, as
     /// PyTorch's `spectral_norm` starts, and `v = W u / |W u|`, so that σ is defined before the
     /// first power iteration (a g-first step uses D before any D update).
-    pub fn spectral_start(&self, rng: &mut impl rand::Rng) -> Vec<SpectralVectors> {
+    pub fn spectral_start(&self, rng: &mut impl rand::Rng) -> Vec<SpectralState> {
         self.layers()
             .map(|linear| {
-                let [d_in, d_out] = linear.weight.dims();
-                let mut u: Vec<f32> =
+                let w = linear.weight.val().inner(); // [d_in, d_out]
+                let d_out = w.dims()[1];
+                let u: Vec<f32> =
                     (0..d_out).map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal)).collect();
-                normalize(&mut u);
-                let mut v = vec![0.0; d_in];
-                unit_w_times(&weights(linear), &u, &mut v);
-                SpectralVectors { u, v }
+                let u = unit(Tensor::from_data(TensorData::new(u, [d_out, 1]), &w.device()));
+                let v = unit(w.matmul(u.clone()).transpose());
+                SpectralState { u, v }
             })
             .collect()
     }
 
-    /// One power iteration per layer on the current weights W [d_in, d_out]:
+    /// One power iteration per layer on the current weights W [d_in, d_out], on the device:
     /// `v = W u / |W u|`, then `u = Wᵀ v / |Wᵀ v|`.
-    pub fn power_iteration(&self, vectors: &mut [SpectralVectors]) {
-        for (linear, sv) in self.layers().zip(vectors) {
-            let [d_in, d_out] = linear.weight.dims();
-            let w = weights(linear);
-            unit_w_times(&w, &sv.u, &mut sv.v);
-            sv.u.iter_mut().for_each(|u| *u = 0.0);
-            for (row, v) in w.chunks_exact(d_out).zip(&sv.v).take(d_in) {
-                for (u, a) in sv.u.iter_mut().zip(row) {
-                    *u += a * v;
-                }
-            }
-            normalize(&mut sv.u);
+    pub fn power_iteration(&self, states: &mut [SpectralState]) {
+        for (linear, s) in self.layers().zip(states) {
+            let w = linear.weight.val().inner(); // [d_in, d_out], no graph
+            s.v = unit(w.clone().matmul(s.u.clone()).transpose()); // [1, d_in]
+            s.u = unit(s.v.clone().matmul(w).transpose()); // [d_out, 1]
         }
     }
 
     /// [`Discriminator::forward_reference`] with each weight W divided by `σ = vᵀ W u`: the
     /// gradient flows through σ with `u` and `v` held constant, as in Miyato et al.
-    pub fn forward_spectral(&self, x: Tensor<2>, vectors: &[SpectralVectors]) -> Tensor<2> {
-        let device = x.device();
+    pub fn forward_spectral(&self, x: Tensor<2>, states: &[SpectralState]) -> Tensor<2> {
         let last = self.hidden.len();
         let mut x = x;
-        for (k, (linear, sv)) in self.layers().zip(vectors).enumerate() {
+        for (k, (linear, s)) in self.layers().zip(states).enumerate() {
             let w = linear.weight.val(); // [d_in, d_out]
-            let [d_in, d_out] = w.dims();
-            let u = Tensor::<2>::from_data(TensorData::new(sv.u.clone(), [d_out, 1]), &device);
-            let v = Tensor::<2>::from_data(TensorData::new(sv.v.clone(), [1, d_in]), &device);
-            let sigma = v.matmul(w.clone()).matmul(u); // [1, 1]
+            // u and v carry no autodiff: constants in the graph.
+            let sigma = s.v.clone().matmul(w.clone()).matmul(s.u.clone()); // [1, 1]
             // x (W / σ) computed as (x W) / σ: the same function and gradients, and a [b, d_out]
             // division instead of one of the whole weight.
             let mut y = x.matmul(w) / sigma; // [b, d_out]
@@ -508,10 +526,11 @@ struct Clip {
 impl ModuleMapper for Clip {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (id, value, mapper) = param.consume();
-        let (grad, device, shape) = (value.is_require_grad(), value.device(), value.shape());
+        let (grad, autodiff) = (value.is_require_grad(), value.is_autodiff());
+        // Clamped on the device, without the graph (exact: each value is itself or a bound).
         let c = self.c as f32;
-        let values: Vec<f32> = value.into_data().iter::<f32>().map(|v| v.clamp(-c, c)).collect();
-        let clamped = Tensor::<D>::from_data(TensorData::new(values, shape), &device);
+        let clamped = value.inner().clamp(-c, c);
+        let clamped = if autodiff { clamped.autodiff() } else { clamped };
         Param::from_mapped_value(id, if grad { clamped.require_grad() } else { clamped }, mapper)
     }
 }
@@ -556,23 +575,11 @@ pub fn one_hot(labels: &[u8], classes: usize) -> Vec<f32> {
     labels.iter().flat_map(|&l| (0..classes).map(move |c| if c == l as usize { 1.0 } else { 0.0 })).collect()
 }
 
-/// A layer's weight W [d_in, d_out], row-major.
-fn weights(linear: &Linear) -> Vec<f32> {
-    linear.weight.val().into_data().try_into_vec().expect("the model computes in f32")
-}
-
-/// `v = W u / |W u|` for W [v.len(), u.len()], row-major.
-fn unit_w_times(w: &[f32], u: &[f32], v: &mut [f32]) {
-    for (v, row) in v.iter_mut().zip(w.chunks_exact(u.len())) {
-        *v = row.iter().zip(u).map(|(a, b)| a * b).sum();
-    }
-    normalize(v);
-}
-
-/// Scale `x` to unit length (left as it is when it is zero, with PyTorch's epsilon 1e-12).
-fn normalize(x: &mut [f32]) {
-    let norm = x.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-    x.iter_mut().for_each(|v| *v /= norm);
+/// `x` scaled to unit length (left as it is when it is zero, with PyTorch's epsilon 1e-12), on
+/// its device.
+fn unit(x: Tensor<2>) -> Tensor<2> {
+    let norm = (x.clone() * x.clone()).sum().sqrt().clamp_min(1e-12); // [1]
+    x / norm.unsqueeze::<2>()
 }
 
 /// First parameter id of each network (see [`Generator::with_stable_ids`]).
@@ -660,10 +667,11 @@ mod tests {
         d.hidden[0] = linear_with_kernel(vec![3.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 1.0], 3, 3, &device);
         d.output = linear_with_kernel(vec![0.0, 4.0, 0.0], 3, 1, &device);
         assert_eq!(d.layer_shapes(), vec![(3, 3), (3, 1)]);
-        let mut sv = d.spectral_start(&mut rng);
+        let mut states = d.spectral_start(&mut rng);
         for _ in 0..60 {
-            d.power_iteration(&mut sv);
+            d.power_iteration(&mut states);
         }
+        let sv: Vec<SpectralVectors> = states.iter().map(SpectralState::to_vectors).collect();
         let sigma = |k: usize, w: &[f32], (di, do_): (usize, usize)| -> f32 {
             (0..di).map(|i| (0..do_).map(|j| sv[k].v[i] * w[i * do_ + j] * sv[k].u[j]).sum::<f32>()).sum()
         };
@@ -672,7 +680,7 @@ mod tests {
         assert!((sigma(1, &[0.0, 4.0, 0.0], (3, 1)) - 4.0).abs() < 1e-5);
         // x = (1, 1, 1): hidden = leaky(x W / 3) = (1, 2/3, 1/3); out = hidden · (0, 4, 0) / 4.
         let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32; 3], [1, 3]), &device);
-        let out: Vec<f32> = d.forward_spectral(x, &sv).into_data().try_into_vec().unwrap();
+        let out: Vec<f32> = d.forward_spectral(x, &states).into_data().try_into_vec().unwrap();
         assert!((out[0] - 2.0 / 3.0).abs() < 1e-4, "{out:?}");
     }
 

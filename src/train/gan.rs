@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::export;
 use crate::kernels::adam::FusedAdam;
 use crate::metrics::IterationRecord;
-use crate::model::{Discriminator, Generator, SpectralVectors};
+use crate::model::{Discriminator, Generator, SpectralState};
 use crate::rng::{self, Streams};
 use crate::run_dir::RunDir;
 
@@ -27,6 +27,35 @@ use crate::run_dir::RunDir;
 pub(crate) struct Networks {
     pub(crate) g: Generator,
     pub(crate) d: Discriminator,
+}
+
+/// One pass of D over a batch, as the step leaves it on the device: the batch's loss term [1]
+/// and D's scores [b, 1], without their graphs.
+pub(crate) struct PassTerms {
+    real: bool,
+    loss: Tensor<1>,
+    scores: Tensor<2>,
+}
+
+impl PassTerms {
+    fn new(real: bool, loss: &Tensor<1>, scores: &Tensor<2>) -> Self {
+        Self { real, loss: loss.clone().inner(), scores: scores.clone().inner() }
+    }
+}
+
+/// An iteration's record as a step returns it. The fast path reads its numbers as it goes
+/// (`Read`); the reference step leaves them on the training device (`OnDevice`), so that a GPU
+/// never waits for the host within an iteration: [`Gan::read_records`] reads the records of many
+/// iterations in one transfer (the training loop, once per flush interval).
+pub(crate) enum StepRecord {
+    Read(IterationRecord),
+    OnDevice {
+        iteration: usize,
+        /// D's passes in order: each D step's real batch, then its fake batch.
+        passes: Vec<PassTerms>,
+        /// G's loss [1].
+        g_loss: Tensor<1>,
+    },
 }
 
 /// What trains the networks: their optimizers, the recipe, the stabilizers' state (spectral
@@ -48,7 +77,7 @@ pub(crate) struct Gan {
     shape: (usize, usize),
     pixels: usize,
     /// Spectral norm's power-iteration vectors, one pair per D layer, when D has it.
-    spectral: Option<Vec<SpectralVectors>>,
+    spectral: Option<Vec<SpectralState>>,
     /// The moving average of G (on the plain device), when the run keeps one.
     ema: Option<Generator>,
     /// D's dropout, when a dcgan has it: the rate and the [channels, side, side] its masks cover
@@ -123,7 +152,7 @@ impl Gan {
         iteration: usize,
         images: &TrainingImages,
         streams: &mut Streams,
-    ) -> (Networks, IterationRecord) {
+    ) -> (Networks, StepRecord) {
         let (nets, record) = if self.classic {
             self.fast_step(nets, iteration, images, streams)
         } else {
@@ -135,6 +164,57 @@ impl Gan {
         (nets, record)
     }
 
+    /// The records of `steps`, in order, read from the device in one transfer. D's numbers of
+    /// each iteration are the means over its D steps of each pass's (loss, accuracy, mean output)
+    /// ([`Loss::batch_stats`] of its scores), as the record defines them.
+    pub(crate) fn read_records(&self, steps: Vec<StepRecord>) -> Vec<IterationRecord> {
+        // Every number still on the device, flattened and joined, so that it is one read.
+        let mut parts = Vec::new();
+        for step in &steps {
+            if let StepRecord::OnDevice { passes, g_loss, .. } = step {
+                for pass in passes {
+                    parts.push(pass.loss.clone());
+                    parts.push(pass.scores.clone().reshape([pass.scores.dims()[0]]));
+                }
+                parts.push(g_loss.clone());
+            }
+        }
+        let values: Vec<f32> = if parts.is_empty() {
+            Vec::new()
+        } else {
+            Tensor::cat(parts, 0).into_data().try_into_vec().expect("the model computes in f32")
+        };
+        let (loss, label) = (self.recipe.loss, self.recipe.real_label);
+        let mut rest = values.as_slice();
+        let mut take = |n: usize| {
+            let (head, tail) = rest.split_at(n);
+            rest = tail;
+            head
+        };
+        steps
+            .into_iter()
+            .map(|step| match step {
+                StepRecord::Read(record) => record,
+                StepRecord::OnDevice { iteration, passes, .. } => {
+                    let (mut on_real, mut on_fake) = ([0f32; 3], [0f32; 3]);
+                    for pass in &passes {
+                        let term = take(1)[0];
+                        let (acc, out) = loss.batch_stats(take(pass.scores.dims()[0]), pass.real, label);
+                        let sums = if pass.real { &mut on_real } else { &mut on_fake };
+                        for (sum, v) in sums.iter_mut().zip([term, acc, out]) {
+                            *sum += v;
+                        }
+                    }
+                    let g_loss = take(1)[0];
+                    // Dividing by 1 is exact: a single D step records its own numbers.
+                    let steps = (passes.len() / 2) as f32;
+                    let mean = |sums: [f32; 3]| sums.map(|v| v / steps);
+                    IterationRecord::from_terms(iteration, mean(on_real), mean(on_fake), g_loss)
+                }
+            })
+            .collect()
+    }
+
     /// The reference step, top to bottom, for every objective and recipe option. With the
     /// classic recipe it computes what [`Gan::fast_step`] computes, in the same order, drawing the
     /// same random numbers from the same streams.
@@ -144,41 +224,36 @@ impl Gan {
         iteration: usize,
         images: &TrainingImages,
         streams: &mut Streams,
-    ) -> (Networks, IterationRecord) {
+    ) -> (Networks, StepRecord) {
         if self.recipe.order == UpdateOrder::Simultaneous {
             return self.simultaneous_step(nets, iteration, images, streams);
         }
         let Networks { mut g, mut d } = nets;
         let (order, steps) = (self.recipe.order, self.recipe.d_steps);
-        let mut g_loss = 0.0;
+        let mut g_loss = None;
         if order == UpdateOrder::GFirst {
-            (g, g_loss) = self.g_update(g, &d, streams);
+            let loss;
+            (g, loss) = self.g_update(g, &d, streams);
+            g_loss = Some(loss);
         }
         // D's updates; the record carries the mean of their forward passes' (loss, accuracy,
         // mean output) on the real and on the fake batches.
-        let (mut on_real, mut on_fake) = ([0f32; 3], [0f32; 3]);
+        let mut passes = Vec::with_capacity(2 * steps);
         for _ in 0..steps {
             let real = self.real_batch(images, &mut streams.data); // [b, pixels], labels
             let (z, y) = self.noise(streams, &self.plain_device.clone()); // [b, latent (+ classes)]
             let fake = Batch { x: Tensor::from_inner(self.g_forward(&g.valid(), z)), y }; // no graph
-            let (r, f);
-            match self.recipe.d_update {
-                DUpdate::Split => {
-                    (d, r, _) = self.d_update(d, Some(real), None, None, streams);
-                    (d, _, f) = self.d_update(d, None, Some(fake), None, streams);
-                }
-                DUpdate::Joint => (d, r, f) = self.d_update(d, Some(real), Some(fake), None, streams),
-            }
-            for (sum, v) in on_real.iter_mut().chain(&mut on_fake).zip(r.into_iter().chain(f)) {
-                *sum += v;
-            }
+            let terms;
+            (d, terms) = self.d_step(d, real, fake, None, streams);
+            passes.extend(terms);
         }
-        // Dividing by 1 is exact: a single D step records its own numbers.
-        let mean = |sums: [f32; 3]| sums.map(|v| v / steps as f32);
         if order == UpdateOrder::DFirst {
-            (g, g_loss) = self.g_update(g, &d, streams);
+            let loss;
+            (g, loss) = self.g_update(g, &d, streams);
+            g_loss = Some(loss);
         }
-        (Networks { g, d }, IterationRecord::from_terms(iteration, mean(on_real), mean(on_fake), g_loss))
+        let g_loss = g_loss.expect("the order puts G's update before or after D's");
+        (Networks { g, d }, StepRecord::OnDevice { iteration, passes, g_loss })
     }
 
     /// TensorFlow's DCGAN tutorial step (`train.order = "simultaneous"`): one batch of noise
@@ -193,7 +268,7 @@ impl Gan {
         iteration: usize,
         images: &TrainingImages,
         streams: &mut Streams,
-    ) -> (Networks, IterationRecord) {
+    ) -> (Networks, StepRecord) {
         let Networks { g, d } = nets;
         let real = self.real_batch(images, &mut streams.data); // [b, pixels], labels
         let (z, y) = self.noise(streams, &self.train_device.clone()); // [b, latent (+ classes)]
@@ -204,21 +279,14 @@ impl Gan {
         // G's gradient through D at its current weights (D's own gradient is not taken here).
         let scores = self.d_forward(&d.clone().no_grad(), generated, &mut streams.augment, &masks);
         let loss = self.recipe.loss.g(scores);
-        let g_loss = scalar(&loss);
+        let g_loss = loss.clone().inner();
         let g_grads = GradientsParams::from_grads(loss.backward(), &g);
 
         // D's update on the real batch and the same fakes (one update on the summed losses, as
         // the tutorial, with `d_update = "joint"`), then G's.
-        let (d, on_real, on_fake) = match self.recipe.d_update {
-            DUpdate::Joint => self.d_update(d, Some(real), Some(fake), Some(masks), streams),
-            DUpdate::Split => {
-                let (d, on_real, _) = self.d_update(d, Some(real), None, None, streams);
-                let (d, _, on_fake) = self.d_update(d, None, Some(fake), Some(masks), streams);
-                (d, on_real, on_fake)
-            }
-        };
+        let (d, passes) = self.d_step(d, real, fake, Some(masks), streams);
         let g = self.opt_g.step(self.lr_g, g, g_grads);
-        (Networks { g, d }, IterationRecord::from_terms(iteration, on_real, on_fake, g_loss))
+        (Networks { g, d }, StepRecord::OnDevice { iteration, passes, g_loss })
     }
 
     /// Dropout masks for one pass of D over a batch: per convolution [b, c, s, s] of 0 (dropped,
@@ -304,9 +372,30 @@ impl Gan {
         }
     }
 
+    /// One D step on a real and a fake batch: one update on their summed losses
+    /// (`d_update = "joint"`) or one on each, real first (`"split"`); returns D and both batches'
+    /// terms, real first. The fake batch's dropout masks are `fake_masks` when given.
+    fn d_step(
+        &mut self,
+        d: Discriminator,
+        real: Batch,
+        fake: Batch,
+        fake_masks: Option<Vec<Tensor<4>>>,
+        streams: &mut Streams,
+    ) -> (Discriminator, Vec<PassTerms>) {
+        match self.recipe.d_update {
+            DUpdate::Joint => self.d_update(d, Some(real), Some(fake), fake_masks, streams),
+            DUpdate::Split => {
+                let (d, mut passes) = self.d_update(d, Some(real), None, None, streams);
+                let (d, on_fake) = self.d_update(d, None, Some(fake), fake_masks, streams);
+                passes.extend(on_fake);
+                (d, passes)
+            }
+        }
+    }
+
     /// One D update on the real batch, the fake batch, or both (their losses summed: one update);
-    /// returns D and the (loss, accuracy, mean output) of each batch from the forward pass before
-    /// it. With spectral norm, one power iteration on D's weights comes first. Each pass draws its
+    /// returns D and each batch's loss and scores from the forward pass before it, real first. With spectral norm, one power iteration on D's weights comes first. Each pass draws its
     /// dropout masks, but the fake batch's when they are given (`fake_masks`).
     fn d_update(
         &mut self,
@@ -315,22 +404,20 @@ impl Gan {
         fake: Option<Batch>,
         mut fake_masks: Option<Vec<Tensor<4>>>,
         streams: &mut Streams,
-    ) -> (Discriminator, [f32; 3], [f32; 3]) {
+    ) -> (Discriminator, Vec<PassTerms>) {
         let (loss, label) = (self.recipe.loss, self.recipe.real_label);
         if let Some(vectors) = &mut self.spectral {
             d.power_iteration(vectors);
         }
         let mut total: Option<Tensor<1>> = None;
-        let (mut on_real, mut on_fake) = ([0f32; 3], [0f32; 3]);
+        let mut passes = Vec::with_capacity(2);
         for (x, is_real) in [(real, true), (fake, false)] {
             let Some(x) = x else { continue };
             let given = if is_real { None } else { fake_masks.take() };
             let masks = given.unwrap_or_else(|| self.dropout_masks(&mut streams.dropout));
             let scores = self.d_forward(&d, x, &mut streams.augment, &masks); // [b, 1]
-            let values: Vec<f32> = scores.to_data().try_into_vec().expect("the model computes in f32");
-            let term = if is_real { loss.d_real(scores, label) } else { loss.d_fake(scores) };
-            let (acc, out) = loss.batch_stats(&values, is_real, label);
-            *(if is_real { &mut on_real } else { &mut on_fake }) = [scalar(&term), acc, out];
+            let term = if is_real { loss.d_real(scores.clone(), label) } else { loss.d_fake(scores.clone()) };
+            passes.push(PassTerms::new(is_real, &term, &scores));
             total = Some(match total {
                 Some(t) => t + term,
                 None => term,
@@ -342,17 +429,18 @@ impl Gan {
         if loss == Loss::Wgan {
             d = d.clipped(self.recipe.clip);
         }
-        (d, on_real, on_fake)
+        (d, passes)
     }
 
-    /// One G update on fresh noise through D with its weights untouched; returns G and its loss.
-    fn g_update(&mut self, g: Generator, d: &Discriminator, streams: &mut Streams) -> (Generator, f32) {
+    /// One G update on fresh noise through D with its weights untouched; returns G and its loss
+    /// [1] (on the device).
+    fn g_update(&mut self, g: Generator, d: &Discriminator, streams: &mut Streams) -> (Generator, Tensor<1>) {
         let (z, y) = self.noise(streams, &self.train_device.clone()); // [b, latent (+ classes)]
         let generated = Batch { x: self.g_forward(&g, z), y }; // [b, pixels], with its graph
         let masks = self.dropout_masks(&mut streams.dropout);
         let scores = self.d_forward(&d.clone().no_grad(), generated, &mut streams.augment, &masks); // [b, 1]
         let loss = self.recipe.loss.g(scores);
-        let value = scalar(&loss);
+        let value = loss.clone().inner();
         let grads = GradientsParams::from_grads(loss.backward(), &g);
         (self.opt_g.step(self.lr_g, g, grads), value)
     }
@@ -366,7 +454,7 @@ impl Gan {
         iteration: usize,
         images: &TrainingImages,
         streams: &mut Streams,
-    ) -> (Networks, IterationRecord) {
+    ) -> (Networks, StepRecord) {
         let (b, latent, pixels) = (self.batch, self.latent, self.pixels);
         let (dev, plain_dev) = (self.train_device.clone(), self.plain_device.clone());
         let Streams { data: data_stream, noise: noise_stream, .. } = streams;
@@ -422,7 +510,10 @@ impl Gan {
         // to each parameter and can update it without copying.
         let g = self.opt_g.step(self.lr_g, g, grads);
 
-        (Networks { g, d }, IterationRecord::from_terms(iteration, on_real, on_fake, g_loss))
+        (
+            Networks { g, d },
+            StepRecord::Read(IterationRecord::from_terms(iteration, on_real, on_fake, g_loss)),
+        )
     }
 
     /// Width of G's noise input.
@@ -468,7 +559,8 @@ impl Gan {
     /// would drift.
     pub(crate) fn snapshot(&self, nets: &Networks, mut state: TrainingState) -> Result<Snapshot> {
         let iteration = state.iteration;
-        state.spectral_norm = self.spectral.clone();
+        state.spectral_norm =
+            self.spectral.as_ref().map(|s| s.iter().map(SpectralState::to_vectors).collect());
         let fail = |what: &str, e: burn::store::RecordError| Error::Training {
             iteration,
             problem: format!("cannot serialize the {what}: {e}"),
@@ -536,7 +628,7 @@ impl Gan {
                         format!("spectral norm's vectors do not fit D's layers {shapes:?}"),
                     ));
                 }
-                Some(saved.clone())
+                Some(saved.iter().map(|sv| SpectralState::from_vectors(sv, &self.plain_device)).collect())
             }
             (want, _) => {
                 return Err(bad(
@@ -613,4 +705,52 @@ fn d_update(
 
 fn scalar(t: &Tensor<1>) -> f32 {
     t.clone().into_scalar::<f32>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Loss as LossKind;
+
+    /// The records of many iterations read in one transfer are those read one at a time, bit for
+    /// bit, on a recipe that takes every branch of the reading (two split D steps, spectral norm).
+    #[test]
+    fn records_read_together_equal_records_read_one_at_a_time() {
+        let mut config = Config::default();
+        config.model.g_hidden = vec![32];
+        config.model.d_hidden = vec![32];
+        config.model.d_spectral_norm = true;
+        config.train.loss = LossKind::Lsgan;
+        config.train.d_steps = 2;
+        config.train.d_update = DUpdate::Split;
+        config.train.batch_size = 16;
+        let images = super::super::bench::random_images(1, 0);
+        let device = Device::flex();
+        let start = || {
+            let mut streams = Streams::new(3);
+            let (gan, nets) = Gan::new(&config, (28, 28, 1), &mut streams, &device);
+            (gan, nets, streams)
+        };
+        let (mut gan, mut nets, mut streams) = start();
+        let mut one_by_one = Vec::new();
+        for i in 0..6 {
+            let record;
+            (nets, record) = gan.step(nets, i, &images, &mut streams);
+            one_by_one.extend(gan.read_records(vec![record]));
+        }
+        let (mut gan, mut nets, mut streams) = start();
+        let mut unread = Vec::new();
+        for i in 0..6 {
+            let record;
+            (nets, record) = gan.step(nets, i, &images, &mut streams);
+            unread.push(record);
+        }
+        let together = gan.read_records(unread);
+        let bits = |r: &IterationRecord| crate::metrics::METRICS.map(|(_, get)| get(r).to_bits());
+        assert_eq!(together.len(), 6);
+        for (a, b) in one_by_one.iter().zip(&together) {
+            assert_eq!(a.iteration, b.iteration);
+            assert_eq!(bits(a), bits(b), "iteration {}", a.iteration);
+        }
+    }
 }

@@ -518,18 +518,18 @@ fn training_loop(
 
     let mut last_checkpoint = Instant::now();
     let mut loop_start = Instant::now();
+    // Records not yet read from the training device: read together at every flush, before a
+    // checkpoint and for a progress line, so that a GPU is not made to wait for the host each
+    // iteration. Each is then written, watched and logged as it would have been at once.
+    let mut unread = Vec::new();
     for iteration in first..total {
         let record;
         (nets, record) = s.gan.step(nets, iteration, images, &mut s.streams);
-        s.csv.append(&record)?;
-        s.records.push(record);
-        if let Some(alert) = s.monitor.observe(&record) {
-            announce(&bar, options, run, &s.monitor, &alert)?;
-        }
-        log_scalars(&mut s.events, &record)?;
+        unread.push(record);
 
         let done = iteration + 1;
         if schedule::is_flush_step(done, total, interval) {
+            take_records(s, &mut unread, &bar, options, run)?;
             s.csv.flush()?;
             s.events.flush()?;
         }
@@ -560,6 +560,7 @@ fn training_loop(
             // The time spent writing counts in the next stretch of wall time.
             s.wall_before += loop_start.elapsed().as_secs_f64();
             loop_start = Instant::now();
+            take_records(s, &mut unread, &bar, options, run)?;
             s.events.flush()?;
             save_checkpoint(run, s, &nets, done, cp.keep)?;
             last_checkpoint = Instant::now();
@@ -569,13 +570,19 @@ fn training_loop(
             return Ok((nets, Some(done)));
         }
         if plain_lines && schedule::is_progress_line_step(done, total, last_line.elapsed()) {
+            take_records(s, &mut unread, &bar, options, run)?;
             let (from_it, from_t) = line_from;
             let ms = 1e3 * from_t.elapsed().as_secs_f64() / (done - from_it).max(1) as f64;
-            eprintln!("gantry: {}", progress_line(done, total, ms, &record, s.last_quality.as_ref()));
+            if let Some(record) = s.records.last() {
+                eprintln!("gantry: {}", progress_line(done, total, ms, record, s.last_quality.as_ref()));
+            }
             last_line = Instant::now();
             line_from = (done, Instant::now());
         }
-        if schedule::is_display_step(done, total) {
+        // Display steps are flush steps: the newest record has been read.
+        if schedule::is_display_step(done, total)
+            && let Some(record) = s.records.last()
+        {
             bar.set_message(format!(
                 "D loss {:.3} acc {:.2} | G loss {:.3}",
                 record.d_loss, record.acc, record.g_loss
@@ -585,9 +592,33 @@ fn training_loop(
     }
     s.wall_before += loop_start.elapsed().as_secs_f64();
     bar.finish_and_clear();
+    take_records(s, &mut unread, &bar, options, run)?;
     s.csv.flush()?;
     s.events.flush()?;
     Ok((nets, None))
+}
+
+/// Read the `unread` records from the training device (one transfer), then append each to the
+/// metrics and TensorBoard logs, keep it, and show it to the alert monitor, in order.
+fn take_records(
+    s: &mut Session,
+    unread: &mut Vec<gan::StepRecord>,
+    bar: &ProgressBar,
+    options: &Options,
+    run: &RunDir,
+) -> Result<()> {
+    if unread.is_empty() {
+        return Ok(());
+    }
+    for record in s.gan.read_records(std::mem::take(unread)) {
+        s.csv.append(&record)?;
+        s.records.push(record);
+        if let Some(alert) = s.monitor.observe(&record) {
+            announce(bar, options, run, &s.monitor, &alert)?;
+        }
+        log_scalars(&mut s.events, &record)?;
+    }
+    Ok(())
 }
 
 /// One plain progress line: where the run is, its pace, and the latest numbers.
