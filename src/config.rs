@@ -796,12 +796,6 @@ impl Config {
                 ),
             ));
         }
-        if channels != 1 && !self.train.augment.is_empty() {
-            return Err(Error::config(
-                "train.augment",
-                "is available for grey images only (not yet for colour)",
-            ));
-        }
         Ok(())
     }
 
@@ -858,24 +852,12 @@ impl Config {
                 ));
             }
             finite_in("model.d_dropout", m.d_dropout, 0.0, 0.95)?;
-            if m.d_spectral_norm {
-                return Err(Error::config(
-                    "model.d_spectral_norm",
-                    "is available for kind = \"mlp\" only (not yet for convolutions)",
-                ));
-            }
         }
         if m.is_conditional() {
             if !(2..=100).contains(&m.classes) {
                 return Err(Error::config(
                     "model.classes",
                     format!("must be 2 to 100 for a conditional run, found {}", m.classes),
-                ));
-            }
-            if m.d_spectral_norm {
-                return Err(Error::config(
-                    "model.d_spectral_norm",
-                    "is not available for a conditional model yet (model.conditional = \"none\" only)",
                 ));
             }
         }
@@ -1322,7 +1304,6 @@ mod tests {
         bad("model.g_channels", "[64]");
         bad("model.d_channels", "[]");
         bad("model.d_dropout", "1.0");
-        bad("model.d_spectral_norm", "true");
         bad("train.d_steps", "2");
     }
 
@@ -1337,7 +1318,6 @@ mod tests {
         };
         bad(&["model.conditional=\"concat\"", "model.classes=1"], "model.classes");
         bad(&["model.conditional=\"concat\"", "model.classes=101"], "model.classes");
-        bad(&["model.conditional=\"projection\"", "model.d_spectral_norm=true"], "model.d_spectral_norm");
         // Unconditional, the class count is not read (nor hashed).
         let mut classes = Config::default();
         classes.model.classes = 1;

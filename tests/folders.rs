@@ -109,7 +109,8 @@ fn image_folders_and_cifar_batches_train_end_to_end() {
     let (w, h, colour) = png_info(&run.join("samples/step_000030.png"));
     assert_eq!(((w as usize, h as usize), colour), (layout.size(), 0), "one grey row per class");
 
-    // Coloured pictures of three sizes, resized and cropped to 16x16 RGB: a conditional dcgan.
+    // Coloured pictures of three sizes, resized and cropped to 16x16 RGB: a conditional dcgan, its
+    // D spectrally normalized and seeing DiffAugment's shifts and cutouts of the colour batches.
     let colours = tmp.path().join("colours");
     colour_folder(&colours, 12);
     let mut rgb = folder_config(&colours, 30);
@@ -117,6 +118,8 @@ fn image_folders_and_cifar_batches_train_end_to_end() {
     small_dcgan(&mut rgb);
     rgb.model.conditional = Conditioning::Projection;
     rgb.model.classes = 3;
+    rgb.model.d_spectral_norm = true;
+    rgb.train.augment = vec![gantry::config::Augment::Translation, gantry::config::Augment::Cutout];
     let run = trains_and_resumes_byte_identical("colours", &rgb, tmp.path());
     let (_, _, colour) = png_info(&run.join("samples/step_000030.png"));
     assert_eq!(colour, 2, "an RGB grid");

@@ -67,9 +67,17 @@ fn small_dcgan(mut c: Config) -> Config {
 #[test]
 fn the_classic_preset_and_a_dcgan_on_wgpu_match_the_cpu_within_the_tolerance() {
     let tmp = tempfile::tempdir().unwrap();
-    for (name, config) in
-        [("classic", common::tiny_config(20, 10, 1)), ("dcgan", small_dcgan(common::tiny_config(6, 3, 2)))]
-    {
+    // Spectral norm's power iteration and WGAN's clipping run on the device as well.
+    let mut sn = small_dcgan(common::tiny_config(6, 3, 3));
+    (sn.model.d_spectral_norm, sn.train.loss) = (true, gantry::config::Loss::Hinge);
+    let mut wgan = common::tiny_config(10, 5, 4);
+    wgan.train.loss = gantry::config::Loss::Wgan;
+    for (name, config) in [
+        ("classic", common::tiny_config(20, 10, 1)),
+        ("dcgan", small_dcgan(common::tiny_config(6, 3, 2))),
+        ("dcgan-sn-hinge", sn),
+        ("wgan", wgan),
+    ] {
         let cpu = train::train(&config, &tmp.path().join(format!("{name}-cpu")), false, false).unwrap();
         let gpu = train::train(
             &on(config.clone(), SOFTWARE),

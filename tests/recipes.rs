@@ -138,6 +138,31 @@ fn every_objective_trains_and_resumes_byte_identical() {
                 c.model.conditional = Conditioning::Projection;
             }),
         ),
+        // Spectral norm on convolutions, and on a conditional D (its class embedding too).
+        (
+            "dcgan-sn-hinge",
+            recipe(Loss::Hinge, |c| {
+                small_dcgan(c);
+                c.model.d_spectral_norm = true;
+            }),
+        ),
+        (
+            "dcgan-projection-sn-simultaneous",
+            recipe(Loss::Ns, |c| {
+                small_dcgan(c);
+                c.model.conditional = Conditioning::Projection;
+                c.model.d_spectral_norm = true;
+                c.train.order = UpdateOrder::Simultaneous;
+                c.train.d_update = DUpdate::Joint;
+            }),
+        ),
+        (
+            "mlp-concat-sn",
+            recipe(Loss::Lsgan, |c| {
+                c.model.conditional = Conditioning::Concat;
+                c.model.d_spectral_norm = true;
+            }),
+        ),
         // The regression: g-first used spectral norm's σ before any power iteration had set v (NaN).
         (
             "lsgan-gfirst-sn",

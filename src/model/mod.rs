@@ -29,6 +29,8 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId, RunningS
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::leaky_relu;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
@@ -374,32 +376,85 @@ impl Discriminator {
         dropout: Option<&[Tensor<4>]>,
         fused: bool,
     ) -> Tensor<2> {
+        self.score_with(x, labels, dropout, fused, None)
+    }
+
+    /// [`Discriminator::score`] with every layer spectrally normalized (`model.d_spectral_norm`):
+    /// each weight W divided by `σ = vᵀ M u`, M the layer's matrix (see
+    /// [`Discriminator::layer_shapes`]); the gradient flows through σ with `u` and `v` held
+    /// constant, as in Miyato et al. 2018.
+    pub fn score_spectral(
+        &self,
+        x: Tensor<2>,
+        labels: Option<&Tensor<2>>,
+        dropout: Option<&[Tensor<4>]>,
+        fused: bool,
+        states: &[SpectralState],
+    ) -> Tensor<2> {
+        // u and v carry no autodiff: constants in the graph.
+        let sigmas: Vec<Tensor<2>> = self
+            .spectral_matrices()
+            .into_iter()
+            .zip(states)
+            .map(|(m, s)| s.v.clone().matmul(m).matmul(s.u.clone())) // [1, 1]
+            .collect();
+        self.score_with(x, labels, dropout, fused, Some(&sigmas))
+    }
+
+    /// The forward pass; `sigmas`: each layer's σ in [`Discriminator::spectral_matrices`]' order
+    /// (convolutions, dense layers, the logit layer, the class embedding) when D is spectrally
+    /// normalized. A normalized dense layer computes `x (W / σ)` as `(x W) / σ` (the same function
+    /// and gradients, and a [b, d_out] division instead of one of the whole weight).
+    fn score_with(
+        &self,
+        x: Tensor<2>,
+        labels: Option<&Tensor<2>>,
+        dropout: Option<&[Tensor<4>]>,
+        fused: bool,
+        sigmas: Option<&[Tensor<2>]>,
+    ) -> Tensor<2> {
+        let sigma = |k: usize| sigmas.map(|s| s[k].clone());
+        let dense_sn = |x: Tensor<2>, linear: &Linear, sigma: Tensor<2>| {
+            let y = x.matmul(linear.weight.val()) / sigma;
+            match &linear.bias {
+                Some(bias) => y + bias.val().unsqueeze::<2>(),
+                None => y,
+            }
+        };
         let concat = labels.filter(|_| self.embed.is_none());
+        let convs = self.convs.len();
         let features = if self.is_dcgan() {
-            self.dcgan_features(x, concat, dropout, fused)
+            self.dcgan_features(x, concat, dropout, fused, sigmas.map(|s| &s[..convs]))
         } else {
             let mut x = match concat {
                 Some(y) => Tensor::cat(vec![x, y.clone()], 1),
                 None => x,
             };
-            for linear in &self.hidden {
-                x = if fused {
-                    dense(x, linear, Activation::LeakyRelu(self.leaky_slope))
-                } else {
-                    leaky_relu(linear.forward(x), self.leaky_slope)
+            for (k, linear) in self.hidden.iter().enumerate() {
+                x = match sigma(convs + k) {
+                    Some(s) => leaky_relu(dense_sn(x, linear, s), self.leaky_slope),
+                    None if fused => dense(x, linear, Activation::LeakyRelu(self.leaky_slope)),
+                    None => leaky_relu(linear.forward(x), self.leaky_slope),
                 };
             }
             x
         };
+        let at_output = convs + self.hidden.len();
         let projection = match (&self.embed, labels) {
             // Miyato & Koyama's projection: <embed(y), features(x)> added to the logit.
-            (Some(embed), Some(y)) => Some((embed.forward(y.clone()) * features.clone()).sum_dim(1)),
+            (Some(embed), Some(y)) => {
+                let e = match sigma(at_output + 1) {
+                    Some(s) => dense_sn(y.clone(), embed, s),
+                    None => embed.forward(y.clone()),
+                };
+                Some((e * features.clone()).sum_dim(1))
+            }
             _ => None,
         };
-        let logits = if fused && !self.is_dcgan() {
-            dense(features, &self.output, Activation::Identity)
-        } else {
-            self.output.forward(features)
+        let logits = match sigma(at_output) {
+            Some(s) => dense_sn(features, &self.output, s),
+            None if fused && !self.is_dcgan() => dense(features, &self.output, Activation::Identity),
+            None => self.output.forward(features),
         };
         match projection {
             Some(p) => logits + p,
@@ -411,13 +466,15 @@ impl Discriminator {
     /// [batch, classes] joined to the image as one constant feature map per class. After each
     /// convolution's LeakyReLU the output is multiplied by the matching mask of `dropout`
     /// ([batch, c, s, s], values 0 and 1 / (1 - rate)), when given. `fused`: leaky ReLU from
-    /// gantry's kernel (the same values in fewer passes).
+    /// gantry's kernel (the same values in fewer passes). `sigmas`: each convolution's σ when D
+    /// is spectrally normalized (its weight is divided by it).
     fn dcgan_features(
         &self,
         x: Tensor<2>,
         concat: Option<&Tensor<2>>,
         dropout: Option<&[Tensor<4>]>,
         fused: bool,
+        sigmas: Option<&[Tensor<2>]>,
     ) -> Tensor<2> {
         let (b, s) = (x.dims()[0], self.side);
         // Grey or RGB: the values per image say which.
@@ -429,11 +486,17 @@ impl Discriminator {
             x = Tensor::cat(vec![x, maps], 1);
         }
         for (i, conv) in self.convs.iter().enumerate() {
-            x = if fused {
-                fused_leaky_relu(conv.forward(x), self.leaky_slope)
-            } else {
-                leaky_relu(conv.forward(x), self.leaky_slope)
+            let y = match sigmas {
+                Some(s) => {
+                    // conv(x, W / σ), padded as `strided_conv` pads.
+                    let w = conv.weight.val() / s[i].clone().unsqueeze::<4>();
+                    let p = conv.kernel_size[0] / 2;
+                    let options = ConvOptions::new(conv.stride, [p, p], conv.dilation, conv.groups);
+                    conv2d(x, w, conv.bias.as_ref().map(|b| b.val()), options)
+                }
+                None => conv.forward(x),
             };
+            x = if fused { fused_leaky_relu(y, self.leaky_slope) } else { leaky_relu(y, self.leaky_slope) };
             if let Some(mask) = dropout.and_then(|m| m.get(i)) {
                 x = x * mask.clone();
             }
@@ -451,27 +514,33 @@ impl Discriminator {
         self.score(x, None, None, false)
     }
 
-    /// Each layer's (d_in, d_out), input to output.
+    /// The (d_in, d_out) of each layer's matrix, as spectral norm sees them (see
+    /// [`Discriminator::spectral_matrices`]).
     pub fn layer_shapes(&self) -> Vec<(usize, usize)> {
-        self.layers()
-            .map(|l| {
-                let [i, o] = l.weight.dims();
-                (i, o)
-            })
-            .collect()
+        self.spectral_matrices().iter().map(|m| (m.dims()[0], m.dims()[1])).collect()
     }
 
-    fn layers(&self) -> impl Iterator<Item = &Linear> {
-        self.hidden.iter().chain(std::iter::once(&self.output))
+    /// Each layer's weight as the matrix M [d_in, d_out] whose largest singular value spectral
+    /// norm divides by, with its graph, in the order convolutions, dense layers, the logit layer,
+    /// the class embedding (a projection D's). A dense layer's M is its weight; a convolution's
+    /// [c_out, c_in, k, k] is seen as [c_in·k·k, c_out] (Miyato et al.'s reshaping).
+    fn spectral_matrices(&self) -> Vec<Tensor<2>> {
+        let convs = self.convs.iter().map(|c| {
+            let [o, i, kh, kw] = c.weight.dims();
+            c.weight.val().reshape([o, i * kh * kw]).transpose()
+        });
+        let dense = self.hidden.iter().chain([&self.output]).chain(self.embed.as_ref());
+        convs.chain(dense.map(|l| l.weight.val())).collect()
     }
 
     /// Spectral norm's starting vectors: `u` from N(0, 1) (drawn from `rng`), normalized, as
     /// PyTorch's `spectral_norm` starts, and `v = W u / |W u|`, so that σ is defined before the
     /// first power iteration (a g-first step uses D before any D update).
     pub fn spectral_start(&self, rng: &mut impl rand::Rng) -> Vec<SpectralState> {
-        self.layers()
-            .map(|linear| {
-                let w = linear.weight.val().inner(); // [d_in, d_out]
+        self.spectral_matrices()
+            .into_iter()
+            .map(|m| {
+                let w = m.inner(); // [d_in, d_out]
                 let d_out = w.dims()[1];
                 let u: Vec<f32> =
                     (0..d_out).map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal)).collect();
@@ -485,31 +554,11 @@ impl Discriminator {
     /// One power iteration per layer on the current weights W [d_in, d_out], on the device:
     /// `v = W u / |W u|`, then `u = Wᵀ v / |Wᵀ v|`.
     pub fn power_iteration(&self, states: &mut [SpectralState]) {
-        for (linear, s) in self.layers().zip(states) {
-            let w = linear.weight.val().inner(); // [d_in, d_out], no graph
+        for (m, s) in self.spectral_matrices().into_iter().zip(states) {
+            let w = m.inner(); // [d_in, d_out], no graph
             s.v = unit(w.clone().matmul(s.u.clone()).transpose()); // [1, d_in]
             s.u = unit(s.v.clone().matmul(w).transpose()); // [d_out, 1]
         }
-    }
-
-    /// [`Discriminator::forward_reference`] with each weight W divided by `σ = vᵀ W u`: the
-    /// gradient flows through σ with `u` and `v` held constant, as in Miyato et al.
-    pub fn forward_spectral(&self, x: Tensor<2>, states: &[SpectralState]) -> Tensor<2> {
-        let last = self.hidden.len();
-        let mut x = x;
-        for (k, (linear, s)) in self.layers().zip(states).enumerate() {
-            let w = linear.weight.val(); // [d_in, d_out]
-            // u and v carry no autodiff: constants in the graph.
-            let sigma = s.v.clone().matmul(w.clone()).matmul(s.u.clone()); // [1, 1]
-            // x (W / σ) computed as (x W) / σ: the same function and gradients, and a [b, d_out]
-            // division instead of one of the whole weight.
-            let mut y = x.matmul(w) / sigma; // [b, d_out]
-            if let Some(bias) = &linear.bias {
-                y = y + bias.val().unsqueeze::<2>();
-            }
-            x = if k < last { leaky_relu(y, self.leaky_slope) } else { y };
-        }
-        x
     }
 
     /// Clip every weight and bias to [-c, c] (WGAN's critic), keeping parameter ids.
@@ -656,6 +705,60 @@ mod tests {
         assert!(w.iter().all(|v| v.abs() <= 0.01) && w.iter().any(|v| v.abs() == 0.01));
     }
 
+    /// Multiplies every weight (the parameters of two or more dimensions) by `c`, biases kept.
+    struct ScaleWeights(f32);
+
+    impl ModuleMapper for ScaleWeights {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let (id, value, mapper) = param.consume();
+            let value = if D >= 2 { value * self.0 } else { value };
+            Param::from_mapped_value(id, value, mapper)
+        }
+    }
+
+    /// A spectrally normalized D divides each layer's weight by its σ, so scaling a weight by c
+    /// (σ scales with it, u and v held) leaves every score as it was: for a conditional
+    /// convolutional D with a projection that takes all of its layers (convolutions, the logit
+    /// layer, the class embedding); a layer left out of the normalization would change it.
+    #[test]
+    fn a_spectrally_normalized_dcgan_d_does_not_change_when_its_weights_are_scaled() {
+        let device = Device::flex();
+        let cfg = ModelConfig {
+            kind: ModelKind::Dcgan,
+            d_channels: vec![4, 8],
+            conditional: crate::config::Conditioning::Projection,
+            classes: 3,
+            ..Default::default()
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+        let d = Discriminator::new(&cfg, 16 * 16, &mut rng, &device);
+        // Two convolutions, the logit layer, the embedding: [c_in·k·k, c_out] and [d_in, d_out].
+        let k2 = cfg.kernel_size * cfg.kernel_size;
+        assert_eq!(d.layer_shapes(), vec![(k2, 4), (4 * k2, 8), (8 * 4 * 4, 1), (3, 8 * 4 * 4)]);
+        let mut states = d.spectral_start(&mut rng);
+        for _ in 0..3 {
+            d.power_iteration(&mut states);
+        }
+        let x: Vec<f32> = (0..2 * 256).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+        let x = Tensor::<2>::from_data(TensorData::new(x, [2, 256]), &device);
+        let y =
+            Tensor::<2>::from_data(TensorData::new(vec![0.0f32, 1.0, 0.0, 0.0, 0.0, 1.0], [2, 3]), &device);
+        let scores = |d: &Discriminator| -> Vec<f32> {
+            d.score_spectral(x.clone(), Some(&y), None, true, &states).into_data().try_into_vec().unwrap()
+        };
+        let before = scores(&d);
+        let after = scores(&d.clone().map(&mut ScaleWeights(3.0)));
+        for (a, b) in before.iter().zip(&after) {
+            assert!((a - b).abs() < 1e-5 * a.abs().max(1.0), "{before:?} vs {after:?}");
+        }
+        // Without the normalization the same scaling does change them.
+        let plain = |d: &Discriminator| -> Vec<f32> {
+            d.score(x.clone(), Some(&y), None, true).into_data().try_into_vec().unwrap()
+        };
+        let scaled = plain(&d.clone().map(&mut ScaleWeights(3.0)));
+        assert!(plain(&d).iter().zip(&scaled).any(|(a, b)| (a - b).abs() > 1e-3));
+    }
+
     /// A known largest singular value: W = diag(3, 2, 1) padded; power iterations converge on 3,
     /// and the normalized layer computes x·W/σ.
     #[test]
@@ -680,7 +783,8 @@ mod tests {
         assert!((sigma(1, &[0.0, 4.0, 0.0], (3, 1)) - 4.0).abs() < 1e-5);
         // x = (1, 1, 1): hidden = leaky(x W / 3) = (1, 2/3, 1/3); out = hidden · (0, 4, 0) / 4.
         let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32; 3], [1, 3]), &device);
-        let out: Vec<f32> = d.forward_spectral(x, &states).into_data().try_into_vec().unwrap();
+        let out: Vec<f32> =
+            d.score_spectral(x, None, None, false, &states).into_data().try_into_vec().unwrap();
         assert!((out[0] - 2.0 / 3.0).abs() < 1e-4, "{out:?}");
     }
 

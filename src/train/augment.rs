@@ -9,7 +9,9 @@
 //!   in the image (cut at its edges).
 //!
 //! Pixels are moved, never mixed, so one plan is a source index and a mask per output pixel:
-//! `out[b, p] = x[b, index[b, p]] * mask[b, p]`, a `gather` whose gradient burn computes.
+//! `out[b, p] = x[b, index[b, p]] * mask[b, p]`, a `gather` whose gradient burn computes. A colour
+//! image's channels move together: one plan per image, applied to each channel (the reference
+//! transforms [b, c, h, w] batches the same way).
 //! Deciding (the plan, from the augmentation stream) is apart from doing (the gather) and tested
 //! on its own.
 
@@ -75,8 +77,9 @@ pub(crate) fn plan(kinds: &[Augment], rows: usize, cols: usize, batch: usize, rn
     Plan { index, mask }
 }
 
-/// `x` [b, rows * cols] augmented by a fresh plan from `rng`; `x` unchanged when `kinds` is empty
-/// (and nothing drawn).
+/// `x` [b, channels * rows * cols] (each image's channels one after the other) augmented by a
+/// fresh plan from `rng`, the same for every channel of an image; `x` unchanged when `kinds` is
+/// empty (and nothing drawn).
 pub(crate) fn apply(
     x: Tensor<2>,
     kinds: &[Augment],
@@ -89,9 +92,27 @@ pub(crate) fn apply(
     let [batch, pixels] = x.dims();
     let device = x.device();
     let Plan { index, mask } = plan(kinds, rows, cols, batch, rng);
+    let (index, mask) = per_channel(index, mask, pixels / (rows * cols), rows * cols);
     let index = Tensor::<2, Int>::from_data(TensorData::new(index, [batch, pixels]), &device);
     let mask = Tensor::<2>::from_data(TensorData::new(mask, [batch, pixels]), &device);
     x.gather(1, index) * mask
+}
+
+/// A plan of `area` pixels per image repeated over each image's `channels` (channel k's sources
+/// are in channel k); the plan itself for grey images.
+fn per_channel(index: Vec<i64>, mask: Vec<f32>, channels: usize, area: usize) -> (Vec<i64>, Vec<f32>) {
+    if channels == 1 {
+        return (index, mask);
+    }
+    let mut all_index = Vec::with_capacity(index.len() * channels);
+    let mut all_mask = Vec::with_capacity(mask.len() * channels);
+    for (image, keep) in index.chunks_exact(area).zip(mask.chunks_exact(area)) {
+        for k in 0..channels {
+            all_index.extend(image.iter().map(|&i| i + (k * area) as i64));
+            all_mask.extend_from_slice(keep);
+        }
+    }
+    (all_index, all_mask)
 }
 
 #[cfg(test)]
@@ -188,5 +209,31 @@ mod tests {
         let same = apply(x.clone(), &[], (4, 4), &mut c);
         assert_eq!(same.to_data(), x.to_data());
         assert_eq!(c, rng());
+    }
+
+    /// A colour image's three channels are moved and cut as one: each channel of the output is
+    /// what the same draws make of that channel alone as a grey image.
+    #[test]
+    fn a_colour_images_channels_move_together() {
+        let device = Device::flex();
+        let (side, area) = (8, 64);
+        let kinds = [Augment::Translation, Augment::Cutout];
+        // Two RGB images, every value distinct.
+        let x: Vec<f32> = (0..2 * 3 * area).map(|i| 1.0 + i as f32).collect();
+        let colour = Tensor::<2>::from_data(TensorData::new(x.clone(), [2, 3 * area]), &device);
+        let out: Vec<f32> =
+            apply(colour, &kinds, (side, side), &mut rng()).into_data().try_into_vec().unwrap();
+        let p = plan(&kinds, side, side, 2, &mut rng());
+        for image in 0..2 {
+            for k in 0..3 {
+                for q in 0..area {
+                    let (at, plan_at) = (image * 3 * area + k * area + q, image * area + q);
+                    let expected =
+                        x[image * 3 * area + k * area + p.index[plan_at] as usize] * p.mask[plan_at];
+                    assert_eq!(out[at], expected, "image {image} channel {k} pixel {q}");
+                }
+            }
+        }
+        assert!(out.contains(&0.0), "something was cut");
     }
 }

@@ -72,8 +72,8 @@ pub(crate) struct Gan {
     latent: usize,
     /// Classes of a conditional run's one-hot labels (0 when unconditional).
     classes: usize,
-    /// Images are [channels, rows, cols] (`shape`: rows and cols, which augmentation reads; it
-    /// takes grey images only), flattened to `pixels` values.
+    /// Images are [channels, rows, cols] (`shape`: rows and cols, which augmentation reads),
+    /// flattened to `pixels` values.
     shape: (usize, usize),
     pixels: usize,
     /// Spectral norm's power-iteration vectors, one pair per D layer, when D has it.
@@ -366,9 +366,10 @@ impl Gan {
         dropout: &[Tensor<4>],
     ) -> Tensor<2> {
         let x = augment::apply(batch.x, &self.recipe.augment, self.shape, augment);
+        let fused = self.recipe.kernels == Kernels::Fused;
         match &self.spectral {
-            Some(vectors) => d.forward_spectral(x, vectors),
-            None => d.score(x, batch.y.as_ref(), Some(dropout), self.recipe.kernels == Kernels::Fused),
+            Some(states) => d.score_spectral(x, batch.y.as_ref(), Some(dropout), fused, states),
+            None => d.score(x, batch.y.as_ref(), Some(dropout), fused),
         }
     }
 
