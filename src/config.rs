@@ -142,6 +142,9 @@ pub struct ModelConfig {
     pub kernel_size: usize,
     /// dcgan: dropout rate after each of D's convolutions (0 = none).
     pub d_dropout: f64,
+    /// dcgan: BatchNorm after each of D's convolutions but the first (Radford et al. 2016), on
+    /// the statistics of the batch D is shown (D is never run for inference).
+    pub d_batch_norm: bool,
     /// Conditioning on the images' class: `none`; `concat` (a one-hot label joined to G's noise
     /// and to D's input: Mirza & Osindero 2014; a dcgan's D sees it as one constant feature map
     /// per class); `projection` (G as with concat; D's logit plus the inner product of a learned
@@ -290,8 +293,12 @@ pub const PRESETS: [(&str, &str); 4] = [
 ];
 
 /// The model keys that only a dcgan reads.
-const DCGAN_KEYS: [&str; 4] =
-    ["model.g_channels", "model.d_channels", "model.kernel_size", "model.d_dropout"];
+const DCGAN_KEYS: [&str; 5] =
+    ["model.g_channels", "model.d_channels", "model.kernel_size", "model.d_dropout", "model.d_batch_norm"];
+
+/// Switches that enter the architecture only when on, so that the hash of an architecture
+/// without them is the one gantry wrote before they existed.
+const OFF_UNLESS_SET: [&str; 2] = ["model.d_spectral_norm", "model.d_batch_norm"];
 
 /// The model keys of conditioning, in the architecture only of a conditional run.
 const CONDITIONAL_KEYS: [&str; 2] = ["model.conditional", "model.classes"];
@@ -311,6 +318,7 @@ impl Default for ModelConfig {
             d_channels: vec![64, 128],
             kernel_size: 5,
             d_dropout: 0.0,
+            d_batch_norm: false,
             conditional: Conditioning::None,
             classes: 10,
         }
@@ -829,6 +837,12 @@ impl Config {
         for &w in &m.d_hidden {
             positive("model.d_hidden", w, 65_536)?;
         }
+        if m.kind == ModelKind::Mlp && m.d_batch_norm {
+            return Err(Error::config(
+                "model.d_batch_norm",
+                "is a dcgan's (kind = \"dcgan\"): an mlp D has none",
+            ));
+        }
         if m.kind == ModelKind::Dcgan {
             if m.g_channels.len() < 2 {
                 return Err(Error::config(
@@ -1052,7 +1066,7 @@ impl Config {
         self.settings()
             .into_iter()
             .filter(|(k, v)| {
-                k.starts_with("model.") && !(k == "model.d_spectral_norm" && v == "false") && read(k)
+                k.starts_with("model.") && !(OFF_UNLESS_SET.contains(&k.as_str()) && v == "false") && read(k)
             })
             .collect()
     }
@@ -1305,6 +1319,9 @@ mod tests {
         bad("model.d_channels", "[]");
         bad("model.d_dropout", "1.0");
         bad("train.d_steps", "2");
+        // An mlp has no convolutions to follow with a BatchNorm.
+        let mlp = Config::default().with_settings(&["model.d_batch_norm=true".to_string()]).unwrap();
+        assert!(mlp.validate().unwrap_err().to_string().contains("model.d_batch_norm"));
     }
 
     #[test]

@@ -156,6 +156,14 @@ fn every_objective_trains_and_resumes_byte_identical() {
                 c.train.d_update = DUpdate::Joint;
             }),
         ),
+        // Radford et al.'s D: BatchNorm after every convolution but the first.
+        (
+            "dcgan-d-batch-norm",
+            recipe(Loss::Ns, |c| {
+                small_dcgan(c);
+                c.model.d_batch_norm = true;
+            }),
+        ),
         (
             "mlp-concat-sn",
             recipe(Loss::Lsgan, |c| {

@@ -63,6 +63,8 @@ pub struct Discriminator {
     output: Linear,
     /// dcgan: the strided convolutions (empty in an mlp).
     convs: Vec<Conv2d>,
+    /// dcgan with `model.d_batch_norm`: the BatchNorm after each convolution but the first.
+    norms: Vec<BatchNorm>,
     leaky_slope: f64,
     /// dcgan: the images' side (0 in an mlp).
     side: usize,
@@ -182,12 +184,7 @@ impl Generator {
     fn with_stable_ids(self, base: u64) -> Self {
         let mut mapper = StableIds { next: base };
         let mut g = self.map(&mut mapper);
-        for norm in g.norms.iter_mut().chain(&mut g.deconv_norms) {
-            for state in [&mut norm.running_mean, &mut norm.running_var] {
-                *state = RunningState::with_id(ParamId::from(mapper.next), state.value_sync());
-                mapper.next += 1;
-            }
-        }
+        stable_statistics_ids(g.norms.iter_mut().chain(&mut g.deconv_norms), &mut mapper.next);
         g
     }
 
@@ -338,9 +335,9 @@ impl Discriminator {
         }
         let output = glorot_dense(width, 1, rng, device);
         let embed = class_embedding(cfg, width, rng, device);
-        let (convs, side) = (Vec::new(), 0);
-        Self { hidden, output, convs, leaky_slope: cfg.leaky_slope, side, embed }
-            .map(&mut StableIds { next: DISCRIMINATOR_IDS })
+        let (convs, norms, side) = (Vec::new(), Vec::new(), 0);
+        Self { hidden, output, convs, norms, leaky_slope: cfg.leaky_slope, side, embed }
+            .with_stable_ids(DISCRIMINATOR_IDS)
     }
 
     /// The dcgan D (see the module's doc and [`ModelConfig::dcgan_layout`]): weights drawn in
@@ -356,8 +353,20 @@ impl Discriminator {
         let output = glorot_dense(features, 1, rng, device);
         let embed = class_embedding(cfg, features, rng, device);
         let side = layout.side;
-        Self { hidden: Vec::new(), output, convs, leaky_slope: cfg.leaky_slope, side, embed }
-            .map(&mut StableIds { next: DISCRIMINATOR_IDS })
+        let norms = match cfg.d_batch_norm {
+            true => layout.convs.iter().skip(1).map(|l| batch_norm_layer(cfg, l.c_out, device)).collect(),
+            false => Vec::new(),
+        };
+        Self { hidden: Vec::new(), output, convs, norms, leaky_slope: cfg.leaky_slope, side, embed }
+            .with_stable_ids(DISCRIMINATOR_IDS)
+    }
+
+    /// [`Generator::with_stable_ids`] for D.
+    fn with_stable_ids(self, base: u64) -> Self {
+        let mut mapper = StableIds { next: base };
+        let mut d = self.map(&mut mapper);
+        stable_statistics_ids(d.norms.iter_mut(), &mut mapper.next);
+        d
     }
 
     /// Whether this D is convolutional.
@@ -465,7 +474,8 @@ impl Discriminator {
     /// A dcgan D's features (the input of its logit layer, flattened); `concat`: one-hot labels
     /// [batch, classes] joined to the image as one constant feature map per class. After each
     /// convolution's LeakyReLU the output is multiplied by the matching mask of `dropout`
-    /// ([batch, c, s, s], values 0 and 1 / (1 - rate)), when given. `fused`: leaky ReLU from
+    /// ([batch, c, s, s], values 0 and 1 / (1 - rate)), when given; with `model.d_batch_norm` every
+    /// convolution but the first is followed by its BatchNorm, before the LeakyReLU. `fused`: leaky ReLU from
     /// gantry's kernel (the same values in fewer passes). `sigmas`: each convolution's σ when D
     /// is spectrally normalized (its weight is divided by it).
     fn dcgan_features(
@@ -495,6 +505,10 @@ impl Discriminator {
                     conv2d(x, w, conv.bias.as_ref().map(|b| b.val()), options)
                 }
                 None => conv.forward(x),
+            };
+            let y = match i.checked_sub(1).and_then(|k| self.norms.get(k)) {
+                Some(norm) => norm.forward(y),
+                None => y,
             };
             x = if fused { fused_leaky_relu(y, self.leaky_slope) } else { leaky_relu(y, self.leaky_slope) };
             if let Some(mask) = dropout.and_then(|m| m.get(i)) {
@@ -646,6 +660,17 @@ impl ModuleMapper for StableIds {
         let id = ParamId::from(self.next);
         self.next += 1;
         Param::from_mapped_value(id, value, mapper)
+    }
+}
+
+/// Give each BatchNorm's moving statistics the next fixed ids from `next` (they are not
+/// parameters, so [`StableIds`] does not reach them).
+fn stable_statistics_ids<'a>(norms: impl Iterator<Item = &'a mut BatchNorm>, next: &mut u64) {
+    for norm in norms {
+        for state in [&mut norm.running_mean, &mut norm.running_var] {
+            *state = RunningState::with_id(ParamId::from(*next), state.value_sync());
+            *next += 1;
+        }
     }
 }
 
