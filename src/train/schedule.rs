@@ -38,14 +38,28 @@ pub fn is_progress_line_step(done: usize, total: usize, since_last: std::time::D
     done == total || since_last >= PROGRESS_LINE_EVERY
 }
 
-/// Whether to refresh the console's loss readout (cheap, but not every iteration).
+/// Whether to refresh the console's loss readout: every [`LIVE_FLUSH_EVERY`] iterations and at
+/// the end (cheap, but not every iteration; flush steps, where the newest record has been read).
 pub fn is_display_step(done: usize, total: usize) -> bool {
-    done == total || done.is_multiple_of(25)
+    done == total || done.is_multiple_of(LIVE_FLUSH_EVERY)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The loop reads the device's records at flush steps; the console readout shows the newest
+    /// one, so it must come at one.
+    #[test]
+    fn every_display_step_is_a_flush_step() {
+        for (total, interval) in [(1, 1), (30, 7), (1000, 200), (999, 0)] {
+            for done in 1..=total {
+                if is_display_step(done, total) {
+                    assert!(is_flush_step(done, total, interval), "done {done} of {total}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn progress_lines_at_a_steady_interval_and_at_the_end() {
