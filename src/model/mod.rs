@@ -112,7 +112,7 @@ fn deconv(
 /// A convolution c_in -> c_out, k×k, stride 2, padding k / 2 (the side halves, rounding up),
 /// Glorot-uniform weights ([c_out, c_in, k, k]) from `rng`, zero bias.
 fn strided_conv(c_in: usize, c_out: usize, k: usize, rng: &mut impl rand::Rng, device: &Device) -> Conv2d {
-    let p = k / 2;
+    let p = strided_padding(k);
     let mut layer = Conv2dConfig::new([c_in, c_out], [k, k])
         .with_stride([2, 2])
         .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
@@ -353,9 +353,10 @@ impl Discriminator {
         let output = glorot_dense(features, 1, rng, device);
         let embed = class_embedding(cfg, features, rng, device);
         let side = layout.side;
-        let norms = match cfg.d_batch_norm {
-            true => layout.convs.iter().skip(1).map(|l| batch_norm_layer(cfg, l.c_out, device)).collect(),
-            false => Vec::new(),
+        let norms = if cfg.d_batch_norm {
+            layout.convs.iter().skip(1).map(|l| batch_norm_layer(cfg, l.c_out, device)).collect()
+        } else {
+            Vec::new()
         };
         Self { hidden: Vec::new(), output, convs, norms, leaky_slope: cfg.leaky_slope, side, embed }
             .with_stable_ids(DISCRIMINATOR_IDS)
@@ -474,10 +475,10 @@ impl Discriminator {
     /// A dcgan D's features (the input of its logit layer, flattened); `concat`: one-hot labels
     /// [batch, classes] joined to the image as one constant feature map per class. After each
     /// convolution's LeakyReLU the output is multiplied by the matching mask of `dropout`
-    /// ([batch, c, s, s], values 0 and 1 / (1 - rate)), when given; with `model.d_batch_norm` every
-    /// convolution but the first is followed by its BatchNorm, before the LeakyReLU. `fused`: leaky ReLU from
-    /// gantry's kernel (the same values in fewer passes). `sigmas`: each convolution's σ when D
-    /// is spectrally normalized (its weight is divided by it).
+    /// ([batch, c, s, s], values 0 and 1 / (1 - rate)), when given; with `model.d_batch_norm`
+    /// every convolution but the first is followed by its BatchNorm, before the LeakyReLU.
+    /// `fused`: leaky ReLU from gantry's kernel (the same values in fewer passes). `sigmas`: each
+    /// convolution's σ when D is spectrally normalized (its weight is divided by it).
     fn dcgan_features(
         &self,
         x: Tensor<2>,
@@ -500,7 +501,7 @@ impl Discriminator {
                 Some(s) => {
                     // conv(x, W / σ), padded as `strided_conv` pads.
                     let w = conv.weight.val() / s[i].clone().unsqueeze::<4>();
-                    let p = conv.kernel_size[0] / 2;
+                    let p = strided_padding(conv.kernel_size[0]);
                     let options = ConvOptions::new(conv.stride, [p, p], conv.dilation, conv.groups);
                     conv2d(x, w, conv.bias.as_ref().map(|b| b.val()), options)
                 }
@@ -661,6 +662,11 @@ impl ModuleMapper for StableIds {
         self.next += 1;
         Param::from_mapped_value(id, value, mapper)
     }
+}
+
+/// The padding of D's k×k stride-2 convolutions on each side (`k / 2`: "same" for odd k).
+fn strided_padding(k: usize) -> usize {
+    k / 2
 }
 
 /// Give each BatchNorm's moving statistics the next fixed ids from `next` (they are not
