@@ -360,6 +360,9 @@ pub(crate) enum Split {
     /// 40): input gradients 177-203 -> 238-277, layer outputs unchanged or up to +9%; weight
     /// gradients keep gemm's split (no better). Each element is the same sum either way.
     Columns,
+    /// One gemm call on this thread, whatever the size: for callers that run several products
+    /// side by side themselves (the convolutions' chunks of a batch).
+    Single,
 }
 
 /// `lhs [m, k] · rhs [k, n]` into a new `[m, n]` buffer, the operands read through their (row,
@@ -427,7 +430,7 @@ pub(crate) fn product(
         }
     };
     let threads = rayon::current_num_threads();
-    if m * n * k < PARALLEL_MIN_MACS || threads == 1 {
+    if split == Split::Single || m * n * k < PARALLEL_MIN_MACS || threads == 1 {
         columns(0, n, gemm::Parallelism::None);
     } else if split == Split::Gemm || n < threads {
         columns(0, n, gemm::Parallelism::Rayon(threads));

@@ -10,6 +10,8 @@
 //!   product helper ([`dense::product`]) that splits large products by result columns;
 //! - [`batch_norm`]: batch norm in training mode (statistics row by row, normalization and its
 //!   gradient one pass each) and with running statistics;
+//! - [`conv`]: convolutions and transposed convolutions, a chunk of whole images per matrix
+//!   product, forward and backward (not burn's bits: sums in another order);
 //! - [`leaky_relu`]: leaky ReLU in one pass each way (the convolutional networks');
 //! - [`pool`]: ReLU and 2x2 max pooling (the judge's) as one pass each way;
 //! - [`tanh`]: libm's `tanhf`, vectorized with the same bits;
@@ -17,6 +19,7 @@
 
 pub mod adam;
 pub mod batch_norm;
+pub mod conv;
 pub mod dense;
 pub mod leaky_relu;
 pub mod pool;

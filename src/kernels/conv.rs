@@ -1,0 +1,793 @@
+//! Convolutions and transposed convolutions as backend operations: a chunk of whole images at a
+//! time through one large matrix product.
+//!
+//! burn-flex computes a convolution image by image, in tiles of output positions, each tile its own
+//! small im2col buffer and `gemm` call; its backward passes are built from convolutions too, the
+//! weight's gradient as a convolution whose "kernel" is the output gradient, a product whose result
+//! has as many columns as the kernel has taps (25 for 5×5). On TensorFlow's DCGAN step (batch 256)
+//! those products ran at a third of what this machine's `gemm` reaches on large ones, and the
+//! convolutions are nearly all of the step's arithmetic.
+//!
+//! Here a convolution and its transpose share one geometry ([`Plan`]): a "big" side (a
+//! convolution's input, a transposed convolution's output) `[cb, hb, wb]`, a "small" side (the
+//! convolution's output, the transposed convolution's input) `[cs, hs, ws]`, and a k×k window with a
+//! stride and a padding: small position (i, j) sees big positions (i·s − p + kh, j·s − p + kw). For
+//! a chunk of images, [`Plan::gather`] lays each small position's window out as one row of a
+//! `[positions, cb·k·k]` matrix (im2col) and [`Plan::scatter`] adds such rows back (col2im). The
+//! weight, `[cs, cb, k, k]` for both ops as burn lays them out, is a `[cs, cb·k·k]` matrix `W`. Then
+//! - big to small (a convolution; a transposed convolution's input gradient): `rows · Wᵀ`;
+//! - small to big (a transposed convolution; a convolution's input gradient): `small · W`, scattered;
+//! - the weight's gradient (both): `smallᵀ · rows`, summed over the chunks.
+//!
+//! Each product has a chunk of the batch's positions (thousands) as one of its sides. The chunk
+//! holds as many whole images as fit [`CHUNK_FLOATS`] of im2col rows; it depends on the shapes only,
+//! never on the thread count, and gemm does not split a sum across threads, so results are the same
+//! bits with any number of threads. They are not burn's bits: the sums run in another order (within
+//! float rounding; the tests below compare with burn's convolutions and their gradients).
+//!
+//! Backends: Flex (with and without `Autodiff`), f32, square kernels, no dilation or groups;
+//! anything else, and the wgpu backend (`Cube`, feature `gpu`), takes the composed default bodies:
+//! burn's own convolutions.
+
+use super::dense::{Order, Split, all_f32, product};
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::ops::ModuleOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use burn::tensor::{Tensor, TensorData};
+use rayon::prelude::*;
+
+/// A square window's stride and padding (both sides), and a transposed convolution's extra rows and
+/// columns at the far end of its output (`padding_out`; 0 for a convolution).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub stride: usize,
+    pub padding: usize,
+    pub padding_out: usize,
+}
+
+/// `conv2d(x, weight) + bias`: x `[batch, c_in, h, w]`, weight `[c_out, c_in, k, k]`, bias
+/// `[c_out]`, stride and padding on both axes. Differentiable on an autodiff device.
+pub fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    stride: usize,
+    padding: usize,
+) -> Tensor<4> {
+    let window = Window { stride, padding, padding_out: 0 };
+    let y = Tensor::from_dispatch(<Dispatch as ConvOps>::gantry_conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        window,
+    ));
+    match bias {
+        Some(bias) => {
+            let c = bias.dims()[0];
+            y + bias.reshape([1, c, 1, 1])
+        }
+        None => y,
+    }
+}
+
+/// The transposed convolution (no bias): x `[batch, c_in, h, w]`, weight `[c_in, c_out, k, k]`
+/// -> `[batch, c_out, (h − 1)·stride − 2·padding + k + padding_out, ...]`. Differentiable on an
+/// autodiff device.
+pub fn conv_transpose2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    stride: usize,
+    padding: usize,
+    padding_out: usize,
+) -> Tensor<4> {
+    let window = Window { stride, padding, padding_out };
+    Tensor::from_dispatch(<Dispatch as ConvOps>::gantry_conv_transpose2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        window,
+    ))
+}
+
+fn conv_options(w: Window) -> ConvOptions<2> {
+    ConvOptions::new([w.stride; 2], [w.padding; 2], [1, 1], 1)
+}
+
+fn transpose_options(w: Window) -> ConvTransposeOptions<2> {
+    ConvTransposeOptions::new([w.stride; 2], [w.padding; 2], [w.padding_out; 2], [1, 1], 1)
+}
+
+/// The backend operations behind [`conv2d`] and [`conv_transpose2d`]. The default bodies are
+/// burn's own convolutions and their gradients (any backend); Flex overrides them, and `Autodiff`
+/// adds the backward passes.
+#[backend_extension(Flex, Cube: cfg(feature = "gpu"), Autodiff)]
+pub trait ConvOps: Backend {
+    /// The convolution: x `[n, c_in, h, w]`, weight `[c_out, c_in, k, k]`.
+    fn gantry_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, window: Window) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, None, conv_options(window))
+    }
+
+    /// The convolution's input gradient from its output gradient `grad`.
+    fn gantry_conv2d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        window: Window,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_x_backward(x, weight, grad, conv_options(window))
+    }
+
+    /// The convolution's weight gradient from its output gradient `grad`.
+    fn gantry_conv2d_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        window: Window,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_weight_backward(x, weight, grad, conv_options(window))
+    }
+
+    /// The transposed convolution: x `[n, c_in, h, w]`, weight `[c_in, c_out, k, k]`.
+    fn gantry_conv_transpose2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        window: Window,
+    ) -> FloatTensor<Self> {
+        Self::conv_transpose2d(x, weight, None, transpose_options(window))
+    }
+
+    /// The transposed convolution's input gradient from its output gradient `grad`.
+    fn gantry_conv_transpose2d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        window: Window,
+    ) -> FloatTensor<Self> {
+        let _ = x;
+        Self::conv_transpose2d_x_backward(weight, grad, transpose_options(window))
+    }
+
+    /// The transposed convolution's weight gradient from its output gradient `grad`.
+    fn gantry_conv_transpose2d_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        window: Window,
+    ) -> FloatTensor<Self> {
+        Self::conv_transpose2d_weight_backward(x, weight, grad, transpose_options(window))
+    }
+}
+
+/// im2col rows per chunk of images, at most, in floats (4 MB, about a core's L2 cache): TensorFlow's
+/// DCGAN G at batch 256 puts 6 images of 7×7 positions, each 128·5·5 wide, in a chunk, 294 rows for
+/// each product.
+const CHUNK_FLOATS: usize = 1 << 20;
+
+/// A batch is cut into at least this many chunks (when it has as many images), so that the
+/// threads have chunks to share.
+const MIN_CHUNKS: usize = 8;
+
+/// The weight's gradient is summed in this many groups of consecutive chunks (each group on one
+/// thread, its chunks in order), then the groups in order.
+const WEIGHT_GRAD_GROUPS: usize = 8;
+
+/// The geometry of a convolution seen from both sides (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Plan {
+    images: usize,
+    /// The big side: a convolution's input, a transposed convolution's output.
+    cb: usize,
+    hb: usize,
+    wb: usize,
+    /// The small side: a convolution's output, a transposed convolution's input.
+    cs: usize,
+    hs: usize,
+    ws: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    /// Images per chunk (the last chunk may have fewer).
+    chunk: usize,
+}
+
+impl Plan {
+    fn new(images: usize, [cb, hb, wb]: [usize; 3], [cs, hs, ws]: [usize; 3], k: usize, w: Window) -> Self {
+        let per_image = (hs * ws * cb * k * k).max(1);
+        let images_fit = (CHUNK_FLOATS / per_image).max(1);
+        // As many chunks as the rows need, and MIN_CHUNKS at least, of nearly equal sizes.
+        let chunks = images.div_ceil(images_fit).max(MIN_CHUNKS.min(images)).max(1);
+        let chunk = images.div_ceil(chunks).max(1);
+        Self { images, cb, hb, wb, cs, hs, ws, k, stride: w.stride, pad: w.padding, chunk }
+    }
+
+    /// A convolution of `x` `[n, c, h, w]` by `weight` `[o, c, k, k]`.
+    fn conv(x: &[usize], weight: &[usize], w: Window) -> Self {
+        let (k, s, p) = (weight[2], w.stride, w.padding);
+        let side = |b: usize| (b + 2 * p).saturating_sub(k) / s + 1;
+        Self::new(x[0], [x[1], x[2], x[3]], [weight[0], side(x[2]), side(x[3])], k, w)
+    }
+
+    /// A transposed convolution of `x` `[n, c, h, w]` by `weight` `[c, o, k, k]`.
+    fn transpose(x: &[usize], weight: &[usize], w: Window) -> Self {
+        let (k, s, p) = (weight[2], w.stride, w.padding);
+        let side = |b: usize| ((b - 1) * s + k + w.padding_out).saturating_sub(2 * p);
+        Self::new(x[0], [weight[1], side(x[2]), side(x[3])], [x[1], x[2], x[3]], k, w)
+    }
+
+    fn big_len(&self) -> usize {
+        self.cb * self.hb * self.wb
+    }
+
+    fn positions(&self) -> usize {
+        self.hs * self.ws
+    }
+
+    fn small_len(&self) -> usize {
+        self.cs * self.positions()
+    }
+
+    /// The width of an im2col row: cb·k·k.
+    fn width(&self) -> usize {
+        self.cb * self.k * self.k
+    }
+
+    fn big_shape(&self) -> [usize; 4] {
+        [self.images, self.cb, self.hb, self.wb]
+    }
+
+    fn small_shape(&self) -> [usize; 4] {
+        [self.images, self.cs, self.hs, self.ws]
+    }
+
+    fn chunk_count(&self) -> usize {
+        self.images.div_ceil(self.chunk)
+    }
+
+    /// The window positions kw with 0 <= j·s − p + kw < wb: (first, end), and the first one's
+    /// big column.
+    fn columns(&self, j: usize) -> (usize, usize, usize) {
+        let start = (j * self.stride) as isize - self.pad as isize;
+        let lo = (-start).max(0) as usize;
+        let hi = (self.wb as isize - start).clamp(0, self.k as isize) as usize;
+        (lo, hi.max(lo), (start + lo as isize).max(0) as usize)
+    }
+
+    /// The big row c, i·s − p + kh, if inside the image.
+    fn big_row(&self, i: usize, kh: usize) -> Option<usize> {
+        let bi = (i * self.stride + kh) as isize - self.pad as isize;
+        (0..self.hb as isize).contains(&bi).then_some(bi as usize)
+    }
+
+    /// One image's im2col rows: `cols[(i·ws + j)·width + (c·k + kh)·k + kw]` = big[c, i·s − p + kh,
+    /// j·s − p + kw], 0 outside the image.
+    fn gather(&self, big: &[f32], cols: &mut [f32]) {
+        let (k, width) = (self.k, self.width());
+        for i in 0..self.hs {
+            for j in 0..self.ws {
+                let row = &mut cols[(i * self.ws + j) * width..][..width];
+                let (lo, hi, first) = self.columns(j);
+                for c in 0..self.cb {
+                    for kh in 0..k {
+                        let dst = &mut row[(c * k + kh) * k..][..k];
+                        let Some(bi) = self.big_row(i, kh) else {
+                            dst.iter_mut().for_each(|v| *v = 0.0);
+                            continue;
+                        };
+                        let src = &big[(c * self.hb + bi) * self.wb + first..][..hi - lo];
+                        // Runs of k values: loops, not calls to memcpy and memset.
+                        if lo == 0 && hi == k {
+                            for (v, s) in dst.iter_mut().zip(src) {
+                                *v = *s;
+                            }
+                        } else {
+                            dst[..lo].iter_mut().for_each(|v| *v = 0.0);
+                            for (v, s) in dst[lo..hi].iter_mut().zip(src) {
+                                *v = *s;
+                            }
+                            dst[hi..].iter_mut().for_each(|v| *v = 0.0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Add one image's im2col rows back where [`Plan::gather`] took them from (col2im), row after
+    /// row in order.
+    fn scatter(&self, cols: &[f32], big: &mut [f32]) {
+        let (k, width) = (self.k, self.width());
+        for i in 0..self.hs {
+            for j in 0..self.ws {
+                let row = &cols[(i * self.ws + j) * width..][..width];
+                let (lo, hi, first) = self.columns(j);
+                for c in 0..self.cb {
+                    for kh in 0..k {
+                        let Some(bi) = self.big_row(i, kh) else { continue };
+                        let src = &row[(c * k + kh) * k + lo..][..hi - lo];
+                        let dst = &mut big[(c * self.hb + bi) * self.wb + first..][..hi - lo];
+                        for (d, s) in dst.iter_mut().zip(src) {
+                            *d += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The im2col rows of `images` images from `first` on (of `big`, all images) into `cols`.
+    fn gather_chunk(&self, big: &[f32], first: usize, images: usize, cols: &mut Vec<f32>) {
+        let per_image = self.positions() * self.width();
+        cols.resize(images * per_image, 0.0);
+        let bigs = big[first * self.big_len()..].chunks_exact(self.big_len());
+        for (cols, big) in cols.chunks_exact_mut(per_image).zip(bigs) {
+            self.gather(big, cols);
+        }
+    }
+
+    /// The small side of `images` images from `first` on as rows `[images·positions, cs]` (each
+    /// image's `[cs, positions]` turned around) into `rows`.
+    fn small_rows(&self, small: &[f32], first: usize, images: usize, rows: &mut Vec<f32>) {
+        let (p, cs) = (self.positions(), self.cs);
+        rows.resize(images * p * cs, 0.0);
+        let smalls = small[first * self.small_len()..].chunks_exact(self.small_len());
+        for (rows, small) in rows.chunks_exact_mut(p * cs).zip(smalls) {
+            transpose(small, cs, p, rows);
+        }
+    }
+
+    /// Big to small: `small = rows(big) · Wᵀ` for every image, W `[cs, width]`; the chunks side by
+    /// side.
+    fn small_from_big(&self, big: &[f32], weight: &[f32]) -> Vec<f32> {
+        let (p, cs, width) = (self.positions(), self.cs, self.width());
+        let mut small = vec![0.0f32; self.images * self.small_len()];
+        small.par_chunks_mut(self.chunk * self.small_len()).enumerate().for_each_init(
+            Vec::new,
+            |cols, (n, dst)| {
+                let images = dst.len() / self.small_len();
+                self.gather_chunk(big, n * self.chunk, images, cols);
+                // [images·p, cs] = [images·p, width] · [width, cs], W read transposed in place.
+                let out = product(
+                    images * p,
+                    cs,
+                    width,
+                    cols,
+                    (width as isize, 1),
+                    weight,
+                    (1, width as isize),
+                    Order::RowMajor,
+                    Split::Single,
+                );
+                for (small, rows) in dst.chunks_exact_mut(self.small_len()).zip(out.chunks_exact(p * cs)) {
+                    transpose(rows, p, cs, small);
+                }
+            },
+        );
+        small
+    }
+
+    /// Small to big: each image's `rows(small) · W` scattered into a zeroed big side; the chunks
+    /// side by side.
+    fn big_from_small(&self, small: &[f32], weight: &[f32]) -> Vec<f32> {
+        let (p, cs, width) = (self.positions(), self.cs, self.width());
+        let mut big = vec![0.0f32; self.images * self.big_len()];
+        big.par_chunks_mut(self.chunk * self.big_len()).enumerate().for_each_init(
+            Vec::new,
+            |rows, (n, dst)| {
+                let images = dst.len() / self.big_len();
+                self.small_rows(small, n * self.chunk, images, rows);
+                // [images·p, width] = [images·p, cs] · [cs, width]
+                let cols = product(
+                    images * p,
+                    width,
+                    cs,
+                    rows,
+                    (cs as isize, 1),
+                    weight,
+                    (width as isize, 1),
+                    Order::RowMajor,
+                    Split::Single,
+                );
+                for (big, cols) in dst.chunks_exact_mut(self.big_len()).zip(cols.chunks_exact(p * width)) {
+                    self.scatter(cols, big);
+                }
+            },
+        );
+        big
+    }
+
+    /// The weight's gradient `[cs, width]`: `Σ rows(small)ᵀ · rows(big)`, summed chunk after chunk
+    /// within [`WEIGHT_GRAD_GROUPS`] groups side by side, then group after group.
+    fn weight_grad(&self, big: &[f32], small: &[f32]) -> Vec<f32> {
+        let (p, cs, width) = (self.positions(), self.cs, self.width());
+        let chunks = self.chunk_count();
+        let groups = WEIGHT_GRAD_GROUPS.min(chunks).max(1);
+        let sums: Vec<Vec<f32>> = (0..groups)
+            .into_par_iter()
+            .map(|g| {
+                let (mut cols, mut rows) = (Vec::new(), Vec::new());
+                let mut sum = vec![0.0f32; cs * width];
+                for n in chunks * g / groups..chunks * (g + 1) / groups {
+                    let (first, images) = (n * self.chunk, self.chunk.min(self.images - n * self.chunk));
+                    self.gather_chunk(big, first, images, &mut cols);
+                    self.small_rows(small, first, images, &mut rows);
+                    // [cs, width] = [cs, images·p] · [images·p, width], the rows read transposed.
+                    let part = product(
+                        cs,
+                        width,
+                        images * p,
+                        &rows,
+                        (1, cs as isize),
+                        &cols,
+                        (width as isize, 1),
+                        Order::RowMajor,
+                        Split::Single,
+                    );
+                    sum.iter_mut().zip(&part).for_each(|(s, v)| *s += v);
+                }
+                sum
+            })
+            .collect();
+        let mut grad = vec![0.0f32; cs * width];
+        for sum in sums {
+            grad.iter_mut().zip(&sum).for_each(|(s, v)| *s += v);
+        }
+        grad
+    }
+}
+
+/// `dst[c·rows + r] = src[r·cols + c]`: a `[rows, cols]` matrix turned around, in blocks that stay
+/// in cache.
+fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const BLOCK: usize = 16;
+    for r0 in (0..rows).step_by(BLOCK) {
+        for c0 in (0..cols).step_by(BLOCK) {
+            for r in r0..(r0 + BLOCK).min(rows) {
+                for c in c0..(c0 + BLOCK).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+}
+
+/// The wgpu backend (and any other CubeCL runtime) takes the composed default bodies.
+#[cfg(feature = "gpu")]
+impl ConvOps for burn::backend::Cube {}
+
+/// Whether the fast path applies: f32, 4-d tensors, a square kernel whose channels match x's
+/// (`x_channels_at`: 1 for a convolution's weight `[o, c, k, k]`, 0 for a transposed one's), and
+/// a window that fits the input.
+fn fits(x: &FloatTensor<Flex>, weight: &FloatTensor<Flex>, x_channels_at: usize, window: Window) -> bool {
+    let (xs, ws) = (x.shape(), weight.shape());
+    all_f32(&[x, weight])
+        && xs.num_dims() == 4
+        && ws.num_dims() == 4
+        && ws[2] == ws[3]
+        && ws[x_channels_at] == xs[1]
+        && xs.num_elements() > 0
+        && ws.num_elements() > 0
+        && window.stride > 0
+        && xs[2] + 2 * window.padding >= ws[2]
+        && xs[3] + 2 * window.padding >= ws[2]
+        && (x_channels_at == 1
+            || (xs[2] - 1) * window.stride + ws[2] + window.padding_out > 2 * window.padding)
+}
+
+/// Whether a convolution's output gradient is f32 and has the output's shape.
+fn conv_grad_fits(
+    x: &FloatTensor<Flex>,
+    weight: &FloatTensor<Flex>,
+    grad: &FloatTensor<Flex>,
+    w: Window,
+) -> bool {
+    all_f32(&[grad]) && grad.shape().dims::<4>() == Plan::conv(&x.shape(), &weight.shape(), w).small_shape()
+}
+
+/// Whether a transposed convolution's output gradient is f32 and has the output's shape.
+fn transpose_grad_fits(
+    x: &FloatTensor<Flex>,
+    weight: &FloatTensor<Flex>,
+    grad: &FloatTensor<Flex>,
+    w: Window,
+) -> bool {
+    all_f32(&[grad])
+        && grad.shape().dims::<4>() == Plan::transpose(&x.shape(), &weight.shape(), w).big_shape()
+}
+
+/// A tensor's values as one contiguous f32 slice, handed to `f`.
+fn with_values<R>(t: FloatTensor<Flex>, f: impl FnOnce(&[f32]) -> R) -> R {
+    let t = t.to_contiguous();
+    let n = t.shape().num_elements();
+    f(&t.storage::<f32>()[..n])
+}
+
+fn tensor(values: Vec<f32>, shape: [usize; 4]) -> FloatTensor<Flex> {
+    FloatTensor::<Flex>::from_data(TensorData::new(values, shape))
+}
+
+impl ConvOps for Flex {
+    fn gantry_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, window: Window) -> FloatTensor<Self> {
+        if !fits(&x, &weight, 1, window) || window.padding_out != 0 {
+            return Self::conv2d(x, weight, None, conv_options(window));
+        }
+        let plan = Plan::conv(&x.shape(), &weight.shape(), window);
+        let out = with_values(x, |xs| with_values(weight, |ws| plan.small_from_big(xs, ws)));
+        tensor(out, plan.small_shape())
+    }
+
+    fn gantry_conv2d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        window: Window,
+    ) -> FloatTensor<Self> {
+        if !fits(&x, &weight, 1, window) || !conv_grad_fits(&x, &weight, &grad, window) {
+            return Self::conv2d_x_backward(x, weight, grad, conv_options(window));
+        }
+        let plan = Plan::conv(&x.shape(), &weight.shape(), window);
+        let out = with_values(grad, |gs| with_values(weight, |ws| plan.big_from_small(gs, ws)));
+        tensor(out, plan.big_shape())
+    }
+
+    fn gantry_conv2d_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        window: Window,
+    ) -> FloatTensor<Self> {
+        if !fits(&x, &weight, 1, window) || !conv_grad_fits(&x, &weight, &grad, window) {
+            return Self::conv2d_weight_backward(x, weight, grad, conv_options(window));
+        }
+        let plan = Plan::conv(&x.shape(), &weight.shape(), window);
+        let shape = weight.shape().dims::<4>();
+        let out = with_values(x, |xs| with_values(grad, |gs| plan.weight_grad(xs, gs)));
+        tensor(out, shape)
+    }
+
+    fn gantry_conv_transpose2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        window: Window,
+    ) -> FloatTensor<Self> {
+        if !fits(&x, &weight, 0, window) {
+            return Self::conv_transpose2d(x, weight, None, transpose_options(window));
+        }
+        let plan = Plan::transpose(&x.shape(), &weight.shape(), window);
+        let out = with_values(x, |xs| with_values(weight, |ws| plan.big_from_small(xs, ws)));
+        tensor(out, plan.big_shape())
+    }
+
+    fn gantry_conv_transpose2d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        window: Window,
+    ) -> FloatTensor<Self> {
+        if !fits(&x, &weight, 0, window) || !transpose_grad_fits(&x, &weight, &grad, window) {
+            return Self::conv_transpose2d_x_backward(weight, grad, transpose_options(window));
+        }
+        let plan = Plan::transpose(&x.shape(), &weight.shape(), window);
+        let out = with_values(grad, |gs| with_values(weight, |ws| plan.small_from_big(gs, ws)));
+        tensor(out, plan.small_shape())
+    }
+
+    fn gantry_conv_transpose2d_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        window: Window,
+    ) -> FloatTensor<Self> {
+        if !fits(&x, &weight, 0, window) || !transpose_grad_fits(&x, &weight, &grad, window) {
+            return Self::conv_transpose2d_weight_backward(x, weight, grad, transpose_options(window));
+        }
+        let plan = Plan::transpose(&x.shape(), &weight.shape(), window);
+        let shape = weight.shape().dims::<4>();
+        let out = with_values(grad, |gs| with_values(x, |xs| plan.weight_grad(gs, xs)));
+        tensor(out, shape)
+    }
+}
+
+/// Which of the two operations a backward step belongs to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Conv,
+    Transpose,
+}
+
+/// The backward step of either operation; its state: the saved input and weight, the window.
+#[derive(Debug)]
+struct ConvBackward(Kind);
+
+impl<B: Backend + ConvOps> Backward<B, 2> for ConvBackward {
+    type State = (NodeId, NodeId, Window);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x, node_weight] = ops.parents;
+        let (x_state, weight_state, window) = ops.state;
+        let grad = grads.consume::<B>(&ops.node);
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+        let weight = checkpointer.retrieve_node_output::<FloatTensor<B>>(weight_state);
+        if let Some(node) = node_x {
+            let gx = match self.0 {
+                Kind::Conv => B::gantry_conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), window),
+                Kind::Transpose => {
+                    B::gantry_conv_transpose2d_x_backward(x.clone(), weight.clone(), grad.clone(), window)
+                }
+            };
+            grads.register::<B>(node.id, gx);
+        }
+        if let Some(node) = node_weight {
+            let gw = match self.0 {
+                Kind::Conv => B::gantry_conv2d_weight_backward(x, weight, grad, window),
+                Kind::Transpose => B::gantry_conv_transpose2d_weight_backward(x, weight, grad, window),
+            };
+            grads.register::<B>(node.id, gw);
+        }
+    }
+}
+
+/// Either operation on an autodiff backend, with its backward step when x or the weight is tracked.
+fn tracked_conv<B: Backend + ConvOps, C: CheckpointStrategy>(
+    kind: Kind,
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    window: Window,
+) -> FloatTensor<Autodiff<B, C>> {
+    let forward = |x, weight| match kind {
+        Kind::Conv => B::gantry_conv2d(x, weight, window),
+        Kind::Transpose => B::gantry_conv_transpose2d(x, weight, window),
+    };
+    match ConvBackward(kind).prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let x_state = prep.checkpoint(&x);
+            let weight_state = prep.checkpoint(&weight);
+            let output = forward(x.into_primitive(), weight.into_primitive());
+            prep.finish((x_state, weight_state, window), output)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(x.into_primitive(), weight.into_primitive())),
+    }
+}
+
+impl<B: Backend + ConvOps, C: CheckpointStrategy> ConvOps for Autodiff<B, C> {
+    fn gantry_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, window: Window) -> FloatTensor<Self> {
+        tracked_conv::<B, C>(Kind::Conv, x, weight, window)
+    }
+
+    fn gantry_conv_transpose2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        window: Window,
+    ) -> FloatTensor<Self> {
+        tracked_conv::<B, C>(Kind::Transpose, x, weight, window)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+    use burn::tensor::module;
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    fn filled<const D: usize>(shape: [usize; D], seed: usize, device: &Device) -> Tensor<D> {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|i| (((i + seed) * 7919) % 1009) as f32 / 1009.0 - 0.5).collect();
+        Tensor::from_data(TensorData::new(v, shape), device)
+    }
+
+    /// The largest difference relative to the largest magnitude.
+    fn close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(worst / scale < 1e-5, "{what}: largest difference {worst:e} at scale {scale:e}");
+    }
+
+    /// (x shape, weight's k and other channel count, stride, padding, padding_out): the shapes the
+    /// networks use (5×5 stride 2 down and up, 5×5 stride 1, 4×4) and odd ones (an odd side, a
+    /// window overhanging both edges, 3×3, 1×1).
+    const CASES: [([usize; 4], usize, usize, usize, usize, usize); 7] = [
+        ([3, 4, 14, 14], 5, 6, 2, 2, 1),
+        ([2, 5, 7, 7], 5, 3, 1, 2, 0),
+        ([2, 3, 9, 9], 5, 4, 2, 2, 1),
+        ([2, 2, 8, 8], 4, 3, 2, 1, 0),
+        ([1, 3, 5, 6], 3, 2, 1, 1, 0),
+        ([2, 2, 3, 3], 5, 2, 1, 2, 0),
+        ([2, 3, 4, 4], 1, 5, 1, 0, 0),
+    ];
+
+    /// Forward and both gradients (of a loss with a non-uniform gradient) against burn's.
+    #[test]
+    fn convolutions_and_their_gradients_match_burns() {
+        let device = Device::flex().autodiff();
+        for (shape, k, other, stride, padding, padding_out) in CASES {
+            let c = shape[1];
+            // A convolution c -> other.
+            let x = filled(shape, 1, &device).require_grad();
+            let w = filled([other, c, k, k], 2, &device).require_grad();
+            let b = filled([other], 3, &device).require_grad();
+            let ours = conv2d(x.clone(), w.clone(), Some(b.clone()), stride, padding);
+            let opts = ConvOptions::new([stride; 2], [padding; 2], [1, 1], 1);
+            let burns = module::conv2d(x.clone(), w.clone(), Some(b.clone()), opts);
+            let what = format!("conv {shape:?} k{k} s{stride} p{padding}");
+            assert_eq!(ours.dims(), burns.dims(), "{what}");
+            let weights = filled(ours.dims(), 4, &device);
+            let ga = (ours.clone() * weights.clone()).sum().backward();
+            let gb = (burns.clone() * weights).sum().backward();
+            close(&values(ours), &values(burns), &format!("{what}: output"));
+            for (name, [a, b]) in [("x", [x.grad(&ga), x.grad(&gb)]), ("weight", [w.grad(&ga), w.grad(&gb)])]
+            {
+                close(&values(a.unwrap()), &values(b.unwrap()), &format!("{what}: {name} gradient"));
+            }
+            close(&values(b.grad(&ga).unwrap()), &values(b.grad(&gb).unwrap()), &format!("{what}: bias"));
+
+            // A transposed convolution c -> other.
+            let w = filled([c, other, k, k], 5, &device).require_grad();
+            let ours = conv_transpose2d(x.clone(), w.clone(), stride, padding, padding_out);
+            let opts = ConvTransposeOptions::new([stride; 2], [padding; 2], [padding_out; 2], [1, 1], 1);
+            let burns = module::conv_transpose2d(x.clone(), w.clone(), None, opts);
+            let what = format!("transposed {shape:?} k{k} s{stride} p{padding} out+{padding_out}");
+            assert_eq!(ours.dims(), burns.dims(), "{what}");
+            let weights = filled(ours.dims(), 6, &device);
+            let ga = (ours.clone() * weights.clone()).sum().backward();
+            let gb = (burns.clone() * weights).sum().backward();
+            close(&values(ours), &values(burns), &format!("{what}: output"));
+            for (name, [a, b]) in [("x", [x.grad(&ga), x.grad(&gb)]), ("weight", [w.grad(&ga), w.grad(&gb)])]
+            {
+                close(&values(a.unwrap()), &values(b.unwrap()), &format!("{what}: {name} gradient"));
+            }
+        }
+    }
+
+    /// A batch cut into chunks gives the same outputs and input gradients, bit for bit, as one
+    /// chunk (each image is computed alone), and weight gradients within rounding (their sums are
+    /// grouped by chunk); and any thread count gives the same bits.
+    #[test]
+    fn chunks_and_threads_do_not_change_the_results() {
+        let window = Window { stride: 2, padding: 2, padding_out: 1 };
+        let planned = Plan::transpose(&[7, 6, 7, 7], &[6, 4, 5, 5], window);
+        assert_eq!(planned.chunk, 1, "7 images, MIN_CHUNKS chunks at most one image each");
+        let whole = Plan { chunk: 7, ..planned };
+        let x: Vec<f32> = (0..7 * 6 * 49).map(|i| ((i * 31) % 113) as f32 / 40.0 - 1.4).collect();
+        let w: Vec<f32> = (0..6 * 4 * 25).map(|i| ((i * 7919) % 997) as f32 / 997.0 - 0.5).collect();
+        let run = |plan: Plan| {
+            let big = plan.big_from_small(&x, &w);
+            (plan.small_from_big(&big, &w), plan.weight_grad(&big, &x), big)
+        };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let (small, grad, big) = run(whole);
+        for chunk in [1, 3, 5] {
+            let (s, g, b) = run(Plan { chunk, ..whole });
+            assert_eq!(bits(&b), bits(&big), "big side, chunks of {chunk}");
+            assert_eq!(bits(&s), bits(&small), "small side, chunks of {chunk}");
+            close(&g, &grad, &format!("weight gradient, chunks of {chunk}"));
+        }
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let (s, g, b) = pool.install(|| run(whole));
+            assert_eq!(
+                (bits(&s), bits(&g), bits(&b)),
+                (bits(&small), bits(&grad), bits(&big)),
+                "{threads} threads"
+            );
+        }
+    }
+
+    /// Frozen weights (the G step through D) get no gradient; the input still does.
+    #[test]
+    fn frozen_weights_pass_gradients_to_the_input_only() {
+        let device = Device::flex().autodiff();
+        let x = filled([2, 3, 8, 8], 1, &device).require_grad();
+        let w = filled([4, 3, 5, 5], 2, &device);
+        let grads = conv2d(x.clone(), w.clone(), None, 2, 2).sum().backward();
+        assert!(x.grad(&grads).is_some());
+        assert!(w.grad(&grads).is_none());
+    }
+}
