@@ -94,11 +94,21 @@ pub struct DataConfig {
     pub image_size: Option<usize>,
     /// 1 (grey) or 3 (RGB) (default: the data set's); a folder's images are converted to it.
     pub channels: Option<usize>,
+    /// Self-conditioning (Liu et al. 2020): group the training images into this many clusters by
+    /// k-means on their pixels, and train the conditional GAN (`model.conditional`, with
+    /// `model.classes` the same number) on the cluster ids in place of labels; no label is read.
+    /// 0: off (a conditional run takes the data set's labels).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub clusters: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
-        Self { dataset: Dataset::Mnist, dir: None, image_size: None, channels: None }
+        Self { dataset: Dataset::Mnist, dir: None, image_size: None, channels: None, clusters: 0 }
     }
 }
 
@@ -875,6 +885,27 @@ impl Config {
                 ));
             }
         }
+        let clusters = self.data.clusters;
+        if clusters > 0 {
+            if !m.is_conditional() {
+                return Err(Error::config(
+                    "data.clusters",
+                    format!(
+                        "trains G and D on {clusters} cluster ids: set model.conditional (\"projection\" or \"concat\") \
+                         and model.classes = {clusters}, or data.clusters = 0"
+                    ),
+                ));
+            }
+            if m.classes != clusters {
+                return Err(Error::config(
+                    "model.classes",
+                    format!(
+                        "must equal data.clusters ({clusters}) in a self-conditioned run, found {}",
+                        m.classes
+                    ),
+                ));
+            }
+        }
         finite_in("model.leaky_slope", m.leaky_slope, 0.0, 1.0)?;
         finite_in("model.bn_momentum", m.bn_momentum, 0.0, 1.0)?;
         if !(m.bn_epsilon.is_finite() && m.bn_epsilon > 0.0) {
@@ -1025,9 +1056,14 @@ impl Config {
         maps.saturating_add(layout.projected as u64)
     }
 
-    /// Rows of the sample grids: one per class in a conditional run, else `output.grid_rows`.
+    /// Rows of the sample grids: one per class in a conditional run, else (and in a
+    /// self-conditioned run, whose clusters may be many) `output.grid_rows`.
     pub fn grid_rows(&self) -> usize {
-        if self.model.is_conditional() { self.model.classes } else { self.output.grid_rows }
+        if self.model.is_conditional() && self.data.clusters == 0 {
+            self.model.classes
+        } else {
+            self.output.grid_rows
+        }
     }
 
     /// The resolved config as TOML, as saved in the run folder.
@@ -1335,6 +1371,23 @@ mod tests {
         };
         bad(&["model.conditional=\"concat\"", "model.classes=1"], "model.classes");
         bad(&["model.conditional=\"concat\"", "model.classes=101"], "model.classes");
+        // Self-conditioning needs a conditional model with a class per cluster.
+        bad(&["data.clusters=20"], "data.clusters");
+        bad(&["data.clusters=20", "model.conditional=\"projection\""], "model.classes");
+        let selfcond = Config::default()
+            .with_settings(
+                &["data.clusters=20", "model.conditional=\"projection\"", "model.classes=20"]
+                    .map(String::from),
+            )
+            .unwrap();
+        selfcond.validate().unwrap();
+        // Its grids keep output.grid_rows (twenty rows would be many); the config file says it.
+        assert_eq!(selfcond.grid_rows(), 5);
+        assert!(selfcond.to_toml().contains("clusters = 20"));
+        assert!(
+            !Config::default().to_toml().contains("clusters"),
+            "a run without it writes the same config.toml"
+        );
         // Unconditional, the class count is not read (nor hashed).
         let mut classes = Config::default();
         classes.model.classes = 1;

@@ -87,6 +87,21 @@ pub fn labels(rng: &mut ChaCha8Rng, n: usize, classes: usize, out: &mut Vec<u8>)
     out.extend((0..n).map(|_| rng.random_range(0..classes) as u8));
 }
 
+/// `n` classes drawn with probability proportional to their sizes, given as running totals
+/// (`cumulative[c]`: the images of classes 0..=c; a self-conditioned run's clusters): an index
+/// uniform over all the images, then the class it falls in.
+pub fn weighted_labels(rng: &mut ChaCha8Rng, n: usize, cumulative: &[usize], out: &mut Vec<u8>) {
+    out.clear();
+    let total = cumulative.last().copied().unwrap_or(0);
+    if total == 0 {
+        return;
+    }
+    out.extend((0..n).map(|_| {
+        let i = rng.random_range(0..total);
+        cumulative.partition_point(|&c| c <= i) as u8
+    }));
+}
+
 /// `n` indices uniform in `0..len`, drawn with replacement (as `np.random.randint` does).
 pub fn indices(rng: &mut ChaCha8Rng, n: usize, len: usize, out: &mut Vec<usize>) {
     out.clear();
@@ -112,6 +127,18 @@ mod tests {
         let mut other = Streams::new(8);
         normal(&mut other.noise, 10, &mut y);
         assert_ne!(x, y);
+    }
+
+    #[test]
+    fn weighted_labels_follow_the_sizes() {
+        let mut s = Streams::new(0);
+        let mut v = Vec::new();
+        // Sizes 1, 0, 3: class 1 is never drawn, class 2 about three times as often as class 0.
+        weighted_labels(&mut s.labels, 4000, &[1, 1, 4], &mut v);
+        let count = |c: u8| v.iter().filter(|&&x| x == c).count();
+        assert_eq!((v.len(), count(1)), (4000, 0));
+        assert!((2800..3200).contains(&count(2)), "{}", count(2));
+        assert_eq!(count(0) + count(2), 4000);
     }
 
     #[test]

@@ -157,6 +157,11 @@ pub struct RunInfo {
     /// (absent in runs of older versions).
     #[serde(default)]
     pub data_sha256: Option<String>,
+    /// A self-conditioned run's cluster sizes (`data.clusters`): what G's classes are drawn in
+    /// proportion to, by the judge and `gantry sample` as in training, and what a resume's
+    /// clustering must reproduce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_sizes: Option<Vec<usize>>,
 }
 
 fn one_channel() -> usize {
@@ -178,6 +183,7 @@ impl RunInfo {
             checkpoints_written: 0,
             checkpoint_ms_median: 0.0,
             data_sha256: Some(data.sha256.clone()),
+            cluster_sizes: data.cluster_sizes.clone(),
         }
     }
 
@@ -202,12 +208,18 @@ pub struct DataFacts {
     pub file: PathBuf,
     /// Its SHA-256.
     pub sha256: String,
+    /// The sizes of its k-means clusters, in a self-conditioned run (`data.clusters`).
+    pub cluster_sizes: Option<Vec<usize>>,
 }
 
 impl DataFacts {
     /// The facts of the training images just read.
     pub fn of(images: &crate::data::TrainingImages) -> Result<Self> {
-        Ok(Self { file: images.source.clone(), sha256: crate::durable::sha256_file(&images.source)? })
+        Ok(Self {
+            file: images.source.clone(),
+            sha256: crate::durable::sha256_file(&images.source)?,
+            cluster_sizes: None,
+        })
     }
 }
 

@@ -37,6 +37,9 @@ pub struct LoadedGenerator {
     latent: usize,
     /// Classes of a conditional run's generator (0 when unconditional).
     pub classes: usize,
+    /// A self-conditioned run's cluster sizes (run.json): its classes are cluster ids, asked for
+    /// in proportion to these, and are not the data set's classes.
+    pub cluster_sizes: Option<Vec<usize>>,
     /// Image size.
     pub rows: usize,
     pub cols: usize,
@@ -91,6 +94,16 @@ impl LoadedGenerator {
             .filter(|&p| p > 0 && p <= 1 << 20 && matches!(info.image_channels, 1 | 3))
             .ok_or_else(|| Error::bad_data(run.root().join("run.json"), "implausible image size"))?;
         crate::train::check_memory(&config, pixels)?;
+        let cluster_sizes = match (config.data.clusters, info.cluster_sizes) {
+            (0, _) => None,
+            (k, Some(sizes)) if sizes.len() == k && sizes.iter().any(|&s| s > 0) => Some(sizes),
+            (k, _) => {
+                return Err(Error::bad_data(
+                    run.root().join("run.json"),
+                    format!("lacks the sizes of the run's {k} clusters (cluster_sizes; data.clusters = {k})"),
+                ));
+            }
+        };
         let record = ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
             .map_err(|e| Error::Weights { path: source.clone(), problem: e.to_string() })?;
         let g = Generator::new(&config.model, pixels, &mut Streams::new(0).init, &device)
@@ -102,6 +115,7 @@ impl LoadedGenerator {
             device,
             latent: config.model.latent_dim,
             classes: config.model.label_width(),
+            cluster_sizes,
             rows: info.image_rows,
             cols: info.image_cols,
             channels: info.image_channels,
@@ -115,8 +129,9 @@ impl LoadedGenerator {
     }
 
     /// The classes asked for `n` images of a conditional generator: all `class`, or, without
-    /// one, every class in turn (0, 1, ..., 0, 1, ...: as many of each, within one). Empty for an
-    /// unconditional generator, which takes no class (asking it for one is refused).
+    /// one, every class in turn (0, 1, ..., 0, 1, ...: as many of each, within one; a
+    /// self-conditioned generator's clusters in proportion to their sizes, as it was trained).
+    /// Empty for an unconditional generator, which takes no class (asking it for one is refused).
     pub fn asked_classes(&self, n: usize, class: Option<usize>) -> Result<Vec<u8>> {
         match (self.classes, class) {
             (0, None) => Ok(Vec::new()),
@@ -132,7 +147,10 @@ impl LoadedGenerator {
                 format!("must be one of the model's classes 0..={}, found {c}", classes - 1),
             )),
             (_, Some(c)) => Ok(vec![c as u8; n]),
-            (classes, None) => Ok((0..n).map(|i| (i % classes) as u8).collect()),
+            (classes, None) => Ok(match &self.cluster_sizes {
+                Some(sizes) => crate::data::clusters::proportional(sizes, n),
+                None => (0..n).map(|i| (i % classes) as u8).collect(),
+            }),
         }
     }
 

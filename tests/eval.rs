@@ -263,3 +263,31 @@ fn a_conditional_run_reports_its_class_accuracy_in_training_and_in_eval() {
     assert!(per_class.iter().all(|f| f.is_finite() && *f > 0.0), "{per_class:?}");
     assert!(saved[0].class_accuracy.is_some_and(|a| (0.0..=1.0).contains(&a)));
 }
+
+#[test]
+fn a_self_conditioned_run_is_judged_without_class_scores_its_clusters_are_not_the_judges_classes() {
+    drop(judge());
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let mut config = common::tiny_config(40, 20, 5);
+    config.model.conditional = gantry::config::Conditioning::Projection;
+    config.model.classes = 12;
+    config.data.clusters = 12;
+    config.eval.every = 20;
+    config.eval.samples = 300;
+    let file = tmp.path().join("self-conditioned.toml");
+    std::fs::write(&file, config.to_toml()).unwrap();
+    let o = gantry(&["train", "--config", file.to_str().unwrap(), "--out", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("into 12 clusters by k-means"));
+    let rows = train::quality::read(&run.join("eval.csv")).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.class_accuracy.is_none() && r.fid.is_finite()), "{rows:?}");
+    let o = gantry(&["eval", run.to_str().unwrap(), "--n", "500"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("FID") && !table.contains("class accuracy"), "{table}");
+    let saved: Vec<EvalReport> =
+        serde_json::from_slice(&std::fs::read(run.join("eval.json")).unwrap()).unwrap();
+    assert!(saved[0].class_accuracy.is_none() && saved[0].per_class_fid.is_none());
+}

@@ -39,6 +39,7 @@ fn grey_folder(dir: &Path) -> DataConfig {
         dir: Some(dir.to_path_buf()),
         image_size: Some(28),
         channels: Some(1),
+        clusters: 0,
     }
 }
 

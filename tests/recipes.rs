@@ -171,6 +171,17 @@ fn every_objective_trains_and_resumes_byte_identical() {
                 c.model.d_spectral_norm = true;
             }),
         ),
+        // Self-conditioned (Liu et al. 2020): G and a projection D on 12 k-means clusters of the
+        // images, G's clusters drawn in proportion to their sizes.
+        (
+            "dcgan-self-conditioned",
+            recipe(Loss::Ns, |c| {
+                small_dcgan(c);
+                c.model.conditional = Conditioning::Projection;
+                c.model.classes = 12;
+                c.data.clusters = 12;
+            }),
+        ),
         // The regression: g-first used spectral norm's σ before any power iteration had set v (NaN).
         (
             "lsgan-gfirst-sn",
@@ -200,6 +211,7 @@ fn every_objective_trains_and_resumes_byte_identical() {
         }
     }
     conditional_runs_draw_the_classes_asked(tmp.path());
+    self_conditioned_runs_draw_their_clusters(tmp.path());
     // G's moving average is what the grids and weights show: they differ from G's own.
     let plain = fs::read(tmp.path().join("lsgan-straight/weights/generator.bpk")).unwrap();
     let ema_run = tmp.path().join("ns-ema-straight");
@@ -295,6 +307,47 @@ fn conditional_runs_draw_the_classes_asked(tmp: &std::path::Path) {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not conditional"));
     assert!(!tmp.join("lsgan-straight/sample-seed0.png").exists());
+}
+
+fn self_conditioned_runs_draw_their_clusters(tmp: &std::path::Path) {
+    let run = tmp.join("dcgan-self-conditioned-straight");
+    let info: serde_json::Value = serde_json::from_slice(&fs::read(run.join("run.json")).unwrap()).unwrap();
+    let sizes: Vec<u64> =
+        info["cluster_sizes"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).collect();
+    assert_eq!((sizes.len(), sizes.iter().sum::<u64>()), (12, 60_000), "{sizes:?}");
+    assert!(sizes.iter().all(|&s| s > 0));
+    // output.grid_rows rows (5), not one per cluster.
+    let (w, h) = image::open_png_size(&run.join("samples/step_000040.png"));
+    let layout = gantry::grid::GridLayout { rows: 5, cols: 5, tile_h: 28, tile_w: 28, channels: 1 };
+    assert_eq!((w as usize, h as usize), layout.size());
+    // Its G draws the clusters in proportion to their sizes; any one of them on request.
+    let g = gantry::sample::LoadedGenerator::load(
+        &gantry::run_dir::RunDir::open(&run).unwrap(),
+        &gantry::sample::Weights::Final,
+        Default::default(),
+    )
+    .unwrap();
+    let asked = g.asked_classes(60_000, None).unwrap();
+    let drawn: Vec<u64> = (0..12u8).map(|c| asked.iter().filter(|&&a| a == c).count() as u64).collect();
+    assert_eq!(drawn, sizes);
+    let out = tmp.join("cluster11.png");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["sample", "--n", "4", "--class", "11", "--out", out.to_str().unwrap()])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(o.status.success() && out.is_file(), "{}", String::from_utf8_lossy(&o.stderr));
+    // A resume whose clustering differed from the run's is refused and changes nothing.
+    let stopped = tmp.join("dcgan-self-conditioned-stopped");
+    let mut info: serde_json::Value =
+        serde_json::from_slice(&fs::read(stopped.join("run.json")).unwrap()).unwrap();
+    info["cluster_sizes"][0] = serde_json::json!(sizes[0] + 1);
+    fs::write(stopped.join("run.json"), serde_json::to_vec_pretty(&info).unwrap()).unwrap();
+    let before = crate::common::files_under(&stopped);
+    let e =
+        train::resume(&stopped, None, &Overrides::default(), &Options::default()).unwrap_err().to_string();
+    assert!(e.contains("clusters of sizes"), "{e}");
+    assert_eq!(crate::common::files_under(&stopped), before);
 }
 
 /// Reading a PNG's size from its header (the IHDR chunk), enough for these checks.

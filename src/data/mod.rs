@@ -8,6 +8,7 @@
 //! cache (feature `download`).
 
 pub mod cifar;
+pub mod clusters;
 #[cfg(feature = "download")]
 pub mod download;
 pub mod folder;

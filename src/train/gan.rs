@@ -72,6 +72,9 @@ pub(crate) struct Gan {
     latent: usize,
     /// Classes of a conditional run's one-hot labels (0 when unconditional).
     classes: usize,
+    /// A self-conditioned run's cluster sizes as running totals: G's classes are drawn in
+    /// proportion to them (uniformly without them).
+    class_totals: Option<Vec<usize>>,
     /// Images are [channels, rows, cols] (`shape`: rows and cols, which augmentation reads),
     /// flattened to `pixels` values.
     shape: (usize, usize),
@@ -124,6 +127,7 @@ impl Gan {
             batch: t.batch_size,
             latent: config.model.latent_dim,
             classes: config.model.label_width(),
+            class_totals: None,
             shape: (rows, cols),
             pixels,
             spectral,
@@ -337,9 +341,26 @@ impl Gan {
             return (crate::model::g_input(&z, latent, &[], 0, device), None);
         }
         let mut labels = Vec::with_capacity(b);
-        rng::labels(&mut streams.labels, b, self.classes, &mut labels);
+        match &self.class_totals {
+            Some(totals) => rng::weighted_labels(&mut streams.labels, b, totals, &mut labels),
+            None => rng::labels(&mut streams.labels, b, self.classes, &mut labels),
+        }
         let input = crate::model::g_input(&z, latent, &labels, self.classes, device);
         (input, Some(self.one_hot(&labels)))
+    }
+
+    /// Draw G's classes in proportion to `sizes` (a self-conditioned run's clusters) instead of
+    /// uniformly.
+    pub(crate) fn draw_classes_as(&mut self, sizes: &[usize]) {
+        self.class_totals = Some(
+            sizes
+                .iter()
+                .scan(0usize, |total, &s| {
+                    *total += s;
+                    Some(*total)
+                })
+                .collect(),
+        );
     }
 
     /// One-hot rows [labels.len(), classes] on the training device.

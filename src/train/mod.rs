@@ -90,13 +90,10 @@ pub fn start(config: &Config, out: &Path, force: bool, options: &Options) -> Res
     let device = crate::device::resolve(config.train.device)?;
     // Read the data and check the model fits before creating anything, so an error leaves no
     // half-made run folder.
-    let classes = config.model.is_conditional().then_some(config.model.classes);
-    let images =
-        data::load_training_images(&config.data, config.data.dir.as_deref(), classes, options.progress)?;
+    let (images, data) = training_data(config, config.data.dir.as_deref(), options.progress)?;
     check_memory(config, images.dim())?;
-    let data = DataFacts::of(&images)?;
     // The judge too (it may have to be trained, or its data be missing) before anything is made.
-    let quality = QualityProbe::new(config, options.progress)?;
+    let quality = QualityProbe::new(config, data.cluster_sizes.as_deref(), options.progress)?;
     let (run, lock, kept) = RunDir::create_locked(out, force)?;
     report_kept(&kept);
     begin(config, (images, data), quality, (run, lock), &device, options)
@@ -123,7 +120,10 @@ fn begin(
     // The data facts first, so that even a run killed before its end remembers its data.
     RunInfo::started(&data, &images, config.effective_threads()).write(&run)?;
     let mut streams = Streams::new(config.train.seed);
-    let (gan, nets) = Gan::new(config, (images.rows, images.cols, images.channels), &mut streams, device);
+    let (mut gan, nets) = Gan::new(config, (images.rows, images.cols, images.channels), &mut streams, device);
+    if let Some(sizes) = &data.cluster_sizes {
+        gan.draw_classes_as(sizes);
+    }
     let layout = grid_layout(config, &images);
     let fixed_noise = fixed_noise(config, &layout, &mut streams.fixed);
     let csv = CsvLog::create(&run.metrics_csv())?;
@@ -231,10 +231,8 @@ pub fn resume(
         Some(dir) => Some(dir.clone()),
         None => remembered_data_dir(&run, &config),
     };
-    let classes = config.model.is_conditional().then_some(config.model.classes);
-    let images = data::load_training_images(&config.data, data_dir.as_deref(), classes, options.progress)?;
+    let (images, data) = training_data(&config, data_dir.as_deref(), options.progress)?;
     check_memory(&config, images.dim())?;
-    let data = DataFacts::of(&images)?;
     // The judge finds its data where the training images were found (not saved in config.toml).
     let mut with_data = config.clone();
     with_data.data.dir = data_dir.clone();
@@ -252,6 +250,18 @@ pub fn resume(
         ));
     }
 
+    if let Some(recorded) = info.as_ref().and_then(|i| i.cluster_sizes.as_ref())
+        && data.cluster_sizes.as_ref() != Some(recorded)
+    {
+        return Err(Error::bad_data(
+            &images.source,
+            format!(
+                "grouped into clusters of sizes {:?}, but the run was trained on clusters of sizes \
+                 {recorded:?} (data.clusters): its G would be asked for other classes; nothing was changed",
+                data.cluster_sizes.as_deref().unwrap_or(&[])
+            ),
+        ));
+    }
     for stray in checkpoint::strays(&run.checkpoints_dir()) {
         eprintln!("warning: skipping {}: not a checkpoint folder", stray.display());
     }
@@ -270,7 +280,7 @@ pub fn resume(
         if no_checkpoints && stopped_before_first_checkpoint(&run, &saved) {
             // Killed before its first checkpoint: nothing to lose but those first rows. Start
             // over in place, under the lock already held; only gantry's own files are replaced.
-            let quality = QualityProbe::new(&with_data, options.progress)?;
+            let quality = QualityProbe::new(&with_data, data.cluster_sizes.as_deref(), options.progress)?;
             eprintln!(
                 "gantry: {} stopped before its first checkpoint; starting it again",
                 run.root().display()
@@ -321,7 +331,10 @@ pub fn resume(
         &mut Streams::new(config.train.seed),
         &device,
     );
-    let (gan, nets) = gan.load(nets, &snapshot, &ckpt_path)?;
+    let (mut gan, nets) = gan.load(nets, &snapshot, &ckpt_path)?;
+    if let Some(sizes) = &data.cluster_sizes {
+        gan.draw_classes_as(sizes);
+    }
     // The rows up to the checkpoint must all be there; rows after it are redone.
     let (records, kept_rows) = metrics::read_prefix(&run.metrics_csv(), state.iteration)?;
     let quality_rows = quality::read(&run.eval_csv())?;
@@ -345,7 +358,7 @@ pub fn resume(
     }
 
     // The judge last (it may have to be trained): a failure here still changes nothing.
-    let quality = QualityProbe::new(&with_data, options.progress)?;
+    let quality = QualityProbe::new(&with_data, data.cluster_sizes.as_deref(), options.progress)?;
 
     // Everything checked: from here on the run folder is written.
     let (removed, warnings) = checkpoint::clean_leftovers(&run.checkpoints_dir())?;
@@ -812,13 +825,46 @@ fn fixed_noise(config: &Config, layout: &GridLayout, stream: &mut rand_chacha::C
     noise.repeat(layout.rows)
 }
 
-/// The classes of a grid's tiles in a conditional run, row by row: row r shows class r (empty
-/// for an unconditional run).
+/// The classes of a grid's tiles in a conditional run, row by row: row r shows class r; in a
+/// self-conditioned run, whose rows may be fewer than its clusters, clusters spread evenly over
+/// them (row r: cluster r * clusters / rows). Empty for an unconditional run.
 fn grid_labels(config: &Config, layout: &GridLayout) -> Vec<u8> {
     if !config.model.is_conditional() {
         return Vec::new();
     }
-    (0..layout.rows).flat_map(|r| std::iter::repeat_n(r as u8, layout.cols)).collect()
+    let classes = config.model.classes;
+    (0..layout.rows)
+        .flat_map(|r| {
+            std::iter::repeat_n((r * classes / layout.rows.max(1)).min(classes - 1) as u8, layout.cols)
+        })
+        .collect()
+}
+
+/// The training images `config` names, read from `dir`, and their facts. In a self-conditioned
+/// run (`data.clusters`) no label is read: each image's label is its k-means cluster, and the
+/// facts carry the clusters' sizes.
+fn training_data(config: &Config, dir: Option<&Path>, progress: bool) -> Result<(TrainingImages, DataFacts)> {
+    let clusters = config.data.clusters;
+    let classes = (config.model.is_conditional() && clusters == 0).then_some(config.model.classes);
+    let mut images = data::load_training_images(&config.data, dir, classes, progress)?;
+    let mut facts = DataFacts::of(&images)?;
+    if clusters > 0 {
+        let started = Instant::now();
+        let (labels, sizes) = data::clusters::cluster(&images, clusters, config.train.seed)?;
+        if progress {
+            eprintln!(
+                "gantry: grouped the {} training images into {clusters} clusters by k-means on their pixels \
+                 ({:.1} s; {} to {} images each): G and D take the cluster as a class",
+                images.count,
+                started.elapsed().as_secs_f64(),
+                sizes.iter().min().unwrap_or(&0),
+                sizes.iter().max().unwrap_or(&0),
+            );
+        }
+        images.labels = Some(labels);
+        facts.cluster_sizes = Some(sizes);
+    }
+    Ok((images, facts))
 }
 
 fn grid_layout(config: &Config, images: &TrainingImages) -> GridLayout {

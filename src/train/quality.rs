@@ -67,14 +67,23 @@ pub(crate) struct QualityProbe {
     real: Judgement,
     /// [samples, latent]: the same noise at every evaluation, so changes are the generator's.
     noise: Vec<f32>,
-    /// The class asked for each sample in a conditional run (every class in turn; else empty).
+    /// The class asked for each sample in a conditional run (every class in turn; in a
+    /// self-conditioned run the clusters in proportion to their sizes; else empty).
     labels: Vec<u8>,
+    /// Whether the asked classes are the judge's (a conditional run on labels): then the class
+    /// accuracy is scored. Cluster ids are not the judge's classes.
+    class_scores: bool,
 }
 
 impl QualityProbe {
     /// Load (or train, once per machine) the judge of the run's data set; None when evaluation is
-    /// off or no judge can be trained for these images (said on stderr).
-    pub(crate) fn new(config: &Config, progress: bool) -> Result<Option<Self>> {
+    /// off or no judge can be trained for these images (said on stderr). `cluster_sizes`: a
+    /// self-conditioned run's clusters, which its samples are drawn in proportion to.
+    pub(crate) fn new(
+        config: &Config,
+        cluster_sizes: Option<&[usize]>,
+        progress: bool,
+    ) -> Result<Option<Self>> {
         if config.eval.every == 0 {
             return Ok(None);
         }
@@ -115,8 +124,11 @@ impl QualityProbe {
             &mut noise,
         );
         let classes = config.model.label_width();
-        let labels = (0..n).filter(|_| classes > 0).map(|i| (i % classes) as u8).collect();
-        Ok(Some(Self { judge, real, noise, labels }))
+        let labels = match cluster_sizes {
+            Some(sizes) => crate::data::clusters::proportional(sizes, n),
+            None => (0..n).filter(|_| classes > 0).map(|i| (i % classes) as u8).collect(),
+        };
+        Ok(Some(Self { judge, real, noise, labels, class_scores: classes > 0 && cluster_sizes.is_none() }))
     }
 
     /// The evaluation's noise, [samples, latent].
@@ -139,7 +151,7 @@ impl QualityProbe {
         let fake = self.judge.judge(generated).map_err(fail)?;
         let mut report =
             eval::compare(&self.judge, "training", &fake, &self.real, &settings).map_err(fail)?;
-        if !self.labels.is_empty() {
+        if self.class_scores {
             eval::add_class_scores(&mut report, &fake, &self.labels, &self.real, None).map_err(fail)?;
         }
         Ok(QualityRecord::from_report(iteration, &report))

@@ -1,0 +1,269 @@
+//! Self-conditioning (Liu et al. 2020, "Diverse Image Generation via Self-Conditioned GANs"):
+//! the training images grouped into `data.clusters` clusters by k-means on their pixels, whose
+//! ids a conditional GAN then takes in place of labels. No label is read: an unconditional data
+//! set (or a folder without class sub-folders) trains as a conditional one, which spares G the
+//! in-between images an unconditional G draws between modes. This module owns the clustering
+//! (a pure function of the images, `k` and the seed) and the class frequencies G and the judge
+//! draw from.
+//!
+//! The clustering is Lloyd's k-means with k-means++ seeding (Arthur & Vassilvitskii 2007), fit
+//! on at most [`FIT_SAMPLE`] images (fewer of large ones: [`FIT_VALUES`]) drawn by the seed, then every image assigned to its nearest
+//! centre. It runs on one thread in a fixed order, so the same images, `k` and seed give the same
+//! ids on every machine and thread count: a resumed run recomputes them and must find what the
+//! run started with (run.json keeps the cluster sizes to check against). It is written here
+//! rather than taken from linfa-clustering for that guarantee and to read the 8-bit images in
+//! place (a 60,000-image set would be a 188 MB f32 matrix there).
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::TrainingImages;
+use crate::error::{Error, Result};
+
+/// Images the centres are fitted on (drawn without replacement by the seed); all are assigned.
+pub const FIT_SAMPLE: usize = 10_000;
+/// Values (f32) the fitting sample may hold: fewer images of large ones (64 MB).
+pub const FIT_VALUES: usize = 16 << 20;
+/// Lloyd iterations at most (it stops earlier when no assignment changes).
+pub const MAX_ITERATIONS: usize = 30;
+
+/// The cluster id (0..k) of every image of `images`, and the clusters' sizes. Refused (naming the
+/// data file) with fewer images than clusters; `k` must be 2 to 256.
+pub fn cluster(images: &TrainingImages, k: usize, seed: u64) -> Result<(Vec<u8>, Vec<usize>)> {
+    if !(2..=256).contains(&k) {
+        return Err(Error::config("data.clusters", format!("must be 2 to 256, found {k}")));
+    }
+    if images.count < k {
+        return Err(Error::bad_data(
+            &images.source,
+            format!("holds {} images, fewer than the {k} clusters asked for (data.clusters)", images.count),
+        ));
+    }
+    let d = images.dim();
+    let row = |i: usize| -> Vec<f32> {
+        images.bytes[i * d..(i + 1) * d].iter().map(|&p| p as f32 / 255.0).collect()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // The fitting sample: a partial Fisher-Yates shuffle of the indices.
+    let n = images.count.min(FIT_SAMPLE).min((FIT_VALUES / d.max(1)).max(k));
+    let mut order: Vec<usize> = (0..images.count).collect();
+    for i in 0..n {
+        let j = rng.random_range(i..images.count);
+        order.swap(i, j);
+    }
+    let sample: Vec<f32> = order[..n].iter().flat_map(|&i| row(i)).collect();
+    let mut centres = seed_centres(&sample, d, k, &mut rng);
+    let mut assigned = vec![usize::MAX; n];
+    for _ in 0..MAX_ITERATIONS {
+        let mut changed = false;
+        for (i, x) in sample.chunks_exact(d).enumerate() {
+            let (c, _) = nearest(x, &centres, d);
+            changed |= assigned[i] != c;
+            assigned[i] = c;
+        }
+        if !changed {
+            break;
+        }
+        update_centres(&sample, d, &assigned, &mut centres, k);
+    }
+    let mut labels = Vec::with_capacity(images.count);
+    let mut x = vec![0f32; d];
+    for i in 0..images.count {
+        for (v, &p) in x.iter_mut().zip(&images.bytes[i * d..(i + 1) * d]) {
+            *v = p as f32 / 255.0;
+        }
+        labels.push(nearest(&x, &centres, d).0 as u8);
+    }
+    let sizes = sizes(&labels, k);
+    Ok((labels, sizes))
+}
+
+/// How many of `labels` fall in each of `k` classes.
+pub fn sizes(labels: &[u8], k: usize) -> Vec<usize> {
+    let mut sizes = vec![0usize; k];
+    for &l in labels {
+        if let Some(s) = sizes.get_mut(l as usize) {
+            *s += 1;
+        }
+    }
+    sizes
+}
+
+/// `n` classes in proportion to `sizes` (largest remainders; ties to the lower class), class by
+/// class: what the judge and `gantry sample` ask a self-conditioned G for, so that its samples
+/// are spread over the clusters as the training images are.
+pub fn proportional(sizes: &[usize], n: usize) -> Vec<u8> {
+    let total: usize = sizes.iter().sum();
+    if total == 0 {
+        return Vec::new();
+    }
+    let mut counts: Vec<usize> = sizes.iter().map(|&s| s * n / total).collect();
+    let mut rest: Vec<usize> = (0..sizes.len()).collect();
+    // Remainder s * n mod total, largest first; a stable sort keeps ties in class order.
+    rest.sort_by_key(|&c| std::cmp::Reverse(sizes[c] * n % total));
+    let short = n - counts.iter().sum::<usize>();
+    for &c in rest.iter().take(short) {
+        counts[c] += 1;
+    }
+    counts.iter().enumerate().flat_map(|(c, &m)| std::iter::repeat_n(c as u8, m)).collect()
+}
+
+/// k-means++: the first centre a random image, each next one an image drawn with probability
+/// proportional to its squared distance from the nearest centre so far.
+fn seed_centres(sample: &[f32], d: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    let n = sample.len() / d;
+    let first = rng.random_range(0..n);
+    let mut centres = sample[first * d..(first + 1) * d].to_vec();
+    let mut dist: Vec<f64> = sample.chunks_exact(d).map(|x| squared(x, &centres) as f64).collect();
+    for _ in 1..k {
+        let total: f64 = dist.iter().sum();
+        let pick = if total > 0.0 {
+            let mut r = rng.random::<f64>() * total;
+            dist.iter()
+                .position(|&w| {
+                    r -= w;
+                    r < 0.0
+                })
+                .unwrap_or(n - 1)
+        } else {
+            rng.random_range(0..n)
+        };
+        let c = sample[pick * d..(pick + 1) * d].to_vec();
+        for (w, x) in dist.iter_mut().zip(sample.chunks_exact(d)) {
+            *w = w.min(squared(x, &c) as f64);
+        }
+        centres.extend(c);
+    }
+    centres
+}
+
+/// Each centre the mean of its images; an emptied one moves to the image farthest from its
+/// centre (so that every cluster keeps images).
+fn update_centres(sample: &[f32], d: usize, assigned: &[usize], centres: &mut [f32], k: usize) {
+    let mut sums = vec![0f64; k * d];
+    let mut counts = vec![0usize; k];
+    for (x, &c) in sample.chunks_exact(d).zip(assigned) {
+        counts[c] += 1;
+        for (s, &v) in sums[c * d..(c + 1) * d].iter_mut().zip(x) {
+            *s += v as f64;
+        }
+    }
+    for c in 0..k {
+        if counts[c] > 0 {
+            for (m, &s) in centres[c * d..(c + 1) * d].iter_mut().zip(&sums[c * d..(c + 1) * d]) {
+                *m = (s / counts[c] as f64) as f32;
+            }
+        }
+    }
+    let empty: Vec<usize> = (0..k).filter(|&c| counts[c] == 0).collect();
+    if empty.is_empty() {
+        return;
+    }
+    let mut far: Vec<f32> = sample
+        .chunks_exact(d)
+        .zip(assigned)
+        .map(|(x, &a)| squared(x, &centres[a * d..(a + 1) * d]))
+        .collect();
+    for c in empty {
+        let (i, _) =
+            far.iter().enumerate().fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+        far[i] = 0.0;
+        centres[c * d..(c + 1) * d].copy_from_slice(&sample[i * d..(i + 1) * d]);
+    }
+}
+
+/// The nearest centre to `x` and its squared distance (the lower index on a tie).
+fn nearest(x: &[f32], centres: &[f32], d: usize) -> (usize, f32) {
+    centres
+        .chunks_exact(d)
+        .map(|c| squared(x, c))
+        .enumerate()
+        .fold((0, f32::INFINITY), |best, (i, v)| if v < best.1 { (i, v) } else { best })
+}
+
+/// Squared Euclidean distance, summed in eight lanes (vectorized, in a fixed order).
+fn squared(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            let t = x[l] - y[l];
+            lanes[l] += t * t;
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| (x - y) * (x - y)).sum();
+    lanes.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// `per` images each of `groups` flat grey levels (0, 255 / (groups - 1), ...), with a
+    /// little seeded noise, interleaved.
+    fn groups(groups: usize, per: usize) -> TrainingImages {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut bytes = Vec::new();
+        for i in 0..groups * per {
+            let level = (i % groups) * 255 / (groups - 1);
+            bytes.extend((0..16).map(|_| (level as i32 + rng.random_range(-8..=8)).clamp(0, 255) as u8));
+        }
+        TrainingImages {
+            count: groups * per,
+            rows: 4,
+            cols: 4,
+            channels: 1,
+            bytes,
+            source: PathBuf::from("synthetic"),
+            labels: None,
+        }
+    }
+
+    #[test]
+    fn separated_groups_become_one_cluster_each() {
+        let images = groups(4, 50);
+        let (labels, sizes) = cluster(&images, 4, 0).unwrap();
+        assert_eq!(sizes, vec![50; 4]);
+        // Images of one grey level share an id, and no two levels share one.
+        for g in 0..4 {
+            let ids: Vec<u8> = labels.iter().skip(g).step_by(4).copied().collect();
+            assert!(ids.iter().all(|&c| c == ids[0]), "level {g}: {ids:?}");
+        }
+        let mut firsts = labels[..4].to_vec();
+        firsts.sort_unstable();
+        firsts.dedup();
+        assert_eq!(firsts.len(), 4);
+    }
+
+    #[test]
+    fn the_same_images_and_seed_give_the_same_ids() {
+        let images = groups(5, 40);
+        let a = cluster(&images, 7, 11).unwrap();
+        assert_eq!(a, cluster(&images, 7, 11).unwrap());
+        assert!(a.0.iter().all(|&c| c < 7));
+        assert_eq!(a.1.iter().sum::<usize>(), 200);
+        // More clusters than grey levels: every cluster still holds images.
+        assert!(a.1.iter().all(|&s| s > 0), "{:?}", a.1);
+    }
+
+    #[test]
+    fn fewer_images_than_clusters_is_refused_naming_the_data() {
+        let e = cluster(&groups(2, 2), 5, 0).unwrap_err().to_string();
+        assert!(e.contains("synthetic") && e.contains("fewer than the 5 clusters"), "{e}");
+        assert!(cluster(&groups(2, 2), 1, 0).is_err());
+    }
+
+    #[test]
+    fn proportional_classes_follow_the_sizes_and_sum_to_n() {
+        assert_eq!(proportional(&[1, 1], 4), vec![0, 0, 1, 1]);
+        assert_eq!(proportional(&[3, 1], 4), vec![0, 0, 0, 1]);
+        // 10 * (5, 3, 2) / 10 exactly; then 7 of them: 3.5, 2.1, 1.4 -> 3 + 1 (largest
+        // remainder, class 0), 2, 1.
+        assert_eq!(proportional(&[5, 3, 2], 10), vec![0, 0, 0, 0, 0, 1, 1, 1, 2, 2]);
+        assert_eq!(sizes(&proportional(&[5, 3, 2], 7), 3), vec![4, 2, 1]);
+        assert_eq!(proportional(&[780, 1910, 1000], 10_000).len(), 10_000);
+        assert!(proportional(&[0, 0], 3).is_empty());
+    }
+}
