@@ -7,12 +7,12 @@
 //! draw from.
 //!
 //! The clustering is Lloyd's k-means with k-means++ seeding (Arthur & Vassilvitskii 2007), fit
-//! on at most [`FIT_SAMPLE`] images (fewer of large ones: [`FIT_VALUES`]) drawn by the seed, then every image assigned to its nearest
-//! centre. It runs on one thread in a fixed order, so the same images, `k` and seed give the same
+//! on at most [`FIT_SAMPLE`] images (fewer of large ones: [`FIT_VALUES`]) drawn by the seed, then
+//! every image assigned to its nearest centre. It runs on one thread in a fixed order, so the same images, `k` and seed give the same
 //! ids on every machine and thread count: a resumed run recomputes them and must find what the
 //! run started with (run.json keeps the cluster sizes to check against). It is written here
-//! rather than taken from linfa-clustering for that guarantee and to read the 8-bit images in
-//! place (a 60,000-image set would be a 188 MB f32 matrix there).
+//! rather than taken from linfa-clustering for that guarantee and to convert only the sample and
+//! a chunk at a time to floats (a 60,000-image set would be a 188 MB f32 matrix there).
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -40,9 +40,6 @@ pub fn cluster(images: &TrainingImages, k: usize, seed: u64) -> Result<(Vec<u8>,
         ));
     }
     let d = images.dim();
-    let row = |i: usize| -> Vec<f32> {
-        images.bytes[i * d..(i + 1) * d].iter().map(|&p| p as f32 / 255.0).collect()
-    };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // The fitting sample: a partial Fisher-Yates shuffle of the indices.
     let n = images.count.min(FIT_SAMPLE).min((FIT_VALUES / d.max(1)).max(k));
@@ -51,7 +48,9 @@ pub fn cluster(images: &TrainingImages, k: usize, seed: u64) -> Result<(Vec<u8>,
         let j = rng.random_range(i..images.count);
         order.swap(i, j);
     }
-    let sample: Vec<f32> = order[..n].iter().flat_map(|&i| row(i)).collect();
+    // The images as the GAN sees them, in [-1, 1] (distances only scale with the range).
+    let mut sample = Vec::with_capacity(n * d);
+    images.gather_into(&order[..n], &mut sample);
     let mut centres = seed_centres(&sample, d, k, &mut rng);
     let mut assigned = vec![usize::MAX; n];
     for _ in 0..MAX_ITERATIONS {
@@ -66,13 +65,12 @@ pub fn cluster(images: &TrainingImages, k: usize, seed: u64) -> Result<(Vec<u8>,
         }
         update_centres(&sample, d, &assigned, &mut centres, k);
     }
+    // Every image, a chunk at a time.
+    const CHUNK: usize = 1024;
     let mut labels = Vec::with_capacity(images.count);
-    let mut x = vec![0f32; d];
-    for i in 0..images.count {
-        for (v, &p) in x.iter_mut().zip(&images.bytes[i * d..(i + 1) * d]) {
-            *v = p as f32 / 255.0;
-        }
-        labels.push(nearest(&x, &centres, d).0 as u8);
+    for start in (0..images.count).step_by(CHUNK) {
+        let chunk = images.floats(start..(start + CHUNK).min(images.count));
+        labels.extend(chunk.chunks_exact(d).map(|x| nearest(x, &centres, d).0 as u8));
     }
     let sizes = sizes(&labels, k);
     Ok((labels, sizes))
