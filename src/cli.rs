@@ -284,7 +284,8 @@ pub struct SampleArgs {
     /// Seed of the noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Draw only this class (a conditional run; without it, every class in turn).
+    /// Draw only this class (a conditional run; without it, every class in turn, or a run with
+    /// clusters, `data.clusters` or `model.clusters_per_class`, its clusters by their sizes).
     #[arg(long, value_name = "C")]
     pub class: Option<usize>,
     #[command(flatten)]

@@ -163,6 +163,13 @@ pub struct ModelConfig {
     /// Classes of a conditional run's labels (MNIST and Fashion-MNIST: 10, labels 0-9); at
     /// most 100.
     pub classes: usize,
+    /// Self-conditioning within the labels: split each class's training images into this many
+    /// clusters by k-means on their pixels, and condition G and D on (class, cluster), `classes
+    /// x clusters_per_class` ids, class c's clusters being ids c * clusters_per_class onwards.
+    /// What speaks of classes still speaks of the labels: one grid row per class, `gantry sample
+    /// --class 7` (its clusters drawn by size), the judge's class accuracy. 0: off (the labels alone).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub clusters_per_class: usize,
 }
 
 /// How the networks see the class label (see [`ModelConfig::conditional`]).
@@ -226,9 +233,15 @@ impl ModelConfig {
         self.conditional != Conditioning::None
     }
 
+    /// The ids G and D are conditioned on: the classes, or (`clusters_per_class`) every class's
+    /// clusters; 0 when unconditional. At most 256 (a label is one byte).
+    pub fn conditions(&self) -> usize {
+        if self.is_conditional() { self.classes * self.clusters_per_class.max(1) } else { 0 }
+    }
+
     /// Width of the one-hot label a conditional G takes beside its noise (0 when unconditional).
     pub fn label_width(&self) -> usize {
-        if self.is_conditional() { self.classes } else { 0 }
+        self.conditions()
     }
 
     /// Width of G's input: the noise, and the one-hot label of a conditional run.
@@ -238,13 +251,13 @@ impl ModelConfig {
 
     /// The one-hot label's width that D's input carries (`concat` only).
     pub fn d_label_input(&self) -> usize {
-        if self.conditional == Conditioning::Concat { self.classes } else { 0 }
+        if self.conditional == Conditioning::Concat { self.conditions() } else { 0 }
     }
 
     /// Parameters of a projection D's class embedding on `features` features (0 otherwise).
     pub fn embedding_size(&self, features: usize) -> u64 {
         if self.conditional == Conditioning::Projection {
-            (self.classes as u64).saturating_mul(features as u64)
+            (self.conditions() as u64).saturating_mul(features as u64)
         } else {
             0
         }
@@ -311,7 +324,7 @@ const DCGAN_KEYS: [&str; 5] =
 const OFF_UNLESS_SET: [&str; 2] = ["model.d_spectral_norm", "model.d_batch_norm"];
 
 /// The model keys of conditioning, in the architecture only of a conditional run.
-const CONDITIONAL_KEYS: [&str; 2] = ["model.conditional", "model.classes"];
+const CONDITIONAL_KEYS: [&str; 3] = ["model.conditional", "model.classes", "model.clusters_per_class"];
 
 impl Default for ModelConfig {
     fn default() -> Self {
@@ -331,6 +344,7 @@ impl Default for ModelConfig {
             d_batch_norm: false,
             conditional: Conditioning::None,
             classes: 10,
+            clusters_per_class: 0,
         }
     }
 }
@@ -885,6 +899,35 @@ impl Config {
                 ));
             }
         }
+        let per_class = m.clusters_per_class;
+        if per_class > 0 {
+            if !m.is_conditional() {
+                return Err(Error::config(
+                    "model.clusters_per_class",
+                    format!(
+                        "splits each class into {per_class} clusters of a conditional run: set model.conditional \
+                         (\"projection\" or \"concat\"), or model.clusters_per_class = 0"
+                    ),
+                ));
+            }
+            if self.data.clusters > 0 {
+                return Err(Error::config(
+                    "model.clusters_per_class",
+                    "splits the labels' classes, but data.clusters reads no label: set one of them, not both",
+                ));
+            }
+            if !(2..=100).contains(&per_class) || m.classes.saturating_mul(per_class) > 256 {
+                return Err(Error::config(
+                    "model.clusters_per_class",
+                    format!(
+                        "must be 2 to 100, with model.classes x model.clusters_per_class at most 256, found \
+                         {per_class} (x {} classes = {})",
+                        m.classes,
+                        m.classes.saturating_mul(per_class)
+                    ),
+                ));
+            }
+        }
         let clusters = self.data.clusters;
         if clusters > 0 {
             if !m.is_conditional() {
@@ -1388,6 +1431,26 @@ mod tests {
             !Config::default().to_toml().contains("clusters"),
             "a run without it writes the same config.toml"
         );
+        // Clusters within classes: a conditional model, not beside data.clusters, at most 256 ids.
+        bad(&["model.clusters_per_class=5"], "model.clusters_per_class");
+        let projection = "model.conditional=\"projection\"";
+        bad(&[projection, "model.clusters_per_class=1"], "model.clusters_per_class");
+        bad(&[projection, "model.clusters_per_class=26"], "model.clusters_per_class");
+        bad(
+            &[projection, "model.clusters_per_class=5", "data.clusters=50", "model.classes=50"],
+            "model.clusters_per_class",
+        );
+        let within = Config::default()
+            .with_settings(&[projection, "model.clusters_per_class=25"].map(String::from))
+            .unwrap();
+        within.validate().unwrap();
+        // G and D see 250 ids; the grids keep one row per class.
+        assert_eq!(
+            (within.model.conditions(), within.model.label_width(), within.grid_rows()),
+            (250, 250, 10)
+        );
+        assert!(within.architecture().iter().any(|(k, v)| k == "model.clusters_per_class" && v == "25"));
+        assert!(!Config::default().to_toml().contains("clusters_per_class"));
         // Unconditional, the class count is not read (nor hashed).
         let mut classes = Config::default();
         classes.model.classes = 1;

@@ -157,9 +157,10 @@ pub struct RunInfo {
     /// (absent in runs of older versions).
     #[serde(default)]
     pub data_sha256: Option<String>,
-    /// A self-conditioned run's cluster sizes (`data.clusters`): what G's classes are drawn in
-    /// proportion to, by the judge and `gantry sample` as in training, and what a resume's
-    /// clustering must reproduce.
+    /// A self-conditioned run's cluster sizes (`data.clusters`), or the sizes of the (class,
+    /// cluster) ids of one with `model.clusters_per_class`: what G's ids are drawn in proportion
+    /// to, by the judge and `gantry sample` as in training, and what a resume's clustering must
+    /// reproduce.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_sizes: Option<Vec<usize>>,
 }
@@ -208,7 +209,8 @@ pub struct DataFacts {
     pub file: PathBuf,
     /// Its SHA-256.
     pub sha256: String,
-    /// The sizes of its k-means clusters, in a self-conditioned run (`data.clusters`).
+    /// The sizes of its k-means clusters, in a self-conditioned run (`data.clusters`) or one with
+    /// `model.clusters_per_class` (there, id c * clusters_per_class + j: class c's cluster j).
     pub cluster_sizes: Option<Vec<usize>>,
 }
 

@@ -35,11 +35,19 @@ pub struct LoadedGenerator {
     g: Generator,
     device: Device,
     latent: usize,
+    /// The ids G is conditioned on: its classes, or every class's clusters
+    /// (`model.clusters_per_class`); 0 when unconditional.
+    conditions: usize,
     /// Classes of a conditional run's generator (0 when unconditional).
     pub classes: usize,
-    /// A self-conditioned run's cluster sizes (run.json): its classes are cluster ids, asked for
-    /// in proportion to these, and are not the data set's classes.
-    pub cluster_sizes: Option<Vec<usize>>,
+    /// Clusters each class is split into (`model.clusters_per_class`; 1 when not split).
+    per_class: usize,
+    /// Whether the run is self-conditioned (`data.clusters`): its classes are cluster ids, not
+    /// the data set's classes.
+    self_conditioned: bool,
+    /// The sizes of a self-conditioned run's clusters, or of the (class, cluster) ids of one
+    /// with `model.clusters_per_class` (run.json): what its ids are asked for in proportion to.
+    cluster_sizes: Option<Vec<usize>>,
     /// Image size.
     pub rows: usize,
     pub cols: usize,
@@ -94,13 +102,19 @@ impl LoadedGenerator {
             .filter(|&p| p > 0 && p <= 1 << 20 && matches!(info.image_channels, 1 | 3))
             .ok_or_else(|| Error::bad_data(run.root().join("run.json"), "implausible image size"))?;
         crate::train::check_memory(&config, pixels)?;
-        let cluster_sizes = match (config.data.clusters, info.cluster_sizes) {
+        let per_class = config.model.clusters_per_class.max(1);
+        let clustered = if config.data.clusters > 0 || per_class > 1 { config.model.conditions() } else { 0 };
+        let cluster_sizes = match (clustered, info.cluster_sizes) {
             (0, _) => None,
             (k, Some(sizes)) if sizes.len() == k && sizes.iter().any(|&s| s > 0) => Some(sizes),
             (k, _) => {
                 return Err(Error::bad_data(
                     run.root().join("run.json"),
-                    format!("lacks the sizes of the run's {k} clusters (cluster_sizes; data.clusters = {k})"),
+                    format!(
+                        "lacks the sizes of the run's {k} clusters (cluster_sizes; data.clusters = {}, \
+                         model.clusters_per_class = {})",
+                        config.data.clusters, config.model.clusters_per_class
+                    ),
                 ));
             }
         };
@@ -114,7 +128,10 @@ impl LoadedGenerator {
             g,
             device,
             latent: config.model.latent_dim,
-            classes: config.model.label_width(),
+            conditions: config.model.conditions(),
+            classes: if config.model.is_conditional() { config.model.classes } else { 0 },
+            per_class,
+            self_conditioned: config.data.clusters > 0,
             cluster_sizes,
             rows: info.image_rows,
             cols: info.image_cols,
@@ -128,10 +145,12 @@ impl LoadedGenerator {
         self.rows * self.cols * self.channels
     }
 
-    /// The classes asked for `n` images of a conditional generator: all `class`, or, without
-    /// one, every class in turn (0, 1, ..., 0, 1, ...: as many of each, within one; a
-    /// self-conditioned generator's clusters in proportion to their sizes, as it was trained).
-    /// Empty for an unconditional generator, which takes no class (asking it for one is refused).
+    /// The ids asked for `n` images of a conditional generator: all `class`, or, without one,
+    /// every class in turn (0, 1, ..., 0, 1, ...: as many of each, within one; a self-conditioned
+    /// generator's clusters in proportion to their sizes, as it was trained). A generator with
+    /// `model.clusters_per_class` is asked for clusters, in proportion to their sizes: all of
+    /// `class`'s, or all of them. Empty for an unconditional generator, which takes no class
+    /// (asking it for one is refused).
     pub fn asked_classes(&self, n: usize, class: Option<usize>) -> Result<Vec<u8>> {
         match (self.classes, class) {
             (0, None) => Ok(Vec::new()),
@@ -146,12 +165,33 @@ impl LoadedGenerator {
                 "--class",
                 format!("must be one of the model's classes 0..={}, found {c}", classes - 1),
             )),
-            (_, Some(c)) => Ok(vec![c as u8; n]),
+            (_, Some(c)) => Ok(match (&self.cluster_sizes, self.per_class) {
+                (Some(sizes), per) if per > 1 => {
+                    let of_class = &sizes[c * per..(c + 1) * per];
+                    crate::data::clusters::proportional(of_class, n)
+                        .into_iter()
+                        .map(|j| (c * per + j as usize) as u8)
+                        .collect()
+                }
+                _ => vec![c as u8; n],
+            }),
             (classes, None) => Ok(match &self.cluster_sizes {
                 Some(sizes) => crate::data::clusters::proportional(sizes, n),
                 None => (0..n).map(|i| (i % classes) as u8).collect(),
             }),
         }
+    }
+
+    /// The data set's class of each of `n` images drawn without a class (as
+    /// [`LoadedGenerator::asked_classes`] asks for them), for the judge's class scores. None
+    /// for an unconditional generator, and for a self-conditioned one, whose ids are clusters,
+    /// not the data set's classes.
+    pub fn judged_classes(&self, n: usize) -> Result<Option<Vec<u8>>> {
+        if self.classes == 0 || self.self_conditioned {
+            return Ok(None);
+        }
+        let ids = self.asked_classes(n, None)?;
+        Ok(Some(ids.iter().map(|&id| (id as usize / self.per_class) as u8).collect()))
     }
 
     /// Draw `n` images from noise seeded by `seed` (and, from a conditional generator, of the
@@ -173,7 +213,7 @@ impl LoadedGenerator {
             let k = SLICE.min(n - done);
             rng::normal(&mut stream, k * self.latent, &mut noise);
             let asked = labels.get(done..done + k).unwrap_or(&[]);
-            let z = crate::model::g_input(&noise, self.latent, asked, self.classes, &self.device);
+            let z = crate::model::g_input(&noise, self.latent, asked, self.conditions, &self.device);
             let images: Vec<f32> =
                 self.g.forward(z).into_data().try_into_vec().expect("the model computes in f32");
             visit(&images)?;

@@ -251,7 +251,12 @@ fn a_conditional_run_reports_its_class_accuracy_in_training_and_in_eval() {
     assert!(rows.iter().all(|r| r.class_accuracy.is_some_and(|a| (0.0..=1.0).contains(&a))), "{rows:?}");
     let report = gantry::report::write(&gantry::run_dir::RunDir::open(&run).unwrap(), None).unwrap();
     assert!(std::fs::read_to_string(report).unwrap().contains("<th>class accuracy</th>"));
-    // gantry eval: class accuracy and one FID per class, in the table and eval.json.
+    eval_scores_ten_classes(&run);
+}
+
+/// `gantry eval RUN`: the class accuracy and one FID for each of MNIST's 10 classes, in the table
+/// and eval.json.
+fn eval_scores_ten_classes(run: &std::path::Path) {
     let o = gantry(&["eval", run.to_str().unwrap(), "--n", "500"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let table = String::from_utf8_lossy(&o.stdout);
@@ -264,22 +269,35 @@ fn a_conditional_run_reports_its_class_accuracy_in_training_and_in_eval() {
     assert!(saved[0].class_accuracy.is_some_and(|a| (0.0..=1.0).contains(&a)));
 }
 
-#[test]
-fn a_self_conditioned_run_is_judged_without_class_scores_its_clusters_are_not_the_judges_classes() {
+/// `gantry train` of a tiny conditional run (a projection D) with clusters (`tweak` sets them),
+/// judged at iterations 20 and 40 on 300 samples, into `tmp/run`; its stderr must say `said`.
+fn clustered_run(
+    tmp: &std::path::Path,
+    said: &str,
+    tweak: impl Fn(&mut gantry::Config),
+) -> std::path::PathBuf {
     drop(judge());
-    let tmp = tempfile::tempdir().unwrap();
-    let run = tmp.path().join("run");
+    let run = tmp.join("run");
     let mut config = common::tiny_config(40, 20, 5);
     config.model.conditional = gantry::config::Conditioning::Projection;
-    config.model.classes = 12;
-    config.data.clusters = 12;
     config.eval.every = 20;
     config.eval.samples = 300;
-    let file = tmp.path().join("self-conditioned.toml");
+    tweak(&mut config);
+    let file = tmp.join("clustered.toml");
     std::fs::write(&file, config.to_toml()).unwrap();
     let o = gantry(&["train", "--config", file.to_str().unwrap(), "--out", run.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("into 12 clusters by k-means"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(said), "{}", String::from_utf8_lossy(&o.stderr));
+    run
+}
+
+#[test]
+fn a_self_conditioned_run_is_judged_without_class_scores_its_clusters_are_not_the_judges_classes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = clustered_run(tmp.path(), "into 12 clusters by k-means", |c| {
+        c.model.classes = 12;
+        c.data.clusters = 12;
+    });
     let rows = train::quality::read(&run.join("eval.csv")).unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r.class_accuracy.is_none() && r.fid.is_finite()), "{rows:?}");
@@ -290,4 +308,17 @@ fn a_self_conditioned_run_is_judged_without_class_scores_its_clusters_are_not_th
     let saved: Vec<EvalReport> =
         serde_json::from_slice(&std::fs::read(run.join("eval.json")).unwrap()).unwrap();
     assert!(saved[0].class_accuracy.is_none() && saved[0].per_class_fid.is_none());
+}
+
+#[test]
+fn a_run_with_clusters_per_class_is_judged_on_its_classes_not_its_cluster_ids() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = clustered_run(tmp.path(), "each of the 10 classes into 3 clusters", |c| {
+        c.model.clusters_per_class = 3;
+    });
+    let rows = train::quality::read(&run.join("eval.csv")).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.class_accuracy.is_some_and(|a| (0.0..=1.0).contains(&a))), "{rows:?}");
+    // gantry eval scores the 10 classes (each id's class: id / 3), not the 30 ids.
+    eval_scores_ten_classes(&run);
 }

@@ -182,6 +182,15 @@ fn every_objective_trains_and_resumes_byte_identical() {
                 c.data.clusters = 12;
             }),
         ),
+        // Each class split into 3 k-means clusters: G and a projection D on 30 (class, cluster) ids.
+        (
+            "dcgan-clusters-per-class",
+            recipe(Loss::Ns, |c| {
+                small_dcgan(c);
+                c.model.conditional = Conditioning::Projection;
+                c.model.clusters_per_class = 3;
+            }),
+        ),
         // The regression: g-first used spectral norm's σ before any power iteration had set v (NaN).
         (
             "lsgan-gfirst-sn",
@@ -212,6 +221,7 @@ fn every_objective_trains_and_resumes_byte_identical() {
     }
     conditional_runs_draw_the_classes_asked(tmp.path());
     self_conditioned_runs_draw_their_clusters(tmp.path());
+    clusters_per_class_keep_to_their_class(tmp.path());
     // G's moving average is what the grids and weights show: they differ from G's own.
     let plain = fs::read(tmp.path().join("lsgan-straight/weights/generator.bpk")).unwrap();
     let ema_run = tmp.path().join("ns-ema-straight");
@@ -279,9 +289,7 @@ fn conditional_runs_draw_the_classes_asked(tmp: &std::path::Path) {
     for name in ["mlp-concat", "dcgan-projection"] {
         let run = tmp.join(format!("{name}-straight"));
         // One row per class (10), output.grid_cols columns (5).
-        let (w, h) = image::open_png_size(&run.join("samples/step_000040.png"));
-        let layout = gantry::grid::GridLayout { rows: 10, cols: 5, tile_h: 28, tile_w: 28, channels: 1 };
-        assert_eq!((w as usize, h as usize), layout.size(), "{name}");
+        assert_grid_rows(&run, 10);
         let state: serde_json::Value =
             serde_json::from_slice(&fs::read(run.join("checkpoints/step_000040/state.json")).unwrap())
                 .unwrap();
@@ -311,22 +319,13 @@ fn conditional_runs_draw_the_classes_asked(tmp: &std::path::Path) {
 
 fn self_conditioned_runs_draw_their_clusters(tmp: &std::path::Path) {
     let run = tmp.join("dcgan-self-conditioned-straight");
-    let info: serde_json::Value = serde_json::from_slice(&fs::read(run.join("run.json")).unwrap()).unwrap();
-    let sizes: Vec<u64> =
-        info["cluster_sizes"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).collect();
+    let sizes = cluster_sizes(&run);
     assert_eq!((sizes.len(), sizes.iter().sum::<u64>()), (12, 60_000), "{sizes:?}");
     assert!(sizes.iter().all(|&s| s > 0));
     // output.grid_rows rows (5), not one per cluster.
-    let (w, h) = image::open_png_size(&run.join("samples/step_000040.png"));
-    let layout = gantry::grid::GridLayout { rows: 5, cols: 5, tile_h: 28, tile_w: 28, channels: 1 };
-    assert_eq!((w as usize, h as usize), layout.size());
+    assert_grid_rows(&run, 5);
     // Its G draws the clusters in proportion to their sizes; any one of them on request.
-    let g = gantry::sample::LoadedGenerator::load(
-        &gantry::run_dir::RunDir::open(&run).unwrap(),
-        &gantry::sample::Weights::Final,
-        Default::default(),
-    )
-    .unwrap();
+    let g = final_generator(&run);
     let asked = g.asked_classes(60_000, None).unwrap();
     let drawn: Vec<u64> = (0..12u8).map(|c| asked.iter().filter(|&&a| a == c).count() as u64).collect();
     assert_eq!(drawn, sizes);
@@ -348,6 +347,65 @@ fn self_conditioned_runs_draw_their_clusters(tmp: &std::path::Path) {
         train::resume(&stopped, None, &Overrides::default(), &Options::default()).unwrap_err().to_string();
     assert!(e.contains("clusters of sizes"), "{e}");
     assert_eq!(crate::common::files_under(&stopped), before);
+}
+
+/// A run with `model.clusters_per_class` (3): each class's images split into its own clusters,
+/// one grid row per class, `--class 7` drawing only class 7's clusters.
+fn clusters_per_class_keep_to_their_class(tmp: &std::path::Path) {
+    let run = tmp.join("dcgan-clusters-per-class-straight");
+    let sizes = cluster_sizes(&run);
+    assert_eq!(sizes.len(), 30);
+    assert!(sizes.iter().all(|&s| s > 0));
+    // Class c's clusters (ids 3c..3c+3) hold its images: MNIST's training set has 5,923 zeros,
+    // 6,742 ones, ... (the counts of train-labels-idx1-ubyte).
+    let per_class: Vec<u64> = sizes.chunks(3).map(|c| c.iter().sum()).collect();
+    assert_eq!(per_class, [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]);
+    // One row per class (10), output.grid_cols columns (5).
+    assert_grid_rows(&run, 10);
+    let g = final_generator(&run);
+    assert_eq!(g.classes, 10);
+    // Without a class: every id in proportion to its size; the judge is told each one's class.
+    let asked = g.asked_classes(60_000, None).unwrap();
+    let drawn: Vec<u64> = (0..30u8).map(|c| asked.iter().filter(|&&a| a == c).count() as u64).collect();
+    assert_eq!(drawn, sizes);
+    let judged = g.judged_classes(60_000).unwrap().unwrap();
+    assert!(asked.iter().zip(&judged).all(|(&id, &class)| id / 3 == class));
+    // Class 7: its three clusters only, by their sizes.
+    let sevens = g.asked_classes(600, Some(7)).unwrap();
+    assert!(sevens.iter().all(|&id| (21..24).contains(&id)), "{sevens:?}");
+    assert!((21..24u8).all(|id| sevens.contains(&id)));
+    let out = tmp.join("clusters-per-class-7.png");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["sample", "--n", "4", "--class", "7", "--out", out.to_str().unwrap()])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(o.status.success() && out.is_file(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["sample", "--class", "10"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "there are 10 classes, not 30");
+}
+
+/// A run's final G, loaded as `gantry sample` loads it.
+fn final_generator(run: &Path) -> gantry::sample::LoadedGenerator {
+    let dir = gantry::run_dir::RunDir::open(run).unwrap();
+    gantry::sample::LoadedGenerator::load(&dir, &gantry::sample::Weights::Final, Default::default()).unwrap()
+}
+
+/// The cluster sizes run.json records.
+fn cluster_sizes(run: &Path) -> Vec<u64> {
+    let info: serde_json::Value = serde_json::from_slice(&fs::read(run.join("run.json")).unwrap()).unwrap();
+    info["cluster_sizes"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).collect()
+}
+
+/// The grid at iteration 40 has `rows` rows of output.grid_cols (5) 28x28 tiles.
+fn assert_grid_rows(run: &Path, rows: usize) {
+    let (w, h) = image::open_png_size(&run.join("samples/step_000040.png"));
+    let layout = gantry::grid::GridLayout { rows, cols: 5, tile_h: 28, tile_w: 28, channels: 1 };
+    assert_eq!((w as usize, h as usize), layout.size(), "{}", run.display());
 }
 
 /// Reading a PNG's size from its header (the IHDR chunk), enough for these checks.

@@ -2,9 +2,10 @@
 //! the training images grouped into `data.clusters` clusters by k-means on their pixels, whose
 //! ids a conditional GAN then takes in place of labels. No label is read: an unconditional data
 //! set (or a folder without class sub-folders) trains as a conditional one, which spares G the
-//! in-between images an unconditional G draws between modes. This module owns the clustering
-//! (a pure function of the images, `k` and the seed) and the class frequencies G and the judge
-//! draw from.
+//! in-between images an unconditional G draws between modes. A labelled conditional run can split
+//! each class the same way (`model.clusters_per_class`): G and D then take (class, cluster).
+//! This module owns the clustering (a pure function of the images, `k` and the seed) and the
+//! class frequencies G and the judge draw from.
 //!
 //! The clustering is Lloyd's k-means with k-means++ seeding (Arthur & Vassilvitskii 2007), fit
 //! on at most [`FIT_SAMPLE`] images (fewer of large ones: [`FIT_VALUES`]) drawn by the seed, then
@@ -39,13 +40,81 @@ pub fn cluster(images: &TrainingImages, k: usize, seed: u64) -> Result<(Vec<u8>,
             format!("holds {} images, fewer than the {k} clusters asked for (data.clusters)", images.count),
         ));
     }
+    let all: Vec<usize> = (0..images.count).collect();
+    let labels = k_means(images, &all, k, seed);
+    let sizes = sizes(&labels, k);
+    Ok((labels, sizes))
+}
+
+/// Each class of a labelled set split into `per_class` clusters (`model.clusters_per_class`):
+/// every image's id `class * per_class + its cluster within the class` (0..classes * per_class),
+/// and the ids' sizes. Class c is clustered on its own, with seed `seed + c`. Refused (naming the
+/// data file) when a class has fewer images than `per_class`, or the images carry no labels.
+pub fn cluster_within_classes(
+    images: &TrainingImages,
+    classes: usize,
+    per_class: usize,
+    seed: u64,
+) -> Result<(Vec<u8>, Vec<usize>)> {
+    let ids = classes.saturating_mul(per_class);
+    if per_class < 2 || ids > 256 {
+        return Err(Error::config(
+            "model.clusters_per_class",
+            format!(
+                "must be 2 or more with classes x clusters_per_class at most 256, found {per_class} x {classes}"
+            ),
+        ));
+    }
+    let Some(labels) = images.labels.as_ref() else {
+        return Err(Error::bad_data(
+            &images.source,
+            "has no labels to split into clusters (model.clusters_per_class)",
+        ));
+    };
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); classes];
+    for (i, &l) in labels.iter().enumerate() {
+        match members.get_mut(l as usize) {
+            Some(m) => m.push(i),
+            None => {
+                return Err(Error::bad_data(
+                    &images.source,
+                    format!("image {i} has label {l}, not one of the {classes} classes (model.classes)"),
+                ));
+            }
+        }
+    }
+    let mut out = vec![0u8; images.count];
+    for (c, m) in members.iter().enumerate() {
+        if m.len() < per_class {
+            return Err(Error::bad_data(
+                &images.source,
+                format!(
+                    "holds {} images of class {c}, fewer than the {per_class} clusters each class is split into \
+                     (model.clusters_per_class)",
+                    m.len()
+                ),
+            ));
+        }
+        let within = k_means(images, m, per_class, seed.wrapping_add(c as u64));
+        for (&i, &j) in m.iter().zip(&within) {
+            out[i] = (c * per_class + j as usize) as u8;
+        }
+    }
+    let sizes = sizes(&out, ids);
+    Ok((out, sizes))
+}
+
+/// The cluster id (0..k) of each of the images at `indices` (at least `k` of them; `k` at most
+/// 256): the centres fitted on a sample of them drawn by `seed`, then each assigned.
+fn k_means(images: &TrainingImages, indices: &[usize], k: usize, seed: u64) -> Vec<u8> {
     let d = images.dim();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // The fitting sample: a partial Fisher-Yates shuffle of the indices.
-    let n = images.count.min(FIT_SAMPLE).min((FIT_VALUES / d.max(1)).max(k));
-    let mut order: Vec<usize> = (0..images.count).collect();
+    let count = indices.len();
+    let n = count.min(FIT_SAMPLE).min((FIT_VALUES / d.max(1)).max(k));
+    let mut order = indices.to_vec();
     for i in 0..n {
-        let j = rng.random_range(i..images.count);
+        let j = rng.random_range(i..count);
         order.swap(i, j);
     }
     // The images as the GAN sees them, in [-1, 1] (distances only scale with the range).
@@ -67,13 +136,13 @@ pub fn cluster(images: &TrainingImages, k: usize, seed: u64) -> Result<(Vec<u8>,
     }
     // Every image, a chunk at a time.
     const CHUNK: usize = 1024;
-    let mut labels = Vec::with_capacity(images.count);
-    for start in (0..images.count).step_by(CHUNK) {
-        let chunk = images.floats(start..(start + CHUNK).min(images.count));
+    let mut labels = Vec::with_capacity(count);
+    let mut chunk = Vec::new();
+    for part in indices.chunks(CHUNK) {
+        images.gather_into(part, &mut chunk);
         labels.extend(chunk.chunks_exact(d).map(|x| nearest(x, &centres, d).0 as u8));
     }
-    let sizes = sizes(&labels, k);
-    Ok((labels, sizes))
+    labels
 }
 
 /// How many of `labels` fall in each of `k` classes.
@@ -233,6 +302,33 @@ mod tests {
         firsts.sort_unstable();
         firsts.dedup();
         assert_eq!(firsts.len(), 4);
+    }
+
+    #[test]
+    fn each_class_is_split_into_its_own_clusters() {
+        // Four grey levels; class 0 holds levels 0 and 2, class 1 levels 1 and 3.
+        let mut images = groups(4, 40);
+        images.labels = Some((0..160).map(|i| (i % 2) as u8).collect());
+        let (ids, sizes) = cluster_within_classes(&images, 2, 2, 5).unwrap();
+        assert_eq!(sizes, vec![40; 4]);
+        for level in 0..4 {
+            let of_level: Vec<u8> = ids.iter().skip(level).step_by(4).copied().collect();
+            assert!(of_level.iter().all(|&c| c == of_level[0]), "level {level}: {of_level:?}");
+            // A class's images keep to its ids: class c's are c * 2 and c * 2 + 1.
+            assert_eq!(of_level[0] as usize / 2, level % 2, "level {level}");
+        }
+        assert_ne!(ids[0], ids[2]);
+        assert_ne!(ids[1], ids[3]);
+    }
+
+    #[test]
+    fn a_class_with_fewer_images_than_its_clusters_is_refused_naming_it() {
+        let mut images = groups(2, 3);
+        images.labels = Some(vec![0, 0, 0, 0, 0, 1]);
+        let e = cluster_within_classes(&images, 2, 2, 0).unwrap_err().to_string();
+        assert!(e.contains("synthetic") && e.contains("1 images of class 1"), "{e}");
+        images.labels = None;
+        assert!(cluster_within_classes(&images, 2, 2, 0).is_err());
     }
 
     #[test]

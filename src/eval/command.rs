@@ -178,11 +178,10 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
             Ok(())
         })?;
         let mut report = super::compare(&judge, source, &fake, &real, &settings)?;
-        if g.classes > 0 && g.cluster_sizes.is_none() {
-            // A conditional generator drew every class in turn: its class accuracy, and each
-            // class's FID against the test images of that class (a self-conditioned one's
-            // classes are its clusters, not the judge's).
-            let asked = g.asked_classes(req.n, None)?;
+        if let Some(asked) = g.judged_classes(req.n)? {
+            // A conditional generator drew every class: its class accuracy, and each class's FID
+            // against the test images of that class (a self-conditioned one's classes are its
+            // clusters, not the judge's: none).
             super::add_class_scores(&mut report, &fake, &asked, &real, test.labels.as_deref())?;
         }
         reports.push(report);

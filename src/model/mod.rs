@@ -624,7 +624,7 @@ fn class_embedding(
     if cfg.embedding_size(features) == 0 {
         return None;
     }
-    let c = cfg.classes;
+    let c = cfg.conditions();
     let mut embed = LinearConfig::new(c, features).with_bias(false).init(device);
     embed.weight =
         Param::from_data(TensorData::new(glorot(c * features, c, features, rng), [c, features]), device);

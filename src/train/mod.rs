@@ -257,7 +257,7 @@ pub fn resume(
             &images.source,
             format!(
                 "grouped into clusters of sizes {:?}, but the run was trained on clusters of sizes \
-                 {recorded:?} (data.clusters): its G would be asked for other classes; nothing was changed",
+                 {recorded:?} (data.clusters, model.clusters_per_class): its G would be asked for other classes; nothing was changed",
                 data.cluster_sizes.as_deref().unwrap_or(&[])
             ),
         ));
@@ -825,24 +825,35 @@ fn fixed_noise(config: &Config, layout: &GridLayout, stream: &mut rand_chacha::C
     noise.repeat(layout.rows)
 }
 
-/// The classes of a grid's tiles in a conditional run, row by row: row r shows class r; in a
-/// self-conditioned run, whose rows may be fewer than its clusters, clusters spread evenly over
-/// them (row r: cluster r * clusters / rows). Empty for an unconditional run.
+/// The classes of a grid's tiles in a conditional run, row by row: row r shows class r (with
+/// `model.clusters_per_class`, its clusters in turn along the row: column i is cluster i mod
+/// clusters_per_class); in a self-conditioned run, whose rows may be fewer than its clusters,
+/// clusters spread evenly over them (row r: cluster r * clusters / rows). Empty for an
+/// unconditional run.
 fn grid_labels(config: &Config, layout: &GridLayout) -> Vec<u8> {
-    if !config.model.is_conditional() {
+    let m = &config.model;
+    if !m.is_conditional() {
         return Vec::new();
     }
-    let classes = config.model.classes;
+    let (classes, per_class, rows) = (m.classes, m.clusters_per_class, layout.rows.max(1));
     (0..layout.rows)
         .flat_map(|r| {
-            std::iter::repeat_n((r * classes / layout.rows.max(1)).min(classes - 1) as u8, layout.cols)
+            (0..layout.cols).map(move |col| {
+                let id = if per_class > 0 {
+                    r * per_class + col % per_class
+                } else {
+                    (r * classes / rows).min(classes - 1)
+                };
+                id as u8
+            })
         })
         .collect()
 }
 
 /// The training images `config` names, read from `dir`, and their facts. In a self-conditioned
 /// run (`data.clusters`) no label is read: each image's label is its k-means cluster, and the
-/// facts carry the clusters' sizes.
+/// facts carry the clusters' sizes; with `model.clusters_per_class` each label becomes its
+/// (class, cluster) id, the facts carrying those ids' sizes.
 fn training_data(config: &Config, dir: Option<&Path>, progress: bool) -> Result<(TrainingImages, DataFacts)> {
     let clusters = config.data.clusters;
     let classes = (config.model.is_conditional() && clusters == 0).then_some(config.model.classes);
@@ -862,6 +873,24 @@ fn training_data(config: &Config, dir: Option<&Path>, progress: bool) -> Result<
             );
         }
         images.labels = Some(labels);
+        facts.cluster_sizes = Some(sizes);
+    }
+    let per_class = config.model.clusters_per_class;
+    if per_class > 0 && config.model.is_conditional() {
+        let started = Instant::now();
+        let classes = config.model.classes;
+        let (ids, sizes) =
+            data::clusters::cluster_within_classes(&images, classes, per_class, config.train.seed)?;
+        if progress {
+            eprintln!(
+                "gantry: split each of the {classes} classes into {per_class} clusters by k-means on their pixels \
+                 ({:.1} s; {} to {} images each): G and D take (class, cluster)",
+                started.elapsed().as_secs_f64(),
+                sizes.iter().min().unwrap_or(&0),
+                sizes.iter().max().unwrap_or(&0),
+            );
+        }
+        images.labels = Some(ids);
         facts.cluster_sizes = Some(sizes);
     }
     Ok((images, facts))

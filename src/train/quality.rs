@@ -68,17 +68,20 @@ pub(crate) struct QualityProbe {
     /// [samples, latent]: the same noise at every evaluation, so changes are the generator's.
     noise: Vec<f32>,
     /// The class asked for each sample in a conditional run (every class in turn; in a
-    /// self-conditioned run the clusters in proportion to their sizes; else empty).
+    /// self-conditioned run, or one with `model.clusters_per_class`, the clusters in proportion
+    /// to their sizes; else empty).
     labels: Vec<u8>,
-    /// Whether the asked classes are the judge's (a conditional run on labels): then the class
-    /// accuracy is scored. Cluster ids are not the judge's classes.
-    class_scores: bool,
+    /// The judge's class of each sample of `labels` in a conditional run on labels (a cluster
+    /// id's class with `model.clusters_per_class`): then the class accuracy is scored. None in a
+    /// self-conditioned run: its cluster ids are not the judge's classes.
+    asked: Option<Vec<u8>>,
 }
 
 impl QualityProbe {
     /// Load (or train, once per machine) the judge of the run's data set; None when evaluation is
     /// off or no judge can be trained for these images (said on stderr). `cluster_sizes`: a
-    /// self-conditioned run's clusters, which its samples are drawn in proportion to.
+    /// self-conditioned run's clusters (or the (class, cluster) ids of one with
+    /// `model.clusters_per_class`), which its samples are drawn in proportion to.
     pub(crate) fn new(
         config: &Config,
         cluster_sizes: Option<&[usize]>,
@@ -128,7 +131,10 @@ impl QualityProbe {
             Some(sizes) => crate::data::clusters::proportional(sizes, n),
             None => (0..n).filter(|_| classes > 0).map(|i| (i % classes) as u8).collect(),
         };
-        Ok(Some(Self { judge, real, noise, labels, class_scores: classes > 0 && cluster_sizes.is_none() }))
+        let per_class = config.model.clusters_per_class.max(1);
+        let asked = (classes > 0 && config.data.clusters == 0)
+            .then(|| labels.iter().map(|&l| (l as usize / per_class) as u8).collect());
+        Ok(Some(Self { judge, real, noise, labels, asked }))
     }
 
     /// The evaluation's noise, [samples, latent].
@@ -151,8 +157,8 @@ impl QualityProbe {
         let fake = self.judge.judge(generated).map_err(fail)?;
         let mut report =
             eval::compare(&self.judge, "training", &fake, &self.real, &settings).map_err(fail)?;
-        if self.class_scores {
-            eval::add_class_scores(&mut report, &fake, &self.labels, &self.real, None).map_err(fail)?;
+        if let Some(asked) = &self.asked {
+            eval::add_class_scores(&mut report, &fake, asked, &self.real, None).map_err(fail)?;
         }
         Ok(QualityRecord::from_report(iteration, &report))
     }
