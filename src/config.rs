@@ -158,7 +158,10 @@ pub struct ModelConfig {
     /// Conditioning on the images' class: `none`; `concat` (a one-hot label joined to G's noise
     /// and to D's input: Mirza & Osindero 2014; a dcgan's D sees it as one constant feature map
     /// per class); `projection` (G as with concat; D's logit plus the inner product of a learned
-    /// class embedding with D's last features: Miyato & Koyama 2018).
+    /// class embedding with D's last features: Miyato & Koyama 2018); `acgan` (G as with concat;
+    /// D sees the image alone and also classifies it, an auxiliary head trained with cross-entropy
+    /// on the real and the fake images' classes, G trained to make its images classified as
+    /// asked: Odena et al. 2017).
     pub conditional: Conditioning,
     /// Classes of a conditional run's labels (MNIST and Fashion-MNIST: 10, labels 0-9); at
     /// most 100.
@@ -182,6 +185,8 @@ pub enum Conditioning {
     Concat,
     /// One-hot labels joined to G's noise; D's class embedding projected on its features.
     Projection,
+    /// One-hot labels joined to G's noise; D classifies the image beside judging it (AC-GAN).
+    Acgan,
 }
 
 /// Which networks a run trains (see [`ModelConfig::kind`]).
@@ -258,6 +263,16 @@ impl ModelConfig {
     pub fn embedding_size(&self, features: usize) -> u64 {
         if self.conditional == Conditioning::Projection {
             (self.conditions() as u64).saturating_mul(features as u64)
+        } else {
+            0
+        }
+    }
+
+    /// Parameters of an acgan D's auxiliary classifier on `features` features (weights and
+    /// biases; 0 otherwise).
+    pub fn aux_classifier_size(&self, features: usize) -> u64 {
+        if self.conditional == Conditioning::Acgan {
+            (self.conditions() as u64).saturating_mul(features as u64 + 1)
         } else {
             0
         }
@@ -906,7 +921,7 @@ impl Config {
                     "model.clusters_per_class",
                     format!(
                         "splits each class into {per_class} clusters of a conditional run: set model.conditional \
-                         (\"projection\" or \"concat\"), or model.clusters_per_class = 0"
+                         (\"projection\", \"concat\" or \"acgan\"), or model.clusters_per_class = 0"
                     ),
                 ));
             }
@@ -1061,7 +1076,11 @@ impl Config {
             .map(|w| w as u64)
             .collect();
         let features = m.d_hidden.last().copied().unwrap_or(pixels);
-        chain(&g).saturating_add(bn).saturating_add(chain(&d)).saturating_add(m.embedding_size(features))
+        chain(&g)
+            .saturating_add(bn)
+            .saturating_add(chain(&d))
+            .saturating_add(m.embedding_size(features))
+            .saturating_add(m.aux_classifier_size(features))
     }
 
     /// A generous estimate of the bytes one training process needs: every parameter held about
@@ -1214,7 +1233,10 @@ impl Config {
         differing_keys(&a, &b)
             .into_iter()
             .filter(model)
-            .map(|k| format!("{k}: {} -> {}", a[&k], b[&k]))
+            .map(|k| {
+                let value = |m: &BTreeMap<String, String>| m.get(&k).map_or("(unset)", String::as_str).to_owned();
+                format!("{k}: {} -> {}", value(&a), value(&b))
+            })
             .collect()
     }
 
@@ -1303,7 +1325,10 @@ fn dcgan_parameter_count(m: &ModelConfig, pixels: usize) -> u64 {
         layout.convs.iter().fold(0u64, |d, l| d.saturating_add(weights(l)).saturating_add(l.c_out as u64));
     let features = layout.convs.last().map_or(pixels, |l| l.outputs());
     let logit = features as u64 + 1;
-    g.saturating_add(d).saturating_add(logit).saturating_add(m.embedding_size(features))
+    g.saturating_add(d)
+        .saturating_add(logit)
+        .saturating_add(m.embedding_size(features))
+        .saturating_add(m.aux_classifier_size(features))
 }
 
 fn finite_in(key: &'static str, value: f64, lo: f64, hi: f64) -> Result<()> {
@@ -1451,6 +1476,11 @@ mod tests {
         );
         assert!(within.architecture().iter().any(|(k, v)| k == "model.clusters_per_class" && v == "25"));
         assert!(!Config::default().to_toml().contains("clusters_per_class"));
+        bad(&[projection, "model.classes=2", "model.clusters_per_class=101"], "model.clusters_per_class");
+        // A key one side leaves out (0 is not written) is listed, not looked up blindly.
+        let mut plain = within.clone();
+        plain.model.clusters_per_class = 0;
+        assert_eq!(within.architecture_diff(&plain), vec!["model.clusters_per_class: 25 -> (unset)"]);
         // Unconditional, the class count is not read (nor hashed).
         let mut classes = Config::default();
         classes.model.classes = 1;

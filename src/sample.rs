@@ -106,7 +106,17 @@ impl LoadedGenerator {
         let clustered = if config.data.clusters > 0 || per_class > 1 { config.model.conditions() } else { 0 };
         let cluster_sizes = match (clustered, info.cluster_sizes) {
             (0, _) => None,
-            (k, Some(sizes)) if sizes.len() == k && sizes.iter().any(|&s| s > 0) => Some(sizes),
+            // Each class's clusters (all of them, self-conditioned) hold some images: the ids
+            // asked for are drawn in proportion to these sizes.
+            (k, Some(sizes)) if sizes.len() == k && sizes.chunks(if per_class > 1 { per_class } else { k }).all(|c| c.iter().any(|&s| s > 0)) => {
+                Some(sizes)
+            }
+            (k, Some(sizes)) if sizes.len() == k => {
+                return Err(Error::bad_data(
+                    run.root().join("run.json"),
+                    format!("cluster_sizes gives a class no image in any of its clusters: {sizes:?}"),
+                ));
+            }
             (k, _) => {
                 return Err(Error::bad_data(
                     run.root().join("run.json"),
@@ -191,7 +201,7 @@ impl LoadedGenerator {
             return Ok(None);
         }
         let ids = self.asked_classes(n, None)?;
-        Ok(Some(ids.iter().map(|&id| (id as usize / self.per_class) as u8).collect()))
+        Ok(Some(ids.iter().map(|&id| crate::data::clusters::class_of(id, self.per_class)).collect()))
     }
 
     /// Draw `n` images from noise seeded by `seed` (and, from a conditional generator, of the

@@ -191,6 +191,19 @@ fn every_objective_trains_and_resumes_byte_identical() {
                 c.model.clusters_per_class = 3;
             }),
         ),
+        // AC-GAN (Odena et al. 2017): D classifies as it judges; an mlp on the Keras-GAN order,
+        // a spectrally normalized dcgan on the tutorial's simultaneous step.
+        ("mlp-acgan", recipe(Loss::Ns, |c| c.model.conditional = Conditioning::Acgan)),
+        (
+            "dcgan-acgan-sn-simultaneous",
+            recipe(Loss::Hinge, |c| {
+                small_dcgan(c);
+                c.model.conditional = Conditioning::Acgan;
+                c.model.d_spectral_norm = true;
+                c.train.order = UpdateOrder::Simultaneous;
+                c.train.d_update = DUpdate::Joint;
+            }),
+        ),
         // The regression: g-first used spectral norm's σ before any power iteration had set v (NaN).
         (
             "lsgan-gfirst-sn",
@@ -387,6 +400,23 @@ fn clusters_per_class_keep_to_their_class(tmp: &std::path::Path) {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "there are 10 classes, not 30");
+    // Regression (`gantry sample --class 7` panicked when run.json gave class 7's clusters no
+    // image): a damaged run.json is refused by name, and nothing is written. Last use of this run.
+    let mut info: serde_json::Value = serde_json::from_slice(&fs::read(run.join("run.json")).unwrap()).unwrap();
+    for id in 21..24 {
+        info["cluster_sizes"][id] = serde_json::json!(0);
+    }
+    fs::write(run.join("run.json"), serde_json::to_vec_pretty(&info).unwrap()).unwrap();
+    let empty = tmp.join("clusters-per-class-empty-7.png");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["sample", "--n", "4", "--class", "7", "--out", empty.to_str().unwrap()])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("run.json") && stderr.contains("no image"), "{stderr}");
+    assert!(!empty.exists());
 }
 
 /// A run's final G, loaded as `gantry sample` loads it.

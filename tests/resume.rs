@@ -121,6 +121,21 @@ fn architecture_changes_are_refused_and_extensions_allowed() {
         train::resume(&run, Some(&cfg), &Overrides::default(), &Options::default()).unwrap_err().to_string();
     assert!(err.contains("model.latent_dim: 100 -> 64") && err.contains("model.d_hidden"), "{err}");
 
+    // Regression (resume panicked on a key one config leaves out: clusters_per_class is not written
+    // at 0): a config file that splits the classes into clusters is refused by name, and the run's
+    // files stay as they were.
+    let before = fs::read(run.join("config.toml")).unwrap();
+    let metrics = fs::read(run.join("metrics.csv")).unwrap();
+    let mut clusters = config();
+    clusters.model.conditional = gantry::config::Conditioning::Projection;
+    clusters.model.clusters_per_class = 2;
+    fs::write(&cfg, clusters.to_toml()).unwrap();
+    let err =
+        train::resume(&run, Some(&cfg), &Overrides::default(), &Options::default()).unwrap_err().to_string();
+    assert!(err.contains("model.clusters_per_class: (unset) -> 2"), "{err}");
+    assert_eq!(fs::read(run.join("config.toml")).unwrap(), before);
+    assert_eq!(fs::read(run.join("metrics.csv")).unwrap(), metrics);
+
     let longer = Overrides { iterations: Some(130), ..Default::default() };
     let outcome = train::resume(&run, None, &longer, &Options::default()).unwrap();
     assert_eq!(outcome.records.len(), 130);

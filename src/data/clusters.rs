@@ -4,14 +4,15 @@
 //! set (or a folder without class sub-folders) trains as a conditional one, which spares G the
 //! in-between images an unconditional G draws between modes. A labelled conditional run can split
 //! each class the same way (`model.clusters_per_class`): G and D then take (class, cluster).
-//! This module owns the clustering (a pure function of the images, `k` and the seed) and the
-//! class frequencies G and the judge draw from.
+//! This module owns the clustering (a pure function of the images, `k` and the seed; within
+//! classes, of the labels too) and the class frequencies G and the judge draw from.
 //!
 //! The clustering is Lloyd's k-means with k-means++ seeding (Arthur & Vassilvitskii 2007), fit
 //! on at most [`FIT_SAMPLE`] images (fewer of large ones: [`FIT_VALUES`]) drawn by the seed, then
-//! every image assigned to its nearest centre. It runs on one thread in a fixed order, so the same images, `k` and seed give the same
-//! ids on every machine and thread count: a resumed run recomputes them and must find what the
-//! run started with (run.json keeps the cluster sizes to check against). It is written here
+//! every image assigned to its nearest centre. It runs on one thread in a fixed order, so the
+//! same images, `k` and seed give the same ids on every machine and thread count: a resumed run
+//! recomputes them and must find what the run started with (run.json keeps the cluster sizes to
+//! check against). It is written here
 //! rather than taken from linfa-clustering for that guarantee and to convert only the sample and
 //! a chunk at a time to floats (a 60,000-image set would be a 188 MB f32 matrix there).
 
@@ -71,6 +72,12 @@ pub fn cluster_within_classes(
             "has no labels to split into clusters (model.clusters_per_class)",
         ));
     };
+    if labels.len() != images.count {
+        return Err(Error::bad_data(
+            &images.source,
+            format!("has {} labels for its {} images", labels.len(), images.count),
+        ));
+    }
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); classes];
     for (i, &l) in labels.iter().enumerate() {
         match members.get_mut(l as usize) {
@@ -160,19 +167,27 @@ pub fn sizes(labels: &[u8], k: usize) -> Vec<usize> {
 /// class: what the judge and `gantry sample` ask a self-conditioned G for, so that its samples
 /// are spread over the clusters as the training images are.
 pub fn proportional(sizes: &[usize], n: usize) -> Vec<u8> {
-    let total: usize = sizes.iter().sum();
+    // In u128: sizes can come from a run's run.json, and s * n must not overflow.
+    let total: u128 = sizes.iter().map(|&s| s as u128).sum();
     if total == 0 {
         return Vec::new();
     }
-    let mut counts: Vec<usize> = sizes.iter().map(|&s| s * n / total).collect();
+    let share = |c: usize| sizes[c] as u128 * n as u128;
+    let mut counts: Vec<usize> = (0..sizes.len()).map(|c| (share(c) / total) as usize).collect();
     let mut rest: Vec<usize> = (0..sizes.len()).collect();
     // Remainder s * n mod total, largest first; a stable sort keeps ties in class order.
-    rest.sort_by_key(|&c| std::cmp::Reverse(sizes[c] * n % total));
+    rest.sort_by_key(|&c| std::cmp::Reverse(share(c) % total));
     let short = n - counts.iter().sum::<usize>();
     for &c in rest.iter().take(short) {
         counts[c] += 1;
     }
     counts.iter().enumerate().flat_map(|(c, &m)| std::iter::repeat_n(c as u8, m)).collect()
+}
+
+/// The class of (class, cluster) id `id` when each class is split into `per_class` clusters
+/// (`model.clusters_per_class`; 1 or 0: the id is the class).
+pub fn class_of(id: u8, per_class: usize) -> u8 {
+    (id as usize / per_class.max(1)) as u8
 }
 
 /// k-means++: the first centre a random image, each next one an image drawn with probability
@@ -327,6 +342,9 @@ mod tests {
         images.labels = Some(vec![0, 0, 0, 0, 0, 1]);
         let e = cluster_within_classes(&images, 2, 2, 0).unwrap_err().to_string();
         assert!(e.contains("synthetic") && e.contains("1 images of class 1"), "{e}");
+        images.labels = Some(vec![0, 0, 1, 1]);
+        let e = cluster_within_classes(&images, 2, 2, 0).unwrap_err().to_string();
+        assert!(e.contains("4 labels for its 6 images"), "{e}");
         images.labels = None;
         assert!(cluster_within_classes(&images, 2, 2, 0).is_err());
     }
@@ -359,5 +377,7 @@ mod tests {
         assert_eq!(sizes(&proportional(&[5, 3, 2], 7), 3), vec![4, 2, 1]);
         assert_eq!(proportional(&[780, 1910, 1000], 10_000).len(), 10_000);
         assert!(proportional(&[0, 0], 3).is_empty());
+        // Sizes from a hostile run.json: no overflow.
+        assert_eq!(proportional(&[usize::MAX, usize::MAX], 4), vec![0, 0, 1, 1]);
     }
 }

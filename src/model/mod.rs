@@ -19,7 +19,10 @@
 //! G's input is [z, one-hot] (the caller joins them, [`g_input`]); a `concat` D takes the
 //! one-hot beside the image (an mlp's input, or a dcgan's extra constant feature maps, one per
 //! class); a `projection` D adds `<embed(y), features(x)>` to its logit (Miyato & Koyama 2018),
-//! its embedding a bias-free Dense layer on the one-hot. [`Discriminator::score`] takes them.
+//! its embedding a bias-free Dense layer on the one-hot. An `acgan` D (Odena et al. 2017) sees
+//! the image alone and has a second head beside its logit, a Dense classifier of its last
+//! features into the classes ([`Discriminator::score_and_classes`]). [`Discriminator::score`]
+//! takes the labels.
 //!
 //! Also here, as operations on the networks: D's spectral normalization (each layer's weight
 //! divided by an estimate of its largest singular value, Miyato et al. 2018) and the moving
@@ -71,6 +74,9 @@ pub struct Discriminator {
     side: usize,
     /// A projection D's class embedding (classes -> features, no bias; None otherwise).
     embed: Option<Linear>,
+    /// An acgan D's auxiliary classifier (features -> class logits; None otherwise). Last: the
+    /// fields before it keep the parameter ids and records they always had.
+    aux: Option<Linear>,
 }
 
 /// BatchNorm with Keras' conventions (`bn_momentum` is the fraction of the old average kept).
@@ -343,8 +349,9 @@ impl Discriminator {
         }
         let output = glorot_dense(width, 1, rng, device);
         let embed = class_embedding(cfg, width, rng, device);
+        let aux = aux_classifier(cfg, width, rng, device);
         let (convs, norms, side) = (Vec::new(), Vec::new(), 0);
-        Self { hidden, output, convs, norms, leaky_slope: cfg.leaky_slope, side, embed }
+        Self { hidden, output, convs, norms, leaky_slope: cfg.leaky_slope, side, embed, aux }
             .with_stable_ids(DISCRIMINATOR_IDS)
     }
 
@@ -360,13 +367,14 @@ impl Discriminator {
         let features = layout.convs.last().map_or(pixels, |l| l.outputs());
         let output = glorot_dense(features, 1, rng, device);
         let embed = class_embedding(cfg, features, rng, device);
+        let aux = aux_classifier(cfg, features, rng, device);
         let side = layout.side;
         let norms = if cfg.d_batch_norm {
             layout.convs.iter().skip(1).map(|l| batch_norm_layer(cfg, l.c_out, device)).collect()
         } else {
             Vec::new()
         };
-        Self { hidden: Vec::new(), output, convs, norms, leaky_slope: cfg.leaky_slope, side, embed }
+        Self { hidden: Vec::new(), output, convs, norms, leaky_slope: cfg.leaky_slope, side, embed, aux }
             .with_stable_ids(DISCRIMINATOR_IDS)
     }
 
@@ -394,7 +402,27 @@ impl Discriminator {
         dropout: Option<&[Tensor<4>]>,
         fused: bool,
     ) -> Tensor<2> {
-        self.score_with(x, labels, dropout, fused, None)
+        self.score_with(x, labels, dropout, fused, None).0
+    }
+
+    /// [`Discriminator::score`] (spectrally normalized with `spectral`'s vectors when given) and,
+    /// for an acgan D, its auxiliary classifier's class logits [batch, classes] of the same
+    /// forward pass (None for any other D).
+    pub fn score_and_classes(
+        &self,
+        x: Tensor<2>,
+        labels: Option<&Tensor<2>>,
+        dropout: Option<&[Tensor<4>]>,
+        fused: bool,
+        spectral: Option<&[SpectralState]>,
+    ) -> (Tensor<2>, Option<Tensor<2>>) {
+        match spectral {
+            Some(states) => {
+                let sigmas = self.sigmas(states);
+                self.score_with(x, labels, dropout, fused, Some(&sigmas))
+            }
+            None => self.score_with(x, labels, dropout, fused, None),
+        }
     }
 
     /// [`Discriminator::score`] with every layer spectrally normalized (`model.d_spectral_norm`):
@@ -409,19 +437,22 @@ impl Discriminator {
         fused: bool,
         states: &[SpectralState],
     ) -> Tensor<2> {
-        // u and v carry no autodiff: constants in the graph.
-        let sigmas: Vec<Tensor<2>> = self
-            .spectral_matrices()
+        self.score_with(x, labels, dropout, fused, Some(&self.sigmas(states))).0
+    }
+
+    /// Each layer's σ = vᵀ M u from its spectral state, with M's graph (u and v carry no
+    /// autodiff: constants in the graph).
+    fn sigmas(&self, states: &[SpectralState]) -> Vec<Tensor<2>> {
+        self.spectral_matrices()
             .into_iter()
             .zip(states)
             .map(|(m, s)| s.v.clone().matmul(m).matmul(s.u.clone())) // [1, 1]
-            .collect();
-        self.score_with(x, labels, dropout, fused, Some(&sigmas))
+            .collect()
     }
 
-    /// The forward pass; `sigmas`: each layer's σ in [`Discriminator::spectral_matrices`]' order
-    /// (convolutions, dense layers, the logit layer, the class embedding) when D is spectrally
-    /// normalized. A normalized dense layer computes `x (W / σ)` as `(x W) / σ` (the same function
+    /// The forward pass: the logits and an acgan D's class logits; `sigmas`: each layer's σ in
+    /// [`Discriminator::spectral_matrices`]' order (convolutions, dense layers, the logit layer,
+    /// the class embedding, the auxiliary classifier) when D is spectrally normalized. A normalized dense layer computes `x (W / σ)` as `(x W) / σ` (the same function
     /// and gradients, and a [b, d_out] division instead of one of the whole weight).
     fn score_with(
         &self,
@@ -430,7 +461,7 @@ impl Discriminator {
         dropout: Option<&[Tensor<4>]>,
         fused: bool,
         sigmas: Option<&[Tensor<2>]>,
-    ) -> Tensor<2> {
+    ) -> (Tensor<2>, Option<Tensor<2>>) {
         let sigma = |k: usize| sigmas.map(|s| s[k].clone());
         let dense_sn = |x: Tensor<2>, linear: &Linear, sigma: Tensor<2>| {
             let y = x.matmul(linear.weight.val()) / sigma;
@@ -439,7 +470,8 @@ impl Discriminator {
                 None => y,
             }
         };
-        let concat = labels.filter(|_| self.embed.is_none());
+        // The labels enter a concat D's input; a projection D's embedding; an acgan D not at all.
+        let concat = labels.filter(|_| self.embed.is_none() && self.aux.is_none());
         let convs = self.convs.len();
         let features = if self.is_dcgan() {
             self.dcgan_features(x, concat, dropout, fused, sigmas.map(|s| &s[..convs]))
@@ -469,15 +501,21 @@ impl Discriminator {
             }
             _ => None,
         };
+        // An acgan D's classifier reads the same features as its logit.
+        let classes = self.aux.as_ref().map(|aux| match sigma(at_output + 1 + self.embed.is_some() as usize) {
+            Some(s) => dense_sn(features.clone(), aux, s),
+            None => aux.forward(features.clone()),
+        });
         let logits = match sigma(at_output) {
             Some(s) => dense_sn(features, &self.output, s),
             None if fused && !self.is_dcgan() => dense(features, &self.output, Activation::Identity),
             None => self.output.forward(features),
         };
-        match projection {
+        let logits = match projection {
             Some(p) => logits + p,
             None => logits,
-        }
+        };
+        (logits, classes)
     }
 
     /// A dcgan D's features (the input of its logit layer, flattened); `concat`: one-hot labels
@@ -551,14 +589,14 @@ impl Discriminator {
 
     /// Each layer's weight as the matrix M [d_in, d_out] whose largest singular value spectral
     /// norm divides by, with its graph, in the order convolutions, dense layers, the logit layer,
-    /// the class embedding (a projection D's). A dense layer's M is its weight; a convolution's
+    /// the class embedding (a projection D's), the auxiliary classifier (an acgan D's). A dense layer's M is its weight; a convolution's
     /// [c_out, c_in, k, k] is seen as [c_in·k·k, c_out] (Miyato et al.'s reshaping).
     fn spectral_matrices(&self) -> Vec<Tensor<2>> {
         let convs = self.convs.iter().map(|c| {
             let [o, i, kh, kw] = c.weight.dims();
             c.weight.val().reshape([o, i * kh * kw]).transpose()
         });
-        let dense = self.hidden.iter().chain([&self.output]).chain(self.embed.as_ref());
+        let dense = self.hidden.iter().chain([&self.output]).chain(self.embed.as_ref()).chain(self.aux.as_ref());
         convs.chain(dense.map(|l| l.weight.val())).collect()
     }
 
@@ -629,6 +667,17 @@ fn class_embedding(
     embed.weight =
         Param::from_data(TensorData::new(glorot(c * features, c, features, rng), [c, features]), device);
     Some(embed)
+}
+
+/// An acgan D's auxiliary classifier (`features` -> the classes, Glorot-uniform weights, zero
+/// biases) from `rng`; None for any other conditioning (nothing drawn).
+fn aux_classifier(
+    cfg: &ModelConfig,
+    features: usize,
+    rng: &mut impl rand::Rng,
+    device: &Device,
+) -> Option<Linear> {
+    (cfg.aux_classifier_size(features) > 0).then(|| glorot_dense(features, cfg.conditions(), rng, device))
 }
 
 /// G's input on `device` from the noise `z` ([n * latent] floats): [n, latent] for an
@@ -968,6 +1017,66 @@ mod tests {
         let a = values(d.score(images.clone(), Some(&y), None, true));
         let y2 = Tensor::<2>::from_data(TensorData::new(one_hot(&other, 3), [2, 3]), &device);
         assert_ne!(a, values(d.score(images, Some(&y2), None, true)), "D ignores the class maps");
+    }
+
+    /// Odena et al.'s AC-GAN: D sees the image alone (its logit ignores the labels) and its
+    /// auxiliary head classifies D's last features into the classes, of the same forward pass;
+    /// spectral norm takes the head too. Both kinds of network; the config counts its parameters.
+    #[test]
+    fn an_acgan_discriminator_classifies_what_it_judges() {
+        use crate::config::Conditioning;
+        let device = Device::flex();
+        let values = |t: Tensor<2>| -> Vec<f32> { t.into_data().try_into_vec().unwrap() };
+        let cfg = ModelConfig {
+            g_hidden: vec![8],
+            d_hidden: vec![6, 5],
+            latent_dim: 4,
+            conditional: Conditioning::Acgan,
+            classes: 3,
+            ..Default::default()
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let g = Generator::new(&cfg, 12, &mut rng, &device);
+        let d = Discriminator::new(&cfg, 12, &mut rng, &device);
+        assert_eq!(g.hidden[0].weight.dims(), [4 + 3, 8], "G takes the class as with concat");
+        assert_eq!(d.hidden[0].weight.dims(), [12, 6], "an acgan D's input is the image alone");
+        assert!(d.embed.is_none());
+        let aux = d.aux.as_ref().expect("an acgan D has a classifier");
+        assert_eq!(aux.weight.dims(), [5, 3]);
+        assert_eq!(g.num_params() + d.num_params(), cfg_count(&cfg, 12));
+
+        let x: Vec<f32> = (0..2 * 12).map(|i| (i as f32 * 0.3).sin()).collect();
+        let x = Tensor::<2>::from_data(TensorData::new(x, [2, 12]), &device);
+        let y = Tensor::<2>::from_data(TensorData::new(one_hot(&[2, 0], 3), [2, 3]), &device);
+        let (logits, classes) = d.score_and_classes(x.clone(), Some(&y), None, false, None);
+        assert_eq!(values(logits.clone()), values(d.score(x.clone(), None, None, false)), "the labels are not read");
+        let mut features = x.clone();
+        for linear in &d.hidden {
+            features = leaky_relu(linear.forward(features), d.leaky_slope);
+        }
+        let classes = classes.expect("an acgan D's class logits");
+        assert_eq!(classes.dims(), [2, 3]);
+        assert_eq!(values(classes.clone()), values(aux.forward(features)));
+        let (_, fused) = d.score_and_classes(x.clone(), Some(&y), None, true, None);
+        let close = |a: Vec<f32>, b: Vec<f32>| a.iter().zip(&b).all(|(u, v)| (u - v).abs() <= 1e-5);
+        assert!(close(values(fused.unwrap()), values(classes.clone())), "fused == reference");
+        // Spectral norm normalizes the head too: one more matrix, [features, classes].
+        let states = d.spectral_start(&mut rng);
+        assert_eq!(d.layer_shapes().last(), Some(&(5, 3)));
+        let (_, normalized) = d.score_and_classes(x, Some(&y), None, false, Some(&states));
+        assert!(!close(values(normalized.unwrap()), values(classes)), "σ divides the head's weight");
+        // A projection D has no head.
+        let projection = ModelConfig { conditional: Conditioning::Projection, ..cfg.clone() };
+        let d = Discriminator::new(&projection, 12, &mut rng, &device);
+        let x = Tensor::<2>::zeros([2, 12], &device);
+        assert!(d.aux.is_none() && d.score_and_classes(x, Some(&y), None, false, None).1.is_none());
+        // A dcgan D: the head on the last convolution's features.
+        let conv = ModelConfig { kind: ModelKind::Dcgan, g_channels: vec![4, 2], d_channels: vec![3, 2], ..cfg };
+        let d = Discriminator::new(&conv, 784, &mut rng, &device);
+        assert_eq!(d.convs[0].weight.dims(), [3, 1, 5, 5], "no class maps");
+        assert_eq!(d.aux.as_ref().unwrap().weight.dims(), [2 * 7 * 7, 3]);
+        let g = Generator::new(&conv, 784, &mut rng, &device);
+        assert_eq!(g.num_params() + d.num_params(), cfg_count(&conv, 784));
     }
 
     /// The config's parameter count of a model (what the memory check reads).

@@ -7,6 +7,7 @@ use std::path::Path;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, RmsPropConfig};
 use burn::store::ModuleRecord;
+use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::augment;
@@ -281,9 +282,11 @@ impl Gan {
         let masks = self.dropout_masks(&mut streams.dropout);
 
         // G's gradient through D at its current weights (D's own gradient is not taken here).
-        let scores = self.d_forward(&d.clone().no_grad(), generated, &mut streams.augment, &masks);
+        let asked = generated.y.clone();
+        let (scores, classes) = self.d_forward(&d.clone().no_grad(), generated, &mut streams.augment, &masks);
         let loss = self.recipe.loss.g(scores);
         let g_loss = loss.clone().inner();
+        let loss = with_class_term(loss, classes, asked.as_ref());
         let g_grads = GradientsParams::from_grads(loss.backward(), &g);
 
         // D's update on the real batch and the same fakes (one update on the summed losses, as
@@ -378,20 +381,17 @@ impl Gan {
 
     /// D's scores [b, 1] of a batch [b, pixels] (and its labels, in a conditional run) as D
     /// sees it: augmented when the recipe asks (drawing from the augmentation stream), through
-    /// spectrally normalized layers when D has them.
+    /// spectrally normalized layers when D has them; and an acgan D's class logits [b, classes].
     fn d_forward(
         &self,
         d: &Discriminator,
         batch: Batch,
         augment: &mut rand_chacha::ChaCha8Rng,
         dropout: &[Tensor<4>],
-    ) -> Tensor<2> {
+    ) -> (Tensor<2>, Option<Tensor<2>>) {
         let x = augment::apply(batch.x, &self.recipe.augment, self.shape, augment);
         let fused = self.recipe.kernels == Kernels::Fused;
-        match &self.spectral {
-            Some(states) => d.score_spectral(x, batch.y.as_ref(), Some(dropout), fused, states),
-            None => d.score(x, batch.y.as_ref(), Some(dropout), fused),
-        }
+        d.score_and_classes(x, batch.y.as_ref(), Some(dropout), fused, self.spectral.as_deref())
     }
 
     /// One D step on a real and a fake batch: one update on their summed losses
@@ -437,9 +437,11 @@ impl Gan {
             let Some(x) = x else { continue };
             let given = if is_real { None } else { fake_masks.take() };
             let masks = given.unwrap_or_else(|| self.dropout_masks(&mut streams.dropout));
-            let scores = self.d_forward(&d, x, &mut streams.augment, &masks); // [b, 1]
+            let asked = x.y.clone();
+            let (scores, classes) = self.d_forward(&d, x, &mut streams.augment, &masks); // [b, 1]
             let term = if is_real { loss.d_real(scores.clone(), label) } else { loss.d_fake(scores.clone()) };
             passes.push(PassTerms::new(is_real, &term, &scores));
+            let term = with_class_term(term, classes, asked.as_ref());
             total = Some(match total {
                 Some(t) => t + term,
                 None => term,
@@ -460,9 +462,11 @@ impl Gan {
         let (z, y) = self.noise(streams, &self.train_device.clone()); // [b, latent (+ classes)]
         let generated = Batch { x: self.g_forward(&g, z), y }; // [b, pixels], with its graph
         let masks = self.dropout_masks(&mut streams.dropout);
-        let scores = self.d_forward(&d.clone().no_grad(), generated, &mut streams.augment, &masks); // [b, 1]
+        let asked = generated.y.clone();
+        let (scores, classes) = self.d_forward(&d.clone().no_grad(), generated, &mut streams.augment, &masks); // [b, 1]
         let loss = self.recipe.loss.g(scores);
         let value = loss.clone().inner();
+        let loss = with_class_term(loss, classes, asked.as_ref());
         let grads = GradientsParams::from_grads(loss.backward(), &g);
         (self.opt_g.step(self.lr_g, g, grads), value)
     }
@@ -673,6 +677,21 @@ struct Batch {
     y: Option<Tensor<2>>,
 }
 
+/// `term`, plus an acgan D's auxiliary term when `classes` (its class logits [b, classes]) are
+/// given: the cross-entropy of the classes against `asked` (the one-hot labels [b, classes] of
+/// the real images, or the classes G was asked for), a mean over the batch, weighed as the
+/// adversarial term (Odena et al. 2017). D minimizes it on the real and the fake batches, G on
+/// its fakes. The metric columns keep the adversarial term alone.
+fn with_class_term(term: Tensor<1>, classes: Option<Tensor<2>>, asked: Option<&Tensor<2>>) -> Tensor<1> {
+    match (classes, asked) {
+        (Some(logits), Some(y)) => {
+            let cross_entropy = (y.clone() * log_softmax(logits, 1)).sum_dim(1).mean().neg();
+            term + cross_entropy
+        }
+        _ => term,
+    }
+}
+
 /// A module's record as burnpack bytes (what checkpoints and `weights/` hold).
 fn record_bytes<M: Module>(module: M) -> std::result::Result<Vec<u8>, burn::store::RecordError> {
     Ok(module.into_record().into_bytes()?.to_vec())
@@ -733,6 +752,22 @@ fn scalar(t: &Tensor<1>) -> f32 {
 mod tests {
     use super::*;
     use crate::config::Loss as LossKind;
+
+    /// The acgan class term is the cross-entropy of D's class logits against the asked classes,
+    /// a mean over the batch, added to the adversarial term; other Ds add nothing.
+    #[test]
+    fn the_class_term_is_the_mean_cross_entropy_of_the_asked_classes() {
+        let device = Device::flex();
+        let t = |v: Vec<f32>, shape: [usize; 2]| Tensor::<2>::from_data(TensorData::new(v, shape), &device);
+        let term = Tensor::<1>::from_data(TensorData::new(vec![0.5f32], [1]), &device);
+        // Row 0: equal logits, -ln(1/3); row 1: logits (ln 1, ln 3, -1000: e^-1000 is 0 in f32), asked 1: -ln(3/4).
+        let logits = t(vec![0.0, 0.0, 0.0, 0.0, 3f32.ln(), -1000.0], [2, 3]);
+        let asked = t(vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0], [2, 3]);
+        let total = scalar(&with_class_term(term.clone(), Some(logits), Some(&asked)));
+        let expected = 0.5 + (3f32.ln() - 0.75f32.ln()) / 2.0;
+        assert!((total - expected).abs() < 1e-6, "{total} against {expected}");
+        assert_eq!(scalar(&with_class_term(term, None, Some(&asked))), 0.5);
+    }
 
     /// The records of many iterations read in one transfer are those read one at a time, bit for
     /// bit, on a recipe that takes every branch of the reading (two split D steps, spectral norm).

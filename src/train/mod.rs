@@ -826,8 +826,9 @@ fn fixed_noise(config: &Config, layout: &GridLayout, stream: &mut rand_chacha::C
 }
 
 /// The classes of a grid's tiles in a conditional run, row by row: row r shows class r (with
-/// `model.clusters_per_class`, its clusters in turn along the row: column i is cluster i mod
-/// clusters_per_class); in a self-conditioned run, whose rows may be fewer than its clusters,
+/// `model.clusters_per_class`, its clusters along the row: each in turn, column i cluster i mod
+/// clusters_per_class, or, where the columns are fewer than the clusters, spread evenly over
+/// them: column i cluster i * clusters_per_class / columns); in a self-conditioned run, whose rows may be fewer than its clusters,
 /// clusters spread evenly over them (row r: cluster r * clusters / rows). Empty for an
 /// unconditional run.
 fn grid_labels(config: &Config, layout: &GridLayout) -> Vec<u8> {
@@ -835,12 +836,12 @@ fn grid_labels(config: &Config, layout: &GridLayout) -> Vec<u8> {
     if !m.is_conditional() {
         return Vec::new();
     }
-    let (classes, per_class, rows) = (m.classes, m.clusters_per_class, layout.rows.max(1));
+    let (classes, per_class, rows, cols) = (m.classes, m.clusters_per_class, layout.rows.max(1), layout.cols);
     (0..layout.rows)
         .flat_map(|r| {
-            (0..layout.cols).map(move |col| {
+            (0..cols).map(move |col| {
                 let id = if per_class > 0 {
-                    r * per_class + col % per_class
+                    r * per_class + if cols >= per_class { col % per_class } else { col * per_class / cols }
                 } else {
                     (r * classes / rows).min(classes - 1)
                 };
@@ -859,32 +860,23 @@ fn training_data(config: &Config, dir: Option<&Path>, progress: bool) -> Result<
     let classes = (config.model.is_conditional() && clusters == 0).then_some(config.model.classes);
     let mut images = data::load_training_images(&config.data, dir, classes, progress)?;
     let mut facts = DataFacts::of(&images)?;
-    if clusters > 0 {
-        let started = Instant::now();
-        let (labels, sizes) = data::clusters::cluster(&images, clusters, config.train.seed)?;
-        if progress {
-            eprintln!(
-                "gantry: grouped the {} training images into {clusters} clusters by k-means on their pixels \
-                 ({:.1} s; {} to {} images each): G and D take the cluster as a class",
-                images.count,
-                started.elapsed().as_secs_f64(),
-                sizes.iter().min().unwrap_or(&0),
-                sizes.iter().max().unwrap_or(&0),
-            );
-        }
-        images.labels = Some(labels);
-        facts.cluster_sizes = Some(sizes);
-    }
+    // Self-conditioning (data.clusters) or clusters within classes: never both (validate).
     let per_class = config.model.clusters_per_class;
-    if per_class > 0 && config.model.is_conditional() {
-        let started = Instant::now();
+    let started = Instant::now();
+    let clustered = if clusters > 0 {
+        let ids = data::clusters::cluster(&images, clusters, config.train.seed)?;
+        Some((ids, format!("grouped the {} training images into {clusters} clusters", images.count), "the cluster as a class"))
+    } else if per_class > 0 && config.model.is_conditional() {
         let classes = config.model.classes;
-        let (ids, sizes) =
-            data::clusters::cluster_within_classes(&images, classes, per_class, config.train.seed)?;
+        let ids = data::clusters::cluster_within_classes(&images, classes, per_class, config.train.seed)?;
+        Some((ids, format!("split each of the {classes} classes into {per_class} clusters"), "(class, cluster)"))
+    } else {
+        None
+    };
+    if let Some(((ids, sizes), what, takes)) = clustered {
         if progress {
             eprintln!(
-                "gantry: split each of the {classes} classes into {per_class} clusters by k-means on their pixels \
-                 ({:.1} s; {} to {} images each): G and D take (class, cluster)",
+                "gantry: {what} by k-means on their pixels ({:.1} s; {} to {} images each): G and D take {takes}",
                 started.elapsed().as_secs_f64(),
                 sizes.iter().min().unwrap_or(&0),
                 sizes.iter().max().unwrap_or(&0),
@@ -919,4 +911,26 @@ fn progress_bar(total: usize, visible: bool) -> ProgressBar {
         .progress_chars("=> "),
     );
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Row r of a clusters-within-classes grid shows class r's clusters: each in turn where
+    /// the columns are enough, spread evenly over them where not.
+    #[test]
+    fn grid_rows_show_a_class_and_its_clusters_spread_over_the_columns() {
+        let mut config = Config::default();
+        config.model.conditional = crate::config::Conditioning::Projection;
+        config.model.clusters_per_class = 10;
+        let layout = |cols| GridLayout { rows: 10, cols, tile_h: 28, tile_w: 28, channels: 1 };
+        let five = grid_labels(&config, &layout(5));
+        assert_eq!(&five[..5], &[0, 2, 4, 6, 8]);
+        assert_eq!(&five[35..40], &[70, 72, 74, 76, 78]);
+        let ten = grid_labels(&config, &layout(10));
+        assert_eq!(ten, (0..100).collect::<Vec<u8>>());
+        config.model.clusters_per_class = 3;
+        assert_eq!(&grid_labels(&config, &layout(5))[5..10], &[3, 4, 5, 3, 4]);
+    }
 }

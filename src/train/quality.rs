@@ -131,9 +131,9 @@ impl QualityProbe {
             Some(sizes) => crate::data::clusters::proportional(sizes, n),
             None => (0..n).filter(|_| classes > 0).map(|i| (i % classes) as u8).collect(),
         };
-        let per_class = config.model.clusters_per_class.max(1);
+        let per_class = config.model.clusters_per_class;
         let asked = (classes > 0 && config.data.clusters == 0)
-            .then(|| labels.iter().map(|&l| (l as usize / per_class) as u8).collect());
+            .then(|| labels.iter().map(|&l| crate::data::clusters::class_of(l, per_class)).collect());
         Ok(Some(Self { judge, real, noise, labels, asked }))
     }
 
