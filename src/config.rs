@@ -1234,7 +1234,8 @@ impl Config {
             .into_iter()
             .filter(model)
             .map(|k| {
-                let value = |m: &BTreeMap<String, String>| m.get(&k).map_or("(unset)", String::as_str).to_owned();
+                let value =
+                    |m: &BTreeMap<String, String>| m.get(&k).map_or("(unset)", String::as_str).to_owned();
                 format!("{k}: {} -> {}", value(&a), value(&b))
             })
             .collect()

@@ -104,11 +104,12 @@ impl LoadedGenerator {
         crate::train::check_memory(&config, pixels)?;
         let per_class = config.model.clusters_per_class.max(1);
         let clustered = if config.data.clusters > 0 || per_class > 1 { config.model.conditions() } else { 0 };
+        // Each class's clusters (all of them, self-conditioned) must hold some images: the ids
+        // asked for are drawn in proportion to these sizes.
+        let group = if per_class > 1 { per_class } else { clustered.max(1) };
         let cluster_sizes = match (clustered, info.cluster_sizes) {
             (0, _) => None,
-            // Each class's clusters (all of them, self-conditioned) hold some images: the ids
-            // asked for are drawn in proportion to these sizes.
-            (k, Some(sizes)) if sizes.len() == k && sizes.chunks(if per_class > 1 { per_class } else { k }).all(|c| c.iter().any(|&s| s > 0)) => {
+            (k, Some(sizes)) if sizes.len() == k && sizes.chunks(group).all(|c| c.iter().any(|&s| s > 0)) => {
                 Some(sizes)
             }
             (k, Some(sizes)) if sizes.len() == k => {

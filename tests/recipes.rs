@@ -402,7 +402,8 @@ fn clusters_per_class_keep_to_their_class(tmp: &std::path::Path) {
     assert_eq!(o.status.code(), Some(2), "there are 10 classes, not 30");
     // Regression (`gantry sample --class 7` panicked when run.json gave class 7's clusters no
     // image): a damaged run.json is refused by name, and nothing is written. Last use of this run.
-    let mut info: serde_json::Value = serde_json::from_slice(&fs::read(run.join("run.json")).unwrap()).unwrap();
+    let mut info: serde_json::Value =
+        serde_json::from_slice(&fs::read(run.join("run.json")).unwrap()).unwrap();
     for id in 21..24 {
         info["cluster_sizes"][id] = serde_json::json!(0);
     }

@@ -402,7 +402,7 @@ impl Discriminator {
         dropout: Option<&[Tensor<4>]>,
         fused: bool,
     ) -> Tensor<2> {
-        self.score_with(x, labels, dropout, fused, None).0
+        self.score_and_classes(x, labels, dropout, fused, None).0
     }
 
     /// [`Discriminator::score`] (spectrally normalized with `spectral`'s vectors when given) and,
@@ -416,13 +416,8 @@ impl Discriminator {
         fused: bool,
         spectral: Option<&[SpectralState]>,
     ) -> (Tensor<2>, Option<Tensor<2>>) {
-        match spectral {
-            Some(states) => {
-                let sigmas = self.sigmas(states);
-                self.score_with(x, labels, dropout, fused, Some(&sigmas))
-            }
-            None => self.score_with(x, labels, dropout, fused, None),
-        }
+        let sigmas = spectral.map(|states| self.sigmas(states));
+        self.score_with(x, labels, dropout, fused, sigmas.as_deref())
     }
 
     /// [`Discriminator::score`] with every layer spectrally normalized (`model.d_spectral_norm`):
@@ -437,7 +432,7 @@ impl Discriminator {
         fused: bool,
         states: &[SpectralState],
     ) -> Tensor<2> {
-        self.score_with(x, labels, dropout, fused, Some(&self.sigmas(states))).0
+        self.score_and_classes(x, labels, dropout, fused, Some(states)).0
     }
 
     /// Each layer's σ = vᵀ M u from its spectral state, with M's graph (u and v carry no
@@ -452,8 +447,9 @@ impl Discriminator {
 
     /// The forward pass: the logits and an acgan D's class logits; `sigmas`: each layer's σ in
     /// [`Discriminator::spectral_matrices`]' order (convolutions, dense layers, the logit layer,
-    /// the class embedding, the auxiliary classifier) when D is spectrally normalized. A normalized dense layer computes `x (W / σ)` as `(x W) / σ` (the same function
-    /// and gradients, and a [b, d_out] division instead of one of the whole weight).
+    /// the class embedding, the auxiliary classifier) when D is spectrally normalized. A normalized
+    /// dense layer computes `x (W / σ)` as `(x W) / σ` (the same function and gradients, and a
+    /// [b, d_out] division instead of one of the whole weight).
     fn score_with(
         &self,
         x: Tensor<2>,
@@ -502,10 +498,11 @@ impl Discriminator {
             _ => None,
         };
         // An acgan D's classifier reads the same features as its logit.
-        let classes = self.aux.as_ref().map(|aux| match sigma(at_output + 1 + self.embed.is_some() as usize) {
-            Some(s) => dense_sn(features.clone(), aux, s),
-            None => aux.forward(features.clone()),
-        });
+        let classes =
+            self.aux.as_ref().map(|aux| match sigma(at_output + 1 + self.embed.is_some() as usize) {
+                Some(s) => dense_sn(features.clone(), aux, s),
+                None => aux.forward(features.clone()),
+            });
         let logits = match sigma(at_output) {
             Some(s) => dense_sn(features, &self.output, s),
             None if fused && !self.is_dcgan() => dense(features, &self.output, Activation::Identity),
@@ -589,14 +586,16 @@ impl Discriminator {
 
     /// Each layer's weight as the matrix M [d_in, d_out] whose largest singular value spectral
     /// norm divides by, with its graph, in the order convolutions, dense layers, the logit layer,
-    /// the class embedding (a projection D's), the auxiliary classifier (an acgan D's). A dense layer's M is its weight; a convolution's
-    /// [c_out, c_in, k, k] is seen as [c_in·k·k, c_out] (Miyato et al.'s reshaping).
+    /// the class embedding (a projection D's), the auxiliary classifier (an acgan D's). A dense
+    /// layer's M is its weight; a convolution's [c_out, c_in, k, k] is seen as [c_in·k·k, c_out]
+    /// (Miyato et al.'s reshaping).
     fn spectral_matrices(&self) -> Vec<Tensor<2>> {
         let convs = self.convs.iter().map(|c| {
             let [o, i, kh, kw] = c.weight.dims();
             c.weight.val().reshape([o, i * kh * kw]).transpose()
         });
-        let dense = self.hidden.iter().chain([&self.output]).chain(self.embed.as_ref()).chain(self.aux.as_ref());
+        let dense =
+            self.hidden.iter().chain([&self.output]).chain(self.embed.as_ref()).chain(self.aux.as_ref());
         convs.chain(dense.map(|l| l.weight.val())).collect()
     }
 
@@ -1049,7 +1048,11 @@ mod tests {
         let x = Tensor::<2>::from_data(TensorData::new(x, [2, 12]), &device);
         let y = Tensor::<2>::from_data(TensorData::new(one_hot(&[2, 0], 3), [2, 3]), &device);
         let (logits, classes) = d.score_and_classes(x.clone(), Some(&y), None, false, None);
-        assert_eq!(values(logits.clone()), values(d.score(x.clone(), None, None, false)), "the labels are not read");
+        assert_eq!(
+            values(logits.clone()),
+            values(d.score(x.clone(), None, None, false)),
+            "the labels are not read"
+        );
         let mut features = x.clone();
         for linear in &d.hidden {
             features = leaky_relu(linear.forward(features), d.leaky_slope);
@@ -1071,7 +1074,8 @@ mod tests {
         let x = Tensor::<2>::zeros([2, 12], &device);
         assert!(d.aux.is_none() && d.score_and_classes(x, Some(&y), None, false, None).1.is_none());
         // A dcgan D: the head on the last convolution's features.
-        let conv = ModelConfig { kind: ModelKind::Dcgan, g_channels: vec![4, 2], d_channels: vec![3, 2], ..cfg };
+        let conv =
+            ModelConfig { kind: ModelKind::Dcgan, g_channels: vec![4, 2], d_channels: vec![3, 2], ..cfg };
         let d = Discriminator::new(&conv, 784, &mut rng, &device);
         assert_eq!(d.convs[0].weight.dims(), [3, 1, 5, 5], "no class maps");
         assert_eq!(d.aux.as_ref().unwrap().weight.dims(), [2 * 7 * 7, 3]);

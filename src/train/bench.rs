@@ -112,7 +112,9 @@ fn layer_macs(model: &ModelConfig, pixels: usize) -> (Vec<f64>, Vec<f64>) {
             let features = model.d_hidden.last().copied().unwrap_or(pixels);
             let mut d = chain(d.collect());
             d.extend((model.embedding_size(features) > 0).then_some(features as f64));
-            d.extend((model.aux_classifier_size(features) > 0).then_some((features * model.conditions()) as f64));
+            d.extend(
+                (model.aux_classifier_size(features) > 0).then_some((features * model.conditions()) as f64),
+            );
             (chain(g.collect()), d)
         }
         ModelKind::Dcgan => {
@@ -129,7 +131,9 @@ fn layer_macs(model: &ModelConfig, pixels: usize) -> (Vec<f64>, Vec<f64>) {
             let mut d: Vec<f64> =
                 layout.convs.iter().map(|l| taps(l, l.side_out)).chain([features as f64]).collect();
             d.extend((model.embedding_size(features) > 0).then_some(features as f64));
-            d.extend((model.aux_classifier_size(features) > 0).then_some((features * model.conditions()) as f64));
+            d.extend(
+                (model.aux_classifier_size(features) > 0).then_some((features * model.conditions()) as f64),
+            );
             (g, d)
         }
     }

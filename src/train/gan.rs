@@ -760,7 +760,8 @@ mod tests {
         let device = Device::flex();
         let t = |v: Vec<f32>, shape: [usize; 2]| Tensor::<2>::from_data(TensorData::new(v, shape), &device);
         let term = Tensor::<1>::from_data(TensorData::new(vec![0.5f32], [1]), &device);
-        // Row 0: equal logits, -ln(1/3); row 1: logits (ln 1, ln 3, -1000: e^-1000 is 0 in f32), asked 1: -ln(3/4).
+        // Row 0: equal logits, -ln(1/3); row 1: logits (ln 1, ln 3, -1000: e^-1000 is 0 in
+        // f32), asked 1: -ln(3/4).
         let logits = t(vec![0.0, 0.0, 0.0, 0.0, 3f32.ln(), -1000.0], [2, 3]);
         let asked = t(vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0], [2, 3]);
         let total = scalar(&with_class_term(term.clone(), Some(logits), Some(&asked)));

@@ -828,9 +828,9 @@ fn fixed_noise(config: &Config, layout: &GridLayout, stream: &mut rand_chacha::C
 /// The classes of a grid's tiles in a conditional run, row by row: row r shows class r (with
 /// `model.clusters_per_class`, its clusters along the row: each in turn, column i cluster i mod
 /// clusters_per_class, or, where the columns are fewer than the clusters, spread evenly over
-/// them: column i cluster i * clusters_per_class / columns); in a self-conditioned run, whose rows may be fewer than its clusters,
-/// clusters spread evenly over them (row r: cluster r * clusters / rows). Empty for an
-/// unconditional run.
+/// them: column i cluster i * clusters_per_class / columns); in a self-conditioned run, whose
+/// rows may be fewer than its clusters, clusters spread evenly over them (row r: cluster
+/// r * clusters / rows). Empty for an unconditional run.
 fn grid_labels(config: &Config, layout: &GridLayout) -> Vec<u8> {
     let m = &config.model;
     if !m.is_conditional() {
@@ -865,11 +865,19 @@ fn training_data(config: &Config, dir: Option<&Path>, progress: bool) -> Result<
     let started = Instant::now();
     let clustered = if clusters > 0 {
         let ids = data::clusters::cluster(&images, clusters, config.train.seed)?;
-        Some((ids, format!("grouped the {} training images into {clusters} clusters", images.count), "the cluster as a class"))
+        Some((
+            ids,
+            format!("grouped the {} training images into {clusters} clusters", images.count),
+            "the cluster as a class",
+        ))
     } else if per_class > 0 && config.model.is_conditional() {
         let classes = config.model.classes;
         let ids = data::clusters::cluster_within_classes(&images, classes, per_class, config.train.seed)?;
-        Some((ids, format!("split each of the {classes} classes into {per_class} clusters"), "(class, cluster)"))
+        Some((
+            ids,
+            format!("split each of the {classes} classes into {per_class} clusters"),
+            "(class, cluster)",
+        ))
     } else {
         None
     };
