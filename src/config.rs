@@ -398,6 +398,12 @@ pub struct TrainConfig {
     /// Decay of an exponential moving average of G's weights (e.g. 0.999), 0 for none. When on,
     /// grids, evaluation, `gantry sample` and the exported weights use the averaged G.
     pub g_ema: f64,
+    /// Weight of an acgan D's auxiliary class term (its cross-entropy, in D's and in G's loss)
+    /// against the adversarial term: 1 (Odena et al. 2017) by default, less to let G trade
+    /// class certainty for variety. Not written to config.toml at 1, so that the runs before
+    /// the key keep their bytes.
+    #[serde(skip_serializing_if = "is_one")]
+    pub aux_weight: f64,
     /// Differentiable augmentation (DiffAugment, Zhao et al. 2020) of every batch D sees, real
     /// and fake, in D's and G's updates: `translation` (shifts of up to 1/8 of the image, zero
     /// padded) and/or `cutout` (a zeroed square of half the image's side).
@@ -433,6 +439,7 @@ impl Default for TrainConfig {
             d_update: DUpdate::Split,
             clip: 0.01,
             g_ema: 0.0,
+            aux_weight: 1.0,
             augment: Vec::new(),
             optimizer_d: None,
             optimizer_g: None,
@@ -591,6 +598,9 @@ impl TrainConfig {
         }
         if !t.augment.is_empty() {
             keys.push(("train.augment".into(), format!("{:?}", t.augment)));
+        }
+        if t.aux_weight != 1.0 {
+            keys.push(("train.aux_weight".into(), t.aux_weight.to_string()));
         }
         keys
     }
@@ -999,6 +1009,14 @@ impl Config {
                 format!("an EMA decay must be within [0, 1) (0 = off), found {}", t.g_ema),
             ));
         }
+        finite_in("train.aux_weight", t.aux_weight, 0.0, 100.0)?;
+        if t.aux_weight != 1.0 && m.conditional != Conditioning::Acgan {
+            return Err(Error::config(
+                "train.aux_weight",
+                "weighs an acgan D's class term, which this run's D has not: set model.conditional = \"acgan\", \
+                 or leave train.aux_weight at 1",
+            ));
+        }
         let mut augment = t.augment.clone();
         augment.sort();
         augment.dedup();
@@ -1332,6 +1350,11 @@ fn dcgan_parameter_count(m: &ModelConfig, pixels: usize) -> u64 {
         .saturating_add(m.aux_classifier_size(features))
 }
 
+/// Whether `value` is 1 (serde's `skip_serializing_if` of a weight at its default).
+fn is_one(value: &f64) -> bool {
+    *value == 1.0
+}
+
 fn finite_in(key: &'static str, value: f64, lo: f64, hi: f64) -> Result<()> {
     if !(value.is_finite() && value >= lo && value <= hi) {
         return Err(Error::config(key, format!("must be within [{lo}, {hi}], found {value}")));
@@ -1561,6 +1584,9 @@ mod tests {
             ("[train]\ng_ema = 1.0\n", "train.g_ema"),
             ("[train]\ng_ema = -0.1\n", "train.g_ema"),
             ("[train]\naugment = [\"cutout\", \"cutout\"]\n", "train.augment"),
+            // A class term's weight where there is no class term, and a negative one.
+            ("[model]\nconditional = \"projection\"\n[train]\naux_weight = 0.5\n", "train.aux_weight"),
+            ("[model]\nconditional = \"acgan\"\n[train]\naux_weight = -0.5\n", "train.aux_weight"),
         ] {
             let err = parse(text).unwrap().validate().unwrap_err();
             assert!(err.to_string().contains(key), "{text}: {err}");
@@ -1670,6 +1696,12 @@ mod tests {
         let mut augmented = hinge.clone();
         augmented.train.augment = vec![Augment::Cutout];
         assert_ne!(augmented.train.recipe_hash().as_deref(), Some(recipe));
+        // An acgan class term's weight: in the recipe when set, in config.toml only when set.
+        let mut weighed = hinge.clone();
+        weighed.train.aux_weight = 0.5;
+        assert_ne!(weighed.train.recipe_hash().as_deref(), Some(recipe));
+        assert!(!toml::to_string(&hinge).unwrap().contains("aux_weight"));
+        assert!(toml::to_string(&weighed).unwrap().contains("aux_weight = 0.5"));
     }
 
     #[test]

@@ -286,7 +286,7 @@ impl Gan {
         let (scores, classes) = self.d_forward(&d.clone().no_grad(), generated, &mut streams.augment, &masks);
         let loss = self.recipe.loss.g(scores);
         let g_loss = loss.clone().inner();
-        let loss = with_class_term(loss, classes, asked.as_ref());
+        let loss = with_class_term(loss, classes, asked.as_ref(), self.recipe.aux_weight);
         let g_grads = GradientsParams::from_grads(loss.backward(), &g);
 
         // D's update on the real batch and the same fakes (one update on the summed losses, as
@@ -441,7 +441,7 @@ impl Gan {
             let (scores, classes) = self.d_forward(&d, x, &mut streams.augment, &masks); // [b, 1]
             let term = if is_real { loss.d_real(scores.clone(), label) } else { loss.d_fake(scores.clone()) };
             passes.push(PassTerms::new(is_real, &term, &scores));
-            let term = with_class_term(term, classes, asked.as_ref());
+            let term = with_class_term(term, classes, asked.as_ref(), self.recipe.aux_weight);
             total = Some(match total {
                 Some(t) => t + term,
                 None => term,
@@ -466,7 +466,7 @@ impl Gan {
         let (scores, classes) = self.d_forward(&d.clone().no_grad(), generated, &mut streams.augment, &masks); // [b, 1]
         let loss = self.recipe.loss.g(scores);
         let value = loss.clone().inner();
-        let loss = with_class_term(loss, classes, asked.as_ref());
+        let loss = with_class_term(loss, classes, asked.as_ref(), self.recipe.aux_weight);
         let grads = GradientsParams::from_grads(loss.backward(), &g);
         (self.opt_g.step(self.lr_g, g, grads), value)
     }
@@ -679,14 +679,21 @@ struct Batch {
 
 /// `term`, plus an acgan D's auxiliary term when `classes` (its class logits [b, classes]) are
 /// given: the cross-entropy of the classes against `asked` (the one-hot labels [b, classes] of
-/// the real images, or the classes G was asked for), a mean over the batch, weighed as the
-/// adversarial term (Odena et al. 2017). D minimizes it on the real and the fake batches, G on
-/// its fakes. The metric columns keep the adversarial term alone.
-fn with_class_term(term: Tensor<1>, classes: Option<Tensor<2>>, asked: Option<&Tensor<2>>) -> Tensor<1> {
+/// the real images, or the classes G was asked for), a mean over the batch, times `weight`
+/// (`train.aux_weight`; 1 weighs it as the adversarial term, as Odena et al. 2017 do). D
+/// minimizes it on the real and the fake batches, G on its fakes. The metric columns keep the
+/// adversarial term alone.
+fn with_class_term(
+    term: Tensor<1>,
+    classes: Option<Tensor<2>>,
+    asked: Option<&Tensor<2>>,
+    weight: f64,
+) -> Tensor<1> {
     match (classes, asked) {
         (Some(logits), Some(y)) => {
             let cross_entropy = (y.clone() * log_softmax(logits, 1)).sum_dim(1).mean().neg();
-            term + cross_entropy
+            // No product at weight 1: the graph, and so the bytes, of the runs before the key.
+            if weight == 1.0 { term + cross_entropy } else { term + cross_entropy.mul_scalar(weight) }
         }
         _ => term,
     }
@@ -754,7 +761,8 @@ mod tests {
     use crate::config::Loss as LossKind;
 
     /// The acgan class term is the cross-entropy of D's class logits against the asked classes,
-    /// a mean over the batch, added to the adversarial term; other Ds add nothing.
+    /// a mean over the batch, times train.aux_weight, added to the adversarial term; other Ds
+    /// add nothing.
     #[test]
     fn the_class_term_is_the_mean_cross_entropy_of_the_asked_classes() {
         let device = Device::flex();
@@ -764,10 +772,13 @@ mod tests {
         // f32), asked 1: -ln(3/4).
         let logits = t(vec![0.0, 0.0, 0.0, 0.0, 3f32.ln(), -1000.0], [2, 3]);
         let asked = t(vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0], [2, 3]);
-        let total = scalar(&with_class_term(term.clone(), Some(logits), Some(&asked)));
-        let expected = 0.5 + (3f32.ln() - 0.75f32.ln()) / 2.0;
-        assert!((total - expected).abs() < 1e-6, "{total} against {expected}");
-        assert_eq!(scalar(&with_class_term(term, None, Some(&asked))), 0.5);
+        let total = scalar(&with_class_term(term.clone(), Some(logits.clone()), Some(&asked), 1.0));
+        let cross_entropy = (3f32.ln() - 0.75f32.ln()) / 2.0;
+        assert!((total - (0.5 + cross_entropy)).abs() < 1e-6, "{total} against {}", 0.5 + cross_entropy);
+        // train.aux_weight scales the class term alone.
+        let weighed = scalar(&with_class_term(term.clone(), Some(logits), Some(&asked), 0.25));
+        assert!((weighed - (0.5 + 0.25 * cross_entropy)).abs() < 1e-6, "{weighed}");
+        assert_eq!(scalar(&with_class_term(term, None, Some(&asked), 0.25)), 0.5);
     }
 
     /// The records of many iterations read in one transfer are those read one at a time, bit for
