@@ -246,9 +246,13 @@ pub struct EvalArgs {
     /// the cache.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// Write the reports as JSON here (default, when judging one run: RUN/eval.json).
+    /// Write the reports as JSON here (default, when judging one run: RUN/eval.json). Never a
+    /// file of a run's own (its config, metrics, weights...).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Replace the --json file if it exists.
+    #[arg(long)]
+    pub force: bool,
     /// Where the generators draw their samples (the judge itself always runs on the CPU).
     #[command(flatten)]
     pub device: DeviceFlag,
@@ -275,9 +279,13 @@ pub struct ResumeArgs {
 pub struct SampleArgs {
     /// The run folder.
     pub run: PathBuf,
-    /// PNG file to write (default: RUN/sample-seedS.png).
+    /// PNG file to write (default: RUN/sample-seedS.png). Never a file of a run's own (its
+    /// config, metrics, weights, grids...).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Replace the --out file if it exists.
+    #[arg(long)]
+    pub force: bool,
     /// Number of images (laid out as a near-square grid).
     #[arg(long, default_value_t = 64)]
     pub n: usize,
@@ -318,15 +326,21 @@ pub struct BenchArgs {
     /// Also write the results as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Replace the --json file if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// The run folder.
     pub run: PathBuf,
-    /// HTML file to write (default: RUN/report.html).
+    /// HTML file to write (default: RUN/report.html). Never a file of a run's own.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Replace the --out file if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -360,6 +374,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 dataset: args.dataset,
                 data: args.data,
                 json: args.json,
+                replace: run_dir::replace_if(args.force),
                 device: args.device.device.unwrap_or_default(),
             };
             eval::command::run(&request).map(|_| 0)
@@ -397,6 +412,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Report(args) => {
             let run = RunDir::open(&args.run)?;
+            if let Some(out) = &args.out {
+                let existing = run_dir::replace_if(args.force);
+                run_dir::check_output(out, run_dir::OwnOutput::Report, existing, "--out")?;
+            }
             let path = report::write(&run, args.out.as_deref())?;
             eprintln!("gantry: wrote {}", path.display());
             Ok(0)
@@ -431,7 +450,7 @@ fn sweep_command(args: SweepArgs) -> Result<i32> {
     }
     if let Some(index) = args.task {
         let stop = install_stop_handler();
-        let options = Options { progress: !args.quiet, stop: Some(stop.stop.clone()), stop_after: None };
+        let options = stop.options(!args.quiet);
         let task_options = task::TaskOptions {
             threads: args.threads,
             data: args.data.clone(),
@@ -447,7 +466,7 @@ fn sweep_command(args: SweepArgs) -> Result<i32> {
             task::TaskOutcome::Trained(outcome) => Ok(report(&outcome)),
         };
     }
-    let state = local::prepare(&plan, &out)?;
+    let (state, _sweep_lock) = local::prepare(&plan, &out)?;
     if let Some(kind) = args.emit {
         let absolute = std::path::absolute(&out).map_err(|e| Error::io("resolve", &out, e))?;
         let gantry = std::env::current_exe().map_err(|e| Error::io("find", "the gantry executable", e))?;
@@ -485,6 +504,8 @@ fn sweep_command(args: SweepArgs) -> Result<i32> {
         out.display()
     );
     let stop = install_stop_handler();
+    // The scheduler polls the stop flag from here on: a signal stops its jobs, which checkpoint.
+    stop.listening.store(true, Ordering::SeqCst);
     let options = local::LocalOptions {
         jobs: args.jobs,
         threads: args.threads,
@@ -520,31 +541,77 @@ fn out_flag(out: &Option<PathBuf>) -> String {
 struct StopState {
     /// Raised by the first signal: the loop finishes its iteration, checkpoints and stops.
     stop: Arc<AtomicBool>,
+    /// Raised while something polls `stop` (the training loop, a sweep's scheduler): only then
+    /// can a stop wait for it.
+    listening: Arc<AtomicBool>,
     /// Set once training is over (only the dashboard is still up).
     finished: Arc<AtomicBool>,
 }
 
-/// Stop requests from SIGINT/SIGTERM: the first asks the loop to checkpoint and stop (or, after
-/// training, closes the dashboard), a second exits at once with [`EXIT_ABORTED`].
+impl StopState {
+    /// The options of a training command stopped by this state.
+    fn options(&self, progress: bool) -> Options {
+        Options {
+            progress,
+            stop: Some(self.stop.clone()),
+            stop_after: None,
+            listening: Some(self.listening.clone()),
+        }
+    }
+}
+
+/// What one SIGINT or SIGTERM does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnSignal {
+    /// Training is over and the dashboard is up: close it.
+    CloseDashboard,
+    /// The loop is running: it finishes its iteration, checkpoints and stops.
+    CheckpointAndStop,
+    /// Exit at once with this code.
+    Exit(i32),
+}
+
+/// The policy: a first signal while the loop listens asks it to checkpoint; a second one, or one
+/// while nothing listens (reading or decoding data, training the judge, writing the final files;
+/// `Exit(EXIT_STOPPED)`), ends the process at once, so one SIGTERM ends any command at any phase.
+fn on_signal(finished: bool, listening: bool, asked_before: bool) -> OnSignal {
+    if finished {
+        OnSignal::CloseDashboard
+    } else if asked_before {
+        OnSignal::Exit(EXIT_ABORTED)
+    } else if listening {
+        OnSignal::CheckpointAndStop
+    } else {
+        OnSignal::Exit(EXIT_STOPPED)
+    }
+}
+
+/// Stop requests from SIGINT/SIGTERM, as [`on_signal`] decides.
 fn install_stop_handler() -> StopState {
     let state = StopState::default();
-    let (flag, finished) = (state.stop.clone(), state.finished.clone());
+    let (flag, listening, finished) = (state.stop.clone(), state.listening.clone(), state.finished.clone());
     let installed = ctrlc::set_handler(move || {
-        if finished.load(Ordering::SeqCst) {
-            flag.store(true, Ordering::SeqCst);
-            eprintln!("\ngantry: closing the dashboard");
-            return;
+        let asked_before = flag.swap(true, Ordering::SeqCst);
+        match on_signal(finished.load(Ordering::SeqCst), listening.load(Ordering::SeqCst), asked_before) {
+            OnSignal::CloseDashboard => eprintln!("\ngantry: closing the dashboard"),
+            OnSignal::CheckpointAndStop => eprintln!(
+                "\ngantry: stopping after this iteration and saving a checkpoint (signal again to exit at once)"
+            ),
+            OnSignal::Exit(code) if code == EXIT_ABORTED => {
+                eprintln!(
+                    "\ngantry: second signal: exiting now without a new checkpoint (exit code {EXIT_ABORTED}); \
+                     a resume continues from the last one saved"
+                );
+                std::process::exit(code);
+            }
+            OnSignal::Exit(code) => {
+                eprintln!(
+                    "\ngantry: stopped by a signal outside the training loop, with nothing to checkpoint \
+                     (exit code {code}); a run folder already made resumes from its last checkpoint or starts again"
+                );
+                std::process::exit(code);
+            }
         }
-        if flag.swap(true, Ordering::SeqCst) {
-            eprintln!(
-                "\ngantry: second signal: exiting now without a new checkpoint (exit code {EXIT_ABORTED}); \
-                 a resume continues from the last one saved"
-            );
-            std::process::exit(EXIT_ABORTED);
-        }
-        eprintln!(
-            "\ngantry: stopping after this iteration and saving a checkpoint (signal again to exit at once)"
-        );
     });
     if let Err(e) = installed {
         eprintln!(
@@ -614,7 +681,7 @@ fn train_command(args: TrainArgs) -> Result<i32> {
         out.display()
     );
     let stop = install_stop_handler();
-    let options = Options { progress: !flags.quiet, stop: Some(stop.stop.clone()), stop_after: None };
+    let options = stop.options(!flags.quiet);
     if flags.serve {
         start_dashboard(&out, flags.listen, options.stop.clone())?;
     }
@@ -626,7 +693,7 @@ fn train_command(args: TrainArgs) -> Result<i32> {
 fn resume_command(run: &Path, flags: &RunFlags) -> Result<i32> {
     let overrides = overrides(flags)?;
     let stop = install_stop_handler();
-    let options = Options { progress: !flags.quiet, stop: Some(stop.stop.clone()), stop_after: None };
+    let options = stop.options(!flags.quiet);
     if flags.serve {
         // RUN_DIR, or RUN_DIR/checkpoints/step_N.
         let root = run.ancestors().find(|p| p.join("config.toml").is_file()).unwrap_or(run);
@@ -789,6 +856,9 @@ fn sample_command(args: SampleArgs) -> Result<()> {
         return Err(Error::usage("--n", format!("must be within 1..=4096, found {}", args.n)));
     }
     let run = RunDir::open(&args.run)?;
+    // The default file is the command's own; a file the user names is replaced only with --force.
+    let existing =
+        if args.out.is_none() { run_dir::Existing::Replace } else { run_dir::replace_if(args.force) };
     let out = args.out.unwrap_or_else(|| crate::sample::default_out(&run, args.seed));
     if out.is_dir() {
         return Err(Error::usage(
@@ -796,6 +866,7 @@ fn sample_command(args: SampleArgs) -> Result<()> {
             format!("{} is a folder; give the PNG file to write", out.display()),
         ));
     }
+    run_dir::check_output(&out, run_dir::OwnOutput::SampleGrid, existing, "--out")?;
     let weights = crate::sample::Weights::Final;
     let (images, rows, cols, channels) = train::sample_generator(
         &run,
@@ -832,6 +903,9 @@ fn bench_command(args: BenchArgs) -> Result<()> {
     }
     if args.iterations > 1_000_000 || args.warmup > 1_000_000 {
         return Err(Error::usage("--iterations", "at most 1,000,000 timed and 1,000,000 warm-up iterations"));
+    }
+    if let Some(path) = &args.json {
+        run_dir::check_output(path, run_dir::OwnOutput::Nothing, run_dir::replace_if(args.force), "--json")?;
     }
     let overrides = Overrides { device: args.device.device, ..Default::default() };
     let config = Config::resolve_from(args.preset.as_deref(), args.config.as_deref(), &overrides)?;
@@ -881,4 +955,19 @@ fn plot_command(args: PlotArgs) -> Result<()> {
         eprintln!("gantry: wrote {}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signal_outside_the_loop_ends_the_command_at_once() {
+        // The bug: a SIGTERM while a folder was hashed (a FIFO named x.png) set a flag nobody read.
+        assert_eq!(on_signal(false, false, false), OnSignal::Exit(EXIT_STOPPED));
+        assert_eq!(on_signal(false, true, false), OnSignal::CheckpointAndStop);
+        assert_eq!(on_signal(false, true, true), OnSignal::Exit(EXIT_ABORTED));
+        assert_eq!(on_signal(false, false, true), OnSignal::Exit(EXIT_ABORTED));
+        assert_eq!(on_signal(true, false, false), OnSignal::CloseDashboard);
+    }
 }

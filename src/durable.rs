@@ -110,6 +110,71 @@ pub fn read_limited(path: &Path, limit: u64) -> std::result::Result<Vec<u8>, Rea
     Ok(bytes)
 }
 
+/// Open a file of the user's (an image, a sample file) for reading: a regular file, links
+/// followed, of at most `limit` bytes. Anything else is refused as bad input naming `path`
+/// before it is opened (so a FIFO or a device never blocks and is never read without bound): a
+/// missing file, a link to nothing or a link loop, a folder, a FIFO, a device, a file over the
+/// limit. Returns the open file and its length.
+pub fn open_input(path: &Path, limit: u64, what: &str) -> Result<(File, u64)> {
+    let bad = |problem: String| Error::bad_data(path, problem);
+    let meta = std::fs::metadata(path)
+        .map_err(|e| bad(format!("the {what} cannot be read: {}", input_problem(&e))))?;
+    if !meta.is_file() {
+        return Err(bad(format!("the {what} is not a regular file ({})", kind_of(&meta))));
+    }
+    if meta.len() > limit {
+        return Err(bad(format!("the {what} is {} bytes; at most {limit} are read", meta.len())));
+    }
+    let file =
+        File::open(path).map_err(|e| bad(format!("the {what} cannot be read: {}", input_problem(&e))))?;
+    // Checked again on the open file: the name may have been replaced in between.
+    let open = file.metadata().map_err(|e| bad(format!("the {what} cannot be read: {e}")))?;
+    if !open.is_file() || open.len() > limit {
+        return Err(bad(format!("the {what} changed while it was opened")));
+    }
+    Ok((file, open.len()))
+}
+
+/// Why an input file cannot be opened, in words (a dangling link reads "not found").
+pub fn input_problem(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file (or a link to nothing)".into(),
+        _ if is_link_loop(e) => "a loop of links".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn is_link_loop(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        e.raw_os_error() == Some(libc::ELOOP)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
+    }
+}
+
+/// What a file system entry that is not a regular file is, in words.
+pub fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if meta.is_dir() { "a folder" } else { "not a plain file" }
+}
+
 /// [`read_limited`] as UTF-8 text, with every failure an error naming `path` (I/O: exit 1 unless
 /// the file is missing; not a file, too large or not UTF-8: bad input).
 pub fn read_text_limited(path: &Path, limit: u64, what: &str) -> Result<String> {
@@ -156,6 +221,37 @@ mod tests {
             let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
             assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
             assert!(matches!(read_limited(&fifo, 99), Err(ReadRefused::NotAFile)), "a FIFO never blocks");
+        }
+    }
+
+    #[test]
+    fn open_input_refuses_fifos_devices_dangling_links_and_big_files_as_bad_input() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ok = tmp.path().join("a.png");
+        std::fs::write(&ok, b"12345").unwrap();
+        assert_eq!(open_input(&ok, 5, "image").unwrap().1, 5);
+        let too_big = open_input(&ok, 4, "image").unwrap_err();
+        assert_eq!(too_big.exit_code(), 2, "{too_big}");
+        let missing = open_input(&tmp.path().join("none.png"), 9, "image").unwrap_err();
+        assert!(missing.to_string().contains("none.png") && missing.exit_code() == 2, "{missing}");
+        #[cfg(target_os = "linux")]
+        {
+            let fifo = tmp.path().join("x.png");
+            let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            let e = open_input(&fifo, 9, "image").unwrap_err().to_string();
+            assert!(e.contains("FIFO"), "a FIFO is refused before it is opened: {e}");
+            let zero = tmp.path().join("zero.png");
+            std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+            assert!(open_input(&zero, 9, "image").unwrap_err().to_string().contains("device"));
+            let dangling = tmp.path().join("gone.png");
+            std::os::unix::fs::symlink(tmp.path().join("nowhere"), &dangling).unwrap();
+            assert!(open_input(&dangling, 9, "image").unwrap_err().to_string().contains("link to nothing"));
+            let (a, b) = (tmp.path().join("l1.png"), tmp.path().join("l2.png"));
+            std::os::unix::fs::symlink(&b, &a).unwrap();
+            std::os::unix::fs::symlink(&a, &b).unwrap();
+            let e = open_input(&a, 9, "image").unwrap_err();
+            assert!(e.to_string().contains("loop") && e.exit_code() == 2, "{e}");
         }
     }
 

@@ -75,6 +75,11 @@ impl Streams {
     }
 }
 
+/// The 32-byte ChaCha key every stream of a run with `seed` shares (what a checkpoint records).
+pub fn key(seed: u64) -> [u8; 32] {
+    ChaCha8Rng::seed_from_u64(seed).get_seed()
+}
+
 /// `n` draws from N(0, 1).
 pub fn normal(rng: &mut ChaCha8Rng, n: usize, out: &mut Vec<f32>) {
     out.clear();

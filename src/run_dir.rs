@@ -189,13 +189,13 @@ impl RunInfo {
     }
 
     pub fn read(run: &RunDir) -> Result<Self> {
-        let path = run.root().join("run.json");
+        let path = run.root().join(RUN_INFO);
         let text = crate::durable::read_text_limited(&path, 1 << 20, "run facts")?;
         serde_json::from_str(&text).map_err(|e| Error::bad_data(&path, e.to_string()))
     }
 
     pub fn write(&self, run: &RunDir) -> Result<()> {
-        let path = run.root().join("run.json");
+        let path = run.root().join(RUN_INFO);
         let text = serde_json::to_string_pretty(self).expect("RunInfo serializes");
         crate::durable::write_atomic(&path, (text + "\n").as_bytes())
     }
@@ -252,10 +252,135 @@ pub fn generated_path(parent: &Path, dataset: &str) -> PathBuf {
     path
 }
 
-/// Whether `path` holds a gantry run: a `config.toml` that parses as gantry's configuration.
+/// Name of the facts gantry writes right after a run's config.
+const RUN_INFO: &str = "run.json";
+
+/// Whether `path` holds a gantry run, one gantry can prove it wrote: a `config.toml` that parses
+/// as gantry's configuration and, beside it, the `run.json` gantry writes right after the config
+/// (it must parse as one), or the run lock gantry takes before it writes anything (a run killed
+/// in between). A folder with only a config.toml that parses, even an empty one, is not a run.
+/// The one test of "a run folder" for replacing one (`--force`) and for refusing to write over
+/// one's files.
 pub fn is_run_folder(path: &Path) -> bool {
     let config = path.join(CONFIG);
-    config.is_file() && crate::config::Config::from_file(&config).is_ok()
+    if !config.is_file() || crate::config::Config::from_file(&config).is_err() {
+        return false;
+    }
+    path.join(LOCK_FILE).is_file() || RunInfo::read(&RunDir::from_path(path)).is_ok()
+}
+
+/// What a command writes into a run folder as its own file (by default, or where the user names
+/// that file): the only gantry names in a run folder it may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnOutput {
+    /// `gantry sample`'s grids, `sample-seedS.png`.
+    SampleGrid,
+    /// `gantry eval`'s reports, `eval.json` and `eval-step_NNNNNN.json`.
+    EvalReport,
+    /// `gantry report`'s `report.html`.
+    Report,
+    /// A file that is never a run's (`bench --json`).
+    Nothing,
+}
+
+impl OwnOutput {
+    fn allows(self, name: &str) -> bool {
+        match self {
+            OwnOutput::SampleGrid => name
+                .strip_prefix(SAMPLE_PREFIX)
+                .and_then(|r| r.strip_suffix(".png"))
+                .is_some_and(|seed| !seed.is_empty() && seed.bytes().all(|b| b.is_ascii_digit())),
+            OwnOutput::EvalReport => {
+                name == "eval.json" || (name.starts_with("eval-step_") && name.ends_with(".json"))
+            }
+            OwnOutput::Report => name == "report.html",
+            OwnOutput::Nothing => false,
+        }
+    }
+}
+
+/// What to do with a file that exists where a command writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Existing {
+    /// Refuse (the user named a file that is there already).
+    #[default]
+    Keep,
+    /// Replace it (`--force`, or the command's own default file).
+    Replace,
+}
+
+/// [`Existing::Replace`] where the user said `--force`, else [`Existing::Keep`].
+pub fn replace_if(force: bool) -> Existing {
+    if force { Existing::Replace } else { Existing::Keep }
+}
+
+/// Whether a command may write its file at `path` (checked before any work, nothing written):
+/// never over a file that a run folder's training owns (its config, metrics, weights,
+/// checkpoints, grids, lock...), whatever the flags say, and never over an existing file unless
+/// `existing` is [`Existing::Replace`]. `flag` names the option in the error.
+pub fn check_output(path: &Path, own: OwnOutput, existing: Existing, flag: &'static str) -> Result<()> {
+    let refuse = |problem: String| Err(Error::usage(flag, problem));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if name.is_empty() || name == "." || name == ".." {
+        return refuse(format!("{} is not a file name", path.display()));
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if let Some(parent) = resolve(&parent)
+        && let Some(root) = parent.ancestors().find(|a| is_run_folder(a))
+    {
+        let inside = parent.strip_prefix(root).unwrap_or(Path::new("")).join(&name);
+        if owned_by_the_run(&inside) && !(inside.components().count() == 1 && own.allows(&name)) {
+            return refuse(format!(
+                "{} is a file of the run in {}; gantry never writes over it: give another file",
+                path.display(),
+                root.display()
+            ));
+        }
+    }
+    if path.symlink_metadata().is_ok() && existing == Existing::Keep {
+        return refuse(format!("{} exists; pass --force to replace it", path.display()));
+    }
+    Ok(())
+}
+
+/// `path` with its links resolved as far as it exists, the rest (`..` and `.` included) applied
+/// to that; None when no part of it resolves.
+fn resolve(path: &Path) -> Option<PathBuf> {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    let mut base = loop {
+        if let Ok(real) = existing.canonicalize() {
+            break real;
+        }
+        rest.push(existing.file_name()?.to_os_string());
+        existing = existing.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    };
+    for part in rest.iter().rev() {
+        match part.to_str() {
+            Some("..") => {
+                base.pop();
+            }
+            Some(".") => {}
+            _ => base.push(part),
+        }
+    }
+    Some(base)
+}
+
+/// Whether the path `inside` a run folder names what its training writes: a top file of gantry's,
+/// the lock, anything under weights/ or checkpoints/, a grid or a plot.
+fn owned_by_the_run(inside: &Path) -> bool {
+    let parts: Vec<String> =
+        inside.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    match parts.as_slice() {
+        [name] => name == LOCK_FILE || is_own_top_file(name),
+        [sub, ..] if sub == "weights" || sub == "checkpoints" => true,
+        [sub, name] => is_own_child(sub, name, inside, false),
+        _ => false,
+    }
 }
 
 /// Refuse to `--force` anything but a gantry run folder, and never the current folder, a folder
@@ -424,6 +549,77 @@ fn is_non_empty_dir(path: &Path) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A folder that looks like a finished run to [`is_run_folder`]: a config and run.json.
+    fn fake_run(root: &Path) {
+        fs::create_dir_all(root.join("weights")).unwrap();
+        fs::write(root.join(CONFIG), "").unwrap();
+        let info = RunInfo {
+            gantry_version: "0".into(),
+            data_file: "d".into(),
+            image_rows: 28,
+            image_cols: 28,
+            image_channels: 1,
+            threads: 1,
+            iterations_done: 0,
+            wall_seconds: 0.0,
+            checkpoints_written: 0,
+            checkpoint_ms_median: 0.0,
+            data_sha256: None,
+            cluster_sizes: None,
+        };
+        info.write(&RunDir::from_path(root)).unwrap();
+    }
+
+    #[test]
+    fn force_never_takes_a_folder_with_only_a_parsing_config_for_a_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("mine");
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join(CONFIG), "").unwrap();
+        fs::write(root.join("metrics.csv"), "my numbers").unwrap();
+        fs::write(root.join("run.json"), "{\"mine\": true}").unwrap();
+        assert!(!is_run_folder(&root), "an empty config.toml and someone else's run.json");
+        let err = RunDir::create_locked(&root, true).unwrap_err().to_string();
+        assert!(err.contains("not a gantry run folder"), "{err}");
+        assert_eq!(fs::read_to_string(root.join("metrics.csv")).unwrap(), "my numbers");
+        fake_run(&root);
+        assert!(is_run_folder(&root));
+    }
+
+    #[test]
+    fn outputs_never_land_on_a_runs_own_files_or_an_existing_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path().join("R");
+        fake_run(&run);
+        for own in [
+            "config.toml",
+            "metrics.csv",
+            "run.json",
+            ".lock",
+            "weights/generator.bpk",
+            "samples/step_000050.png",
+        ] {
+            let e =
+                check_output(&run.join(own), OwnOutput::SampleGrid, Existing::Replace, "--out").unwrap_err();
+            assert!(e.to_string().contains("never writes over it") && e.exit_code() == 2, "{own}: {e}");
+        }
+        let weights_dotdot = run.join("weights/../config.toml");
+        assert!(check_output(&weights_dotdot, OwnOutput::SampleGrid, Existing::Replace, "--out").is_err());
+        // The command's own names, and files of the user's, are fine.
+        check_output(&run.join("sample-seed3.png"), OwnOutput::SampleGrid, Existing::Keep, "--out").unwrap();
+        check_output(&run.join("eval.json"), OwnOutput::EvalReport, Existing::Keep, "--json").unwrap();
+        assert!(
+            check_output(&run.join("eval.json"), OwnOutput::SampleGrid, Existing::Keep, "--out").is_err()
+        );
+        check_output(&run.join("mine.png"), OwnOutput::SampleGrid, Existing::Keep, "--out").unwrap();
+        // An existing file anywhere needs Replace.
+        let notes = tmp.path().join("notes.png");
+        fs::write(&notes, "x").unwrap();
+        let e = check_output(&notes, OwnOutput::SampleGrid, Existing::Keep, "--out").unwrap_err();
+        assert!(e.to_string().contains("--force"), "{e}");
+        check_output(&notes, OwnOutput::SampleGrid, Existing::Replace, "--out").unwrap();
+    }
 
     #[test]
     fn existing_non_empty_folder_is_not_overwritten() {

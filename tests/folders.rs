@@ -233,7 +233,11 @@ fn bad_image_files_are_skipped_and_named_and_bad_folders_refused() {
     let conditional = ["--set", "model.conditional=\"concat\"", "--set", "model.classes=2"];
     for (data, extra, says) in [
         (empty.as_path(), &[][..], "no PNG or JPEG files"),
-        (tmp.path().join("single").as_path(), &conditional[..], "every image is of class 0"),
+        (
+            tmp.path().join("single").as_path(),
+            &conditional[..],
+            "has 1 class folder(s) (only), but model.classes = 2",
+        ),
         (tmp.path().join("missing").as_path(), &[][..], "not a folder"),
         (digits_without_classes(tmp.path()).as_path(), &conditional[..], "no class sub-folders"),
     ] {
@@ -307,4 +311,107 @@ fn a_sigkilled_colour_folder_run_resumes_byte_identical() {
     {
         assert!(fs::read(straight.join(f)).unwrap() == fs::read(killed.join(f)).unwrap(), "{f} differs");
     }
+}
+
+/// The hostile probe's image-folder cases: a FIFO, a link to a device, a link to nothing, a link
+/// loop, a truncated JPEG, a stray sub-folder. Each is skipped and named; none is opened for
+/// reading, so none blocks (a FIFO named x.png hung training for good).
+#[test]
+fn a_fifo_device_link_or_truncated_jpeg_in_a_folder_is_skipped_and_named_never_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    colour_folder(&tmp.path().join("src"), 2);
+    let dir = tmp.path().join("flat");
+    fs::create_dir_all(dir.join("thumbs")).unwrap();
+    fs::create_dir_all(dir.join("y.png")).unwrap();
+    for (i, class) in ["red", "green", "blue"].iter().enumerate() {
+        fs::copy(tmp.path().join(format!("src/{class}/000.png")), dir.join(format!("{i}.png"))).unwrap();
+    }
+    fs::copy(tmp.path().join("src/red/001.png"), dir.join("thumbs/t.png")).unwrap();
+    let c = std::ffi::CString::new(dir.join("x.png").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    std::os::unix::fs::symlink("/dev/zero", dir.join("z.png")).unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("nowhere"), dir.join("gone.png")).unwrap();
+    std::os::unix::fs::symlink(dir.join("l2.png"), dir.join("l1.png")).unwrap();
+    std::os::unix::fs::symlink(dir.join("l1.png"), dir.join("l2.png")).unwrap();
+    // A JPEG without its end marker: the decoder would fill it in grey without a word.
+    let jpeg = image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([(x * 6) as u8, (y * 8) as u8, 90]));
+    jpeg.save(dir.join("cut.jpg")).unwrap();
+    let bytes = fs::read(dir.join("cut.jpg")).unwrap();
+    fs::write(dir.join("cut.jpg"), &bytes[..bytes.len() - 2]).unwrap();
+
+    let (images, report) = folder::load(&dir, 16, 3, &cache, false).unwrap();
+    assert_eq!((images.count, images.labels.is_none()), (3, true), "{:?}", report.skipped);
+    assert!(report.classes.is_empty(), "a sub-folder beside images does not make classes");
+    for (name, why) in [
+        ("x.png", "a FIFO"),
+        ("z.png", "a device"),
+        ("gone.png", "link to nothing"),
+        ("l1.png", "loop"),
+        ("cut.jpg", "truncated JPEG"),
+        ("thumbs/", "sub-folder beside 4 image files"),
+        ("y.png/", "sub-folder"),
+    ] {
+        let found = report.skipped.iter().find(|(f, _)| f == name);
+        assert!(found.is_some_and(|(_, w)| w.contains(why)), "{name}: {:?}", report.skipped);
+    }
+
+    // A damaged cache is noticed by its checksum, decoded again, and said.
+    let bin = fs::read_dir(cache.join("folders"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "bin"))
+        .unwrap();
+    let mut damaged = fs::read(&bin).unwrap();
+    damaged[7] ^= 0xff;
+    fs::write(&bin, damaged).unwrap();
+    let (again, report) = folder::load(&dir, 16, 3, &cache, false).unwrap();
+    assert!(!report.cached && report.cache_note.as_deref().is_some_and(|n| n.contains("damaged")));
+    assert!(report.lines(16).iter().any(|l| l.contains("decoded again")));
+    assert_eq!(again.bytes, images.bytes);
+    assert!(folder::load(&dir, 16, 3, &cache, false).unwrap().1.cached, "the rebuilt cache is used");
+}
+
+/// A class folder whose name is not UTF-8 is skipped and named (12 images went silently), and a
+/// conditional run's `model.classes` must match the class folders found; a cluster refusal names
+/// the user's folder and the fix, not gantry's cache file.
+#[test]
+fn a_non_utf8_class_folder_is_named_and_model_classes_must_match_the_folders() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let dir = tmp.path().join("classes");
+    colour_folder(&dir, 2);
+    let odd = dir.join(std::ffi::OsStr::from_bytes(b"gr\xffy"));
+    fs::rename(dir.join("blue"), &odd).unwrap();
+    let (images, report) = folder::load(&dir, 16, 3, &cache, false).unwrap();
+    assert_eq!(report.classes, ["green", "red"]);
+    assert_eq!(images.count, 4);
+    assert!(
+        report.skipped.iter().any(|(f, why)| f.starts_with("gr") && why.contains("not UTF-8")),
+        "{:?}",
+        report.skipped
+    );
+    let train = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["train", "--dataset", "folder", "--iterations", "5", "--eval-every", "0", "-q", "--data"])
+            .arg(&dir)
+            .args(["--set", "model.conditional=\"concat\""])
+            .args(extra)
+            .arg("--out")
+            .arg(tmp.path().join("never"))
+            .env("GANTRY_CACHE_DIR", &cache)
+            .output()
+            .unwrap()
+    };
+    let o = train(&["--set", "model.classes=3"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("has 2 class folder(s) (green, red), but model.classes = 3"), "{err}");
+    let o = train(&["--set", "model.classes=2", "--set", "model.clusters_per_class=5"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(dir.to_str().unwrap()) && !err.contains(".bin"), "names the folder: {err}");
+    assert!(err.contains("model.clusters_per_class = 0"), "says the fix: {err}");
+    assert!(!tmp.path().join("never").exists());
 }

@@ -336,3 +336,203 @@ fn sample_refuses_a_hand_edited_model_too_large_for_the_machine() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("GiB"), "{}", stderr(&o));
 }
+
+// ---- The probe of the newer surfaces (sweeps, image folders, sample/eval outputs, signals) ----
+
+/// `cmd` run with its own current folder, as [`gantry`] runs it.
+fn gantry_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(args)
+        .current_dir(dir)
+        .env("GANTRY_DATA", common::mnist_dir())
+        .output()
+        .unwrap()
+}
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(s(path)).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+/// Wait for `child` at most `limit`; kill it (and fail) when it is still running then.
+fn wait_at_most(child: &mut std::process::Child, limit: std::time::Duration, what: &str) -> Option<i32> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sample_and_eval_never_write_over_a_runs_files_or_an_existing_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_folder(tmp.path(), "R", 20);
+    let before = common::files_under(&run);
+    for (args, flag) in [
+        (vec!["sample", s(&run), "--out", "R/weights/generator.bpk", "--force"], "--out"),
+        (vec!["sample", s(&run), "--out", "R/config.toml"], "--out"),
+        (vec!["sample", s(&run), "--out", "R/samples/step_000020.png"], "--out"),
+        (vec!["eval", s(&run), "--json", "R/metrics.csv", "--force"], "--json"),
+        (vec!["report", s(&run), "--out", "R/run.json"], "--out"),
+    ] {
+        let o = gantry_in(tmp.path(), &args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(flag) && stderr(&o).contains("never writes over it"), "{}", stderr(&o));
+    }
+    assert_eq!(common::files_under(&run), before, "the run is as it was");
+    // A file of the user's is replaced only with --force.
+    let mine = tmp.path().join("mine.png");
+    fs::write(&mine, "my picture").unwrap();
+    let o = gantry(&["sample", s(&run), "--out", s(&mine)]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    assert_eq!(fs::read_to_string(&mine).unwrap(), "my picture");
+    let o = gantry(&["sample", s(&run), "--out", s(&mine), "--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The default file is the command's own: drawn twice, replaced.
+    for _ in 0..2 {
+        assert!(gantry(&["sample", s(&run)]).status.success());
+    }
+}
+
+#[test]
+fn force_never_takes_a_folder_with_only_a_config_that_parses_for_a_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("D");
+    fs::create_dir_all(&d).unwrap();
+    for (name, text) in
+        [("config.toml", ""), ("metrics.csv", "mine"), ("report.html", "mine"), ("run.json", "{}")]
+    {
+        fs::write(d.join(name), text).unwrap();
+    }
+    let before = common::files_under(&d);
+    let o = gantry(&["train", "--out", s(&d), "--force", "--iterations", "5", "--eval-every", "0", "-q"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a gantry run folder"), "{}", stderr(&o));
+    assert_eq!(common::files_under(&d), before);
+}
+
+#[test]
+fn a_resume_refuses_a_hand_edited_seed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_folder(tmp.path(), "R", 100);
+    let config = fs::read_to_string(run.join("config.toml")).unwrap();
+    let edited = config.replace("seed = 0\n", "seed = 5\n");
+    assert_ne!(edited, config, "the config's seed line was found");
+    fs::write(run.join("config.toml"), &edited).unwrap();
+    let before = common::files_under(&run);
+    let o = gantry(&["resume", s(&run), "--iterations", "200", "-q"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("train.seed = 5") && stderr(&o).contains("written with train.seed = 0"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(common::files_under(&run), before, "nothing was changed");
+}
+
+#[test]
+fn one_sigterm_ends_a_command_outside_the_training_loop() {
+    // The bug: the handler only raised a flag the loop would read, so a signal while the data
+    // were read (a FIFO named x.png) or the judge trained waited for that to end, or forever.
+    // Training the judge on an empty cache takes minutes: the signal lands there.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("R");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["train", "--iterations", "50", "--eval-every", "10", "-q", "--out", s(&out)])
+        .env("GANTRY_DATA", common::mnist_dir())
+        .env("GANTRY_CACHE_DIR", tmp.path().join("empty-cache"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let code = wait_at_most(&mut child, std::time::Duration::from_secs(30), "train after one SIGTERM");
+    assert_eq!(code, Some(130));
+    assert!(!out.exists(), "stopped before the run folder was made");
+}
+
+#[test]
+fn eval_samples_that_are_missing_fifos_or_dangling_links_exit_2_and_never_block() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("samples.npy");
+    mkfifo(&fifo);
+    let pngs = tmp.path().join("pngs");
+    fs::create_dir_all(&pngs).unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("nowhere.png"), pngs.join("gone.png")).unwrap();
+    let fifo_pngs = tmp.path().join("fifo-pngs");
+    fs::create_dir_all(&fifo_pngs).unwrap();
+    mkfifo(&fifo_pngs.join("x.png"));
+    for path in [tmp.path().join("missing.npy"), fifo, pngs, fifo_pngs, "/dev/zero".into()] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["eval", "--samples", s(&path)])
+            .env("GANTRY_DATA", common::mnist_dir())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let code = wait_at_most(&mut child, std::time::Duration::from_secs(30), s(&path));
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(code, Some(2), "{}: {err}", path.display());
+        assert!(err.contains(path.file_name().unwrap().to_str().unwrap()) || err.contains(s(&path)), "{err}");
+    }
+}
+
+#[test]
+fn sweeps_named_dot_dot_or_planning_a_billion_runs_are_refused_before_anything_is_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The user's own files where a sweep named `..` would write.
+    let home = tmp.path().join("home");
+    let work = home.join("work");
+    fs::create_dir_all(work.join("logs")).unwrap();
+    fs::write(home.join("sweep.json"), "mine").unwrap();
+    fs::write(work.join("dots.toml"), "name = \"..\"\n[base]\ntrain.iterations = 5\n").unwrap();
+    let before = common::files_under(&home);
+    for args in [["sweep", "dots.toml", "--jobs", "1"], ["sweep", "dots.toml", "--dry-run", "-q"]] {
+        let o = gantry_in(&work, &args);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("current folder or one above"), "{}", stderr(&o));
+    }
+    assert_eq!(common::files_under(&home), before);
+    // Three axes of 1,000 values: counted, not built (this aborted at 4 GB).
+    let axis = format!("[{}]", (1..=1000).map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
+    let spec = tmp.path().join("huge.toml");
+    fs::write(
+        &spec,
+        format!("[axes]\n\"train.iterations\" = {axis}\n\"output.sample_interval\" = {axis}\n\"eval.every\" = {axis}\n"),
+    )
+    .unwrap();
+    let o = gantry(&["sweep", s(&spec), "--dry-run"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("1000000000 runs"), "{}", stderr(&o));
+    // A TOML error on a 200 KB line is not echoed whole.
+    fs::write(&spec, format!("name = \"a\" {}\n", "x".repeat(200_000))).unwrap();
+    let o = gantry(&["sweep", s(&spec), "--dry-run"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(o.stderr.len() < 2000, "{} bytes of stderr", o.stderr.len());
+}
+
+#[test]
+fn a_second_sweep_on_a_folder_in_use_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("two.toml");
+    fs::write(&spec, "seeds = [0, 1]\n[base]\ntrain.iterations = 5\neval.every = 0\n").unwrap();
+    let folder = tmp.path().join("S");
+    fs::create_dir_all(&folder).unwrap();
+    // What a first `gantry sweep` holds while it runs.
+    let held = gantry::lock::RunLock::acquire(&folder).unwrap();
+    let o = gantry(&["sweep", s(&spec), "--out", s(&folder), "-q"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("in use by another gantry sweep"), "{}", stderr(&o));
+    assert!(!folder.join("sweep.json").exists(), "the second sweep wrote nothing");
+    drop(held);
+    let o = gantry(&["sweep", s(&spec), "--out", s(&folder), "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

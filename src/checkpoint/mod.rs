@@ -119,6 +119,12 @@ pub struct TrainingState {
 }
 
 impl TrainingState {
+    /// Whether this checkpoint's random streams come from `seed` (`train.seed`): every stream's
+    /// key is the seed's, so a hand-edited seed in a run's config.toml is told apart.
+    pub fn written_with_seed(&self, seed: u64) -> bool {
+        self.rng_init.seed == hex(&crate::rng::key(seed))
+    }
+
     pub fn streams(&self, path: &Path) -> Result<Streams> {
         let init = self.rng_init.restore(path)?;
         let augment = match &self.rng_augment {

@@ -38,7 +38,10 @@ pub fn cluster(images: &TrainingImages, k: usize, seed: u64) -> Result<(Vec<u8>,
     if images.count < k {
         return Err(Error::bad_data(
             &images.source,
-            format!("holds {} images, fewer than the {k} clusters asked for (data.clusters)", images.count),
+            format!(
+                "holds {} images, fewer than the {k} clusters asked for: set data.clusters to {} or fewer, or add images",
+                images.count, images.count
+            ),
         ));
     }
     let all: Vec<usize> = (0..images.count).collect();
@@ -97,7 +100,9 @@ pub fn cluster_within_classes(
                 &images.source,
                 format!(
                     "holds {} images of class {c}, fewer than the {per_class} clusters each class is split into \
-                     (model.clusters_per_class)",
+                     (model.clusters_per_class): set model.clusters_per_class = 0 (no clusters) or at most {}, \
+                     or add images of that class",
+                    m.len(),
                     m.len()
                 ),
             ));

@@ -30,7 +30,8 @@ pub const MAX_FILE_BYTES: u64 = 256 << 20;
 /// Images per folder at most (the decoded set must fit in memory).
 pub const MAX_IMAGES: usize = 2_000_000;
 /// Version of the cache's layout.
-const CACHE_VERSION: u32 = 1;
+/// (2: the card holds the SHA-256 of the decoded bytes, checked at every read.)
+const CACHE_VERSION: u32 = 2;
 
 /// What reading a folder found, for the user.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -44,12 +45,16 @@ pub struct FolderReport {
     /// Whether the decoded images came from the cache.
     #[serde(skip)]
     pub cached: bool,
+    /// Why the cache was not used although it had an entry for this folder (it was damaged).
+    #[serde(skip)]
+    pub cache_note: Option<String>,
 }
 
 impl FolderReport {
     /// The lines to tell the user: what was skipped and why, and what was resized, once.
     pub fn lines(&self, side: usize) -> Vec<String> {
         let mut lines = Vec::new();
+        lines.extend(self.cache_note.clone());
         if !self.skipped.is_empty() {
             let shown: Vec<String> =
                 self.skipped.iter().take(5).map(|(file, why)| format!("{file} ({why})")).collect();
@@ -82,6 +87,8 @@ struct CacheCard {
     side: usize,
     channels: usize,
     labelled: bool,
+    /// SHA-256 of the `.bin` beside it (the pixels, then the labels).
+    sha256: String,
     report: FolderReport,
 }
 
@@ -90,6 +97,8 @@ struct Entry {
     relative: String,
     path: PathBuf,
     label: Option<u8>,
+    /// Its size when the folder was listed (a regular file of 1 to [`MAX_FILE_BYTES`] bytes).
+    len: u64,
 }
 
 /// Read the folder `dir` as `side` x `side` images of `channels` channels (decoding it, or from
@@ -103,11 +112,7 @@ pub fn load(
 ) -> Result<(TrainingImages, FolderReport)> {
     let (entries, classes, mut skipped) = scan(dir)?;
     if entries.is_empty() {
-        return Err(Error::DataNotFound(format!(
-            "no PNG or JPEG files in {}{}",
-            dir.display(),
-            if skipped.is_empty() { String::new() } else { format!(" ({} other files)", skipped.len()) }
-        )));
+        return Err(Error::DataNotFound(nothing_found(dir, &classes, &skipped)));
     }
     if entries.len() > MAX_IMAGES {
         return Err(Error::bad_data(dir, format!("holds {} images, more than {MAX_IMAGES}", entries.len())));
@@ -128,10 +133,17 @@ pub fn load(
     let key = content_key(&entries, side, channels)?;
     let cache = cache_root.join("folders");
     let (bin, card_path) = (cache.join(format!("{key}.bin")), cache.join(format!("{key}.json")));
-    if let Some((images, mut report)) = read_cache(&bin, &card_path, side, channels) {
-        report.cached = true;
-        return Ok((images, report));
-    }
+    let cache_note = match read_cache(&bin, &card_path, side, channels) {
+        Cached::Hit(images, mut report) => {
+            report.cached = true;
+            return Ok((images, *report));
+        }
+        Cached::Miss => None,
+        Cached::Damaged(why) => Some(format!(
+            "the cache of its decoded images, {}, is damaged ({why}): decoded again",
+            bin.display()
+        )),
+    };
 
     let bar = super::decode_bar(entries.len() as u64, progress, dir);
     let plane = side * side;
@@ -163,12 +175,15 @@ pub fn load(
         return Err(Error::bad_data(dir, format!("holds no image that can be read{first}")));
     }
     let labelled = !classes.is_empty();
-    let report = FolderReport { classes, skipped, sizes: sizes.into_iter().collect(), cached: false };
+    let report =
+        FolderReport { classes, skipped, sizes: sizes.into_iter().collect(), cached: false, cache_note };
     std::fs::create_dir_all(&cache).at("create", &cache)?;
     let mut stored = bytes.clone();
     stored.extend_from_slice(&labels);
     durable::write_atomic(&bin, &stored)?;
-    let card = CacheCard { version: CACHE_VERSION, count, side, channels, labelled, report: report.clone() };
+    let sha256 = durable::sha256_hex(&stored);
+    let card =
+        CacheCard { version: CACHE_VERSION, count, side, channels, labelled, sha256, report: report.clone() };
     let text = serde_json::to_string_pretty(&card).expect("the card serializes");
     durable::write_atomic(&card_path, (text + "\n").as_bytes())?;
     let images = TrainingImages {
@@ -183,71 +198,152 @@ pub fn load(
     Ok((images, report))
 }
 
+/// Why a folder gave no image to decode: what was found instead, in words.
+fn nothing_found(dir: &Path, classes: &[String], skipped: &[(String, String)]) -> String {
+    let shown: Vec<String> = skipped.iter().take(3).map(|(f, why)| format!("{f} ({why})")).collect();
+    let others = match skipped.len() {
+        0 => "nothing else".to_string(),
+        n => format!("{n} other entries: {}{}", shown.join(", "), if n > 3 { ", ..." } else { "" }),
+    };
+    if classes.is_empty() {
+        format!("no PNG or JPEG files in {} ({others})", dir.display())
+    } else {
+        format!(
+            "no PNG or JPEG files in the class folders of {} ({}; {others})",
+            dir.display(),
+            classes.join(", ")
+        )
+    }
+}
+
+/// macOS's metadata folder in zip archives: never a class.
+const MACOS_METADATA: &str = "__MACOSX";
+
 /// The folder's image files in a fixed order (class by class, names sorted), the class names, and
-/// the files skipped at once (not PNG or JPEG by name; files beside class sub-folders).
+/// the entries skipped, each named with its reason. Only regular files are listed as images (a
+/// FIFO, a device, a link to nothing or a link loop is skipped and named, never opened), each with
+/// its size checked. A folder is labelled when it holds class sub-folders and no image of its
+/// own; where images lie at its top, it is a folder of unlabelled images and its sub-folders
+/// (`thumbs/`, `__MACOSX/`) are skipped and named.
 #[allow(clippy::type_complexity)]
 fn scan(dir: &Path) -> Result<(Vec<Entry>, Vec<String>, Vec<(String, String)>)> {
     if !dir.is_dir() {
         return Err(Error::DataNotFound(format!("{} is not a folder of images", dir.display())));
     }
-    let listing = sorted_entries(dir)?;
-    let classes: Vec<String> = listing
-        .iter()
-        .filter(|p| p.is_dir())
-        .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
-        .filter(|name| !name.starts_with('.'))
-        .collect();
+    let relative = |p: &Path| p.strip_prefix(dir).unwrap_or(p).display().to_string();
+    let mut skipped = Vec::new();
+    let mut folders = Vec::new();
+    let mut files = Vec::new();
+    for path in sorted_entries(dir)? {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.starts_with('.') {
+            continue;
+        }
+        match std::fs::metadata(&path) {
+            Err(e) => skipped.push((relative(&path), durable::input_problem(&e))),
+            Ok(m) if m.is_dir() && name == MACOS_METADATA => {
+                skipped.push((format!("{name}/"), "macOS metadata, not images".into()))
+            }
+            Ok(m) if m.is_dir() => folders.push(path),
+            Ok(m) => files.push((path, m)),
+        }
+    }
+    let images_on_top = files.iter().filter(|(p, m)| m.is_file() && has_image_extension(p)).count();
+    let mut entries = Vec::new();
+    if folders.is_empty() || images_on_top > 0 {
+        for path in &folders {
+            skipped.push((
+                format!("{}/", relative(path)),
+                format!(
+                    "a sub-folder beside {images_on_top} image files: the folder is read as unlabelled images \
+                     (for classes, put every image in a class sub-folder)"
+                ),
+            ));
+        }
+        for (path, meta) in files {
+            push_file(path, &meta, None, &relative, &mut entries, &mut skipped);
+        }
+        return Ok((entries, Vec::new(), skipped));
+    }
+    for (path, _) in files {
+        skipped.push((relative(&path), "beside the class folders".into()));
+    }
+    let mut classes = Vec::new();
+    for path in folders {
+        match path.file_name().and_then(|n| n.to_str()) {
+            Some(name) => classes.push((name.to_string(), path)),
+            None => skipped.push((
+                format!("{}/", relative(&path)),
+                "a class folder whose name is not UTF-8: rename it to use its images".into(),
+            )),
+        }
+    }
     if classes.len() > 256 {
         return Err(Error::bad_data(dir, format!("has {} class folders, more than 256", classes.len())));
     }
-    let mut entries = Vec::new();
-    let mut skipped = Vec::new();
-    let relative = |p: &Path| p.strip_prefix(dir).unwrap_or(p).display().to_string();
-    if classes.is_empty() {
-        for path in listing {
-            push_file(path, None, &relative, &mut entries, &mut skipped);
-        }
-    } else {
-        for path in listing.into_iter().filter(|p| !p.is_dir()) {
-            skipped.push((relative(&path), "beside the class folders".into()));
-        }
-        for (label, class) in classes.iter().enumerate() {
-            let mut stack = vec![dir.join(class)];
-            while let Some(folder) = stack.pop() {
-                for path in sorted_entries(&folder)? {
-                    // Linked folders are not followed (a link to a parent would never end).
-                    let linked = path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink());
-                    if path.is_dir() && !linked {
-                        stack.push(path);
-                    } else if path.is_dir() {
-                        skipped.push((relative(&path), "a linked folder (not followed)".into()));
-                    } else {
-                        push_file(path, Some(label as u8), &relative, &mut entries, &mut skipped);
-                    }
+    for (label, (_, class_dir)) in classes.iter().enumerate() {
+        walk_class(class_dir, label as u8, &relative, &mut entries, &mut skipped)?;
+    }
+    Ok((entries, classes.into_iter().map(|(name, _)| name).collect(), skipped))
+}
+
+/// Every image under one class folder, sub-folders included (linked folders are not followed: a
+/// link to a parent would never end).
+fn walk_class(
+    class_dir: &Path,
+    label: u8,
+    relative: &dyn Fn(&Path) -> String,
+    entries: &mut Vec<Entry>,
+    skipped: &mut Vec<(String, String)>,
+) -> Result<()> {
+    let mut stack = vec![class_dir.to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        for path in sorted_entries(&folder)? {
+            let linked = path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink());
+            match std::fs::metadata(&path) {
+                Err(e) => skipped.push((relative(&path), durable::input_problem(&e))),
+                Ok(m) if m.is_dir() && !linked => stack.push(path),
+                Ok(m) if m.is_dir() => {
+                    skipped.push((relative(&path), "a linked folder (not followed)".into()))
                 }
+                Ok(m) => push_file(path, &m, Some(label), relative, entries, skipped),
             }
         }
     }
-    Ok((entries, classes, skipped))
+    Ok(())
 }
 
+fn has_image_extension(path: &Path) -> bool {
+    let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    matches!(ext.as_str(), "png" | "jpg" | "jpeg")
+}
+
+/// List one file (its metadata read through links) as an image, or skip it with its reason.
 fn push_file(
     path: PathBuf,
+    meta: &std::fs::Metadata,
     label: Option<u8>,
     relative: &dyn Fn(&Path) -> String,
     entries: &mut Vec<Entry>,
     skipped: &mut Vec<(String, String)>,
 ) {
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    if path.is_dir() || name.starts_with('.') {
+    if name.starts_with('.') {
         return;
     }
-    let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
-    if matches!(ext.as_str(), "png" | "jpg" | "jpeg") {
-        entries.push(Entry { relative: relative(&path), path, label });
+    let why = if !has_image_extension(&path) {
+        "not a .png, .jpg or .jpeg file".to_string()
+    } else if !meta.is_file() {
+        format!("{}, not an image file", durable::kind_of(meta))
+    } else if meta.len() == 0 {
+        "empty file".to_string()
+    } else if meta.len() > MAX_FILE_BYTES {
+        format!("{} bytes, more than {MAX_FILE_BYTES}", meta.len())
     } else {
-        skipped.push((relative(&path), "not a .png, .jpg or .jpeg file".into()));
-    }
+        entries.push(Entry { relative: relative(&path), path, label, len: meta.len() });
+        return;
+    };
+    skipped.push((relative(&path), why));
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -257,14 +353,19 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
-/// SHA-256 of the size asked for and every file's relative path, label and bytes.
+/// SHA-256 of the size asked for and every file's relative path, label and bytes (each opened as
+/// a regular file of the size it was listed with, at most [`MAX_FILE_BYTES`]).
 fn content_key(entries: &[Entry], side: usize, channels: usize) -> Result<String> {
     let mut hash = Sha256::new();
     hash.update(format!("gantry folder cache {CACHE_VERSION}: {side}x{side}x{channels}\n"));
     let mut buf = vec![0u8; 1 << 16];
     for e in entries {
         hash.update(format!("{}\t{:?}\n", e.relative, e.label));
-        let mut file = std::fs::File::open(&e.path).at("read", &e.path)?;
+        let (file, len) = durable::open_input(&e.path, MAX_FILE_BYTES, "image")?;
+        if len != e.len {
+            return Err(Error::bad_data(&e.path, "changed while the folder was read; try again"));
+        }
+        let mut file = file.take(MAX_FILE_BYTES);
         loop {
             let n = file.read(&mut buf).at("read", &e.path)?;
             if n == 0 {
@@ -276,26 +377,36 @@ fn content_key(entries: &[Entry], side: usize, channels: usize) -> Result<String
     Ok(durable::hex(&hash.finalize())[..32].to_string())
 }
 
-/// The cached images, when the cache holds a complete, matching entry.
-fn read_cache(
-    bin: &Path,
-    card: &Path,
-    side: usize,
-    channels: usize,
-) -> Option<(TrainingImages, FolderReport)> {
-    let text = durable::read_text_limited(card, 64 << 20, "folder cache card").ok()?;
-    let card: CacheCard = serde_json::from_str(&text).ok()?;
+/// What the cache holds for a folder.
+enum Cached {
+    /// A complete entry whose bytes match their checksum.
+    Hit(TrainingImages, Box<FolderReport>),
+    /// Nothing usable under this key (no entry, another layout, a half-written one).
+    Miss,
+    /// An entry whose bytes do not match their checksum.
+    Damaged(String),
+}
+
+/// The cached images, when the cache holds a complete, matching entry whose bytes verify.
+fn read_cache(bin: &Path, card: &Path, side: usize, channels: usize) -> Cached {
+    let Ok(text) = durable::read_text_limited(card, 64 << 20, "folder cache card") else {
+        return Cached::Miss;
+    };
+    let Ok(card) = serde_json::from_str::<CacheCard>(&text) else { return Cached::Miss };
     let per_image = side * side * channels + usize::from(card.labelled);
-    let expected = card.count.checked_mul(per_image)?;
+    let Some(expected) = card.count.checked_mul(per_image) else { return Cached::Miss };
     if card.version != CACHE_VERSION || (card.side, card.channels) != (side, channels) || card.count == 0 {
-        return None;
+        return Cached::Miss;
     }
-    if std::fs::metadata(bin).ok()?.len() != expected as u64 {
-        return None;
+    let Ok((file, len)) = durable::open_input(bin, expected as u64, "cache") else {
+        return Cached::Damaged(format!("not {expected} bytes"));
+    };
+    let mut bytes = Vec::with_capacity(len as usize);
+    if file.take(expected as u64).read_to_end(&mut bytes).is_err() || bytes.len() != expected {
+        return Cached::Damaged(format!("not {expected} bytes"));
     }
-    let mut bytes = std::fs::read(bin).ok()?;
-    if bytes.len() != expected {
-        return None;
+    if durable::sha256_hex(&bytes) != card.sha256 {
+        return Cached::Damaged("its bytes do not match their checksum".into());
     }
     let labels = card.labelled.then(|| bytes.split_off(card.count * side * side * channels));
     let images = TrainingImages {
@@ -307,20 +418,24 @@ fn read_cache(
         source: bin.to_path_buf(),
         labels,
     };
-    Some((images, card.report))
+    Cached::Hit(images, Box::new(card.report))
 }
 
 /// One file as `channels` planes of `side` x `side` bytes, and its size before resizing; or why
 /// it cannot be used.
 fn decode(path: &Path, side: usize, channels: usize) -> std::result::Result<(Vec<u8>, (u32, u32)), String> {
-    let len = std::fs::metadata(path).map_err(|e| format!("unreadable: {e}"))?.len();
-    if len == 0 {
+    let (file, len) = durable::open_input(path, MAX_FILE_BYTES, "image").map_err(|e| match e {
+        Error::BadDataFile { problem, .. } => problem,
+        other => other.to_string(),
+    })?;
+    let mut data = Vec::with_capacity(len as usize);
+    file.take(MAX_FILE_BYTES).read_to_end(&mut data).map_err(|e| format!("unreadable: {e}"))?;
+    if data.is_empty() {
         return Err("empty file".into());
     }
-    if len > MAX_FILE_BYTES {
-        return Err(format!("{len} bytes, more than {MAX_FILE_BYTES}"));
+    if jpeg_is_truncated(&data) {
+        return Err("a truncated JPEG (no end-of-image marker after its last scan)".into());
     }
-    let data = std::fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
     let reader = || image::ImageReader::new(std::io::Cursor::new(&data)).with_guessed_format();
     let (w, h) = reader()
         .map_err(|e| format!("unreadable: {e}"))?
@@ -349,4 +464,32 @@ fn decode(path: &Path, side: usize, channels: usize) -> std::result::Result<(Vec
         (0..3).flat_map(|c| rgb.iter().skip(c).step_by(3).copied().collect::<Vec<u8>>()).collect()
     };
     Ok((planes, (w, h)))
+}
+
+/// Whether `data`, when it is a JPEG, ends before its image does: no end-of-image marker (FF D9)
+/// after its last start-of-scan (FF DA). Inside a scan's coded data every FF byte is followed by
+/// 00 or a restart marker, so neither marker can appear there by chance; a thumbnail's end marker
+/// in the header comes before the last scan and does not count. The decoder fills the missing
+/// rows in grey without an error, so this is checked before decoding.
+fn jpeg_is_truncated(data: &[u8]) -> bool {
+    if !data.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let Some(scan) = data.windows(2).rposition(|w| w == [0xFF, 0xDA]) else { return true };
+    !data[scan..].windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jpeg_without_its_end_marker_is_truncated() {
+        let whole = [0xFF, 0xD8, 0xFF, 0xE1, 0xFF, 0xD9, 0xFF, 0xDA, 1, 2, 0xFF, 0x00, 3, 0xFF, 0xD9];
+        assert!(!jpeg_is_truncated(&whole));
+        // Cut inside the scan: the thumbnail's FF D9 before it does not count.
+        assert!(jpeg_is_truncated(&whole[..12]));
+        assert!(jpeg_is_truncated(&whole[..6]), "no scan at all");
+        assert!(!jpeg_is_truncated(b"\x89PNG not a jpeg"));
+    }
 }

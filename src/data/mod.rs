@@ -222,7 +222,10 @@ pub fn load_training_images(
                         "has no class sub-folders: a conditional run needs one folder of images per class",
                     ));
                 }
-                (Some(classes), Some(labels)) => check_labels(labels, classes, dir)?,
+                (Some(classes), Some(labels)) => {
+                    check_class_folders(&report.classes, classes, dir)?;
+                    check_labels(labels, classes, dir)?;
+                }
                 (None, _) => {}
             }
             images
@@ -235,6 +238,24 @@ pub fn load_training_images(
         images.labels = None;
     }
     Ok(images)
+}
+
+/// A labelled folder must hold exactly the classes the run asks for (`model.classes`): a class
+/// with no folder would be asked of G with no image to learn it from.
+fn check_class_folders(found: &[String], classes: usize, dir: &Path) -> Result<()> {
+    if found.len() == classes {
+        return Ok(());
+    }
+    Err(Error::bad_data(
+        dir,
+        format!(
+            "has {} class folder(s) ({}), but model.classes = {classes}: set model.classes = {} or add \
+             the missing class folders",
+            found.len(),
+            found.join(", "),
+            found.len()
+        ),
+    ))
 }
 
 /// The folder a data set that is not found by searching (CIFAR-10, an image folder) needs.

@@ -32,6 +32,9 @@ pub struct EvalRequest {
     pub data: Option<PathBuf>,
     /// Where to write the reports as JSON (default, for one run: RUN/eval.json).
     pub json: Option<PathBuf>,
+    /// Whether a `json` file the user named may replace an existing file (the default file, the
+    /// command's own, is always replaced).
+    pub replace: crate::run_dir::Existing,
     /// Where the generators compute their samples.
     pub device: crate::device::DeviceChoice,
 }
@@ -134,10 +137,12 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
         }),
         _ => None,
     };
-    if let Some(path) = &json_path
-        && path.is_dir()
-    {
-        return Err(Error::usage("--json", format!("{} is a folder; give a file name", path.display())));
+    if let Some(path) = &json_path {
+        if path.is_dir() {
+            return Err(Error::usage("--json", format!("{} is a folder; give a file name", path.display())));
+        }
+        let existing = if req.json.is_some() { req.replace } else { crate::run_dir::Existing::Replace };
+        crate::run_dir::check_output(path, crate::run_dir::OwnOutput::EvalReport, existing, "--json")?;
     }
 
     let judge_data = JudgeData::open(&data, None, true)?;

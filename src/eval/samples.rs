@@ -81,7 +81,18 @@ pub struct Loaded {
 /// for it.
 pub fn load(path: &Path, shape: ImageShape) -> Result<Loaded> {
     // Bytes (PNG, uint8) are 0-255 whatever their content; floats say their range by their values.
-    let (mut values, known, skipped) = if path.is_dir() {
+    // A missing path, a link to nothing, a FIFO or a device is refused (bad input) before it is
+    // opened; a folder is read as PNGs.
+    let is_dir = match std::fs::metadata(path) {
+        Ok(m) => m.is_dir(),
+        Err(e) => {
+            return Err(Error::bad_data(
+                path,
+                format!("the samples cannot be read: {}", crate::durable::input_problem(&e)),
+            ));
+        }
+    };
+    let (mut values, known, skipped) = if is_dir {
         let (values, skipped) = read_png_folder(path, shape)?;
         (values, Some(Range::Bytes), skipped)
     } else {
@@ -106,14 +117,18 @@ pub fn load(path: &Path, shape: ImageShape) -> Result<Loaded> {
     Ok(Loaded { values, skipped })
 }
 
+/// The largest PNG sample file read.
+const MAX_PNG_BYTES: u64 = 64 << 20;
+
 /// The largest `.npy` header read (numpy writes 128 bytes).
 const MAX_NPY_HEADER: u64 = 64 * 1024;
 
 fn read_npy(path: &Path, want: ImageShape) -> Result<(Vec<f32>, Option<Range>)> {
     use std::io::{Read, Seek};
     let bad = |problem: String| Error::bad_data(path, problem);
-    let file = std::fs::File::open(path).at("open", path)?;
-    let file_len = file.metadata().at("inspect", path)?.len();
+    // At most MAX_IMAGES float64 images and a header (the header's count is checked below).
+    let most = (MAX_IMAGES as u64).saturating_mul(want.dim() as u64 * 8).saturating_add(MAX_NPY_HEADER + 12);
+    let (file, file_len) = crate::durable::open_input(path, most, "samples file")?;
     let mut reader = std::io::BufReader::new(file);
     // The header's length, from the preamble, before npyz reads (and allocates) it.
     let mut preamble = [0u8; 12];
@@ -240,7 +255,7 @@ fn read_png_folder(dir: &Path, shape: ImageShape) -> Result<(Vec<f32>, Vec<Strin
 /// (before any pixel is decoded) unless it is SxS.
 fn read_png(path: &Path, shape: ImageShape) -> Result<Vec<u8>> {
     let side = shape.side;
-    let file = std::fs::File::open(path).at("open", path)?;
+    let (file, _) = crate::durable::open_input(path, MAX_PNG_BYTES, "sample image")?;
     let bad = |e: png::DecodingError| Error::bad_data(path, format!("unreadable PNG ({e})"));
     let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);

@@ -115,6 +115,9 @@ type MetricRow = Vec<Option<f64>>;
 #[derive(Debug)]
 pub struct Dashboard {
     runs: Vec<ServedRun>,
+    /// Held while the groups are computed: concurrent `/api/groups` requests take turns (each
+    /// then finds the runs' settings cached) instead of filling the pool that serves status.
+    groups_turn: Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -126,6 +129,38 @@ struct ServedRun {
     grids: Mutex<GridCache>,
     /// The last status computed, as JSON, and when.
     snapshot: Mutex<Option<(Instant, Bytes)>>,
+    /// The run's chosen settings (for `/api/groups`), read again only when its config.toml changes.
+    settings: Mutex<SettingsCache>,
+}
+
+/// A run's settings as of one version of its config.toml.
+#[derive(Debug, Default)]
+struct SettingsCache {
+    /// The file's identity and modification time when it was read (None: not read yet, or the
+    /// file was not there).
+    stamp: Option<FileStamp>,
+    settings: Option<BTreeMap<String, String>>,
+    /// How often the file was parsed (for tests).
+    reads: usize,
+}
+
+/// What tells one version of a file from the next: an atomic rewrite makes a new inode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Some(Self { modified: meta.modified().ok(), len: meta.len(), inode })
+    }
 }
 
 /// A lock that a panic elsewhere does not poison for the server (the data are caches).
@@ -137,7 +172,7 @@ impl Dashboard {
     /// Serve the run folder `root` (which may not exist yet: `train --serve` starts the server first).
     pub fn single(root: &Path) -> Self {
         let name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
-        Self { runs: vec![ServedRun::new(name, root.to_path_buf())] }
+        Self { runs: vec![ServedRun::new(name, root.to_path_buf())], groups_turn: Mutex::new(()) }
     }
 
     /// Serve each path given: a run folder (it has a `config.toml`), or a folder of run folders
@@ -180,7 +215,7 @@ impl Dashboard {
             }
             runs.push(ServedRun::new(name, root));
         }
-        Ok(Self { runs })
+        Ok(Self { runs, groups_turn: Mutex::new(()) })
     }
 
     /// The names the runs are served under, in order.
@@ -210,7 +245,23 @@ impl ServedRun {
             progress: Mutex::new(ProgressTracker::default()),
             grids: Mutex::new(GridCache::default()),
             snapshot: Mutex::new(None),
+            settings: Mutex::new(SettingsCache::default()),
         }
+    }
+
+    /// The run's chosen settings, parsed from its config.toml only when the file changed since
+    /// the last read (None when it cannot be read).
+    fn chosen_settings(&self) -> Option<BTreeMap<String, String>> {
+        let path = self.root.join(crate::run_dir::CONFIG);
+        let stamp = FileStamp::of(&path);
+        let mut cache = lock(&self.settings);
+        if stamp.is_some() && cache.stamp == stamp {
+            return cache.settings.clone();
+        }
+        cache.reads += 1;
+        cache.settings = Config::from_file(&path).ok().map(|c| c.chosen_settings());
+        cache.stamp = stamp;
+        cache.settings.clone()
     }
 
     /// The status as JSON: the shared snapshot if it is recent, else a fresh one.
@@ -586,24 +637,25 @@ async fn list_runs(State(d): State<Arc<Dashboard>>) -> Response {
 
 /// `[{"run": name, "group": label}, ...]` in serving order (see [`group_labels`]).
 async fn list_groups(State(d): State<Arc<Dashboard>>) -> Response {
-    let answer = blocking(move || {
-        let settings: Vec<Option<BTreeMap<String, String>>> = d
-            .runs
-            .iter()
-            .map(|r| crate::Config::from_file(&r.root.join(crate::run_dir::CONFIG)).ok().map(|c| c.chosen_settings()))
-            .collect();
-        let labels = group_labels(&settings);
-        d.runs
-            .iter()
-            .zip(labels)
-            .map(|(r, group)| serde_json::json!({ "run": r.name, "group": group.unwrap_or_else(|| r.name.clone()) }))
-            .collect::<Vec<_>>()
-    })
-    .await;
+    let answer = blocking(move || groups(&d)).await;
     match answer {
         Some(list) => axum::Json(list).into_response(),
         None => server_error("the runs' configurations could not be read".into()),
     }
+}
+
+/// The body of `/api/groups`. Each run's config.toml is parsed only when it changed since the last
+/// request (a stat per run otherwise), and one request computes at a time.
+fn groups(d: &Dashboard) -> Vec<serde_json::Value> {
+    let _turn = lock(&d.groups_turn);
+    let settings: Vec<Option<BTreeMap<String, String>>> =
+        d.runs.iter().map(ServedRun::chosen_settings).collect();
+    let labels = group_labels(&settings);
+    d.runs
+        .iter()
+        .zip(labels)
+        .map(|(r, group)| serde_json::json!({ "run": r.name, "group": group.unwrap_or_else(|| r.name.clone()) }))
+        .collect()
 }
 
 /// Each run's group label: the settings in which the runs differ, the seed aside, as
@@ -989,6 +1041,35 @@ mod tests {
     }
 
     #[test]
+    fn groups_reread_a_config_only_when_it_changes() {
+        // The bug: every /api/groups request parsed every run's config.toml (1,000 runs, 200
+        // requests: a status request waited 9.3 s).
+        let tmp = tempfile::tempdir().unwrap();
+        use crate::config::Loss;
+        for (name, loss) in [("a", Loss::Ns), ("b", Loss::Hinge)] {
+            let mut c = Config::default();
+            c.train.loss = loss;
+            std::fs::create_dir_all(tmp.path().join(name)).unwrap();
+            std::fs::write(tmp.path().join(name).join("config.toml"), c.to_toml()).unwrap();
+        }
+        let d = Dashboard::from_paths(&[tmp.path().join("a"), tmp.path().join("b")]).unwrap();
+        let reads = |d: &Dashboard| d.runs.iter().map(|r| lock(&r.settings).reads).sum::<usize>();
+        let first = groups(&d);
+        assert_eq!(first[1]["group"], "loss=hinge");
+        assert_eq!(reads(&d), 2);
+        for _ in 0..5 {
+            assert_eq!(groups(&d), first);
+        }
+        assert_eq!(reads(&d), 2, "unchanged configs are not parsed again");
+        // An atomic rewrite (what gantry does) is a new version: read again.
+        let mut c = Config::default();
+        c.train.loss = Loss::Lsgan;
+        crate::durable::write_atomic(&tmp.path().join("b/config.toml"), c.to_toml().as_bytes()).unwrap();
+        assert_eq!(groups(&d)[1]["group"], "loss=lsgan");
+        assert_eq!(reads(&d), 3);
+    }
+
+    #[test]
     fn binds_loopback_unless_an_address_is_given() {
         assert!(bind_address(None, 0).ip().is_loopback());
         let any: IpAddr = "0.0.0.0".parse().unwrap();
@@ -1151,7 +1232,7 @@ mod tests {
     fn a_busy_port_suggests_port_0() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
-        let dashboard = Arc::new(Dashboard { runs: Vec::new() });
+        let dashboard = Arc::new(Dashboard { runs: Vec::new(), groups_turn: Mutex::new(()) });
         let err = serve_blocking(dashboard, addr, None, |_| {}).unwrap_err();
         assert!(err.to_string().contains("--port 0"), "{err}");
         assert!(err.to_string().contains(&addr.to_string()), "{err}");

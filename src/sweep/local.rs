@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::durable::write_atomic;
 use crate::error::{Error, IoContext, Result};
+use crate::lock::{LOCK_FILE, RunLock};
 
 use super::plan::Plan;
 use super::task::{self, RunState};
@@ -98,8 +99,10 @@ impl SweepState {
 /// resolved spec) and `sweep.json`, whose states are read from the run folders (nothing else is
 /// remembered between sweep commands); an existing sweep folder must have been made for the same
 /// plan, run by run (a spec may add runs; it may not change one that exists). Nothing else in the
-/// folder is touched.
-pub fn prepare(plan: &Plan, sweep: &Path) -> Result<SweepState> {
+/// folder is touched. The sweep's lock (`SWEEP/.lock`) is taken before anything is written and
+/// held by the caller while it runs the sweep: a second `gantry sweep` on the same folder is
+/// refused (it would report the first one's healthy runs as failed and rewrite sweep.json).
+pub fn prepare(plan: &Plan, sweep: &Path) -> Result<(SweepState, RunLock)> {
     let refuse = |problem: String| Error::Sweep { path: sweep.to_path_buf(), problem };
     if sweep.exists() && !sweep.is_dir() {
         return Err(refuse("exists and is not a folder".into()));
@@ -127,11 +130,18 @@ pub fn prepare(plan: &Plan, sweep: &Path) -> Result<SweepState> {
                 }
             }
         }
-    } else if sweep.is_dir() && std::fs::read_dir(sweep).at("list", sweep)?.next().is_some() {
+    } else if sweep.is_dir() && has_entries_besides_the_lock(sweep)? {
         return Err(refuse(
             "exists, is not empty and is not a sweep folder (no sweep.toml); choose another --out".into(),
         ));
     }
+    std::fs::create_dir_all(sweep).at("create", sweep)?;
+    let lock = RunLock::acquire(sweep).map_err(|e| match e {
+        Error::RunDir { problem, .. } => {
+            refuse(problem.replace("another running gantry process", "another gantry sweep"))
+        }
+        other => other,
+    })?;
     // Each run's state from its folder (a folder of another configuration refuses the sweep
     // before anything is written).
     for (record, run) in state.runs.iter_mut().zip(&plan.runs) {
@@ -144,7 +154,18 @@ pub fn prepare(plan: &Plan, sweep: &Path) -> Result<SweepState> {
     std::fs::create_dir_all(sweep.join(LOGS)).at("create", sweep.join(LOGS))?;
     write_atomic(&spec_path, new_spec.as_bytes())?;
     state.write(sweep)?;
-    Ok(state)
+    Ok((state, lock))
+}
+
+/// Whether the folder holds anything but a sweep lock left by a sweep killed before it wrote its
+/// spec.
+fn has_entries_besides_the_lock(folder: &Path) -> Result<bool> {
+    for entry in std::fs::read_dir(folder).at("list", folder)? {
+        if entry.at("list", folder)?.file_name() != LOCK_FILE {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Threads each of `jobs` simultaneous runs gets on a machine with `cores`.

@@ -133,7 +133,8 @@ impl Plan {
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let base_dir = path.parent().unwrap_or(Path::new("."));
         plan(&text, &stem, base_dir).map_err(|e| match e {
-            SpecError::Spec(problem) => bad(problem),
+            // A spec's error may quote its line or a value: never a 200 KB one back to the terminal.
+            SpecError::Spec(problem) => bad(crate::config::cut_long_lines(&problem)),
             SpecError::Other(e) => e,
         })
     }
@@ -157,9 +158,7 @@ impl From<String> for SpecError {
 pub fn plan(text: &str, stem: &str, base_dir: &Path) -> std::result::Result<Plan, SpecError> {
     let spec: SpecFile = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
     let name = spec.name.clone().unwrap_or_else(|| stem.to_string());
-    if name.is_empty() || sanitize(&name) != name {
-        return Err(format!("name `{name}`: use letters, digits, `.`, `_`, `+` and `-` only").into());
-    }
+    check_name(&name)?;
     let seeds = spec.seeds.clone().unwrap_or_else(|| vec![0]);
     if seeds.is_empty() {
         return Err("seeds: the list is empty (leave it out for the one seed 0)".to_string().into());
@@ -218,11 +217,13 @@ pub fn plan(text: &str, stem: &str, base_dir: &Path) -> std::result::Result<Plan
         .into());
     }
 
-    let combinations = combinations(&axes, spec.combine);
-    let total = combinations.len().saturating_mul(seeds.len());
-    if total > MAX_RUNS {
+    // Counted before anything is built: three axes of 1,000 values are a billion runs.
+    let total = count_runs(&axes, spec.combine, seeds.len());
+    if total > MAX_RUNS as u128 {
         return Err(format!("plans {total} runs; a sweep holds at most {MAX_RUNS}").into());
     }
+    let total = total as usize;
+    let combinations = combinations(&axes, spec.combine);
     let mut runs = Vec::with_capacity(total);
     let mut names = BTreeSet::new();
     for combination in &combinations {
@@ -256,6 +257,42 @@ pub fn plan(text: &str, stem: &str, base_dir: &Path) -> std::result::Result<Plan
         base,
         axis_values: axes,
     })
+}
+
+/// Longest sweep name: it names a folder (`sweeps/<name>`), and file names stop at 255 bytes.
+pub const MAX_NAME: usize = 100;
+
+/// Longest run folder name; longer ones are cut and given a hash of the whole name
+/// ([`run_name`]).
+pub const MAX_RUN_NAME: usize = 200;
+
+/// A sweep's name is one path component of safe characters: letters, digits, `.`, `_`, `+`, `-`,
+/// at most [`MAX_NAME`] of them, and not `.` or `..` (which would name the current folder or the
+/// one above it).
+fn check_name(name: &str) -> std::result::Result<(), SpecError> {
+    if name.is_empty() || sanitize(name) != name {
+        return Err(format!(
+            "name `{}`: use letters, digits, `.`, `_`, `+` and `-` only",
+            name.chars().take(MAX_NAME).collect::<String>()
+        )
+        .into());
+    }
+    if name.bytes().all(|b| b == b'.') {
+        return Err(format!("name `{name}`: names the current folder or one above it; choose a name").into());
+    }
+    if name.len() > MAX_NAME {
+        return Err(format!("name: {} characters, at most {MAX_NAME}", name.len()).into());
+    }
+    Ok(())
+}
+
+/// How many runs the axes and seeds plan, without building them (saturating, in u128).
+fn count_runs(axes: &[(String, Vec<toml::Value>)], combine: Combine, seeds: usize) -> u128 {
+    let combinations = match combine {
+        Combine::Zip => axes.first().map_or(1, |(_, v)| v.len() as u128),
+        Combine::Grid => axes.iter().fold(1u128, |n, (_, v)| n.saturating_mul(v.len() as u128)),
+    };
+    combinations.saturating_mul(seeds as u128)
 }
 
 /// The config as a TOML table (the form axes and [base] are written into).
@@ -347,7 +384,18 @@ fn run_name(values: &[(String, String)], seed: u64) -> String {
         parts.push(format!("{label}={value}"));
     }
     parts.push(format!("seed={seed}"));
-    parts.join("_")
+    shorten(parts.join("_"))
+}
+
+/// A run folder name of at most [`MAX_RUN_NAME`] bytes: a longer one keeps its start and ends in
+/// `~` and 16 hex digits of the SHA-256 of the whole name (the same name every time, and two long
+/// names that share their start still differ). Names are ASCII ([`sanitize`]).
+fn shorten(name: String) -> String {
+    if name.len() <= MAX_RUN_NAME {
+        return name;
+    }
+    let hash = crate::durable::sha256_hex(name.as_bytes());
+    format!("{}~{}", &name[..MAX_RUN_NAME - 17], &hash[..16])
 }
 
 #[cfg(test)]
@@ -467,6 +515,57 @@ mod tests {
             let err = plan_of(text).expect_err(text);
             assert!(err.contains(key), "{text}\n-> {err}");
         }
+    }
+
+    #[test]
+    fn a_sweep_of_a_billion_runs_is_counted_before_it_is_built() {
+        let values: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+        let axis = format!("[{}]", values.join(", "));
+        let text = format!(
+            "[axes]\n\"train.iterations\" = {axis}\n\"output.sample_interval\" = {axis}\n\"eval.every\" = {axis}\n"
+        );
+        let err = plan_of(&text).unwrap_err();
+        assert!(err.contains("1000000000 runs"), "{err}");
+        assert_eq!(count_runs(&[], Combine::Grid, 3), 3);
+    }
+
+    #[test]
+    fn a_sweep_named_dot_or_dot_dot_is_refused() {
+        for name in [".", "..", "...", ""] {
+            let err = plan_of(&format!("name = \"{name}\"")).unwrap_err();
+            assert!(err.contains("name"), "{name}: {err}");
+        }
+        let long = "a".repeat(MAX_NAME + 1);
+        assert!(plan_of(&format!("name = \"{long}\"")).unwrap_err().contains("at most"));
+        assert!(plan_of("name = \"ok.v2\"").is_ok());
+    }
+
+    #[test]
+    fn long_run_names_are_shortened_deterministically_before_any_folder_is_made() {
+        let long = "x".repeat(300);
+        let widths = |n: usize| vec!["65536"; n].join(", ");
+        let text = format!(
+            "[axes]\n\"model.g_hidden\" = [[{}], [{}]]\n\"model.d_hidden\" = [[{}]]\n",
+            widths(30),
+            widths(31),
+            widths(30)
+        );
+        let p = plan_of(&text).unwrap();
+        for r in &p.runs {
+            assert!(r.name.len() <= MAX_RUN_NAME, "{} bytes", r.name.len());
+        }
+        assert_ne!(p.runs[0].name, p.runs[1].name);
+        assert_eq!(plan_of(&text).unwrap().runs[0].name, p.runs[0].name, "the same name every time");
+        assert_eq!(shorten(long.clone()), shorten(long));
+    }
+
+    #[test]
+    fn a_spec_error_never_echoes_a_long_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = tmp.path().join("s.toml");
+        std::fs::write(&spec, format!("name = \"a\" {}\n", "x".repeat(200_000))).unwrap();
+        let err = Plan::from_file(&spec).unwrap_err().to_string();
+        assert!(err.len() < 2000, "{} bytes", err.len());
     }
 
     #[test]

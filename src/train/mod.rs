@@ -69,6 +69,32 @@ pub struct Options {
     pub stop: Option<Arc<AtomicBool>>,
     /// Stop as a signal would once this many iterations are done (for tests and scripted pauses).
     pub stop_after: Option<usize>,
+    /// Raised while the loop runs, where a stop request ends in a checkpoint; lowered when it
+    /// leaves (however it leaves). A signal handler that finds it down cannot wait for a
+    /// checkpoint and ends the process at once: reading data, decoding a folder or training the
+    /// judge never holds a stop back.
+    pub listening: Option<Arc<AtomicBool>>,
+}
+
+/// Holds [`Options::listening`] raised for the life of the loop.
+struct Listening<'a>(Option<&'a AtomicBool>);
+
+impl<'a> Listening<'a> {
+    fn raise(flag: Option<&'a Arc<AtomicBool>>) -> Self {
+        let flag = flag.map(|f| f.as_ref());
+        if let Some(f) = flag {
+            f.store(true, Ordering::SeqCst);
+        }
+        Self(flag)
+    }
+}
+
+impl Drop for Listening<'_> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0 {
+            f.store(false, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Options {
@@ -236,14 +262,16 @@ pub fn resume(
     // The judge finds its data where the training images were found (not saved in config.toml).
     let mut with_data = config.clone();
     with_data.data.dir = data_dir.clone();
+    let shown = user_data_path(&config, data_dir.as_deref(), &images);
     if let Some(recorded) = info.as_ref().and_then(|i| i.data_sha256.clone())
         && recorded != data.sha256
     {
+        let changed = if shown != images.source { " (its files changed since the run began)" } else { "" };
         return Err(Error::bad_data(
-            &images.source,
+            &shown,
             format!(
-                "is not the data this run was trained on (SHA-256 {}, the run recorded {recorded} for {}); \
-                 pass --data with the original files",
+                "is not the data this run was trained on{changed} (SHA-256 {}, the run recorded {recorded} for {}); \
+                 pass --data with the original files; nothing was changed",
                 data.sha256,
                 info.as_ref().map(|i| i.data_file.as_str()).unwrap_or("?")
             ),
@@ -254,7 +282,7 @@ pub fn resume(
         && data.cluster_sizes.as_ref() != Some(recorded)
     {
         return Err(Error::bad_data(
-            &images.source,
+            &shown,
             format!(
                 "grouped into clusters of sizes {:?}, but the run was trained on clusters of sizes \
                  {recorded:?} (data.clusters, model.clusters_per_class): its G would be asked for other classes; nothing was changed",
@@ -303,6 +331,21 @@ pub fn resume(
         return Err(Error::Checkpoint { path: run.checkpoints_dir(), problem });
     };
     let state = &snapshot.state;
+    if !state.written_with_seed(config.train.seed) {
+        let was = (0..=u64::from(u16::MAX))
+            .find(|&s| state.written_with_seed(s))
+            .map(|s| format!(" (it was written with train.seed = {s})"))
+            .unwrap_or_default();
+        return Err(Error::Checkpoint {
+            path: ckpt_path,
+            problem: format!(
+                "was not written with train.seed = {}{was}: a resumed run keeps the seed its records were \
+                 made with; put the run's seed back in {}; nothing was changed",
+                config.train.seed,
+                run.config().display()
+            ),
+        });
+    }
     if state.architecture_hash != config.architecture_hash() {
         return Err(Error::Checkpoint {
             path: ckpt_path,
@@ -535,6 +578,7 @@ fn training_loop(
     // checkpoint and for a progress line, so that a GPU is not made to wait for the host each
     // iteration. Each is then written, watched and logged as it would have been at once.
     let mut unread = Vec::new();
+    let _listening = Listening::raise(options.listening.as_ref());
     for iteration in first..total {
         let record;
         (nets, record) = s.gan.step(nets, iteration, images, &mut s.streams);
@@ -860,11 +904,13 @@ fn training_data(config: &Config, dir: Option<&Path>, progress: bool) -> Result<
     let classes = (config.model.is_conditional() && clusters == 0).then_some(config.model.classes);
     let mut images = data::load_training_images(&config.data, dir, classes, progress)?;
     let mut facts = DataFacts::of(&images)?;
+    let shown = user_data_path(config, dir, &images);
+    let in_user_terms = |e| about_user_data(e, &images, &shown);
     // Self-conditioning (data.clusters) or clusters within classes: never both (validate).
     let per_class = config.model.clusters_per_class;
     let started = Instant::now();
     let clustered = if clusters > 0 {
-        let ids = data::clusters::cluster(&images, clusters, config.train.seed)?;
+        let ids = data::clusters::cluster(&images, clusters, config.train.seed).map_err(in_user_terms)?;
         Some((
             ids,
             format!("grouped the {} training images into {clusters} clusters", images.count),
@@ -872,7 +918,8 @@ fn training_data(config: &Config, dir: Option<&Path>, progress: bool) -> Result<
         ))
     } else if per_class > 0 && config.model.is_conditional() {
         let classes = config.model.classes;
-        let ids = data::clusters::cluster_within_classes(&images, classes, per_class, config.train.seed)?;
+        let ids = data::clusters::cluster_within_classes(&images, classes, per_class, config.train.seed)
+            .map_err(in_user_terms)?;
         Some((
             ids,
             format!("split each of the {classes} classes into {per_class} clusters"),
@@ -894,6 +941,25 @@ fn training_data(config: &Config, dir: Option<&Path>, progress: bool) -> Result<
         facts.cluster_sizes = Some(sizes);
     }
     Ok((images, facts))
+}
+
+/// The data as the user knows it: an image folder's own path (its decoded images live in
+/// gantry's cache, a file the user never named), else the file the images were read from.
+fn user_data_path(config: &Config, dir: Option<&Path>, images: &TrainingImages) -> std::path::PathBuf {
+    match (config.data.dataset, dir) {
+        (crate::config::Dataset::Folder, Some(dir)) => dir.to_path_buf(),
+        _ => images.source.clone(),
+    }
+}
+
+/// An error about the images' file, told of `shown` (the user's folder) instead of gantry's cache.
+fn about_user_data(e: Error, images: &TrainingImages, shown: &Path) -> Error {
+    match e {
+        Error::BadDataFile { path, problem } if path == images.source => {
+            Error::BadDataFile { path: shown.to_path_buf(), problem }
+        }
+        other => other,
+    }
 }
 
 fn grid_layout(config: &Config, images: &TrainingImages) -> GridLayout {
