@@ -135,12 +135,8 @@ impl CsvLog {
 /// half-written last line from a crash, are what a resumed run redoes) without changing it.
 /// Returns those records and the file's text up to them, for [`write_prefix`].
 pub fn read_prefix(path: &Path, rows: usize) -> Result<(Vec<IterationRecord>, String)> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::bad_data(path, "is missing; the run's records cannot be continued"));
-        }
-        Err(e) => return Err(Error::io("read", path, e)),
+    let Some(text) = read_metrics_text(path)? else {
+        return Err(Error::bad_data(path, "is missing; the run's records cannot be continued"));
     };
     let mut lines = text.split_inclusive('\n');
     let header = lines.next().unwrap_or_default();
@@ -183,23 +179,40 @@ fn csv_err(path: &Path, e: csv::Error) -> Error {
 /// missing file, or one whose header is not yet complete, holds none. A file that cannot be read
 /// or parsed is an error (its rows are results nobody should overwrite unseen).
 pub fn rows_on_disk(path: &Path) -> Result<usize> {
-    match std::fs::read(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(Error::io("read", path, e)),
-        Ok(bytes) if !bytes.contains(&b'\n') => Ok(0),
-        Ok(_) => read_csv(path).map(|r| r.len()),
+    match read_metrics_text(path)? {
+        None => Ok(0),
+        Some(text) if !text.contains('\n') => Ok(0),
+        Some(_) => read_csv(path).map(|r| r.len()),
     }
+}
+
+/// The largest metrics.csv read (a million iterations take about 120 MB).
+const MAX_CSV_BYTES: u64 = 4 << 30;
+
+/// A metrics.csv's text, or None when there is none. Anything but a regular file of at most
+/// [`MAX_CSV_BYTES`] is refused as bad input before it is opened (a FIFO in its place never
+/// blocks a resume or a report); text that is not UTF-8 is refused too.
+fn read_metrics_text(path: &Path) -> Result<Option<String>> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", path, e)),
+        Ok(_) => {}
+    }
+    let (file, len) = crate::durable::open_input(path, MAX_CSV_BYTES, "metrics file")?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_CSV_BYTES), &mut bytes).at("read", path)?;
+    String::from_utf8(bytes).map(Some).map_err(|_| Error::bad_data(path, "is not UTF-8 text"))
 }
 
 /// Read every complete record of a `metrics.csv`. A last line without its newline is a row being
 /// written (or cut off by a crash) and is left out, as the dashboard and resume leave it out.
 pub fn read_csv(path: &Path) -> Result<Vec<IterationRecord>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let text = match read_metrics_text(path) {
+        Ok(Some(text)) => text,
+        Ok(None) => {
             return Err(Error::bad_data(path, "is missing (no iteration finished?)"));
         }
-        Err(e) => return Err(Error::io("read", path, e)),
+        Err(e) => return Err(e),
     };
     let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
     let mut reader = csv::Reader::from_reader(complete.as_bytes());

@@ -163,7 +163,15 @@ pub struct RunInfo {
     /// reproduce.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_sizes: Option<Vec<usize>>,
+    /// The run folder's format ([`RUN_FORMAT`]; 0, absent, in runs of older versions): from 1 on,
+    /// the final weights are never without `weights/manifest.json`, so a missing one is damage,
+    /// not age.
+    #[serde(default)]
+    pub format: u32,
 }
+
+/// The format new runs are written in (see [`RunInfo::format`]).
+pub const RUN_FORMAT: u32 = 1;
 
 fn one_channel() -> usize {
     1
@@ -185,6 +193,7 @@ impl RunInfo {
             checkpoint_ms_median: 0.0,
             data_sha256: Some(data.sha256.clone()),
             cluster_sizes: data.cluster_sizes.clone(),
+            format: RUN_FORMAT,
         }
     }
 
@@ -567,6 +576,7 @@ mod tests {
             checkpoint_ms_median: 0.0,
             data_sha256: None,
             cluster_sizes: None,
+            format: RUN_FORMAT,
         };
         info.write(&RunDir::from_path(root)).unwrap();
     }

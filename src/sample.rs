@@ -67,7 +67,12 @@ impl LoadedGenerator {
         let (bytes, source) = match weights {
             Weights::Final => {
                 let path = run.generator_weights();
-                (checkpoint::read_verified_weights(&path)?, path)
+                let missing = if info.format >= crate::run_dir::RUN_FORMAT {
+                    checkpoint::MissingManifest::Refuse
+                } else {
+                    checkpoint::MissingManifest::Warn
+                };
+                (checkpoint::read_verified_weights(&path, missing)?, path)
             }
             Weights::Checkpoint(step) => {
                 let folder = run.checkpoints_dir().join(checkpoint::folder_name(*step));

@@ -172,6 +172,18 @@ fn damaged_final_weights_are_refused_by_sample() {
     let o = gantry(&["sample", s(&run), "--out", s(&tmp.path().join("g.png"))]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     fs::write(&weights, &good).unwrap();
+    // A deleted manifest is no reason to trust the weights of a run whose format always writes one.
+    let manifest = run.join("weights/manifest.json");
+    let kept = fs::read(&manifest).unwrap();
+    fs::remove_file(&manifest).unwrap();
+    let o = gantry(&["sample", s(&run), "--out", s(&tmp.path().join("g.png"))]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot be verified") && stderr(&o).contains("manifest.json"),
+        "{}",
+        stderr(&o)
+    );
+    fs::write(&manifest, kept).unwrap();
     // An existing folder as --out: refused up front, nothing left behind.
     let folder = tmp.path().join("grid.png");
     fs::create_dir(&folder).unwrap();

@@ -486,9 +486,19 @@ pub fn weights_manifest_iteration(weights_dir: &Path) -> Option<usize> {
     serde_json::from_slice::<Manifest>(&bytes).ok().map(|m| m.iteration)
 }
 
-/// Read a final weights file, verified against `weights/manifest.json`. A run written before the
-/// manifest existed has none: its file is read as it is, with a warning.
-pub fn read_verified_weights(path: &Path) -> Result<Vec<u8>> {
+/// What a missing `weights/manifest.json` means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingManifest {
+    /// A run written before manifests existed: read the weights unverified, with a warning.
+    Warn,
+    /// A run whose format always writes one: it was deleted or lost; refuse the weights.
+    Refuse,
+}
+
+/// Read a final weights file, verified against `weights/manifest.json`. Without a manifest, as
+/// `missing` says: a run written before the manifest existed has none (its file is read as it
+/// is, with a warning); a newer run's was lost, and its weights are refused.
+pub fn read_verified_weights(path: &Path, missing: MissingManifest) -> Result<Vec<u8>> {
     let bad = |problem: String| Error::Weights { path: path.to_path_buf(), problem };
     let meta = fs::metadata(path).map_err(|e| bad(format!("missing or unreadable ({e})")))?;
     if !meta.is_file() {
@@ -497,6 +507,12 @@ pub fn read_verified_weights(path: &Path) -> Result<Vec<u8>> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let manifest_path = path.with_file_name(MANIFEST);
     let bytes = fs::read(path).map_err(|e| bad(format!("unreadable ({e})")))?;
+    if !manifest_path.is_file() && missing == MissingManifest::Refuse {
+        return Err(bad(format!(
+            "cannot be verified: {} is missing (this run's format always writes one)",
+            manifest_path.display()
+        )));
+    }
     if !manifest_path.is_file() {
         eprintln!(
             "warning: {} has no manifest (a run of an older gantry); its weights are not verified",

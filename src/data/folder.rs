@@ -453,7 +453,11 @@ fn decode(path: &Path, side: usize, channels: usize) -> std::result::Result<(Vec
     limits.max_alloc = Some(16 * MAX_PIXELS);
     let mut reader = reader().map_err(|e| format!("unreadable: {e}"))?;
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| format!("cannot be decoded: {e}"))?;
+    let decoder = reader.into_decoder().map_err(|e| format!("cannot be decoded: {e}"))?;
+    // The decoded size from the header (16-bit RGBA at 64 megapixels: 512 MiB), held from the
+    // shared budget while it is decoded, however many cores decode at once.
+    let _held = DecodeBudget::reserve(image::ImageDecoder::total_bytes(&decoder));
+    let img = image::DynamicImage::from_decoder(decoder).map_err(|e| format!("cannot be decoded: {e}"))?;
     let s = side as u32;
     let img = img.resize_to_fill(s, s, image::imageops::FilterType::Triangle);
     let planes = if channels == 1 {
@@ -464,6 +468,41 @@ fn decode(path: &Path, side: usize, channels: usize) -> std::result::Result<(Vec
         (0..3).flat_map(|c| rgb.iter().skip(c).step_by(3).copied().collect::<Vec<u8>>()).collect()
     };
     Ok((planes, (w, h)))
+}
+
+/// Bytes that the images being decoded at once may take together (their decoded size, from their
+/// headers), whatever the number of cores: one 16-bit RGBA image of [`MAX_PIXELS`] takes half.
+pub const DECODE_BUDGET: u64 = 1 << 30;
+
+/// The decoded bytes in flight, and the wait for room.
+static IN_FLIGHT: (std::sync::Mutex<u64>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+/// A share of [`DECODE_BUDGET`], given back when dropped.
+struct DecodeBudget(u64);
+
+impl DecodeBudget {
+    /// Wait until `bytes` (at most the whole budget) fit beside the decodes in flight; one decode
+    /// always proceeds, so the wait ends.
+    fn reserve(bytes: u64) -> Self {
+        let bytes = bytes.min(DECODE_BUDGET);
+        let (used, room) = &IN_FLIGHT;
+        let mut used = used.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *used > 0 && *used + bytes > DECODE_BUDGET {
+            used = room.wait(used).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *used += bytes;
+        Self(bytes)
+    }
+}
+
+impl Drop for DecodeBudget {
+    fn drop(&mut self) {
+        let (used, room) = &IN_FLIGHT;
+        let mut used = used.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *used -= self.0;
+        room.notify_all();
+    }
 }
 
 /// Whether `data`, when it is a JPEG, ends before its image does: no end-of-image marker (FF D9)
@@ -482,6 +521,24 @@ fn jpeg_is_truncated(data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decodes_share_one_memory_budget_whatever_the_cores() {
+        let first = DecodeBudget::reserve(DECODE_BUDGET / 2 + 1);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let _second = DecodeBudget::reserve(DECODE_BUDGET / 2 + 1);
+            tx.send(()).unwrap();
+        });
+        // The second waits while the first holds more than half ...
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(200)).is_err());
+        drop(first);
+        // ... and goes on once it is given back.
+        rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
+        waiter.join().unwrap();
+        // One larger than the whole budget still proceeds alone.
+        drop(DecodeBudget::reserve(u64::MAX));
+    }
 
     #[test]
     fn a_jpeg_without_its_end_marker_is_truncated() {
