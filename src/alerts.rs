@@ -100,8 +100,8 @@ impl Rules {
     /// (NaN and collapse still do, and for hinge the accuracy, whose margin sits at 0). A
     /// Wasserstein critic's scores have no meaningful sign (its loss ignores a shift), so its
     /// rules watch the critic's estimate instead of the accuracy.
-    pub fn for_loss(loss: crate::train::objective::Loss) -> Self {
-        use crate::train::objective::Loss;
+    pub fn for_loss(loss: crate::objective::Loss) -> Self {
+        use crate::objective::Loss;
         let classic = Self::default();
         match loss {
             Loss::Ns => classic,
@@ -379,7 +379,7 @@ mod tests {
     }
 
     fn run_wgan(records: impl Iterator<Item = IterationRecord>) -> Vec<Alert> {
-        let mut m = Monitor::new(Rules::for_loss(crate::train::objective::Loss::Wgan), &diverse(), 4);
+        let mut m = Monitor::new(Rules::for_loss(crate::objective::Loss::Wgan), &diverse(), 4);
         records.for_each(|r| {
             m.observe(&r);
         });

@@ -349,12 +349,7 @@ pub struct PlotArgs {
     pub run: PathBuf,
 }
 
-/// Exit code of a run stopped by SIGINT or SIGTERM after it saved its checkpoint.
-pub const EXIT_STOPPED: i32 = 130;
-
-/// Exit code of a run ended by a second SIGINT or SIGTERM at once, without a new checkpoint (a
-/// resume continues from the last one saved).
-pub const EXIT_ABORTED: i32 = 3;
+pub use crate::error::{EXIT_ABORTED, EXIT_STOPPED};
 
 /// Largest thread count a command accepts (as `train.threads`).
 pub const MAX_THREADS: usize = 1024;
@@ -696,8 +691,8 @@ fn resume_command(run: &Path, flags: &RunFlags) -> Result<i32> {
     let options = stop.options(!flags.quiet);
     if flags.serve {
         // RUN_DIR, or RUN_DIR/checkpoints/step_N.
-        let root = run.ancestors().find(|p| p.join("config.toml").is_file()).unwrap_or(run);
-        start_dashboard(root, flags.listen, options.stop.clone())?;
+        let (root, _) = run_dir::run_root(run);
+        start_dashboard(&root, flags.listen, options.stop.clone())?;
     }
     let outcome = train::resume(run, flags.config.as_deref(), &overrides, &options)?;
     finish_command(&outcome, flags, &stop)
@@ -947,7 +942,7 @@ fn plot_command(args: PlotArgs) -> Result<()> {
     std::fs::create_dir_all(run.plots_dir()).map_err(|e| Error::io("create", run.plots_dir(), e))?;
     let mut written =
         plot::write_curves(&run.plots_dir(), &records, config.output.smoothing_window, config.train.loss)?;
-    let quality_rows = train::quality::read(&run.eval_csv())?;
+    let quality_rows = metrics::quality::read(&run.eval_csv())?;
     if !quality_rows.is_empty() {
         written.extend(plot::write_quality(&run.plots_dir(), &quality_rows)?);
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-pub use crate::train::objective::Loss;
+pub use crate::objective::Loss;
 
 /// Which data set to train on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -1130,6 +1130,26 @@ impl Config {
             .saturating_add(images)
             .saturating_add(noise)
             .saturating_add(256 << 20)
+    }
+
+    /// Refuse a model that cannot fit in this machine's available memory (by
+    /// [`Config::memory_estimate`]), before anything is made.
+    pub fn check_memory(&self, pixels: usize) -> Result<()> {
+        let needed = self.memory_estimate(pixels);
+        let Some(available) = crate::allocator::available_memory() else { return Ok(()) };
+        if needed > available {
+            return Err(Error::TooLarge {
+                what: format!(
+                    "the model ({} parameters in G and D, batch {})",
+                    self.parameter_count(pixels),
+                    self.train.batch_size
+                ),
+                needed: crate::allocator::gib(needed),
+                available: crate::allocator::gib(available),
+                advice: "make model.g_hidden / model.d_hidden or train.batch_size smaller".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Values per image of every hidden layer's output, G's and D's: the widths of an mlp, the

@@ -3,6 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
+/// Exit code of a command stopped by SIGINT or SIGTERM: after the run saved its checkpoint when
+/// the training loop was running, at once otherwise (README "Exit codes").
+pub const EXIT_STOPPED: i32 = 130;
+
+/// Exit code of a run ended by a second SIGINT or SIGTERM at once, without a new checkpoint (a
+/// resume continues from the last one saved).
+pub const EXIT_ABORTED: i32 = 3;
+
 /// Everything that can go wrong in gantry, with its context.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -51,6 +51,7 @@ pub mod kernels;
 pub mod lock;
 pub mod metrics;
 pub mod model;
+pub mod objective;
 pub mod plot;
 pub mod report;
 pub mod rng;

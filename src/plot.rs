@@ -77,7 +77,7 @@ pub fn write_curves(
     dir: &Path,
     records: &[IterationRecord],
     window: usize,
-    loss: crate::train::objective::Loss,
+    loss: crate::objective::Loss,
 ) -> Result<Vec<PathBuf>> {
     let reference = loss.equilibrium_loss().map(|v| (v, loss.equilibrium_label()));
     register_font();
@@ -128,9 +128,9 @@ pub fn write_curves(
 
 /// Write `quality.{png,svg}` into `dir` from the sample-quality rows (`eval.csv`): FID in the
 /// judge's feature space (0 = real data's statistics) above, precision and recall below (1 = real).
-pub fn write_quality(dir: &Path, rows: &[crate::train::quality::QualityRecord]) -> Result<Vec<PathBuf>> {
+pub fn write_quality(dir: &Path, rows: &[crate::metrics::quality::QualityRecord]) -> Result<Vec<PathBuf>> {
     register_font();
-    let points = |get: fn(&crate::train::quality::QualityRecord) -> f64| -> Vec<(f64, f64)> {
+    let points = |get: fn(&crate::metrics::quality::QualityRecord) -> f64| -> Vec<(f64, f64)> {
         rows.iter().map(|r| (r.iteration as f64, get(r))).collect()
     };
     let fid =
@@ -296,7 +296,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let files = write_curves(dir.path(), &recs, 100, crate::train::objective::Loss::Ns).unwrap();
+        let files = write_curves(dir.path(), &recs, 100, crate::objective::Loss::Ns).unwrap();
         assert_eq!(files.len(), 4);
         for f in files {
             assert!(std::fs::metadata(&f).unwrap().len() > 1000, "{}", f.display());

@@ -87,11 +87,7 @@ pub fn write(run: &RunDir, out: Option<&Path>) -> Result<PathBuf> {
     Ok(out)
 }
 
-fn summary_html(
-    records: &[IterationRecord],
-    info: Option<&RunInfo>,
-    loss: crate::train::objective::Loss,
-) -> String {
+fn summary_html(records: &[IterationRecord], info: Option<&RunInfo>, loss: crate::objective::Loss) -> String {
     let n = records.len();
     let tail = metrics::tail_len(n, 0.1);
     let mut s = String::from("<h2>Summary</h2>\n<p>");
@@ -165,7 +161,7 @@ figcaption{text-align:center;font-size:.85em}.timelapse{width:300px;image-render
 /// Sample quality measured during training (eval.csv, with its chart) and by `gantry eval`
 /// (eval.json), when the run has them.
 fn quality_html(run: &RunDir) -> Result<String> {
-    let rows = crate::train::quality::read(&run.eval_csv())?;
+    let rows = crate::metrics::quality::read(&run.eval_csv())?;
     let judged = run.root().join("eval.json");
     let mut html = String::new();
     if rows.is_empty() && !judged.is_file() {

@@ -116,7 +116,7 @@ impl RunDir {
         self.root.join("report.html")
     }
     pub fn checkpoints_dir(&self) -> PathBuf {
-        self.root.join("checkpoints")
+        self.root.join(CHECKPOINTS)
     }
     pub fn generator_safetensors(&self) -> PathBuf {
         self.weights_dir().join("generator.safetensors")
@@ -260,6 +260,20 @@ pub fn generated_path(parent: &Path, dataset: &str) -> PathBuf {
     }
     path
 }
+
+/// The run folder a path given to `resume` names, and the checkpoint it names when it is one of
+/// the run's checkpoint folders (`RUN/checkpoints/step_N`): the one way a run's root is found.
+pub fn run_root(path: &Path) -> (PathBuf, Option<PathBuf>) {
+    match path.parent() {
+        Some(parent) if parent.file_name().is_some_and(|n| n == CHECKPOINTS) => {
+            (parent.parent().unwrap_or(Path::new(".")).to_path_buf(), Some(path.to_path_buf()))
+        }
+        _ => (path.to_path_buf(), None),
+    }
+}
+
+/// Name of a run's checkpoint folder.
+const CHECKPOINTS: &str = "checkpoints";
 
 /// Name of the facts gantry writes right after a run's config.
 const RUN_INFO: &str = "run.json";

@@ -106,7 +106,7 @@ impl LoadedGenerator {
             .and_then(|p| p.checked_mul(info.image_channels))
             .filter(|&p| p > 0 && p <= 1 << 20 && matches!(info.image_channels, 1 | 3))
             .ok_or_else(|| Error::bad_data(run.root().join("run.json"), "implausible image size"))?;
-        crate::train::check_memory(&config, pixels)?;
+        config.check_memory(pixels)?;
         let per_class = config.model.clusters_per_class.max(1);
         let clustered = if config.data.clusters > 0 || per_class > 1 { config.model.conditions() } else { 0 };
         // Each class's clusters (all of them, self-conditioned) must hold some images: the ids

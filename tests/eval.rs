@@ -211,7 +211,7 @@ fn quality_during_training_is_logged_and_leaves_training_unchanged() {
     assert!(summary.contains("eval.csv") && summary.contains("quality"), "{summary}");
     train::train(&common::tiny_config(100, 50, 5), &tmp.path().join("off"), false, false).unwrap();
 
-    let rows = train::quality::read(&tmp.path().join("on/eval.csv")).unwrap();
+    let rows = gantry::metrics::quality::read(&tmp.path().join("on/eval.csv")).unwrap();
     assert_eq!(rows.iter().map(|r| r.iteration).collect::<Vec<_>>(), [40, 80, 100]);
     assert!(rows.iter().all(|r| r.fid.is_finite() && r.fid > 0.0 && (0.0..=1.0).contains(&r.precision)));
     assert!(!tmp.path().join("off/eval.csv").exists());
@@ -246,7 +246,7 @@ fn a_conditional_run_reports_its_class_accuracy_in_training_and_in_eval() {
     // eval.csv: a column of class accuracies, each a share; the report shows it.
     let text = std::fs::read_to_string(run.join("eval.csv")).unwrap();
     assert!(text.lines().next().unwrap().ends_with(",class_accuracy"), "{text}");
-    let rows = train::quality::read(&run.join("eval.csv")).unwrap();
+    let rows = gantry::metrics::quality::read(&run.join("eval.csv")).unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r.class_accuracy.is_some_and(|a| (0.0..=1.0).contains(&a))), "{rows:?}");
     let report = gantry::report::write(&gantry::run_dir::RunDir::open(&run).unwrap(), None).unwrap();
@@ -298,7 +298,7 @@ fn a_self_conditioned_run_is_judged_without_class_scores_its_clusters_are_not_th
         c.model.classes = 12;
         c.data.clusters = 12;
     });
-    let rows = train::quality::read(&run.join("eval.csv")).unwrap();
+    let rows = gantry::metrics::quality::read(&run.join("eval.csv")).unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r.class_accuracy.is_none() && r.fid.is_finite()), "{rows:?}");
     let o = gantry(&["eval", run.to_str().unwrap(), "--n", "500"]);
@@ -316,7 +316,7 @@ fn a_run_with_clusters_per_class_is_judged_on_its_classes_not_its_cluster_ids() 
     let run = clustered_run(tmp.path(), "each of the 10 classes into 3 clusters", |c| {
         c.model.clusters_per_class = 3;
     });
-    let rows = train::quality::read(&run.join("eval.csv")).unwrap();
+    let rows = gantry::metrics::quality::read(&run.join("eval.csv")).unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r.class_accuracy.is_some_and(|a| (0.0..=1.0).contains(&a))), "{rows:?}");
     // gantry eval scores the 10 classes (each id's class: id / 3), not the 30 ids.

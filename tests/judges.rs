@@ -196,7 +196,7 @@ fn a_colour_folder_run_is_judged_while_it_trains_and_by_gantry_eval() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     assert!(stderr.contains("4 rotations"), "the judge says what it learned: {stderr}");
-    let rows = gantry::train::quality::read(&tmp.path().join("run/eval.csv")).unwrap();
+    let rows = gantry::metrics::quality::read(&tmp.path().join("run/eval.csv")).unwrap();
     assert_eq!(rows.iter().map(|r| r.iteration).collect::<Vec<_>>(), [20, 40]);
     assert!(rows.iter().all(|r| r.fid.is_finite() && r.inception_score.is_nan()), "{rows:?}");
 

@@ -19,10 +19,10 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::durable::write_atomic;
 use crate::error::{Error, IoContext, Result};
+use crate::metrics::quality::{self, QualityRecord};
 use crate::metrics::{self, IterationRecord};
 use crate::run_dir::{RunDir, RunInfo};
 use crate::sweep::local::SweepState;
-use crate::train::quality::{self, QualityRecord};
 use stats::{Difference, Summary};
 
 /// One run, as read for a comparison.
@@ -97,7 +97,8 @@ pub fn gather(paths: &[PathBuf]) -> Result<Vec<RunData>> {
             let state = SweepState::read(path)?;
             for r in &state.runs {
                 let folder = path.join(&r.name);
-                if folder.join(crate::run_dir::CONFIG).is_file() && folder.join("metrics.csv").is_file() {
+                let run = RunDir::from_path(&folder);
+                if run.config().is_file() && run.metrics_csv().is_file() {
                     runs.push(RunData::read(&folder, r.name.clone())?);
                 }
             }

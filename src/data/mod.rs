@@ -258,6 +258,14 @@ fn check_class_folders(found: &[String], classes: usize, dir: &Path) -> Result<(
     ))
 }
 
+/// The per-user cache root: `$GANTRY_CACHE_DIR`, else the OS cache folder's `gantry/` (decoded
+/// image folders, the judges).
+pub fn cache_root() -> Option<PathBuf> {
+    std::env::var_os("GANTRY_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| dirs::cache_dir().map(|d| d.join("gantry")))
+}
+
 /// The folder a data set that is not found by searching (CIFAR-10, an image folder) needs.
 pub fn required_dir(dataset: Dataset, explicit: Option<&Path>) -> Result<&Path> {
     explicit.ok_or_else(|| {
@@ -273,7 +281,7 @@ pub fn load_folder(
     progress: bool,
 ) -> Result<(TrainingImages, folder::FolderReport)> {
     let (side, channels) = data.shape();
-    let root = crate::eval::judge::cache_root().ok_or_else(|| {
+    let root = cache_root().ok_or_else(|| {
         Error::DataNotFound("no cache folder for the decoded images: set GANTRY_CACHE_DIR".into())
     })?;
     folder::load(dir, side, channels, &root, progress)

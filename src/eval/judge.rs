@@ -283,13 +283,6 @@ struct JudgeCard {
 /// The largest judge weights file read from the cache (the default judge is ~1.3 MB).
 const MAX_JUDGE_BYTES: u64 = 64 << 20;
 
-/// The per-user cache root: `$GANTRY_CACHE_DIR`, else the OS cache folder's `gantry/`.
-pub fn cache_root() -> Option<PathBuf> {
-    std::env::var_os("GANTRY_CACHE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| dirs::cache_dir().map(|d| d.join("gantry")))
-}
-
 impl Judge {
     /// Load the cached judge of `data`'s images, or train and cache it. `cache` overrides the
     /// cache root. `progress` gets one line per epoch.
@@ -302,7 +295,7 @@ impl Judge {
         let dataset = data.dataset;
         let shape = data.shape;
         let key = cache_key(data, config);
-        let root = cache.map(Path::to_path_buf).or_else(cache_root);
+        let root = cache.map(Path::to_path_buf).or_else(crate::data::cache_root);
         let device = Device::flex();
         let stem = format!("{}-{}", dataset.name(), &key[..16]);
         if let Some(root) = &root {

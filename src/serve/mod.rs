@@ -63,8 +63,8 @@ use crate::alerts::Alert;
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
 use crate::metrics::CSV_COLUMNS;
+use crate::metrics::quality::QualityRecord;
 use crate::run_dir::{RunDir, RunInfo};
-use crate::train::quality::QualityRecord;
 
 /// The page, with its script and styles inline.
 const DASHBOARD_HTML: &str = include_str!("dashboard.html");
@@ -286,7 +286,7 @@ impl ServedRun {
             .flatten()
             .and_then(|text| Config::from_toml_str(&text, &config_path).ok());
         let total = config.as_ref().map(|c| c.train.iterations);
-        let info: Option<RunInfo> = read_json(&run.root().join("run.json"));
+        let info: Option<RunInfo> = RunInfo::read(&run).ok();
         let (rate, seen_growing) = lock(&self.progress).observe(Instant::now(), rows);
         // A first look has no history yet: a metrics file written in the last few seconds counts.
         let recently_written = std::fs::metadata(run.metrics_csv())
@@ -797,7 +797,7 @@ fn parse_metric_row(line: &str, row: usize) -> std::result::Result<MetricRow, St
 async fn run_config(State(d): State<Arc<Dashboard>>, UrlPath(run): UrlPath<String>) -> Response {
     let Some(r) = d.run(&run) else { return not_found("no such run") };
     let root = r.root.clone();
-    match blocking(move || resolve_inside(&root, "config.toml")).await {
+    match blocking(move || resolve_inside(&root, crate::run_dir::CONFIG)).await {
         Some(Ok(file)) => send_file(&file).await.unwrap_or_else(|| not_found("no config.toml yet")),
         Some(Err(Refused::Outside)) => forbidden(),
         _ => not_found("no config.toml yet"),

@@ -311,7 +311,8 @@ pub fn run(plan: &Plan, sweep: &Path, mut state: SweepState, options: &LocalOpti
         let progress: Vec<(String, usize, usize)> = jobs
             .iter()
             .map(|j| {
-                let rows = lines_written(&sweep.join(&plan.runs[j.index].name).join("metrics.csv"));
+                let run = crate::run_dir::RunDir::from_path(sweep.join(&plan.runs[j.index].name));
+                let rows = lines_written(&run.metrics_csv());
                 (plan.runs[j.index].name.clone(), rows, j.total)
             })
             .collect();
@@ -353,7 +354,8 @@ pub const MAX_RESTARTS: usize = 3;
 /// by a signal the sweep did not send is resumed, at most [`MAX_RESTARTS`] times; other
 /// failures wait for the next `gantry sweep`.
 pub fn after_exit(code: Option<i32>, stopping: bool, restarts: usize) -> Status {
-    let signalled = matches!(code, None | Some(crate::cli::EXIT_STOPPED) | Some(crate::cli::EXIT_ABORTED));
+    let signalled =
+        matches!(code, None | Some(crate::error::EXIT_STOPPED) | Some(crate::error::EXIT_ABORTED));
     match code {
         Some(0) => Status::Finished,
         _ if signalled && (stopping || restarts < MAX_RESTARTS) => Status::Stopped,

@@ -68,7 +68,8 @@ pub fn state(sweep: &Path, run: &PlannedRun) -> Result<RunState> {
         });
     }
     let done =
-        checkpoint::weights_manifest_iteration(&folder.join("weights")) == Some(saved.train.iterations);
+        checkpoint::weights_manifest_iteration(&crate::run_dir::RunDir::from_path(&folder).weights_dir())
+            == Some(saved.train.iterations);
     Ok(if done { RunState::Finished } else { RunState::Unfinished })
 }
 

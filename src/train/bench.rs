@@ -160,7 +160,7 @@ pub fn run(
             let mut config = base.clone();
             config.train.batch_size = b;
             config.validate()?;
-            super::check_memory(&config, crate::data::PIXELS_28)?;
+            config.check_memory(crate::data::PIXELS_28)?;
             let result = pool.install(|| measure(&config, &images, (t, &device), warmup, iterations));
             on_result(&result);
             results.push(result);

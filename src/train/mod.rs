@@ -7,7 +7,6 @@
 mod augment;
 pub mod bench;
 mod gan;
-pub mod objective;
 pub mod quality;
 pub mod schedule;
 
@@ -28,13 +27,14 @@ use crate::data::{self, TrainingImages};
 use crate::error::{Error, IoContext, Result};
 use crate::grid::{self, GridLayout};
 use crate::lock::RunLock;
+use crate::metrics::quality::{self as eval_csv, QualityRecord};
 use crate::metrics::{self, CsvLog, IterationRecord};
 use crate::plot;
 use crate::rng::{self, Streams};
 use crate::run_dir::{self, DataFacts, RunDir, RunInfo, remembered_data_dir};
 use crate::tensorboard::EventWriter;
 use crate::timelapse;
-use quality::{QualityProbe, QualityRecord};
+use quality::QualityProbe;
 
 use gan::{Gan, Networks};
 
@@ -54,7 +54,7 @@ pub struct TrainOutcome {
     /// The last sample-quality row of the run (eval.csv), if it was judged.
     pub quality: Option<QualityRecord>,
     /// The objective the run trained (what its metric columns mean).
-    pub loss: objective::Loss,
+    pub loss: crate::objective::Loss,
     /// The decay of G's moving average, 0 when the run keeps none (then the grids, judge and
     /// saved weights are of G itself).
     pub g_ema: f64,
@@ -117,7 +117,7 @@ pub fn start(config: &Config, out: &Path, force: bool, options: &Options) -> Res
     // Read the data and check the model fits before creating anything, so an error leaves no
     // half-made run folder.
     let (images, data) = training_data(config, config.data.dir.as_deref(), options.progress)?;
-    check_memory(config, images.dim())?;
+    config.check_memory(images.dim())?;
     // The judge too (it may have to be trained, or its data be missing) before anything is made.
     let quality = QualityProbe::new(config, data.cluster_sizes.as_deref(), options.progress)?;
     let (run, lock, kept) = RunDir::create_locked(out, force)?;
@@ -179,25 +179,6 @@ fn begin(
     finish(config, &images, run, session, nets, options, lock)
 }
 
-/// Refuse a model that cannot fit in this machine's available memory, before anything is made.
-pub fn check_memory(config: &Config, pixels: usize) -> Result<()> {
-    let needed = config.memory_estimate(pixels);
-    let Some(available) = crate::allocator::available_memory() else { return Ok(()) };
-    if needed > available {
-        return Err(Error::TooLarge {
-            what: format!(
-                "the model ({} parameters in G and D, batch {})",
-                config.parameter_count(pixels),
-                config.train.batch_size
-            ),
-            needed: crate::allocator::gib(needed),
-            available: crate::allocator::gib(available),
-            advice: "make model.g_hidden / model.d_hidden or train.batch_size smaller".into(),
-        });
-    }
-    Ok(())
-}
-
 /// Continue the run in `path` (a run folder, or one of its checkpoint folders) from its newest
 /// valid checkpoint (or the one named). `file` and `overrides` may extend the run; changing the
 /// architecture is refused. Everything is read and checked before anything is written: a resume
@@ -208,12 +189,7 @@ pub fn resume(
     overrides: &Overrides,
     options: &Options,
 ) -> Result<TrainOutcome> {
-    let (root, explicit) = match path.parent() {
-        Some(parent) if parent.file_name().is_some_and(|n| n == "checkpoints") => {
-            (parent.parent().unwrap_or(Path::new(".")).to_path_buf(), Some(path.to_path_buf()))
-        }
-        _ => (path.to_path_buf(), None),
-    };
+    let (root, explicit) = run_dir::run_root(path);
     let run = RunDir::open(&root)?;
     let lock = RunLock::acquire(run.root())?;
     if let Some(pid) = lock.took_over_from {
@@ -258,7 +234,7 @@ pub fn resume(
         None => remembered_data_dir(&run, &config),
     };
     let (images, data) = training_data(&config, data_dir.as_deref(), options.progress)?;
-    check_memory(&config, images.dim())?;
+    config.check_memory(images.dim())?;
     // The judge finds its data where the training images were found (not saved in config.toml).
     let mut with_data = config.clone();
     with_data.data.dir = data_dir.clone();
@@ -380,7 +356,7 @@ pub fn resume(
     }
     // The rows up to the checkpoint must all be there; rows after it are redone.
     let (records, kept_rows) = metrics::read_prefix(&run.metrics_csv(), state.iteration)?;
-    let quality_rows = quality::read(&run.eval_csv())?;
+    let quality_rows = eval_csv::read(&run.eval_csv())?;
     let alerts_saved = if run.alerts().is_file() { Some(alerts::load(&run.alerts())?) } else { None };
 
     if state.iteration == config.train.iterations
@@ -428,7 +404,7 @@ pub fn resume(
         monitor.observe(r);
     }
     let csv = CsvLog::open_append(&run.metrics_csv())?;
-    quality::truncate(&run.eval_csv(), state.iteration)?;
+    eval_csv::truncate(&run.eval_csv(), state.iteration)?;
     eprintln!("gantry: resuming {} from iteration {}", run.root().display(), state.iteration);
     let session = Session {
         // A new event file; TensorBoard reads all of a run folder's files together.
@@ -529,7 +505,7 @@ fn finish(
         session.gan.save_weights(&nets, &run)?;
         metrics::write_npy_files(run.root(), &records)?;
         plot::write_curves(&run.plots_dir(), &records, config.output.smoothing_window, config.train.loss)?;
-        let quality_rows = quality::read(&run.eval_csv())?;
+        let quality_rows = eval_csv::read(&run.eval_csv())?;
         if !quality_rows.is_empty() {
             plot::write_quality(&run.plots_dir(), &quality_rows)?;
         }
@@ -777,7 +753,7 @@ fn judge_samples(
         })
         .collect();
     let q = probe.measure(done, &samples)?;
-    quality::append(&run.eval_csv(), &q)?;
+    eval_csv::append(&run.eval_csv(), &q)?;
     log_quality(events, &q)?;
     Ok(q)
 }

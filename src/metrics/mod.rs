@@ -2,6 +2,8 @@
 //! `metrics.csv` as training goes, and written as numpy `.npy` files (the notebook's three, plus
 //! D's mean outputs) that `np.load` reads unmodified.
 
+pub mod quality;
+
 use std::fs::File;
 use std::io::BufWriter;
 
