@@ -663,6 +663,23 @@ fn train_command(args: TrainArgs) -> Result<i32> {
     overrides.seed = args.seed;
     overrides.loss = args.loss;
     overrides.settings = args.set.clone();
+    // `--data DIR` alone on an image folder or CIFAR-10's batches: that data set, said.
+    let asked = args.dataset.is_some() || args.set.iter().any(|s| s.trim_start().starts_with("data.dataset"));
+    let named = match (args.preset.as_deref(), flags.config.as_deref()) {
+        (Some(name), _) => Config::preset(name)?.data.dataset,
+        (None, Some(file)) => Config::from_file(file)?.data.dataset,
+        (None, None) => Dataset::Mnist,
+    };
+    if let Some(dir) = flags.data.as_deref().filter(|_| !asked && named == Dataset::Mnist)
+        && let Some((dataset, what)) = detected_dataset(dir)
+    {
+        eprintln!(
+            "gantry: {} holds {what} and no MNIST files: training on it as dataset = \"{}\" (--dataset decides)",
+            dir.display(),
+            dataset.name()
+        );
+        overrides.dataset = Some(dataset);
+    }
     let config = Config::resolve_from(args.preset.as_deref(), flags.config.as_deref(), &overrides)?;
     let out =
         args.out.unwrap_or_else(|| run_dir::generated_path(Path::new("runs"), config.data.dataset.name()));
@@ -682,6 +699,25 @@ fn train_command(args: TrainArgs) -> Result<i32> {
     }
     let outcome = train::start(&config, &out, args.force, &options)?;
     finish_command(&outcome, flags, &stop)
+}
+
+/// The data set the `--data` folder `dir` holds when it is not MNIST's files but an image folder or
+/// CIFAR-10's batches, with what was found in words; None otherwise (MNIST's files are there, or
+/// nothing recognisable is, and the usual search and its error follow). Asked only where the
+/// command, its preset and its config name no data set but MNIST, the default.
+fn detected_dataset(dir: &Path) -> Option<(Dataset, String)> {
+    match crate::data::look_at(dir) {
+        crate::data::Found::Cifar10 => Some((Dataset::Cifar10, "CIFAR-10's batches".into())),
+        crate::data::Found::Images { top, class_folders } => {
+            let what = if top > 0 {
+                format!("{top} PNG/JPEG images")
+            } else {
+                format!("{class_folders} sub-folders of PNG/JPEG images (the classes)")
+            };
+            Some((Dataset::Folder, what))
+        }
+        crate::data::Found::Idx | crate::data::Found::Nothing => None,
+    }
 }
 
 /// `gantry resume RUN` (and `gantry train --resume RUN`).
@@ -955,6 +991,33 @@ fn plot_command(args: PlotArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_folder_of_images_or_cifar_batches_is_taken_as_such() {
+        let tmp = tempfile::tempdir().unwrap();
+        let flat = tmp.path().join("flat");
+        std::fs::create_dir_all(&flat).unwrap();
+        std::fs::write(flat.join("a.png"), "x").unwrap();
+        let found = detected_dataset(&flat).unwrap();
+        assert_eq!(found.0, Dataset::Folder);
+        assert!(found.1.contains("1 PNG/JPEG images"), "{}", found.1);
+        let classes = tmp.path().join("classes");
+        std::fs::create_dir_all(classes.join("cat")).unwrap();
+        std::fs::write(classes.join("cat/1.jpg"), "x").unwrap();
+        assert!(detected_dataset(&classes).unwrap().1.contains("1 sub-folders"));
+        let cifar = tmp.path().join("cifar/cifar-10-batches-bin");
+        std::fs::create_dir_all(&cifar).unwrap();
+        std::fs::write(cifar.join("data_batch_1.bin"), "x").unwrap();
+        assert_eq!(detected_dataset(&tmp.path().join("cifar")).unwrap().0, Dataset::Cifar10);
+        let mnist = tmp.path().join("mnist");
+        std::fs::create_dir_all(&mnist).unwrap();
+        std::fs::write(mnist.join("train-images-idx3-ubyte.gz"), "x").unwrap();
+        std::fs::write(mnist.join("a.png"), "x").unwrap();
+        assert_eq!(detected_dataset(&mnist), None, "MNIST's files are MNIST");
+        let empty = tmp.path().join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        assert_eq!(detected_dataset(&empty), None, "nothing recognisable");
+    }
 
     #[test]
     fn a_signal_outside_the_loop_ends_the_command_at_once() {

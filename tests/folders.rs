@@ -415,3 +415,40 @@ fn a_non_utf8_class_folder_is_named_and_model_classes_must_match_the_folders() {
     assert!(err.contains("model.clusters_per_class = 0"), "says the fix: {err}");
     assert!(!tmp.path().join("never").exists());
 }
+
+/// `gantry train --data my_pngs/` without `--dataset`: the folder is found to be images and trained
+/// on as one, said in a line (it answered "no mnist training images in my_pngs").
+#[test]
+fn a_folder_of_images_given_as_data_is_trained_on_without_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    colour_folder(&tmp.path().join("src"), 2);
+    let flat = tmp.path().join("my_pngs");
+    fs::create_dir_all(&flat).unwrap();
+    for (i, class) in ["red", "green", "blue"].iter().enumerate() {
+        fs::copy(tmp.path().join(format!("src/{class}/000.png")), flat.join(format!("{i}.png"))).unwrap();
+    }
+    let out = tmp.path().join("run");
+    let o = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args([
+            "train",
+            "--iterations",
+            "3",
+            "--eval-every",
+            "0",
+            "-q",
+            "--set",
+            "train.batch_size=2",
+            "--data",
+        ])
+        .arg(&flat)
+        .arg("--out")
+        .arg(&out)
+        .env("GANTRY_CACHE_DIR", tmp.path().join("cache"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("holds 3 PNG/JPEG images") && err.contains("dataset = \"folder\""), "{err}");
+    let saved = Config::from_file(&out.join("config.toml")).unwrap();
+    assert_eq!(saved.data.dataset, Dataset::Folder);
+}

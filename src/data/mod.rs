@@ -258,6 +258,48 @@ fn check_class_folders(found: &[String], classes: usize, dir: &Path) -> Result<(
     ))
 }
 
+/// What a `--data` folder holds, judged from its names alone (nothing is read): which data set it
+/// is, for a `gantry train --data DIR` that does not say (`--dataset`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// MNIST's (or Fashion-MNIST's) IDX training images.
+    Idx,
+    /// CIFAR-10's binary batches (in the folder or its `cifar-10-batches-bin/`).
+    Cifar10,
+    /// PNG or JPEG files: this many at the top, and this many class sub-folders holding some.
+    Images { top: usize, class_folders: usize },
+    /// None of these.
+    Nothing,
+}
+
+/// Look at the folder `dir` as [`Found`] says (its listing and its sub-folders' listings, at most
+/// a few thousand names each; nothing is opened).
+pub fn look_at(dir: &Path) -> Found {
+    if find_file(dir, FILE_STEMS[0]).is_some() {
+        return Found::Idx;
+    }
+    if cifar::locate(dir).is_ok() {
+        return Found::Cifar10;
+    }
+    let names = |d: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(d)
+            .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).take(100_000).collect())
+            .unwrap_or_default()
+    };
+    let is_image = |p: &Path| {
+        let ext = p.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+        matches!(ext.as_str(), "png" | "jpg" | "jpeg") && p.is_file()
+    };
+    let listing = names(dir);
+    let top = listing.iter().filter(|p| is_image(p)).count();
+    let class_folders = listing
+        .iter()
+        .filter(|p| p.is_dir() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .filter(|p| names(p).iter().any(|q| is_image(q)))
+        .count();
+    if top == 0 && class_folders == 0 { Found::Nothing } else { Found::Images { top, class_folders } }
+}
+
 /// The per-user cache root: `$GANTRY_CACHE_DIR`, else the OS cache folder's `gantry/` (decoded
 /// image folders, the judges).
 pub fn cache_root() -> Option<PathBuf> {
