@@ -369,7 +369,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 dataset: args.dataset,
                 data: args.data,
                 json: args.json,
-                replace: run_dir::replace_if(args.force),
+                replace: replace_if(args.force),
                 device: args.device.device.unwrap_or_default(),
             };
             eval::command::run(&request).map(|_| 0)
@@ -408,7 +408,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Report(args) => {
             let run = RunDir::open(&args.run)?;
             if let Some(out) = &args.out {
-                let existing = run_dir::replace_if(args.force);
+                let existing = replace_if(args.force);
                 run_dir::check_output(out, run_dir::OwnOutput::Report, existing, "--out")?;
             }
             let path = report::write(&run, args.out.as_deref())?;
@@ -697,8 +697,13 @@ fn train_command(args: TrainArgs) -> Result<i32> {
     if flags.serve {
         start_dashboard(&out, flags.listen, options.stop.clone())?;
     }
-    let outcome = train::start(&config, &out, args.force, &options)?;
+    let outcome = train::start(&config, &out, replace_if(args.force), &options)?;
     finish_command(&outcome, flags, &stop)
+}
+
+/// [`run_dir::Existing::Replace`] where the user said `--force`, else `Keep`.
+fn replace_if(force: bool) -> run_dir::Existing {
+    if force { run_dir::Existing::Replace } else { run_dir::Existing::Keep }
 }
 
 /// The data set the `--data` folder `dir` holds when it is not MNIST's files but an image folder or
@@ -888,8 +893,7 @@ fn sample_command(args: SampleArgs) -> Result<()> {
     }
     let run = RunDir::open(&args.run)?;
     // The default file is the command's own; a file the user names is replaced only with --force.
-    let existing =
-        if args.out.is_none() { run_dir::Existing::Replace } else { run_dir::replace_if(args.force) };
+    let existing = if args.out.is_none() { run_dir::Existing::Replace } else { replace_if(args.force) };
     let out = args.out.unwrap_or_else(|| crate::sample::default_out(&run, args.seed));
     if out.is_dir() {
         return Err(Error::usage(
@@ -936,7 +940,7 @@ fn bench_command(args: BenchArgs) -> Result<()> {
         return Err(Error::usage("--iterations", "at most 1,000,000 timed and 1,000,000 warm-up iterations"));
     }
     if let Some(path) = &args.json {
-        run_dir::check_output(path, run_dir::OwnOutput::Nothing, run_dir::replace_if(args.force), "--json")?;
+        run_dir::check_output(path, run_dir::OwnOutput::Nothing, replace_if(args.force), "--json")?;
     }
     let overrides = Overrides { device: args.device.device, ..Default::default() };
     let config = Config::resolve_from(args.preset.as_deref(), args.config.as_deref(), &overrides)?;

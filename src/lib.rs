@@ -15,11 +15,12 @@
 //! A run from code, as `gantry train` does it:
 //!
 //! ```no_run
-//! use gantry::{Config, train};
+//! use gantry::{Config, run_dir::Existing, train};
 //!
 //! let mut config = Config::default(); // the classic preset: 30,000 iterations of batch 32
 //! config.train.iterations = 1_000;
-//! let outcome = train::train(&config, "runs/example".as_ref(), false, true)?;
+//! let options = train::Options { progress: true, ..Default::default() };
+//! let outcome = train::start(&config, "runs/example".as_ref(), Existing::Keep, &options)?;
 //! println!("{} iterations, final G loss {}", outcome.records.len(), outcome.records[999].g_loss);
 //! # Ok::<(), gantry::Error>(())
 //! ```

@@ -51,18 +51,21 @@ impl RunDir {
     }
 
     /// Create a run folder for a new run and take its lock. An existing non-empty folder is
-    /// refused unless `force`; with `force` it must be recognisably a gantry run folder (its
-    /// `config.toml` parses as one) and not the current folder, one above it, or the home folder,
+    /// refused unless `existing` is [`Existing::Replace`] (`--force`); then it must be a run
+    /// [`is_run_folder`] proves gantry wrote, and not the current folder, one above it, or the home folder,
     /// and then only the files gantry writes in a run folder are removed (never while another
     /// process holds its lock). Returns the entries that were kept because gantry did not write
     /// them.
-    pub fn create_locked(root: impl Into<PathBuf>, force: bool) -> Result<(Self, RunLock, Vec<PathBuf>)> {
+    pub fn create_locked(
+        root: impl Into<PathBuf>,
+        existing: Existing,
+    ) -> Result<(Self, RunLock, Vec<PathBuf>)> {
         let root = root.into();
         if root.exists() && !root.is_dir() {
             return Err(Error::RunDir { path: root, problem: "exists and is not a folder".into() });
         }
         let non_empty = is_non_empty_dir(&root)?;
-        if non_empty && !force {
+        if non_empty && existing == Existing::Keep {
             let problem = if is_run_folder(&root) {
                 "already holds a gantry run; choose another --out, continue it with `gantry resume`, or \
                  pass --force to replace it (gantry's files only)"
@@ -332,11 +335,6 @@ pub enum Existing {
     Replace,
 }
 
-/// [`Existing::Replace`] where the user said `--force`, else [`Existing::Keep`].
-pub fn replace_if(force: bool) -> Existing {
-    if force { Existing::Replace } else { Existing::Keep }
-}
-
 /// Whether a command may write its file at `path` (checked before any work, nothing written):
 /// never over a file that a run folder's training owns (its config, metrics, weights,
 /// checkpoints, grids, lock...), whatever the flags say, and never over an existing file unless
@@ -421,7 +419,7 @@ fn check_replaceable(root: &Path) -> Result<()> {
     }
     if !is_run_folder(root) {
         return refuse(
-            "is not a gantry run folder (no valid config.toml), so --force does not replace it; \
+            "is not a gantry run folder (no config.toml with gantry's run.json or lock beside it), so --force does not replace it; \
              choose another --out"
                 .into(),
         );
@@ -604,7 +602,7 @@ mod tests {
         fs::write(root.join("metrics.csv"), "my numbers").unwrap();
         fs::write(root.join("run.json"), "{\"mine\": true}").unwrap();
         assert!(!is_run_folder(&root), "an empty config.toml and someone else's run.json");
-        let err = RunDir::create_locked(&root, true).unwrap_err().to_string();
+        let err = RunDir::create_locked(&root, Existing::Replace).unwrap_err().to_string();
         assert!(err.contains("not a gantry run folder"), "{err}");
         assert_eq!(fs::read_to_string(root.join("metrics.csv")).unwrap(), "my numbers");
         fake_run(&root);
@@ -651,7 +649,7 @@ mod tests {
         let root = tmp.path().join("run");
         fs::create_dir_all(&root).unwrap();
         fs::write(root.join("precious.txt"), "keep me").unwrap();
-        let err = RunDir::create_locked(&root, false).unwrap_err();
+        let err = RunDir::create_locked(&root, Existing::Keep).unwrap_err();
         assert!(err.to_string().contains("not a gantry run folder"), "{err}");
         assert!(!err.to_string().contains("--force"), "--force would not help here: {err}");
         assert_eq!(fs::read_to_string(root.join("precious.txt")).unwrap(), "keep me");
@@ -664,13 +662,13 @@ mod tests {
         let root = tmp.path().join("D");
         fs::create_dir_all(root.join("sub")).unwrap();
         fs::write(root.join("thesis.tex"), "x").unwrap();
-        let err = RunDir::create_locked(&root, true).unwrap_err();
+        let err = RunDir::create_locked(&root, Existing::Replace).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("not a gantry run folder"), "{err}");
         assert!(root.join("thesis.tex").is_file() && root.join("sub").is_dir());
         // A garbage config.toml does not make a run folder either.
         fs::write(root.join(CONFIG), "not = [toml").unwrap();
-        assert!(RunDir::create_locked(&root, true).is_err());
+        assert!(RunDir::create_locked(&root, Existing::Replace).is_err());
         assert!(root.join("thesis.tex").is_file());
     }
 
@@ -678,7 +676,7 @@ mod tests {
     fn force_replaces_gantry_files_and_keeps_the_users() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("run");
-        let (run, lock, _) = RunDir::create_locked(&root, false).unwrap();
+        let (run, lock, _) = RunDir::create_locked(&root, Existing::Keep).unwrap();
         fs::write(run.config(), crate::Config::default().to_toml()).unwrap();
         fs::write(run.metrics_csv(), "old").unwrap();
         fs::write(run.sample_grid(200), "png").unwrap();
@@ -695,7 +693,7 @@ mod tests {
         fs::create_dir_all(&foreign).unwrap();
         fs::write(foreign.join("my-analysis.ipynb"), "{}").unwrap();
         drop(lock);
-        let (_, _lock, kept) = RunDir::create_locked(&root, true).unwrap();
+        let (_, _lock, kept) = RunDir::create_locked(&root, Existing::Replace).unwrap();
         assert!(!run.metrics_csv().exists() && !run.sample_grid(200).exists());
         assert!(run.config().exists(), "config.toml stays until the new run replaces it atomically");
         assert!(!root.join("events.out.tfevents.1.gantry").exists() && !ckpt.exists());
@@ -721,7 +719,7 @@ mod tests {
     #[test]
     fn empty_folder_is_fine() {
         let tmp = tempfile::tempdir().unwrap();
-        let (run, _lock, _) = RunDir::create_locked(tmp.path(), false).unwrap();
+        let (run, _lock, _) = RunDir::create_locked(tmp.path(), Existing::Keep).unwrap();
         assert!(run.weights_dir().is_dir());
         assert_eq!(run.sample_grid(200).file_name().unwrap(), "step_000200.png");
     }
@@ -732,25 +730,25 @@ mod tests {
     fn a_folder_killed_before_its_first_file_is_used_again_without_force() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("run");
-        let (_, lock, _) = RunDir::create_locked(&root, false).unwrap();
+        let (_, lock, _) = RunDir::create_locked(&root, Existing::Keep).unwrap();
         drop(lock);
         fs::write(root.join(LOCK_FILE), "999999\n").unwrap();
         assert!(!is_non_empty_dir(&root).unwrap());
-        let (run, lock, kept) = RunDir::create_locked(&root, false).unwrap();
+        let (run, lock, kept) = RunDir::create_locked(&root, Existing::Keep).unwrap();
         assert!(kept.is_empty());
         drop(lock);
         // Anything more is a folder gantry will not take without --force.
         fs::write(run.samples_dir().join("mine.png"), "x").unwrap();
-        assert!(RunDir::create_locked(&root, false).is_err());
+        assert!(RunDir::create_locked(&root, Existing::Keep).is_err());
     }
 
     #[test]
     fn a_running_runs_folder_cannot_be_forced_away() {
         let tmp = tempfile::tempdir().unwrap();
-        let (run, _held, _) = RunDir::create_locked(tmp.path(), false).unwrap();
+        let (run, _held, _) = RunDir::create_locked(tmp.path(), Existing::Keep).unwrap();
         fs::write(run.config(), crate::Config::default().to_toml()).unwrap();
         fs::write(tmp.path().join("metrics.csv"), "x").unwrap();
-        let err = RunDir::create_locked(tmp.path(), true).unwrap_err().to_string();
+        let err = RunDir::create_locked(tmp.path(), Existing::Replace).unwrap_err().to_string();
         assert!(err.contains("in use"), "{err}");
         assert!(tmp.path().join("metrics.csv").exists());
     }

@@ -91,7 +91,7 @@ mod tests {
     #[test]
     fn one_frame_per_grid_in_order() {
         let tmp = tempfile::tempdir().unwrap();
-        let (run, _lock, _) = RunDir::create_locked(tmp.path(), false).unwrap();
+        let (run, _lock, _) = RunDir::create_locked(tmp.path(), crate::run_dir::Existing::Keep).unwrap();
         let layout = GridLayout { rows: 2, cols: 2, tile_h: 3, tile_w: 3, channels: 1 };
         for (step, level) in [(0, -1.0f32), (200, 0.0), (400, 1.0)] {
             grid::save_png(&run.sample_grid(step), &[level; 4 * 9], layout).unwrap();
@@ -112,7 +112,7 @@ mod tests {
     #[test]
     fn colour_grids_make_a_colour_timelapse() {
         let tmp = tempfile::tempdir().unwrap();
-        let (run, _lock, _) = RunDir::create_locked(tmp.path(), false).unwrap();
+        let (run, _lock, _) = RunDir::create_locked(tmp.path(), crate::run_dir::Existing::Keep).unwrap();
         let layout = GridLayout { rows: 1, cols: 1, tile_h: 4, tile_w: 4, channels: 3 };
         // A red tile (channel 0 at 1, the others at -1).
         let red: Vec<f32> = (0..3 * 16).map(|i| if i < 16 { 1.0 } else { -1.0 }).collect();

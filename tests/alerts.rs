@@ -12,7 +12,7 @@ fn discriminator_learning_rate_100x_too_high_raises_an_alert() {
     let out = tmp.path().join("hot");
     let mut config = common::tiny_config(1200, 400, 0);
     config.train.lr_d = Some(config.train.lr_d() * 100.0);
-    train::train(&config, &out, false, false).unwrap();
+    train::train(&config, &out).unwrap();
     let raised = alerts::load(&out.join("alerts.json")).unwrap();
     let kinds: Vec<AlertKind> = raised.iter().map(|a| a.kind).collect();
     assert!(kinds.contains(&AlertKind::GeneratorLossRunaway), "{raised:?}");

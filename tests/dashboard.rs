@@ -88,7 +88,7 @@ fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
 fn server_serves_the_run_and_refuses_everything_else() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("runs/first");
-    train::train(&common::tiny_config(30, 10, 1), &root, false, false).unwrap();
+    train::train(&common::tiny_config(30, 10, 1), &root).unwrap();
     std::fs::write(tmp.path().join("runs/secret.txt"), "not the run's").unwrap();
     let dashboard = Dashboard::from_paths(&[tmp.path().join("runs")]).unwrap();
     assert_eq!(dashboard.run_names(), ["first"]);

@@ -13,7 +13,7 @@ fn same_seed_same_bits_other_seed_other_run() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |name: &str, seed: u64| -> PathBuf {
         let out = tmp.path().join(name);
-        train::train(&common::tiny_config(40, 20, seed), &out, false, false).unwrap();
+        train::train(&common::tiny_config(40, 20, seed), &out).unwrap();
         out
     };
     let (a, b, c) = (run("a", 5), run("b", 5), run("c", 6));

@@ -128,7 +128,7 @@ fn eval_command_judges_a_run_and_files_from_other_tools() {
     drop(judge_ready);
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    train::train(&common::tiny_config(60, 30, 2), &run, false, false).unwrap();
+    train::train(&common::tiny_config(60, 30, 2), &run).unwrap();
     let o = gantry(&["eval", run.to_str().unwrap(), "--n", "500"]);
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -204,12 +204,12 @@ fn quality_during_training_is_logged_and_leaves_training_unchanged() {
     let mut with_eval = common::tiny_config(100, 50, 5);
     with_eval.eval.every = 40;
     with_eval.eval.samples = 300;
-    let outcome = train::train(&with_eval, &tmp.path().join("on"), false, false).unwrap();
+    let outcome = train::train(&with_eval, &tmp.path().join("on")).unwrap();
     // The end-of-run summary carries the latest judge scores and names eval.csv.
     let summary = gantry::cli::summary(&outcome);
     assert!(summary.contains("Sample quality at iteration 100") && summary.contains("FID"), "{summary}");
     assert!(summary.contains("eval.csv") && summary.contains("quality"), "{summary}");
-    train::train(&common::tiny_config(100, 50, 5), &tmp.path().join("off"), false, false).unwrap();
+    train::train(&common::tiny_config(100, 50, 5), &tmp.path().join("off")).unwrap();
 
     let rows = gantry::metrics::quality::read(&tmp.path().join("on/eval.csv")).unwrap();
     assert_eq!(rows.iter().map(|r| r.iteration).collect::<Vec<_>>(), [40, 80, 100]);

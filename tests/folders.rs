@@ -12,6 +12,7 @@ use std::process::Command;
 
 use gantry::config::{Conditioning, Config, Dataset, ModelKind, Overrides};
 use gantry::data::{self, folder};
+use gantry::run_dir::Existing;
 use gantry::train::{self, Options};
 
 /// A folder with class sub-folders `zero/` and `one/` of MNIST digits (the first `per_class` of
@@ -68,10 +69,10 @@ fn small_dcgan(c: &mut Config) {
 /// Train `config` straight and stopped at 13 then resumed: the same bytes.
 fn trains_and_resumes_byte_identical(name: &str, config: &Config, tmp: &Path) -> std::path::PathBuf {
     let straight = tmp.join(format!("{name}-straight"));
-    train::train(config, &straight, false, false).unwrap();
+    train::train(config, &straight).unwrap();
     let stopped = tmp.join(format!("{name}-stopped"));
     let options = Options { stop_after: Some(13), ..Default::default() };
-    assert_eq!(train::start(config, &stopped, false, &options).unwrap().stopped_at, Some(13));
+    assert_eq!(train::start(config, &stopped, Existing::Keep, &options).unwrap().stopped_at, Some(13));
     train::resume(&stopped, None, &Overrides::default(), &Options::default()).unwrap();
     for file in ["metrics.csv", "weights/generator.bpk", "samples/step_000030.png", "timelapse.gif"] {
         assert_eq!(
@@ -151,7 +152,7 @@ fn image_folders_and_cifar_batches_train_end_to_end() {
     c.model.g_hidden = vec![64];
     c.model.d_hidden = vec![64];
     c.train.batch_size = 8;
-    let outcome = train::train(&c, &tmp.path().join("cifar-run"), false, false).unwrap();
+    let outcome = train::train(&c, &tmp.path().join("cifar-run")).unwrap();
     assert_eq!(outcome.records.len(), 20);
     assert_eq!(png_info(&tmp.path().join("cifar-run/samples/step_000020.png")).2, 2);
 }

@@ -20,7 +20,7 @@ use std::path::Path;
 use gantry::config::{Config, ModelKind, Overrides};
 use gantry::device::{DeviceChoice, WgpuKind};
 use gantry::metrics::IterationRecord;
-use gantry::run_dir::RunDir;
+use gantry::run_dir::{Existing, RunDir};
 use gantry::sample::{LoadedGenerator, Weights};
 use gantry::train::{self, Options};
 
@@ -78,14 +78,9 @@ fn the_classic_preset_and_a_dcgan_on_wgpu_match_the_cpu_within_the_tolerance() {
         ("dcgan-sn-hinge", sn),
         ("wgan", wgan),
     ] {
-        let cpu = train::train(&config, &tmp.path().join(format!("{name}-cpu")), false, false).unwrap();
-        let gpu = train::train(
-            &on(config.clone(), SOFTWARE),
-            &tmp.path().join(format!("{name}-gpu")),
-            false,
-            false,
-        )
-        .unwrap();
+        let cpu = train::train(&config, &tmp.path().join(format!("{name}-cpu"))).unwrap();
+        let gpu =
+            train::train(&on(config.clone(), SOFTWARE), &tmp.path().join(format!("{name}-gpu"))).unwrap();
         assert_close(name, &cpu.records, &gpu.records);
     }
 }
@@ -94,7 +89,7 @@ fn the_classic_preset_and_a_dcgan_on_wgpu_match_the_cpu_within_the_tolerance() {
 fn checkpoints_resume_across_devices_and_a_cpu_run_samples_on_wgpu() {
     let tmp = tempfile::tempdir().unwrap();
     let config = common::tiny_config(20, 10, 4);
-    let straight = train::train(&config, &tmp.path().join("straight"), false, false).unwrap();
+    let straight = train::train(&config, &tmp.path().join("straight")).unwrap();
     // Started on wgpu, stopped at 10 (a checkpoint), resumed on the CPU; and the other way.
     for (name, first, then) in
         [("gpu-then-cpu", SOFTWARE, DeviceChoice::Cpu), ("cpu-then-gpu", DeviceChoice::Cpu, SOFTWARE)]
@@ -102,7 +97,7 @@ fn checkpoints_resume_across_devices_and_a_cpu_run_samples_on_wgpu() {
         let dir = tmp.path().join(name);
         let options = Options { stop_after: Some(10), ..Default::default() };
         assert_eq!(
-            train::start(&on(config.clone(), first), &dir, false, &options).unwrap().stopped_at,
+            train::start(&on(config.clone(), first), &dir, Existing::Keep, &options).unwrap().stopped_at,
             Some(10)
         );
         let overrides = Overrides { device: Some(then), ..Default::default() };

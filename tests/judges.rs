@@ -67,9 +67,9 @@ fn each_judge_ranks_real_before_a_trained_gan_before_an_untrained_one_and_noise(
     // The GANs: the classic MLPs trained on the unlabelled folder, and one after a single step.
     let mut config = common::tiny_config(2000, 1000, 3);
     config.data = grey_folder(&tmp.path().join("plain"));
-    train::train(&config, &tmp.path().join("trained"), false, false).unwrap();
+    train::train(&config, &tmp.path().join("trained")).unwrap();
     config.train.iterations = 1;
-    train::train(&config, &tmp.path().join("untrained"), false, false).unwrap();
+    train::train(&config, &tmp.path().join("untrained")).unwrap();
     let n = 500;
     let trained = samples(&tmp.path().join("trained"), n);
     let untrained = samples(&tmp.path().join("untrained"), n);

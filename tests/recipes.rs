@@ -11,6 +11,7 @@ use std::path::Path;
 use gantry::config::Overrides;
 use gantry::config::{Augment, Conditioning, DUpdate, Kernels, Loss, UpdateOrder};
 use gantry::metrics::METRICS;
+use gantry::run_dir::Existing;
 use gantry::train::{self, Options};
 
 #[test]
@@ -19,8 +20,8 @@ fn the_reference_step_matches_the_fused_fast_path_on_the_classic_recipe() {
     let fused = common::tiny_config(20, 10, 4);
     let mut reference = fused.clone();
     reference.train.kernels = Kernels::Reference;
-    let a = train::train(&fused, &tmp.path().join("fused"), false, false).unwrap().records;
-    let b = train::train(&reference, &tmp.path().join("reference"), false, false).unwrap().records;
+    let a = train::train(&fused, &tmp.path().join("fused")).unwrap().records;
+    let b = train::train(&reference, &tmp.path().join("reference")).unwrap().records;
     // Iteration 0 reads only operations that are bit-identical to burn's (dense layers, inference
     // batch norm, Adam); G's training batch norm sums the batch in another order (within 1e-6
     // relative), so later iterations drift apart by float reassociation, slowly.
@@ -215,12 +216,12 @@ fn every_objective_trains_and_resumes_byte_identical() {
     ];
     for (name, config) in cases {
         let straight = tmp.path().join(format!("{name}-straight"));
-        let outcome = train::train(&config, &straight, false, false).unwrap();
+        let outcome = train::train(&config, &straight).unwrap();
         let all_finite = outcome.records.iter().all(|r| METRICS.iter().all(|(_, get)| get(r).is_finite()));
         assert!(all_finite, "{name}: a metric is not finite");
         let stopped = tmp.path().join(format!("{name}-stopped"));
         let options = Options { stop_after: Some(17), ..Default::default() };
-        assert_eq!(train::start(&config, &stopped, false, &options).unwrap().stopped_at, Some(17));
+        assert_eq!(train::start(&config, &stopped, Existing::Keep, &options).unwrap().stopped_at, Some(17));
         train::resume(&stopped, None, &Overrides::default(), &Options::default()).unwrap();
         for file in
             ["metrics.csv", "weights/generator.bpk", "weights/discriminator.bpk", "samples/step_000040.png"]
@@ -258,7 +259,7 @@ fn every_objective_trains_and_resumes_byte_identical() {
     let said = String::from_utf8_lossy(&sampled.stderr);
     assert!(said.contains("moving average of G"), "gantry sample says which G it used: {said}");
     // The classic records are the same with and without the average beside them.
-    let classic = train::train(&recipe(Loss::Ns, |_| {}), &tmp.path().join("ns"), false, false).unwrap();
+    let classic = train::train(&recipe(Loss::Ns, |_| {}), &tmp.path().join("ns")).unwrap();
     assert_eq!(
         fs::read(tmp.path().join("ns/metrics.csv")).unwrap(),
         fs::read(ema_run.join("metrics.csv")).unwrap()
@@ -454,7 +455,7 @@ fn a_resume_cannot_change_the_recipe() {
     let run = tmp.path().join("run");
     let config = recipe(Loss::Hinge, |_| {});
     let options = Options { stop_after: Some(10), ..Default::default() };
-    train::start(&config, &run, false, &options).unwrap();
+    train::start(&config, &run, Existing::Keep, &options).unwrap();
     let other = tmp.path().join("other.toml");
     let mut changed = config.clone();
     changed.train.loss = Loss::Lsgan;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use gantry::checkpoint::{self, RngState};
 use gantry::config::Overrides;
 use gantry::rng::Streams;
+use gantry::run_dir::Existing;
 use gantry::train::{self, Options};
 
 /// Files that must come out byte-identical.
@@ -31,14 +32,14 @@ fn config() -> gantry::Config {
 
 fn straight_run(dir: &Path) -> PathBuf {
     let out = dir.join("straight");
-    train::train(&config(), &out, false, false).unwrap();
+    train::train(&config(), &out).unwrap();
     out
 }
 
 fn stopped_at(dir: &Path, name: &str, stop: usize) -> PathBuf {
     let out = dir.join(name);
     let options = Options { stop_after: Some(stop), ..Default::default() };
-    let outcome = train::start(&config(), &out, false, &options).unwrap();
+    let outcome = train::start(&config(), &out, Existing::Keep, &options).unwrap();
     assert_eq!(outcome.stopped_at, Some(stop));
     out
 }

@@ -12,7 +12,7 @@ use gantry::train;
 fn tensorboard_reads_every_scalar_and_the_grids() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    train::train(&common::tiny_config(60, 20, 3), &out, false, false).unwrap();
+    train::train(&common::tiny_config(60, 20, 3), &out).unwrap();
 
     let python = std::env::var("GANTRY_TB_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/read_tensorboard.py");

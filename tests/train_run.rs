@@ -36,7 +36,7 @@ fn short_real_run_leaves_every_output() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     let config = common::tiny_config(300, 100, 0);
-    let outcome = train::train(&config, &out, false, false).unwrap();
+    let outcome = train::train(&config, &out).unwrap();
     let run = RunDir::open(&out).unwrap();
 
     // Metrics: one CSV row per iteration, in order, matching what train returned.
@@ -95,7 +95,7 @@ fn short_real_run_leaves_every_output() {
 fn report_timelapse_and_alerts_of_a_real_run() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    train::train(&common::tiny_config(200, 50, 2), &out, false, false).unwrap();
+    train::train(&common::tiny_config(200, 50, 2), &out).unwrap();
     let run = RunDir::open(&out).unwrap();
 
     // The timelapse has one frame per grid (0, 50, 100, 150, 200).

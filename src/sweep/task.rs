@@ -121,7 +121,8 @@ pub fn run(
             if options.data.is_some() {
                 config.data.dir = options.data.clone();
             }
-            train::start(&config, &folder, false, train_options).map(|o| TaskOutcome::Trained(Box::new(o)))
+            train::start(&config, &folder, crate::run_dir::Existing::Keep, train_options)
+                .map(|o| TaskOutcome::Trained(Box::new(o)))
         }
         Action::Resume => {
             let overrides = Overrides { data_dir: options.data.clone(), ..Default::default() };

@@ -31,7 +31,7 @@ use crate::metrics::quality::{self as eval_csv, QualityRecord};
 use crate::metrics::{self, CsvLog, IterationRecord};
 use crate::plot;
 use crate::rng::{self, Streams};
-use crate::run_dir::{self, DataFacts, RunDir, RunInfo, remembered_data_dir};
+use crate::run_dir::{self, DataFacts, Existing, RunDir, RunInfo, remembered_data_dir};
 use crate::tensorboard::EventWriter;
 use crate::timelapse;
 use quality::QualityProbe;
@@ -103,14 +103,15 @@ impl Options {
     }
 }
 
-/// Train a GAN as `config` says into the run folder `out` (refused if it exists and is not empty,
-/// unless `force`). `progress` shows a progress bar on the terminal.
-pub fn train(config: &Config, out: &Path, force: bool, progress: bool) -> Result<TrainOutcome> {
-    start(config, out, force, &Options { progress, ..Default::default() })
+/// Train a GAN as `config` says into the new run folder `out` (refused if it exists and is not
+/// empty), quietly: [`start`] with the defaults.
+pub fn train(config: &Config, out: &Path) -> Result<TrainOutcome> {
+    start(config, out, Existing::Keep, &Options::default())
 }
 
-/// Start a new run in `out`.
-pub fn start(config: &Config, out: &Path, force: bool, options: &Options) -> Result<TrainOutcome> {
+/// Start a new run in `out`; an existing run folder there is replaced (gantry's files only) when
+/// `existing` says [`Existing::Replace`] (`--force`).
+pub fn start(config: &Config, out: &Path, existing: Existing, options: &Options) -> Result<TrainOutcome> {
     config.validate()?;
     // The device opens (or is refused) before anything is read or made.
     let device = crate::device::resolve(config.train.device)?;
@@ -120,7 +121,7 @@ pub fn start(config: &Config, out: &Path, force: bool, options: &Options) -> Res
     config.check_memory(images.dim())?;
     // The judge too (it may have to be trained, or its data be missing) before anything is made.
     let quality = QualityProbe::new(config, data.cluster_sizes.as_deref(), options.progress)?;
-    let (run, lock, kept) = RunDir::create_locked(out, force)?;
+    let (run, lock, kept) = RunDir::create_locked(out, existing)?;
     report_kept(&kept);
     begin(config, (images, data), quality, (run, lock), &device, options)
 }
