@@ -275,14 +275,32 @@ pub struct ResumeArgs {
     pub flags: RunFlags,
 }
 
+/// What `gantry sample` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SampleFormat {
+    /// One PNG grid of the images (--n at most 4096).
+    #[default]
+    Grid,
+    /// One PNG file per image in the folder --out (000000.png, ...), as torch-fidelity and
+    /// clean-fid read them.
+    Png,
+    /// One .npy file (--out): uint8 of shape [N, H, W, C].
+    Npy,
+}
+
 #[derive(Debug, Args)]
 pub struct SampleArgs {
     /// The run folder.
     pub run: PathBuf,
-    /// PNG file to write (default: RUN/sample-seedS.png). Never a file of a run's own (its
-    /// config, metrics, weights, grids...).
-    #[arg(long, value_name = "FILE")]
+    /// The PNG grid to write (default: RUN/sample-seedS.png); with --format png the folder, with
+    /// --format npy the file (then required). Never a file of a run's own (its config, metrics,
+    /// weights, grids...).
+    #[arg(long, value_name = "FILE_OR_DIR")]
     pub out: Option<PathBuf>,
+    /// What to write: a grid, single PNG files, or one .npy (images drawn and written in
+    /// slices: memory stays bounded for any --n up to 1,000,000).
+    #[arg(long, value_enum, default_value_t = SampleFormat::Grid)]
+    pub format: SampleFormat,
     /// Replace the --out file if it exists.
     #[arg(long)]
     pub force: bool,
@@ -888,6 +906,9 @@ pub fn summary(outcome: &TrainOutcome) -> String {
 }
 
 fn sample_command(args: SampleArgs) -> Result<()> {
+    if args.format != SampleFormat::Grid {
+        return sample_files(args);
+    }
     if args.n == 0 || args.n > 4096 {
         return Err(Error::usage("--n", format!("must be within 1..=4096, found {}", args.n)));
     }
@@ -920,6 +941,65 @@ fn sample_command(args: SampleArgs) -> Result<()> {
     };
     let of_class = args.class.map(|c| format!(" of class {c}")).unwrap_or_default();
     eprintln!("gantry: wrote {} samples{of_class}{averaged} to {}", args.n, out.display());
+    Ok(())
+}
+
+/// `gantry sample --format png|npy`: `--n` images as files other tools read, drawn in slices.
+fn sample_files(args: SampleArgs) -> Result<()> {
+    use crate::sample::{LoadedGenerator, MAX_SAMPLES, Weights};
+    if args.n == 0 || args.n > MAX_SAMPLES {
+        return Err(Error::usage("--n", format!("must be within 1..={MAX_SAMPLES}, found {}", args.n)));
+    }
+    let run = RunDir::open(&args.run)?;
+    let what = if args.format == SampleFormat::Png { "the folder of PNG files" } else { "the .npy file" };
+    let Some(out) = args.out.clone() else {
+        let name = if args.format == SampleFormat::Png { "png" } else { "npy" };
+        return Err(Error::usage("--out", format!("--format {name} writes {what}: give --out")));
+    };
+    if args.format == SampleFormat::Png {
+        if out.exists() && !out.is_dir() {
+            return Err(Error::usage("--out", format!("{} is not a folder", out.display())));
+        }
+        let used =
+            out.is_dir() && std::fs::read_dir(&out).map_err(|e| Error::io("list", &out, e))?.next().is_some();
+        if used && !args.force {
+            return Err(Error::usage(
+                "--out",
+                format!(
+                    "{} is not empty; pass --force to write into it (its NNNNNN.png files replaced)",
+                    out.display()
+                ),
+            ));
+        }
+        run_dir::check_output(
+            &out.join("000000.png"),
+            run_dir::OwnOutput::Nothing,
+            run_dir::Existing::Replace,
+            "--out",
+        )?;
+    } else {
+        if out.is_dir() {
+            return Err(Error::usage(
+                "--out",
+                format!("{} is a folder; give the .npy file to write", out.display()),
+            ));
+        }
+        run_dir::check_output(&out, run_dir::OwnOutput::Nothing, replace_if(args.force), "--out")?;
+    }
+    let g = LoadedGenerator::load(&run, &Weights::Final, args.device.device.unwrap_or_default())?;
+    match args.format {
+        SampleFormat::Png => crate::sample::write_png_folder(&g, args.n, args.seed, args.class, &out)?,
+        _ => crate::sample::write_npy(&g, args.n, args.seed, args.class, &out)?,
+    }
+    let of_class = args.class.map(|c| format!(" of class {c}")).unwrap_or_default();
+    eprintln!(
+        "gantry: wrote {} samples{of_class} ({}x{}x{}) to {}",
+        args.n,
+        g.rows,
+        g.cols,
+        g.channels,
+        out.display()
+    );
     Ok(())
 }
 

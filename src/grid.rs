@@ -54,9 +54,7 @@ pub fn render(images: &[f32], layout: GridLayout) -> Vec<u8> {
                 for x in 0..layout.tile_w {
                     let at = (k * c + ch) * plane + y * layout.tile_w + x;
                     let v = images.get(at).copied().unwrap_or(-1.0);
-                    // [-1, 1] -> [0, 255], as `0.5 * x + 0.5` then byte.
-                    let level = ((v.clamp(-1.0, 1.0) * 0.5 + 0.5) * 255.0).round() as u8;
-                    small[((y0 + y) * uw + x0 + x) * c + ch] = level;
+                    small[((y0 + y) * uw + x0 + x) * c + ch] = level(v);
                 }
             }
         }
@@ -66,6 +64,24 @@ pub fn render(images: &[f32], layout: GridLayout) -> Vec<u8> {
         for x in 0..width {
             let from = ((y / SCALE) * uw + x / SCALE) * c;
             out[(y * width + x) * c..(y * width + x + 1) * c].copy_from_slice(&small[from..from + c]);
+        }
+    }
+    out
+}
+
+/// One value in [-1, 1] as an 8-bit level, as every image gantry writes maps it (`0.5 * x + 0.5`).
+pub fn level(v: f32) -> u8 {
+    ((v.clamp(-1.0, 1.0) * 0.5 + 0.5) * 255.0).round() as u8
+}
+
+/// One image (`channels * h * w`, channel-major, in [-1, 1]) as 8-bit pixels, row-major with its
+/// channels interleaved (grey, or RGB): what PNG files and numpy's `[h, w, c]` hold.
+pub fn interleaved(image: &[f32], h: usize, w: usize, channels: usize) -> Vec<u8> {
+    let plane = h * w;
+    let mut out = vec![0u8; plane * channels];
+    for ch in 0..channels {
+        for p in 0..plane {
+            out[p * channels + ch] = level(image[ch * plane + p]);
         }
     }
     out

@@ -3,7 +3,7 @@
 //! images from seeded noise in slices, so that memory stays bounded however many are asked for.
 //! `gantry sample` and `gantry eval` use it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::store::ModuleRecord;
@@ -13,7 +13,7 @@ use crate::device::DeviceChoice;
 
 use crate::checkpoint;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::model::Generator;
 use crate::rng::{self, Streams};
 use crate::run_dir::{RunDir, RunInfo};
@@ -268,6 +268,75 @@ pub fn sample_generator(
 ) -> Result<(Vec<f32>, usize, usize, usize)> {
     let g = LoadedGenerator::load(run, weights, device)?;
     Ok((g.generate(n, seed, class)?, g.rows, g.cols, g.channels))
+}
+
+/// Most images `gantry sample --format png|npy` draws (written slice by slice: memory stays that of
+/// one slice).
+pub const MAX_SAMPLES: usize = 1_000_000;
+
+/// Write `n` images of `g` (noise seeded by `seed`, `class` as in [`LoadedGenerator::generate_slices`])
+/// as single PNG files `000000.png`, `000001.png`, ... into the folder `dir` (made if missing), as
+/// torch-fidelity and clean-fid read them; each written beside and renamed into place.
+pub fn write_png_folder(
+    g: &LoadedGenerator,
+    n: usize,
+    seed: u64,
+    class: Option<usize>,
+    dir: &Path,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).at("create", dir)?;
+    let (h, w, c) = (g.rows, g.cols, g.channels);
+    let digits = n.saturating_sub(1).to_string().len().max(6);
+    let mut k = 0usize;
+    g.generate_slices(n, seed, class, &mut |slice| {
+        for image in slice.chunks_exact(h * w * c) {
+            let path = dir.join(format!("{k:0digits$}.png"));
+            let pixels = crate::grid::interleaved(image, h, w, c);
+            let png = if c == 3 {
+                crate::grid::encode_rgb_png(&pixels, w, h)
+            } else {
+                crate::grid::encode_gray_png(&pixels, w, h)
+            }
+            .map_err(|e| Error::Render { path: path.clone(), problem: e.to_string() })?;
+            let partial = crate::durable::partial_path(&path);
+            std::fs::write(&partial, &png).at("write", &partial)?;
+            std::fs::rename(&partial, &path).at("rename into place", &path)?;
+            k += 1;
+        }
+        Ok(())
+    })
+}
+
+/// Write `n` images of `g` as one `.npy` file at `path`: uint8 of shape `[n, h, w, c]` (numpy's
+/// and PIL's layout; `np.load` reads it, and so does `gantry eval --samples`), streamed slice by
+/// slice into `NAME.partial`, synced, and renamed into place (all or nothing).
+pub fn write_npy(g: &LoadedGenerator, n: usize, seed: u64, class: Option<usize>, path: &Path) -> Result<()> {
+    use npyz::WriterBuilder;
+    let partial = crate::durable::partial_path(path);
+    let result = (|| {
+        let file = std::fs::File::create(&partial).at("create", &partial)?;
+        let (h, w, c) = (g.rows, g.cols, g.channels);
+        let shape = [n as u64, h as u64, w as u64, c as u64];
+        let mut writer = npyz::WriteOptions::<u8>::new()
+            .default_dtype()
+            .shape(&shape)
+            .writer(std::io::BufWriter::new(file))
+            .begin_nd()
+            .at("write", &partial)?;
+        g.generate_slices(n, seed, class, &mut |slice| {
+            for image in slice.chunks_exact(h * w * c) {
+                writer.extend(crate::grid::interleaved(image, h, w, c)).at("write", &partial)?;
+            }
+            Ok(())
+        })?;
+        writer.finish().at("write", &partial)?;
+        std::fs::File::open(&partial).and_then(|f| f.sync_all()).at("sync", &partial)?;
+        std::fs::rename(&partial, path).at("rename into place", path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
 }
 
 /// The default file of `gantry sample` on a run: `RUN/sample-seedS.png`.

@@ -155,3 +155,51 @@ fn set_takes_any_key_and_refuses_bad_ones_before_anything_is_made() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--set"), "{}", stderr(&o));
 }
+
+/// `gantry sample --format npy|png`: N images for other tools, drawn in slices of 500 (N = 1,200
+/// crosses two slice boundaries); the .npy is uint8 [N, H, W, C] and its images are the PNG
+/// folder's, byte for byte; an existing file is replaced only with --force.
+#[test]
+fn sample_writes_npy_and_png_folders_that_other_tools_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("R");
+    common::cli_run(&run, 20, 10);
+    let npy = tmp.path().join("s.npy");
+    let pngs = tmp.path().join("pngs");
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let o = gantry(&["sample", &s(&run), "--format", "npy", "--n", "1200", "--seed", "3", "--out", &s(&npy)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o =
+        gantry(&["sample", &s(&run), "--format", "png", "--n", "1200", "--seed", "3", "--out", &s(&pngs)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = fs::read(&npy).unwrap();
+    let file = npyz::NpyFile::new(&bytes[..]).unwrap();
+    assert_eq!(file.shape(), &[1200, 28, 28, 1]);
+    let values: Vec<u8> = file.into_vec().unwrap();
+    assert_eq!(fs::read_dir(&pngs).unwrap().count(), 1200);
+    for k in [0usize, 499, 500, 1199] {
+        let img = image::open(pngs.join(format!("{k:06}.png"))).unwrap().to_luma8();
+        assert_eq!(img.dimensions(), (28, 28));
+        assert_eq!(img.as_raw()[..], values[k * 784..(k + 1) * 784], "image {k}");
+    }
+    // The same seed, the same bytes; an existing file needs --force.
+    let o = gantry(&["sample", &s(&run), "--format", "npy", "--n", "1200", "--seed", "3", "--out", &s(&npy)]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = gantry(&[
+        "sample",
+        &s(&run),
+        "--format",
+        "npy",
+        "--n",
+        "1200",
+        "--seed",
+        "3",
+        "--out",
+        &s(&npy),
+        "--force",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(fs::read(&npy).unwrap(), bytes);
+    let o = gantry(&["sample", &s(&run), "--format", "png", "--n", "2", "--out", &s(&pngs)]);
+    assert_eq!(o.status.code(), Some(2), "a folder already used needs --force: {}", stderr(&o));
+}
