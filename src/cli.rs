@@ -301,6 +301,21 @@ pub struct SampleArgs {
     /// slices: memory stays bounded for any --n up to 1,000,000).
     #[arg(long, value_enum, default_value_t = SampleFormat::Grid)]
     pub format: SampleFormat,
+    /// The truncation trick: draw the noise from N(0, 1) truncated to [-PSI, PSI], each value
+    /// beyond it drawn again (BigGAN's resampling; not clipping). Smaller PSI: more typical, less
+    /// varied images.
+    #[arg(long, value_name = "PSI")]
+    pub truncation: Option<f32>,
+    /// A latent walk instead of random samples: the latents of these seeds in turn, spherically
+    /// interpolated (--steps frames from each to the next, one row each), as one PNG (--out).
+    #[arg(long, value_delimiter = ',', value_name = "SEEDS")]
+    pub walk: Vec<u64>,
+    /// Frames from one seed to the next in a --walk.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub steps: usize,
+    /// A conditional run's classes in turn, the noise of --seed fixed, as one PNG row (--out).
+    #[arg(long)]
+    pub walk_classes: bool,
     /// Replace the --out file if it exists.
     #[arg(long)]
     pub force: bool,
@@ -438,7 +453,7 @@ pub fn run(cli: Cli) -> Result<i32> {
 
 /// `gantry sweep`: plan, then list, emit, run one task, or run them all here.
 fn sweep_command(args: SweepArgs) -> Result<i32> {
-    use crate::sweep::{self, local, task};
+    use crate::sweep::{self, local};
     let (spec, one_task) = match args.spec.as_slice() {
         [spec] => (spec, false),
         [word, spec] if word.as_os_str() == "run" => (spec, true),
@@ -462,50 +477,11 @@ fn sweep_command(args: SweepArgs) -> Result<i32> {
         return Ok(0);
     }
     if let Some(index) = args.task {
-        let stop = install_stop_handler();
-        let options = stop.options(!args.quiet);
-        let task_options = task::TaskOptions {
-            threads: args.threads,
-            data: args.data.clone(),
-            lock_wait: std::time::Duration::from_secs(120),
-        };
-        let name = plan.task(index)?.name.clone();
-        std::fs::create_dir_all(&out).map_err(|e| Error::io("create", &out, e))?;
-        return match task::run(&plan, &out, index, &task_options, &options)? {
-            task::TaskOutcome::AlreadyFinished => {
-                eprintln!("gantry: sweep run {name} is finished; nothing to do");
-                Ok(0)
-            }
-            task::TaskOutcome::Trained(outcome) => Ok(report(&outcome)),
-        };
+        return task_command(&args, &plan, &out, index);
     }
     let (state, _sweep_lock) = local::prepare(&plan, &out)?;
     if let Some(kind) = args.emit {
-        let absolute = std::path::absolute(&out).map_err(|e| Error::io("resolve", &out, e))?;
-        let gantry = std::env::current_exe().map_err(|e| Error::io("find", "the gantry executable", e))?;
-        let target = sweep::emit::Target {
-            name: &plan.name,
-            runs: plan.runs.len(),
-            sweep: &absolute,
-            gantry: &gantry,
-            threads: args.threads.unwrap_or(1),
-            parallel: if args.jobs > 1 { args.jobs } else { 0 },
-        };
-        let (file, text, how) = match kind {
-            Emit::Slurm => ("sweep.sbatch", sweep::emit::slurm(&target), "sbatch"),
-            Emit::K8s => {
-                ("sweep-k8s.yaml", sweep::emit::kubernetes(&target, &args.image), "kubectl apply -f")
-            }
-        };
-        let path = absolute.join(file);
-        crate::durable::write_atomic(&path, text.as_bytes())?;
-        eprintln!(
-            "gantry: wrote {} ({} runs); submit it with: {how} {}",
-            path.display(),
-            plan.runs.len(),
-            path.display()
-        );
-        return Ok(0);
+        return emit_command(&args, &plan, &out, kind);
     }
     let todo = state.runs.iter().filter(|r| r.status != local::Status::Finished).count();
     eprintln!(
@@ -547,6 +523,56 @@ fn sweep_command(args: SweepArgs) -> Result<i32> {
 
 fn out_flag(out: &Option<PathBuf>) -> String {
     out.as_ref().map(|o| format!(" --out {}", o.display())).unwrap_or_default()
+}
+
+/// `gantry sweep run SPEC --task I`: carry run I of the sweep to its end (what array tasks run).
+fn task_command(args: &SweepArgs, plan: &crate::sweep::Plan, out: &Path, index: usize) -> Result<i32> {
+    use crate::sweep::task;
+    let stop = install_stop_handler();
+    let options = stop.options(!args.quiet);
+    let task_options = task::TaskOptions {
+        threads: args.threads,
+        data: args.data.clone(),
+        lock_wait: std::time::Duration::from_secs(120),
+    };
+    let name = plan.task(index)?.name.clone();
+    std::fs::create_dir_all(out).map_err(|e| Error::io("create", out, e))?;
+    match task::run(plan, out, index, &task_options, &options)? {
+        task::TaskOutcome::AlreadyFinished => {
+            eprintln!("gantry: sweep run {name} is finished; nothing to do");
+            Ok(0)
+        }
+        task::TaskOutcome::Trained(outcome) => Ok(report(&outcome)),
+    }
+}
+
+/// `gantry sweep SPEC --emit slurm|k8s`: write the cluster scheduler's job definition into the
+/// sweep folder (prepared already) and say how to submit it.
+fn emit_command(args: &SweepArgs, plan: &crate::sweep::Plan, out: &Path, kind: Emit) -> Result<i32> {
+    use crate::sweep;
+    let absolute = std::path::absolute(out).map_err(|e| Error::io("resolve", out, e))?;
+    let gantry = std::env::current_exe().map_err(|e| Error::io("find", "the gantry executable", e))?;
+    let target = sweep::emit::Target {
+        name: &plan.name,
+        runs: plan.runs.len(),
+        sweep: &absolute,
+        gantry: &gantry,
+        threads: args.threads.unwrap_or(1),
+        parallel: if args.jobs > 1 { args.jobs } else { 0 },
+    };
+    let (file, text, how) = match kind {
+        Emit::Slurm => ("sweep.sbatch", sweep::emit::slurm(&target), "sbatch"),
+        Emit::K8s => ("sweep-k8s.yaml", sweep::emit::kubernetes(&target, &args.image), "kubectl apply -f"),
+    };
+    let path = absolute.join(file);
+    crate::durable::write_atomic(&path, text.as_bytes())?;
+    eprintln!(
+        "gantry: wrote {} ({} runs); submit it with: {how} {}",
+        path.display(),
+        plan.runs.len(),
+        path.display()
+    );
+    Ok(0)
 }
 
 /// What a stop request means at the moment it arrives.
@@ -906,6 +932,9 @@ pub fn summary(outcome: &TrainOutcome) -> String {
 }
 
 fn sample_command(args: SampleArgs) -> Result<()> {
+    if !args.walk.is_empty() || args.walk_classes {
+        return sample_walk(args);
+    }
     if args.format != SampleFormat::Grid {
         return sample_files(args);
     }
@@ -915,7 +944,7 @@ fn sample_command(args: SampleArgs) -> Result<()> {
     let run = RunDir::open(&args.run)?;
     // The default file is the command's own; a file the user names is replaced only with --force.
     let existing = if args.out.is_none() { run_dir::Existing::Replace } else { replace_if(args.force) };
-    let out = args.out.unwrap_or_else(|| crate::sample::default_out(&run, args.seed));
+    let out = args.out.clone().unwrap_or_else(|| crate::sample::default_out(&run, args.seed));
     if out.is_dir() {
         return Err(Error::usage(
             "--out",
@@ -924,15 +953,9 @@ fn sample_command(args: SampleArgs) -> Result<()> {
     }
     run_dir::check_output(&out, run_dir::OwnOutput::SampleGrid, existing, "--out")?;
     let weights = crate::sample::Weights::Final;
-    let (images, rows, cols, channels) = train::sample_generator(
-        &run,
-        &weights,
-        args.n,
-        args.seed,
-        args.class,
-        args.device.device.unwrap_or_default(),
-    )?;
-    grid::save_png(&out, &images, GridLayout::for_count(args.n, rows, cols, channels))?;
+    let g = loaded_generator(&run, &weights, &args)?;
+    let images = g.generate(args.n, args.seed, args.class)?;
+    grid::save_png(&out, &images, GridLayout::for_count(args.n, g.rows, g.cols, g.channels))?;
     let averaged = match crate::Config::from_file(&run.config()) {
         Ok(c) if c.train.g_ema > 0.0 => {
             format!(" (from the moving average of G, train.g_ema = {})", c.train.g_ema)
@@ -940,13 +963,61 @@ fn sample_command(args: SampleArgs) -> Result<()> {
         _ => String::new(),
     };
     let of_class = args.class.map(|c| format!(" of class {c}")).unwrap_or_default();
-    eprintln!("gantry: wrote {} samples{of_class}{averaged} to {}", args.n, out.display());
+    let truncated = args.truncation.map(|psi| format!(", noise truncated to ±{psi}")).unwrap_or_default();
+    eprintln!("gantry: wrote {} samples{of_class}{averaged}{truncated} to {}", args.n, out.display());
+    Ok(())
+}
+
+/// The run's generator as `gantry sample` draws from it: on the device asked, its noise truncated
+/// when `--truncation` says.
+fn loaded_generator(
+    run: &RunDir,
+    weights: &crate::sample::Weights,
+    args: &SampleArgs,
+) -> Result<crate::sample::LoadedGenerator> {
+    let g = crate::sample::LoadedGenerator::load(run, weights, args.device.device.unwrap_or_default())?;
+    match args.truncation {
+        Some(psi) => g.truncated(psi),
+        None => Ok(g),
+    }
+}
+
+/// `gantry sample --walk SEEDS` and `--walk-classes`: a latent walk as one PNG, a row per segment.
+fn sample_walk(args: SampleArgs) -> Result<()> {
+    let run = RunDir::open(&args.run)?;
+    let Some(out) = args.out.clone() else {
+        return Err(Error::usage("--out", "a walk is one PNG: give --out FILE.png"));
+    };
+    if out.is_dir() {
+        return Err(Error::usage(
+            "--out",
+            format!("{} is a folder; give the PNG file to write", out.display()),
+        ));
+    }
+    run_dir::check_output(&out, run_dir::OwnOutput::Nothing, replace_if(args.force), "--out")?;
+    let g = loaded_generator(&run, &crate::sample::Weights::Final, &args)?;
+    let walk = if args.walk_classes {
+        crate::sample::class_walk(&g, args.seed)?
+    } else {
+        crate::sample::seed_walk(&g, &args.walk, args.steps, args.class)?
+    };
+    let images = g.generate_latents(&walk.noise, &walk.labels)?;
+    let frames = images.len() / g.pixels();
+    let layout = GridLayout {
+        rows: frames / walk.frames_per_row,
+        cols: walk.frames_per_row,
+        tile_h: g.rows,
+        tile_w: g.cols,
+        channels: g.channels,
+    };
+    grid::save_png(&out, &images, layout)?;
+    eprintln!("gantry: wrote a walk of {frames} frames ({} a row) to {}", walk.frames_per_row, out.display());
     Ok(())
 }
 
 /// `gantry sample --format png|npy`: `--n` images as files other tools read, drawn in slices.
 fn sample_files(args: SampleArgs) -> Result<()> {
-    use crate::sample::{LoadedGenerator, MAX_SAMPLES, Weights};
+    use crate::sample::{MAX_SAMPLES, Weights};
     if args.n == 0 || args.n > MAX_SAMPLES {
         return Err(Error::usage("--n", format!("must be within 1..={MAX_SAMPLES}, found {}", args.n)));
     }
@@ -986,14 +1057,15 @@ fn sample_files(args: SampleArgs) -> Result<()> {
         }
         run_dir::check_output(&out, run_dir::OwnOutput::Nothing, replace_if(args.force), "--out")?;
     }
-    let g = LoadedGenerator::load(&run, &Weights::Final, args.device.device.unwrap_or_default())?;
+    let g = loaded_generator(&run, &Weights::Final, &args)?;
     match args.format {
         SampleFormat::Png => crate::sample::write_png_folder(&g, args.n, args.seed, args.class, &out)?,
         _ => crate::sample::write_npy(&g, args.n, args.seed, args.class, &out)?,
     }
     let of_class = args.class.map(|c| format!(" of class {c}")).unwrap_or_default();
+    let truncated = args.truncation.map(|psi| format!(", noise truncated to ±{psi}")).unwrap_or_default();
     eprintln!(
-        "gantry: wrote {} samples{of_class} ({}x{}x{}) to {}",
+        "gantry: wrote {} samples{of_class} ({}x{}x{}{truncated}) to {}",
         args.n,
         g.rows,
         g.cols,

@@ -858,9 +858,6 @@ impl Config {
 
     /// Check every value against its allowed range, so that nothing downstream can panic on it.
     pub fn validate(&self) -> Result<()> {
-        let m = &self.model;
-        let t = &self.train;
-        let o = &self.output;
         // The resolved config is saved as TOML text (config.toml) and hashed from it.
         if let Some(dir) = self.data.dir.as_deref().filter(|d| d.to_str().is_none()) {
             return Err(Error::config(
@@ -873,6 +870,15 @@ impl Config {
             ));
         }
         self.validate_data()?;
+        self.validate_networks()?;
+        self.validate_conditioning()?;
+        self.validate_recipe()?;
+        self.validate_output()
+    }
+
+    /// The networks' sizes: latent, widths, depth, a dcgan's channels and kernel.
+    fn validate_networks(&self) -> Result<()> {
+        let m = &self.model;
         positive("model.latent_dim", m.latent_dim, 65_536)?;
         if m.g_hidden.is_empty() {
             return Err(Error::config("model.g_hidden", "needs at least one layer"));
@@ -918,7 +924,7 @@ impl Config {
             for &c in &m.d_channels {
                 positive("model.d_channels", c, 4096)?;
             }
-            if !(3..=9).contains(&m.kernel_size) || m.kernel_size % 2 == 0 {
+            if !(3..=9).contains(&m.kernel_size) || m.kernel_size.is_multiple_of(2) {
                 return Err(Error::config(
                     "model.kernel_size",
                     format!("must be odd, 3 to 9, found {}", m.kernel_size),
@@ -926,13 +932,17 @@ impl Config {
             }
             finite_in("model.d_dropout", m.d_dropout, 0.0, 0.95)?;
         }
-        if m.is_conditional() {
-            if !(2..=100).contains(&m.classes) {
-                return Err(Error::config(
-                    "model.classes",
-                    format!("must be 2 to 100 for a conditional run, found {}", m.classes),
-                ));
-            }
+        Ok(())
+    }
+
+    /// Classes and clusters: a conditional run's, self-conditioning's, clusters within classes.
+    fn validate_conditioning(&self) -> Result<()> {
+        let m = &self.model;
+        if m.is_conditional() && !(2..=100).contains(&m.classes) {
+            return Err(Error::config(
+                "model.classes",
+                format!("must be 2 to 100 for a conditional run, found {}", m.classes),
+            ));
         }
         let per_class = m.clusters_per_class;
         if per_class > 0 {
@@ -984,6 +994,13 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The activations' and the training recipe's numbers: objective, D steps, labels, EMA, augmentation, optimizers, threads.
+    fn validate_recipe(&self) -> Result<()> {
+        let m = &self.model;
+        let t = &self.train;
         finite_in("model.leaky_slope", m.leaky_slope, 0.0, 1.0)?;
         finite_in("model.bn_momentum", m.bn_momentum, 0.0, 1.0)?;
         if !(m.bn_epsilon.is_finite() && m.bn_epsilon > 0.0) {
@@ -1059,6 +1076,12 @@ impl Config {
         if t.threads > 1024 {
             return Err(Error::config("train.threads", format!("at most 1024, found {}", t.threads)));
         }
+        Ok(())
+    }
+
+    /// What is written and judged: grids, smoothing, checkpoints, evaluation samples.
+    fn validate_output(&self) -> Result<()> {
+        let o = &self.output;
         positive("output.sample_interval", o.sample_interval, usize::MAX)?;
         positive("output.grid_rows", o.grid_rows, 64)?;
         positive("output.grid_cols", o.grid_cols, 64)?;

@@ -35,6 +35,10 @@
 //! assert!(err.to_string().contains("train.batch_size"));
 //! ```
 
+// Functions short enough to read at once: at most 80 lines of code (clippy.toml), checked by
+// `cargo clippy -- -D warnings` in .ci/run.
+#![warn(clippy::too_many_lines)]
+
 pub mod alerts;
 pub mod allocator;
 pub mod checkpoint;

@@ -27,6 +27,13 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::{log_sigmoid, relu};
 use serde::{Deserialize, Serialize};
 
+/// Which batch D scored: the real images, or G's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Real,
+    Fake,
+}
+
 /// A GAN objective (`train.loss`, `--loss`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -158,8 +165,10 @@ impl Loss {
         }
     }
 
-    /// (share on the right side of the boundary, mean output) of D's scores of one batch.
-    pub fn batch_stats(self, scores: &[f32], real: bool, real_label: f32) -> (f32, f32) {
+    /// (share on the right side of the boundary, mean output) of D's scores of one batch, real
+    /// or fake (`side`).
+    pub fn batch_stats(self, scores: &[f32], side: Side, real_label: f32) -> (f32, f32) {
+        let real = side == Side::Real;
         let n = scores.len() as f32;
         let boundary = self.boundary(real_label);
         let correct = scores.iter().filter(|&&s| (s > boundary) == real).count() as f32;
@@ -231,12 +240,12 @@ mod tests {
     #[test]
     fn accuracy_is_the_side_of_the_boundary_and_outputs_follow_the_objective() {
         let s = [-1.0f32, 0.2, 0.6, 2.0];
-        assert_eq!(Loss::Ns.batch_stats(&s, true, 1.0).0, 0.75);
-        assert_eq!(Loss::Ns.batch_stats(&s, false, 1.0).0, 0.25);
+        assert_eq!(Loss::Ns.batch_stats(&s, Side::Real, 1.0).0, 0.75);
+        assert_eq!(Loss::Ns.batch_stats(&s, Side::Fake, 1.0).0, 0.25);
         // Least squares separates at 0.5 (targets 0 and 1).
-        assert_eq!(Loss::Lsgan.batch_stats(&s, true, 1.0).0, 0.5);
-        assert_eq!(Loss::Wgan.batch_stats(&s, true, 1.0).1, 0.45);
-        let (_, p) = Loss::Ns.batch_stats(&[0.0], true, 1.0);
+        assert_eq!(Loss::Lsgan.batch_stats(&s, Side::Real, 1.0).0, 0.5);
+        assert_eq!(Loss::Wgan.batch_stats(&s, Side::Real, 1.0).1, 0.45);
+        let (_, p) = Loss::Ns.batch_stats(&[0.0], Side::Real, 1.0);
         assert_eq!(p, 0.5);
     }
 

@@ -86,6 +86,22 @@ pub fn normal(rng: &mut ChaCha8Rng, n: usize, out: &mut Vec<f32>) {
     out.extend((0..n).map(|_| rng.sample::<f32, _>(StandardNormal)));
 }
 
+/// `n` draws from N(0, 1) truncated to [-psi, psi] by resampling (the truncation trick of BigGAN,
+/// Brock et al. 2019: each value beyond psi is drawn again, from the same stream, until it falls
+/// within). `psi` must be positive; the smaller it is, the more draws it takes (psi = 0.1: about
+/// 12 per value).
+pub fn truncated_normal(rng: &mut ChaCha8Rng, n: usize, psi: f32, out: &mut Vec<f32>) {
+    out.clear();
+    out.extend((0..n).map(|_| {
+        loop {
+            let v = rng.sample::<f32, _>(StandardNormal);
+            if v.abs() <= psi {
+                break v;
+            }
+        }
+    }));
+}
+
 /// `n` classes uniform in `0..classes` (at most 256).
 pub fn labels(rng: &mut ChaCha8Rng, n: usize, classes: usize, out: &mut Vec<u8>) {
     out.clear();
@@ -116,6 +132,23 @@ pub fn indices(rng: &mut ChaCha8Rng, n: usize, len: usize, out: &mut Vec<usize>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncated_draws_stay_within_psi_and_follow_the_stream() {
+        let mut a = ChaCha8Rng::seed_from_u64(1);
+        let mut b = ChaCha8Rng::seed_from_u64(1);
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        truncated_normal(&mut a, 10_000, 0.5, &mut x);
+        truncated_normal(&mut b, 10_000, 0.5, &mut y);
+        assert_eq!(x, y, "the same stream, the same draws");
+        assert!(x.iter().all(|v| v.abs() <= 0.5));
+        // Within the bound, the values are N(0, 1)'s: the ones of an untruncated draw, in order.
+        let mut c = ChaCha8Rng::seed_from_u64(1);
+        let mut plain = Vec::new();
+        normal(&mut c, 100_000, &mut plain);
+        let kept: Vec<f32> = plain.into_iter().filter(|v| v.abs() <= 0.5).take(10_000).collect();
+        assert_eq!(kept, x);
+    }
 
     #[test]
     fn same_seed_same_draws_and_streams_are_independent() {

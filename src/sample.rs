@@ -54,6 +54,9 @@ pub struct LoadedGenerator {
     pub channels: usize,
     /// What was loaded (a file or a checkpoint folder), for messages and reports.
     pub source: PathBuf,
+    /// The truncation trick's bound on the noise ([`rng::truncated_normal`]); None: N(0, 1) as in
+    /// training.
+    truncation: Option<f32>,
 }
 
 impl LoadedGenerator {
@@ -108,32 +111,7 @@ impl LoadedGenerator {
             .ok_or_else(|| Error::bad_data(run.root().join("run.json"), "implausible image size"))?;
         config.check_memory(pixels)?;
         let per_class = config.model.clusters_per_class.max(1);
-        let clustered = if config.data.clusters > 0 || per_class > 1 { config.model.conditions() } else { 0 };
-        // Each class's clusters (all of them, self-conditioned) must hold some images: the ids
-        // asked for are drawn in proportion to these sizes.
-        let group = if per_class > 1 { per_class } else { clustered.max(1) };
-        let cluster_sizes = match (clustered, info.cluster_sizes) {
-            (0, _) => None,
-            (k, Some(sizes)) if sizes.len() == k && sizes.chunks(group).all(|c| c.iter().any(|&s| s > 0)) => {
-                Some(sizes)
-            }
-            (k, Some(sizes)) if sizes.len() == k => {
-                return Err(Error::bad_data(
-                    run.root().join("run.json"),
-                    format!("cluster_sizes gives a class no image in any of its clusters: {sizes:?}"),
-                ));
-            }
-            (k, _) => {
-                return Err(Error::bad_data(
-                    run.root().join("run.json"),
-                    format!(
-                        "lacks the sizes of the run's {k} clusters (cluster_sizes; data.clusters = {}, \
-                         model.clusters_per_class = {})",
-                        config.data.clusters, config.model.clusters_per_class
-                    ),
-                ));
-            }
-        };
+        let cluster_sizes = checked_cluster_sizes(run, &config, info.cluster_sizes)?;
         let record = ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
             .map_err(|e| Error::Weights { path: source.clone(), problem: e.to_string() })?;
         let g = Generator::new(&config.model, pixels, &mut Streams::new(0).init, &device)
@@ -153,7 +131,18 @@ impl LoadedGenerator {
             cols: info.image_cols,
             channels: info.image_channels,
             source,
+            truncation: None,
         })
+    }
+
+    /// Draw the noise truncated to [-psi, psi] (the truncation trick: resampled, not clipped);
+    /// psi must be finite and positive (0.1 to 3 are usual).
+    pub fn truncated(mut self, psi: f32) -> Result<Self> {
+        if !(psi.is_finite() && (0.05..=10.0).contains(&psi)) {
+            return Err(Error::usage("--truncation", format!("must be within 0.05..=10, found {psi}")));
+        }
+        self.truncation = Some(psi);
+        Ok(self)
     }
 
     /// Values per image (pixels times channels).
@@ -227,7 +216,10 @@ impl LoadedGenerator {
         let mut done = 0;
         while done < n {
             let k = SLICE.min(n - done);
-            rng::normal(&mut stream, k * self.latent, &mut noise);
+            match self.truncation {
+                Some(psi) => rng::truncated_normal(&mut stream, k * self.latent, psi, &mut noise),
+                None => rng::normal(&mut stream, k * self.latent, &mut noise),
+            }
             let asked = labels.get(done..done + k).unwrap_or(&[]);
             let z = crate::model::g_input(&noise, self.latent, asked, self.conditions, &self.device);
             let images: Vec<f32> =
@@ -236,6 +228,39 @@ impl LoadedGenerator {
             done += k;
         }
         Ok(())
+    }
+
+    /// The latent vector `seed` gives first: the noise of the first image
+    /// [`LoadedGenerator::generate_slices`] draws for that seed (truncated as the generator is).
+    pub fn latent_of(&self, seed: u64) -> Vec<f32> {
+        let mut stream = Streams::new(seed).fixed;
+        let mut noise = Vec::new();
+        match self.truncation {
+            Some(psi) => rng::truncated_normal(&mut stream, self.latent, psi, &mut noise),
+            None => rng::normal(&mut stream, self.latent, &mut noise),
+        }
+        noise
+    }
+
+    /// The images of the latent rows `noise` (`[k * latent]`, k at most 4096, drawn [`SLICE`] at
+    /// a time) asking for the ids `labels` (one per row from a conditional generator, none from
+    /// another).
+    pub fn generate_latents(&self, noise: &[f32], labels: &[u8]) -> Result<Vec<f32>> {
+        let k = noise.len() / self.latent.max(1);
+        if k == 0 || k > 4096 || noise.len() != k * self.latent || (self.classes > 0 && labels.len() != k) {
+            return Err(Error::usage("--walk", format!("{k} frames; 1 to 4096 are drawn")));
+        }
+        let mut images = Vec::with_capacity(k * self.pixels());
+        for start in (0..k).step_by(SLICE) {
+            let end = (start + SLICE).min(k);
+            let rows = &noise[start * self.latent..end * self.latent];
+            let asked = labels.get(start..end).unwrap_or(&[]);
+            let z = crate::model::g_input(rows, self.latent, asked, self.conditions, &self.device);
+            images.extend(
+                self.g.forward(z).into_data().try_into_vec::<f32>().expect("the model computes in f32"),
+            );
+        }
+        Ok(images)
     }
 
     /// Draw `n` images at once (for a grid: `n` is small).
@@ -268,6 +293,102 @@ pub fn sample_generator(
 ) -> Result<(Vec<f32>, usize, usize, usize)> {
     let g = LoadedGenerator::load(run, weights, device)?;
     Ok((g.generate(n, seed, class)?, g.rows, g.cols, g.channels))
+}
+
+/// The cluster sizes run.json records for a run whose ids are clusters (`data.clusters`, or
+/// `model.clusters_per_class`), checked: one per id, and every class with images in some cluster
+/// (G's ids are asked for in proportion to them); None for a run without clusters.
+fn checked_cluster_sizes(
+    run: &RunDir,
+    config: &Config,
+    recorded: Option<Vec<usize>>,
+) -> Result<Option<Vec<usize>>> {
+    let per_class = config.model.clusters_per_class.max(1);
+    let clustered = if config.data.clusters > 0 || per_class > 1 { config.model.conditions() } else { 0 };
+    // Each class's clusters (all of them, self-conditioned) must hold some images: the ids
+    // asked for are drawn in proportion to these sizes.
+    let group = if per_class > 1 { per_class } else { clustered.max(1) };
+    Ok(match (clustered, recorded) {
+        (0, _) => None,
+        (k, Some(sizes)) if sizes.len() == k && sizes.chunks(group).all(|c| c.iter().any(|&s| s > 0)) => {
+            Some(sizes)
+        }
+        (k, Some(sizes)) if sizes.len() == k => {
+            return Err(Error::bad_data(
+                run.root().join("run.json"),
+                format!("cluster_sizes gives a class no image in any of its clusters: {sizes:?}"),
+            ));
+        }
+        (k, _) => {
+            return Err(Error::bad_data(
+                run.root().join("run.json"),
+                format!(
+                    "lacks the sizes of the run's {k} clusters (cluster_sizes; data.clusters = {}, \
+                     model.clusters_per_class = {})",
+                    config.data.clusters, config.model.clusters_per_class
+                ),
+            ));
+        }
+    })
+}
+
+/// A latent walk's frames: rows of latent vectors and the ids each asks for, and how many frames
+/// make one row of its picture.
+pub struct Walk {
+    pub noise: Vec<f32>,
+    pub labels: Vec<u8>,
+    pub frames_per_row: usize,
+}
+
+/// Spherical interpolation from `a` to `b` at `t` in [0, 1] (Shoemake 1985; White 2016 for GAN
+/// latents): along the great circle between them, so the points between keep the length N(0, 1)
+/// noise of this size has, where a straight line would pass through shorter, atypical vectors;
+/// a straight line where the two are (nearly) parallel.
+pub fn slerp(a: &[f32], b: &[f32], t: f32) -> Vec<f32> {
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let cos = (dot / (norm(a) * norm(b)).max(f64::MIN_POSITIVE)).clamp(-1.0, 1.0);
+    let omega = cos.acos();
+    let t = f64::from(t);
+    let (wa, wb) = if omega.sin().abs() < 1e-6 {
+        (1.0 - t, t)
+    } else {
+        (((1.0 - t) * omega).sin() / omega.sin(), (t * omega).sin() / omega.sin())
+    };
+    a.iter().zip(b).map(|(x, y)| (wa * f64::from(*x) + wb * f64::from(*y)) as f32).collect()
+}
+
+/// A walk through the latents of `seeds` in turn, `steps` frames from each to the next (the last
+/// seed's own frame closing it), each segment a row; every frame asks for `class` (a conditional
+/// generator without one: its first class).
+pub fn seed_walk(g: &LoadedGenerator, seeds: &[u64], steps: usize, class: Option<usize>) -> Result<Walk> {
+    if seeds.len() < 2 || !(2..=64).contains(&steps) || seeds.len() > 65 {
+        return Err(Error::usage("--walk", "give 2 to 65 seeds (--walk 0,1,2) and --steps of 2 to 64"));
+    }
+    let label = g.asked_classes(1, class.or((g.classes > 0).then_some(0)))?;
+    let mut noise = Vec::new();
+    for pair in seeds.windows(2) {
+        let (a, b) = (g.latent_of(pair[0]), g.latent_of(pair[1]));
+        for k in 0..steps {
+            noise.extend(slerp(&a, &b, k as f32 / (steps - 1) as f32));
+        }
+    }
+    let frames = (seeds.len() - 1) * steps;
+    Ok(Walk { noise, labels: label.repeat(if label.is_empty() { 0 } else { frames }), frames_per_row: steps })
+}
+
+/// A conditional generator's classes in turn, the noise of `seed` fixed: what the class alone
+/// changes.
+pub fn class_walk(g: &LoadedGenerator, seed: u64) -> Result<Walk> {
+    if g.classes == 0 {
+        return Err(Error::usage("--walk-classes", format!("{} is not conditional", g.source.display())));
+    }
+    let z = g.latent_of(seed);
+    let mut labels = Vec::new();
+    for c in 0..g.classes {
+        labels.extend(g.asked_classes(1, Some(c))?);
+    }
+    Ok(Walk { noise: z.repeat(g.classes), labels, frames_per_row: g.classes })
 }
 
 /// Most images `gantry sample --format png|npy` draws (written slice by slice: memory stays that of
@@ -342,4 +463,22 @@ pub fn write_npy(g: &LoadedGenerator, n: usize, seed: u64, class: Option<usize>,
 /// The default file of `gantry sample` on a run: `RUN/sample-seedS.png`.
 pub fn default_out(run: &RunDir, seed: u64) -> PathBuf {
     run.root().join(format!("{}{seed}.png", crate::run_dir::SAMPLE_PREFIX))
+}
+
+#[cfg(test)]
+mod walk_tests {
+    use super::*;
+
+    #[test]
+    fn slerp_keeps_the_length_where_a_straight_line_would_shrink_it() {
+        let (a, b) = (vec![1.0f32, 0.0], vec![0.0f32, 1.0]);
+        assert_eq!(slerp(&a, &b, 0.0), a);
+        let end = slerp(&a, &b, 1.0);
+        assert!((end[0] - 0.0).abs() < 1e-6 && (end[1] - 1.0).abs() < 1e-6, "{end:?}");
+        let mid = slerp(&a, &b, 0.5);
+        let length = (mid[0] * mid[0] + mid[1] * mid[1]).sqrt();
+        assert!((length - 1.0).abs() < 1e-6, "{length}");
+        // Parallel vectors: a straight line.
+        assert_eq!(slerp(&[2.0, 0.0], &[4.0, 0.0], 0.5), vec![3.0, 0.0]);
+    }
 }

@@ -38,7 +38,7 @@ pub fn write_gif(run: &RunDir) -> Result<PathBuf> {
         let (pixels, width, height, channels) = read_grid(frame_path)?;
         let (w, h) = (width / SCALE, height / SCALE);
         // Every SCALE-th pixel of every SCALE-th row: the grid before it was scaled up.
-        let mut small: Vec<u8> = (0..h)
+        let small: Vec<u8> = (0..h)
             .flat_map(|y| (0..w).map(move |x| (y * SCALE * width + x * SCALE) * channels))
             .flat_map(|at| pixels[at..at + channels].to_vec())
             .collect();
@@ -53,7 +53,7 @@ pub fn write_gif(run: &RunDir) -> Result<PathBuf> {
             }
         };
         let mut frame = if channels == 3 {
-            gif::Frame::from_rgb_speed(w as u16, h as u16, &mut small, 10)
+            gif::Frame::from_rgb_speed(w as u16, h as u16, &small, 10)
         } else {
             gif::Frame::from_indexed_pixels(w as u16, h as u16, small, None)
         };

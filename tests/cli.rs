@@ -203,3 +203,69 @@ fn sample_writes_npy_and_png_folders_that_other_tools_read() {
     let o = gantry(&["sample", &s(&run), "--format", "png", "--n", "2", "--out", &s(&pngs)]);
     assert_eq!(o.status.code(), Some(2), "a folder already used needs --force: {}", stderr(&o));
 }
+
+/// `--truncation PSI`: the noise resampled within [-PSI, PSI]; the same seed and PSI give the
+/// same images, another PSI other ones, and a PSI out of range is refused with exit 2.
+#[test]
+fn sample_truncation_changes_the_noise_deterministically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("R");
+    common::cli_run(&run, 20, 10);
+    let draw = |name: &str, psi: &str| -> Vec<u8> {
+        let out = tmp.path().join(name);
+        let o = gantry(&[
+            "sample",
+            run.to_str().unwrap(),
+            "--format",
+            "npy",
+            "--n",
+            "50",
+            "--truncation",
+            psi,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stderr(&o).contains(&format!("truncated to ±{psi}")), "{}", stderr(&o));
+        fs::read(out).unwrap()
+    };
+    let (a, b, c) = (draw("a.npy", "0.5"), draw("b.npy", "0.5"), draw("c.npy", "2"));
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    let x = tmp.path().join("x.png");
+    let o = gantry(&["sample", run.to_str().unwrap(), "--truncation", "0", "--out", x.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--truncation"), "{}", stderr(&o));
+    assert!(!x.exists());
+}
+
+/// `--walk 0,1,2 --steps 5`: two rows of five frames, the first and last frames the seeds' own
+/// latents (spherical interpolation between them); a walk needs two seeds or more.
+#[test]
+fn sample_walks_between_seeds_as_one_png() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("R");
+    common::cli_run(&run, 20, 10);
+    let out = tmp.path().join("walk.png");
+    let r = run.to_str().unwrap();
+    let o = gantry(&["sample", r, "--walk", "0,1,2", "--steps", "5", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("walk of 10 frames (5 a row)"), "{}", stderr(&o));
+    let img = image::open(&out).unwrap();
+    // Grid geometry (grid.rs): (tiles * (28 + 2) + 2) * 3 pixels.
+    assert_eq!((img.width(), img.height()), ((5 * 30 + 2) * 3, (2 * 30 + 2) * 3));
+    // The first frame is seed 0's own first sample (t = 0 is its latent exactly).
+    let single = tmp.path().join("single.png");
+    let o = gantry(&["sample", r, "--n", "1", "--seed", "0", "--out", single.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let single = image::open(&single).unwrap().to_luma8();
+    let walk = img.to_luma8();
+    assert_eq!(single.dimensions(), (96, 96));
+    for (x, y, p) in single.enumerate_pixels() {
+        assert_eq!(walk.get_pixel(x, y), p, "pixel ({x}, {y})");
+    }
+    let o = gantry(&["sample", r, "--walk", "7", "--out", tmp.path().join("one.png").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = gantry(&["sample", r, "--walk-classes", "--out", tmp.path().join("c.png").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "an unconditional run has no classes: {}", stderr(&o));
+}

@@ -29,7 +29,7 @@ fn judge() -> Judge {
     let _one_at_a_time = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
     let data = gantry::config::DataConfig { dir: Some(common::mnist_dir()), ..Default::default() };
     Judge::load_or_train(
-        &JudgeData::open(&data, None, false).unwrap(),
+        &JudgeData::open(&data, None, gantry::data::Progress::Quiet).unwrap(),
         Some(&cache_dir()),
         &JudgeConfig::default(),
         &mut |line| eprintln!("{line}"),

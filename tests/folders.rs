@@ -182,7 +182,7 @@ fn bad_image_files_are_skipped_and_named_and_bad_folders_refused() {
     assert!(bomb.len() < 1000, "a small file: {} bytes", bomb.len());
     fs::write(dir.join("blue/bomb.png"), &bomb).unwrap();
 
-    let (images, report) = folder::load(&dir, 16, 3, &cache, false).unwrap();
+    let (images, report) = folder::load(&dir, 16, 3, &cache, gantry::data::Progress::Quiet).unwrap();
     assert_eq!((images.count, images.dim()), (9, 16 * 16 * 3));
     assert_eq!(report.classes, ["blue", "green", "red"]);
     assert_eq!(images.labels.as_deref(), Some(&[0, 0, 0, 1, 1, 1, 2, 2, 2][..]));
@@ -202,13 +202,13 @@ fn bad_image_files_are_skipped_and_named_and_bad_folders_refused() {
     let lines = report.lines(16).join("\n");
     assert!(lines.contains("skipped 5 file(s)") && lines.contains("3 size(s)"), "{lines}");
     // Read again: from the cache, the same images.
-    let (again, report) = folder::load(&dir, 16, 3, &cache, false).unwrap();
+    let (again, report) = folder::load(&dir, 16, 3, &cache, gantry::data::Progress::Quiet).unwrap();
     assert!(report.cached);
     assert_eq!((again.bytes, again.labels), (images.bytes.clone(), images.labels.clone()));
     // A changed file is noticed: decoded again, other pixels.
     colour_folder(&tmp.path().join("other"), 3);
     fs::copy(tmp.path().join("other/red/000.png"), dir.join("green/000.png")).unwrap();
-    let (changed, report) = folder::load(&dir, 16, 3, &cache, false).unwrap();
+    let (changed, report) = folder::load(&dir, 16, 3, &cache, gantry::data::Progress::Quiet).unwrap();
     assert!(!report.cached);
     assert_ne!(changed.bytes, images.bytes);
 
@@ -341,7 +341,7 @@ fn a_fifo_device_link_or_truncated_jpeg_in_a_folder_is_skipped_and_named_never_r
     let bytes = fs::read(dir.join("cut.jpg")).unwrap();
     fs::write(dir.join("cut.jpg"), &bytes[..bytes.len() - 2]).unwrap();
 
-    let (images, report) = folder::load(&dir, 16, 3, &cache, false).unwrap();
+    let (images, report) = folder::load(&dir, 16, 3, &cache, gantry::data::Progress::Quiet).unwrap();
     assert_eq!((images.count, images.labels.is_none()), (3, true), "{:?}", report.skipped);
     assert!(report.classes.is_empty(), "a sub-folder beside images does not make classes");
     for (name, why) in [
@@ -366,11 +366,14 @@ fn a_fifo_device_link_or_truncated_jpeg_in_a_folder_is_skipped_and_named_never_r
     let mut damaged = fs::read(&bin).unwrap();
     damaged[7] ^= 0xff;
     fs::write(&bin, damaged).unwrap();
-    let (again, report) = folder::load(&dir, 16, 3, &cache, false).unwrap();
+    let (again, report) = folder::load(&dir, 16, 3, &cache, gantry::data::Progress::Quiet).unwrap();
     assert!(!report.cached && report.cache_note.as_deref().is_some_and(|n| n.contains("damaged")));
     assert!(report.lines(16).iter().any(|l| l.contains("decoded again")));
     assert_eq!(again.bytes, images.bytes);
-    assert!(folder::load(&dir, 16, 3, &cache, false).unwrap().1.cached, "the rebuilt cache is used");
+    assert!(
+        folder::load(&dir, 16, 3, &cache, gantry::data::Progress::Quiet).unwrap().1.cached,
+        "the rebuilt cache is used"
+    );
 }
 
 /// A class folder whose name is not UTF-8 is skipped and named (12 images went silently), and a
@@ -385,7 +388,7 @@ fn a_non_utf8_class_folder_is_named_and_model_classes_must_match_the_folders() {
     colour_folder(&dir, 2);
     let odd = dir.join(std::ffi::OsStr::from_bytes(b"gr\xffy"));
     fs::rename(dir.join("blue"), &odd).unwrap();
-    let (images, report) = folder::load(&dir, 16, 3, &cache, false).unwrap();
+    let (images, report) = folder::load(&dir, 16, 3, &cache, gantry::data::Progress::Quiet).unwrap();
     assert_eq!(report.classes, ["green", "red"]);
     assert_eq!(images.count, 4);
     assert!(

@@ -87,7 +87,9 @@ fn each_judge_ranks_real_before_a_trained_gan_before_an_untrained_one_and_noise(
     // A short training of each judge (the default trains longer); its own cache folder.
     let cfg = JudgeConfig { epochs: 3, min_epoch_steps: 60, ..Default::default() };
     for (folder, task, classes) in [("labelled", JudgeTask::Classes, 10), ("plain", JudgeTask::Rotation, 4)] {
-        let data = JudgeData::open(&grey_folder(&tmp.path().join(folder)), None, false).unwrap();
+        let data =
+            JudgeData::open(&grey_folder(&tmp.path().join(folder)), None, gantry::data::Progress::Quiet)
+                .unwrap();
         assert_eq!((data.shape.task, data.shape.classes), (task, classes), "{folder}");
         let judge = Judge::load_or_train(&data, Some(&cache), &cfg, &mut |_| {}).unwrap();
         assert!(judge.test_accuracy >= 0.85, "{folder}: held-out accuracy {}", judge.test_accuracy);
@@ -135,14 +137,14 @@ fn cifar_batches_judge_their_classes_held_out_by_the_test_batch() {
     fs::write(folder.join("data_batch_1.bin"), batch(40, 0)).unwrap();
     let data =
         DataConfig { dataset: Dataset::Cifar10, dir: Some(tmp.path().to_path_buf()), ..Default::default() };
-    let judged = JudgeData::open(&data, None, false).unwrap();
+    let judged = JudgeData::open(&data, None, gantry::data::Progress::Quiet).unwrap();
     assert_eq!((judged.shape.side, judged.shape.channels, judged.shape.classes), (32, 3, 3));
     // Without test_batch.bin a seeded tenth (at least 10) is held out, and compared with.
     let (train, test) = judged.judge_sets(0).unwrap();
     assert_eq!((train.labels.len(), test.labels.len()), (30, 10));
     assert_eq!(judged.reference(0).unwrap().count, 10);
     fs::write(folder.join("test_batch.bin"), batch(20, 5)).unwrap();
-    let judged = JudgeData::open(&data, None, false).unwrap();
+    let judged = JudgeData::open(&data, None, gantry::data::Progress::Quiet).unwrap();
     let (train, test) = judged.judge_sets(0).unwrap();
     assert_eq!((train.labels.len(), test.labels.len()), (40, 20));
     assert_eq!(judged.reference(0).unwrap().source, folder.join("test_batch.bin"));

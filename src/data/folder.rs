@@ -108,7 +108,7 @@ pub fn load(
     side: usize,
     channels: usize,
     cache_root: &Path,
-    progress: bool,
+    progress: super::Progress,
 ) -> Result<(TrainingImages, FolderReport)> {
     let (entries, classes, mut skipped) = scan(dir)?;
     if entries.is_empty() {
@@ -117,19 +117,7 @@ pub fn load(
     if entries.len() > MAX_IMAGES {
         return Err(Error::bad_data(dir, format!("holds {} images, more than {MAX_IMAGES}", entries.len())));
     }
-    // The decoded set is held in memory (twice, briefly, while it is gathered): refuse one that
-    // cannot fit before anything is decoded.
-    let needed = (entries.len() as u64).saturating_mul((side * side * channels) as u64).saturating_mul(2);
-    if let Some(available) = crate::allocator::available_memory()
-        && needed > available
-    {
-        return Err(Error::TooLarge {
-            what: format!("{} images of {side}x{side}x{channels} from {}", entries.len(), dir.display()),
-            needed: crate::allocator::gib(needed),
-            available: crate::allocator::gib(available),
-            advice: "make data.image_size smaller, or use fewer images".into(),
-        });
-    }
+    check_memory(dir, entries.len(), (side, channels))?;
     let key = content_key(&entries, side, channels)?;
     let cache = cache_root.join("folders");
     let (bin, card_path) = (cache.join(format!("{key}.bin")), cache.join(format!("{key}.json")));
@@ -145,9 +133,62 @@ pub fn load(
         )),
     };
 
+    let (bytes, labels, sizes) = decode_all(&entries, (side, channels), dir, progress, &mut skipped);
+    let plane = side * side;
+    let count = bytes.len() / (plane * channels);
+    if count == 0 {
+        let first = skipped.first().map(|(f, why)| format!(": {f} ({why})")).unwrap_or_default();
+        return Err(Error::bad_data(dir, format!("holds no image that can be read{first}")));
+    }
+    let labelled = !classes.is_empty();
+    let report =
+        FolderReport { classes, skipped, sizes: sizes.into_iter().collect(), cached: false, cache_note };
+    let shape = CacheShape { count, side, channels, labelled };
+    store_cache(&cache, (&bin, &card_path), &bytes, &labels, shape, &report)?;
+    let images = TrainingImages {
+        count,
+        rows: side,
+        cols: side,
+        channels,
+        bytes,
+        source: bin,
+        labels: labelled.then_some(labels),
+    };
+    Ok((images, report))
+}
+
+/// One file decoded ([`decode`]): its planes and its size before resizing, or why it was skipped.
+type Decoded = std::result::Result<(Vec<u8>, (u32, u32)), String>;
+
+/// Refuse a folder whose decoded images cannot fit in memory (held twice, briefly, while they are
+/// gathered), before anything is decoded.
+fn check_memory(dir: &Path, images: usize, (side, channels): (usize, usize)) -> Result<()> {
+    let needed = (images as u64).saturating_mul((side * side * channels) as u64).saturating_mul(2);
+    if let Some(available) = crate::allocator::available_memory()
+        && needed > available
+    {
+        return Err(Error::TooLarge {
+            what: format!("{images} images of {side}x{side}x{channels} from {}", dir.display()),
+            needed: crate::allocator::gib(needed),
+            available: crate::allocator::gib(available),
+            advice: "make data.image_size smaller, or use fewer images".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Decode every entry in parallel (a bar on a terminal): the images' bytes in entry order, their
+/// labels, and their sizes before resizing; an entry that cannot be used is added to `skipped`.
+fn decode_all(
+    entries: &[Entry],
+    (side, channels): (usize, usize),
+    dir: &Path,
+    progress: super::Progress,
+    skipped: &mut Vec<(String, String)>,
+) -> (Vec<u8>, Vec<u8>, BTreeSet<(u32, u32)>) {
     let bar = super::decode_bar(entries.len() as u64, progress, dir);
     let plane = side * side;
-    let decoded: Vec<std::result::Result<(Vec<u8>, (u32, u32)), String>> = entries
+    let decoded: Vec<Decoded> = entries
         .par_iter()
         .map(|e| {
             let out = decode(&e.path, side, channels);
@@ -169,33 +210,37 @@ pub fn load(
             Err(why) => skipped.push((entry.relative.clone(), why)),
         }
     }
-    let count = bytes.len() / (plane * channels);
-    if count == 0 {
-        let first = skipped.first().map(|(f, why)| format!(": {f} ({why})")).unwrap_or_default();
-        return Err(Error::bad_data(dir, format!("holds no image that can be read{first}")));
-    }
-    let labelled = !classes.is_empty();
-    let report =
-        FolderReport { classes, skipped, sizes: sizes.into_iter().collect(), cached: false, cache_note };
-    std::fs::create_dir_all(&cache).at("create", &cache)?;
-    let mut stored = bytes.clone();
-    stored.extend_from_slice(&labels);
-    durable::write_atomic(&bin, &stored)?;
+    (bytes, labels, sizes)
+}
+
+/// What a cache entry holds.
+#[derive(Clone, Copy)]
+struct CacheShape {
+    count: usize,
+    side: usize,
+    channels: usize,
+    labelled: bool,
+}
+
+/// Write a cache entry: the bytes (pixels, then labels) and the card with their SHA-256.
+fn store_cache(
+    cache: &Path,
+    (bin, card_path): (&Path, &Path),
+    bytes: &[u8],
+    labels: &[u8],
+    shape: CacheShape,
+    report: &FolderReport,
+) -> Result<()> {
+    std::fs::create_dir_all(cache).at("create", cache)?;
+    let mut stored = bytes.to_vec();
+    stored.extend_from_slice(labels);
+    durable::write_atomic(bin, &stored)?;
     let sha256 = durable::sha256_hex(&stored);
+    let CacheShape { count, side, channels, labelled } = shape;
     let card =
         CacheCard { version: CACHE_VERSION, count, side, channels, labelled, sha256, report: report.clone() };
     let text = serde_json::to_string_pretty(&card).expect("the card serializes");
-    durable::write_atomic(&card_path, (text + "\n").as_bytes())?;
-    let images = TrainingImages {
-        count,
-        rows: side,
-        cols: side,
-        channels,
-        bytes,
-        source: bin,
-        labels: labelled.then_some(labels),
-    };
-    Ok((images, report))
+    durable::write_atomic(card_path, (text + "\n").as_bytes())
 }
 
 /// Why a folder gave no image to decode: what was found instead, in words.

@@ -194,7 +194,7 @@ pub fn load_training_images(
     data: &DataConfig,
     explicit: Option<&Path>,
     classes: Option<usize>,
-    progress: bool,
+    progress: Progress,
 ) -> Result<TrainingImages> {
     let dataset = data.dataset;
     let mut images = match dataset {
@@ -207,7 +207,7 @@ pub fn load_training_images(
             for line in report.lines(side) {
                 eprintln!("gantry: {}: {line}", dir.display());
             }
-            if progress && !report.cached {
+            if progress == Progress::Shown && !report.cached {
                 eprintln!(
                     "gantry: decoded {} images of {} into {}",
                     images.count,
@@ -300,6 +300,14 @@ pub fn look_at(dir: &Path) -> Found {
     if top == 0 && class_folders == 0 { Found::Nothing } else { Found::Images { top, class_folders } }
 }
 
+/// Whether a long read (decoding a folder) shows a bar and says what it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Progress {
+    #[default]
+    Quiet,
+    Shown,
+}
+
 /// The per-user cache root: `$GANTRY_CACHE_DIR`, else the OS cache folder's `gantry/` (decoded
 /// image folders, the judges).
 pub fn cache_root() -> Option<PathBuf> {
@@ -320,7 +328,7 @@ pub fn required_dir(dataset: Dataset, explicit: Option<&Path>) -> Result<&Path> 
 pub fn load_folder(
     data: &DataConfig,
     dir: &Path,
-    progress: bool,
+    progress: Progress,
 ) -> Result<(TrainingImages, folder::FolderReport)> {
     let (side, channels) = data.shape();
     let root = cache_root().ok_or_else(|| {
@@ -330,9 +338,9 @@ pub fn load_folder(
 }
 
 /// A progress bar for decoding `n` images of `dir` (drawn on a terminal only).
-pub(crate) fn decode_bar(n: u64, progress: bool, dir: &Path) -> indicatif::ProgressBar {
+pub(crate) fn decode_bar(n: u64, progress: Progress, dir: &Path) -> indicatif::ProgressBar {
     use std::io::IsTerminal;
-    let visible = progress && std::io::stderr().is_terminal();
+    let visible = progress == Progress::Shown && std::io::stderr().is_terminal();
     let target = if visible {
         indicatif::ProgressDrawTarget::stderr_with_hz(4)
     } else {

@@ -52,12 +52,58 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
     }
     let started = std::time::Instant::now();
     let runs = req.runs.iter().map(RunDir::open).collect::<Result<Vec<_>>>()?;
+    let (data, generators) = open_generators(req, &runs)?;
+    let (side, channels) = data.shape();
+    let shape = ImageShape { side, channels };
+    let outside = load_outside(&req.samples, shape)?;
+    let json_path = json_path(req, &runs)?;
+    let (judge_data, judge) = load_judge(&data)?;
+    let judge_seed = JudgeConfig::default().seed;
+    let test = judge_data.reference(judge_seed)?;
+    let real = judge.judge(&test.all_floats())?;
+    let settings = EvalSettings { seed: req.seed, ..Default::default() };
+
+    let mut reports = Vec::new();
+    for (source, g) in &generators {
+        let mut fake = Judgement::empty();
+        g.generate_slices(req.n, req.seed, None, &mut |images| {
+            fake.append(judge.judge(images)?);
+            Ok(())
+        })?;
+        let mut report = super::compare(&judge, source, &fake, &real, &settings)?;
+        if let Some(asked) = g.judged_classes(req.n)? {
+            // A conditional generator drew every class: its class accuracy, and each class's FID
+            // against the test images of that class (a self-conditioned one's classes are its
+            // clusters, not the judge's: none).
+            super::add_class_scores(&mut report, &fake, &asked, &real, test.labels.as_deref())?;
+        }
+        reports.push(report);
+    }
+    for (source, images) in &outside {
+        reports.push(super::evaluate(&judge, source, images, &real, &settings)?);
+    }
+    print!("{}", super::format_table(&reports));
+    eprintln!("gantry: judged in {:.1} s", started.elapsed().as_secs_f64());
+    if let Some(path) = json_path {
+        let text = serde_json::to_string_pretty(&reports).expect("reports serialize");
+        crate::durable::write_atomic(&path, (text + "\n").as_bytes())?;
+        eprintln!("gantry: wrote {}", path.display());
+    }
+    Ok(reports)
+}
+
+/// The runs' generators, verified and loaded, and the data they were trained on (all the same;
+/// without runs, the flags'), with the folder to find it in: `--data`, else a run's own.
+fn open_generators(
+    req: &EvalRequest,
+    runs: &[RunDir],
+) -> Result<(DataConfig, Vec<(String, LoadedGenerator)>)> {
     // The data the runs were trained on (all the same), else the flags'.
     let mut data: Option<(DataConfig, PathBuf)> = None;
     // Without --data, the data folder a run was trained from (when it is still there).
     let mut data_dir = req.data.clone();
     let mut generators = Vec::new();
-    for run in &runs {
+    for run in runs {
         let config = Config::from_file(&run.config())?;
         let d = config.data.dataset;
         if data_dir.is_none() {
@@ -102,9 +148,7 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
         None => DataConfig { dataset: req.dataset.unwrap_or(Dataset::Mnist), ..Default::default() },
     };
     data.dir = data_dir;
-    let dataset = data.dataset;
     let (side, channels) = data.shape();
-    let shape = ImageShape { side, channels };
     for (_, g) in &generators {
         if (g.rows, g.cols, g.channels) != (side, side, channels) {
             return Err(Error::bad_data(
@@ -116,8 +160,13 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
             ));
         }
     }
+    Ok((data, generators))
+}
+
+/// Other tools' samples, each read and checked before the judge is loaded.
+fn load_outside(paths: &[PathBuf], shape: ImageShape) -> Result<Vec<(String, Vec<f32>)>> {
     let mut outside = Vec::new();
-    for path in &req.samples {
+    for path in paths {
         let loaded = samples::load(path, shape)?;
         if !loaded.skipped.is_empty() {
             eprintln!(
@@ -129,7 +178,13 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
         }
         outside.push((path.display().to_string(), loaded.values));
     }
-    let json_path = match (&req.json, runs.as_slice(), req.samples.is_empty()) {
+    Ok(outside)
+}
+
+/// Where the reports go as JSON (`--json`, else RUN/eval.json for one run judged alone), checked
+/// before any work: never a folder, never a run's own file, an existing file only with --force.
+fn json_path(req: &EvalRequest, runs: &[RunDir]) -> Result<Option<PathBuf>> {
+    let json_path = match (&req.json, runs, req.samples.is_empty()) {
         (Some(path), _, _) => Some(path.clone()),
         (None, [run], true) => Some(match req.checkpoint {
             Some(step) => run.root().join(format!("eval-{}.json", crate::checkpoint::folder_name(step))),
@@ -145,7 +200,14 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
         crate::run_dir::check_output(path, crate::run_dir::OwnOutput::EvalReport, existing, "--json")?;
     }
 
-    let judge_data = JudgeData::open(&data, None, true)?;
+    Ok(json_path)
+}
+
+/// The judge of `data`'s images (trained and cached the first time), said with its accuracy;
+/// refused where no judge fits these images.
+fn load_judge(data: &DataConfig) -> Result<(JudgeData, Judge)> {
+    let dataset = data.dataset;
+    let judge_data = JudgeData::open(data, None, crate::data::Progress::Shown)?;
     if let Some(why) = judge_data.unsupported() {
         return Err(Error::usage("eval", format!("no judge for these images: {why}")));
     }
@@ -170,36 +232,5 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
             100.0 * required
         );
     }
-    let judge_seed = JudgeConfig::default().seed;
-    let test = judge_data.reference(judge_seed)?;
-    let real = judge.judge(&test.all_floats())?;
-    let settings = EvalSettings { seed: req.seed, ..Default::default() };
-
-    let mut reports = Vec::new();
-    for (source, g) in &generators {
-        let mut fake = Judgement::empty();
-        g.generate_slices(req.n, req.seed, None, &mut |images| {
-            fake.append(judge.judge(images)?);
-            Ok(())
-        })?;
-        let mut report = super::compare(&judge, source, &fake, &real, &settings)?;
-        if let Some(asked) = g.judged_classes(req.n)? {
-            // A conditional generator drew every class: its class accuracy, and each class's FID
-            // against the test images of that class (a self-conditioned one's classes are its
-            // clusters, not the judge's: none).
-            super::add_class_scores(&mut report, &fake, &asked, &real, test.labels.as_deref())?;
-        }
-        reports.push(report);
-    }
-    for (source, images) in &outside {
-        reports.push(super::evaluate(&judge, source, images, &real, &settings)?);
-    }
-    print!("{}", super::format_table(&reports));
-    eprintln!("gantry: judged in {:.1} s", started.elapsed().as_secs_f64());
-    if let Some(path) = json_path {
-        let text = serde_json::to_string_pretty(&reports).expect("reports serialize");
-        crate::durable::write_atomic(&path, (text + "\n").as_bytes())?;
-        eprintln!("gantry: wrote {}", path.display());
-    }
-    Ok(reports)
+    Ok((judge_data, judge))
 }

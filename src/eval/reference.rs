@@ -86,7 +86,7 @@ pub fn task_for(labels: Option<&[u8]>) -> (JudgeTask, usize) {
 impl JudgeData {
     /// Locate (and read, where it is not MNIST's format) the images `data` names, from `explicit`
     /// when given. `progress`: say what a folder's decoding did.
-    pub fn open(data: &DataConfig, explicit: Option<&Path>, progress: bool) -> Result<Self> {
+    pub fn open(data: &DataConfig, explicit: Option<&Path>, progress: data::Progress) -> Result<Self> {
         let dataset = data.dataset;
         let explicit = explicit.or(data.dir.as_deref());
         if dataset.is_idx() {

@@ -38,7 +38,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ModelConfig, ModelKind};
+use crate::config::{Kernels, ModelConfig, ModelKind};
 
 use crate::kernels::batch_norm::batch_norm;
 use crate::kernels::conv;
@@ -393,16 +393,16 @@ impl Discriminator {
 
     /// D's scores of images [batch, pixels] with their one-hot class labels [batch, classes]
     /// (given exactly when D is conditional) -> logits [batch, 1]. `dropout`: a dcgan's masks
-    /// (see `dcgan_features`); `fused`: with gantry's kernels, else burn's own
+    /// (see `dcgan_features`); `kernels`: gantry's fused ones, or burn's own
     /// modules and activations only (the same values).
     pub fn score(
         &self,
         x: Tensor<2>,
         labels: Option<&Tensor<2>>,
         dropout: Option<&[Tensor<4>]>,
-        fused: bool,
+        kernels: Kernels,
     ) -> Tensor<2> {
-        self.score_and_classes(x, labels, dropout, fused, None).0
+        self.score_and_classes(x, labels, dropout, kernels, None).0
     }
 
     /// [`Discriminator::score`] (spectrally normalized with `spectral`'s vectors when given) and,
@@ -413,11 +413,11 @@ impl Discriminator {
         x: Tensor<2>,
         labels: Option<&Tensor<2>>,
         dropout: Option<&[Tensor<4>]>,
-        fused: bool,
+        kernels: Kernels,
         spectral: Option<&[SpectralState]>,
     ) -> (Tensor<2>, Option<Tensor<2>>) {
         let sigmas = spectral.map(|states| self.sigmas(states));
-        self.score_with(x, labels, dropout, fused, sigmas.as_deref())
+        self.score_with(x, labels, dropout, kernels, sigmas.as_deref())
     }
 
     /// [`Discriminator::score`] with every layer spectrally normalized (`model.d_spectral_norm`):
@@ -429,10 +429,10 @@ impl Discriminator {
         x: Tensor<2>,
         labels: Option<&Tensor<2>>,
         dropout: Option<&[Tensor<4>]>,
-        fused: bool,
+        kernels: Kernels,
         states: &[SpectralState],
     ) -> Tensor<2> {
-        self.score_and_classes(x, labels, dropout, fused, Some(states)).0
+        self.score_and_classes(x, labels, dropout, kernels, Some(states)).0
     }
 
     /// Each layer's σ = vᵀ M u from its spectral state, with M's graph (u and v carry no
@@ -455,9 +455,10 @@ impl Discriminator {
         x: Tensor<2>,
         labels: Option<&Tensor<2>>,
         dropout: Option<&[Tensor<4>]>,
-        fused: bool,
+        kernels: Kernels,
         sigmas: Option<&[Tensor<2>]>,
     ) -> (Tensor<2>, Option<Tensor<2>>) {
+        let fused = kernels == Kernels::Fused;
         let sigma = |k: usize| sigmas.map(|s| s[k].clone());
         let dense_sn = |x: Tensor<2>, linear: &Linear, sigma: Tensor<2>| {
             let y = x.matmul(linear.weight.val()) / sigma;
@@ -470,7 +471,7 @@ impl Discriminator {
         let concat = labels.filter(|_| self.embed.is_none() && self.aux.is_none());
         let convs = self.convs.len();
         let features = if self.is_dcgan() {
-            self.dcgan_features(x, concat, dropout, fused, sigmas.map(|s| &s[..convs]))
+            self.dcgan_features(x, concat, dropout, kernels, sigmas.map(|s| &s[..convs]))
         } else {
             let mut x = match concat {
                 Some(y) => Tensor::cat(vec![x, y.clone()], 1),
@@ -520,7 +521,7 @@ impl Discriminator {
     /// convolution's LeakyReLU the output is multiplied by the matching mask of `dropout`
     /// ([batch, c, s, s], values 0 and 1 / (1 - rate)), when given; with `model.d_batch_norm`
     /// every convolution but the first is followed by its BatchNorm, before the LeakyReLU.
-    /// `fused`: leaky ReLU from gantry's kernel (the same values in fewer passes) and gantry's
+    /// `kernels` = fused: leaky ReLU from gantry's kernel (the same values in fewer passes) and gantry's
     /// convolutions (the same function, summed in another order). `sigmas`: each convolution's σ
     /// when D is spectrally normalized (its weight is divided by it).
     fn dcgan_features(
@@ -528,9 +529,10 @@ impl Discriminator {
         x: Tensor<2>,
         concat: Option<&Tensor<2>>,
         dropout: Option<&[Tensor<4>]>,
-        fused: bool,
+        kernels: Kernels,
         sigmas: Option<&[Tensor<2>]>,
     ) -> Tensor<2> {
+        let fused = kernels == Kernels::Fused;
         let (b, s) = (x.dims()[0], self.side);
         // Grey or RGB: the values per image say which.
         let channels = x.dims()[1] / (s * s);
@@ -570,12 +572,12 @@ impl Discriminator {
 
     /// An unconditional D: images [batch, pixels] -> logits [batch, 1].
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.score(x, None, None, true)
+        self.score(x, None, None, Kernels::Fused)
     }
 
     /// [`Discriminator::forward`] with burn's own modules and activations only.
     pub fn forward_reference(&self, x: Tensor<2>) -> Tensor<2> {
-        self.score(x, None, None, false)
+        self.score(x, None, None, Kernels::Reference)
     }
 
     /// The (d_in, d_out) of each layer's matrix, as spectral norm sees them (see
@@ -837,7 +839,10 @@ mod tests {
         let y =
             Tensor::<2>::from_data(TensorData::new(vec![0.0f32, 1.0, 0.0, 0.0, 0.0, 1.0], [2, 3]), &device);
         let scores = |d: &Discriminator| -> Vec<f32> {
-            d.score_spectral(x.clone(), Some(&y), None, true, &states).into_data().try_into_vec().unwrap()
+            d.score_spectral(x.clone(), Some(&y), None, Kernels::Fused, &states)
+                .into_data()
+                .try_into_vec()
+                .unwrap()
         };
         let before = scores(&d);
         let after = scores(&d.clone().map(&mut ScaleWeights(3.0)));
@@ -846,7 +851,7 @@ mod tests {
         }
         // Without the normalization the same scaling does change them.
         let plain = |d: &Discriminator| -> Vec<f32> {
-            d.score(x.clone(), Some(&y), None, true).into_data().try_into_vec().unwrap()
+            d.score(x.clone(), Some(&y), None, Kernels::Fused).into_data().try_into_vec().unwrap()
         };
         let scaled = plain(&d.clone().map(&mut ScaleWeights(3.0)));
         assert!(plain(&d).iter().zip(&scaled).any(|(a, b)| (a - b).abs() > 1e-3));
@@ -877,7 +882,7 @@ mod tests {
         // x = (1, 1, 1): hidden = leaky(x W / 3) = (1, 2/3, 1/3); out = hidden · (0, 4, 0) / 4.
         let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32; 3], [1, 3]), &device);
         let out: Vec<f32> =
-            d.score_spectral(x, None, None, false, &states).into_data().try_into_vec().unwrap();
+            d.score_spectral(x, None, None, Kernels::Reference, &states).into_data().try_into_vec().unwrap();
         assert!((out[0] - 2.0 / 3.0).abs() < 1e-4, "{out:?}");
     }
 
@@ -924,7 +929,7 @@ mod tests {
         // Dropout masks multiply after each convolution: all-zero masks leave only D's bias.
         let zeros = [[3, 64, 14, 14], [3, 128, 7, 7]].map(|s| Tensor::<4>::zeros(s, &device));
         let dropped: Vec<f32> =
-            d.score(x.clone(), None, Some(&zeros), true).into_data().try_into_vec().unwrap();
+            d.score(x.clone(), None, Some(&zeros), Kernels::Fused).into_data().try_into_vec().unwrap();
         // The fused kernels compute burn's function: the same values but for rounding (gantry's
         // convolutions sum in another order than burn's).
         let z: Vec<f32> = (0..3 * 100).map(|i| (i as f32 * 0.11).cos()).collect();
@@ -980,8 +985,8 @@ mod tests {
         }
         let phi = values(features);
         let e: Vec<f32> = embed.weight.val().into_data().try_into_vec().unwrap();
-        let unconditional = values(d.score(x.clone(), None, None, false));
-        let scored = values(d.score(x.clone(), Some(&y), None, false));
+        let unconditional = values(d.score(x.clone(), None, None, Kernels::Reference));
+        let scored = values(d.score(x.clone(), Some(&y), None, Kernels::Reference));
         for (i, &label) in labels.iter().enumerate() {
             let row = &e[label as usize * 5..(label as usize + 1) * 5];
             let inner: f32 = phi[i * 5..(i + 1) * 5].iter().zip(row).map(|(a, b)| a * b).sum();
@@ -990,7 +995,7 @@ mod tests {
                 "{scored:?} {unconditional:?} {inner}"
             );
         }
-        assert_eq!(values(d.score(x.clone(), Some(&y), None, true)), scored, "fused == reference");
+        assert_eq!(values(d.score(x.clone(), Some(&y), None, Kernels::Fused)), scored, "fused == reference");
 
         // concat: D's input is the image and the one-hot label; a dcgan's, one map per class.
         let concat = ModelConfig { conditional: Conditioning::Concat, ..cfg.clone() };
@@ -1013,9 +1018,9 @@ mod tests {
         let g = Generator::new(&conv, 784, &mut rng, &device);
         assert_eq!(g.num_params() + d.num_params(), cfg_count(&conv, 784));
         let images = Tensor::<2>::zeros([2, 784], &device);
-        let a = values(d.score(images.clone(), Some(&y), None, true));
+        let a = values(d.score(images.clone(), Some(&y), None, Kernels::Fused));
         let y2 = Tensor::<2>::from_data(TensorData::new(one_hot(&other, 3), [2, 3]), &device);
-        assert_ne!(a, values(d.score(images, Some(&y2), None, true)), "D ignores the class maps");
+        assert_ne!(a, values(d.score(images, Some(&y2), None, Kernels::Fused)), "D ignores the class maps");
     }
 
     /// Odena et al.'s AC-GAN: D sees the image alone (its logit ignores the labels) and its
@@ -1047,10 +1052,10 @@ mod tests {
         let x: Vec<f32> = (0..2 * 12).map(|i| (i as f32 * 0.3).sin()).collect();
         let x = Tensor::<2>::from_data(TensorData::new(x, [2, 12]), &device);
         let y = Tensor::<2>::from_data(TensorData::new(one_hot(&[2, 0], 3), [2, 3]), &device);
-        let (logits, classes) = d.score_and_classes(x.clone(), Some(&y), None, false, None);
+        let (logits, classes) = d.score_and_classes(x.clone(), Some(&y), None, Kernels::Reference, None);
         assert_eq!(
             values(logits.clone()),
-            values(d.score(x.clone(), None, None, false)),
+            values(d.score(x.clone(), None, None, Kernels::Reference)),
             "the labels are not read"
         );
         let mut features = x.clone();
@@ -1060,19 +1065,21 @@ mod tests {
         let classes = classes.expect("an acgan D's class logits");
         assert_eq!(classes.dims(), [2, 3]);
         assert_eq!(values(classes.clone()), values(aux.forward(features)));
-        let (_, fused) = d.score_and_classes(x.clone(), Some(&y), None, true, None);
+        let (_, fused) = d.score_and_classes(x.clone(), Some(&y), None, Kernels::Fused, None);
         let close = |a: Vec<f32>, b: Vec<f32>| a.iter().zip(&b).all(|(u, v)| (u - v).abs() <= 1e-5);
         assert!(close(values(fused.unwrap()), values(classes.clone())), "fused == reference");
         // Spectral norm normalizes the head too: one more matrix, [features, classes].
         let states = d.spectral_start(&mut rng);
         assert_eq!(d.layer_shapes().last(), Some(&(5, 3)));
-        let (_, normalized) = d.score_and_classes(x, Some(&y), None, false, Some(&states));
+        let (_, normalized) = d.score_and_classes(x, Some(&y), None, Kernels::Reference, Some(&states));
         assert!(!close(values(normalized.unwrap()), values(classes)), "σ divides the head's weight");
         // A projection D has no head.
         let projection = ModelConfig { conditional: Conditioning::Projection, ..cfg.clone() };
         let d = Discriminator::new(&projection, 12, &mut rng, &device);
         let x = Tensor::<2>::zeros([2, 12], &device);
-        assert!(d.aux.is_none() && d.score_and_classes(x, Some(&y), None, false, None).1.is_none());
+        assert!(
+            d.aux.is_none() && d.score_and_classes(x, Some(&y), None, Kernels::Reference, None).1.is_none()
+        );
         // A dcgan D: the head on the last convolution's features.
         let conv =
             ModelConfig { kind: ModelKind::Dcgan, g_channels: vec![4, 2], d_channels: vec![3, 2], ..cfg };

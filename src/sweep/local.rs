@@ -168,6 +168,79 @@ fn has_entries_besides_the_lock(folder: &Path) -> Result<bool> {
     Ok(false)
 }
 
+/// Start the job of run `index` (named `name`): `gantry sweep run SPEC --task I`, its output
+/// appended to its log, dying with this process.
+fn spawn_task(
+    sweep: &Path,
+    name: &str,
+    index: usize,
+    exe: &Path,
+    (threads, data): (usize, Option<&Path>),
+) -> Result<Child> {
+    let log_path = sweep.join(LOGS).join(format!("{name}.log"));
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).at("open", &log_path)?;
+    let err = log.try_clone().at("open", &log_path)?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["sweep", "run"])
+        .arg(sweep.join(SPEC_FILE))
+        .arg("--out")
+        .arg(sweep)
+        .args(["--task", &index.to_string(), "--threads", &threads.to_string()])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err);
+    if let Some(d) = data {
+        cmd.arg("--data").arg(d);
+    }
+    die_with_parent(&mut cmd);
+    cmd.spawn().map_err(|e| Error::io("start", exe, e))
+}
+
+/// Collect the jobs that ended and record what each ending means ([`after_exit`]); whether any
+/// record changed.
+fn reap(
+    jobs: &mut Vec<Job>,
+    state: &mut SweepState,
+    restarts: &mut BTreeMap<usize, usize>,
+    (stopping, sweep, reporter): (bool, &Path, &Reporter),
+) -> Result<bool> {
+    let mut changed = false;
+    let mut i = 0;
+    while i < jobs.len() {
+        let status = jobs[i].child.try_wait().map_err(|e| Error::io("wait for", "a sweep job", e))?;
+        let Some(status) = status else {
+            i += 1;
+            continue;
+        };
+        let job = jobs.swap_remove(i);
+        let record = &mut state.runs[job.index];
+        let name = record.name.clone();
+        let restarts = restarts.entry(job.index).or_insert(0);
+        let phase = if stopping { Phase::Stopping } else { Phase::Running };
+        let next = after_exit(status.code(), phase, *restarts);
+        match next {
+            Status::Finished => reporter.line(&format!("finished {name}")),
+            Status::Stopped if !stopping => {
+                *restarts += 1;
+                reporter.line(&format!("the job of {name} was stopped from outside; resuming it"));
+            }
+            Status::Failed => {
+                let log = sweep.join(LOGS).join(format!("{name}.log"));
+                eprintln!(
+                    "gantry: sweep run {name} failed (exit {}); its output: {}",
+                    status.code().map_or("by signal".into(), |c| c.to_string()),
+                    log.display()
+                );
+            }
+            _ => {}
+        }
+        record.status = next;
+        record.exit_code = if next == Status::Failed { status.code() } else { None };
+        changed = true;
+    }
+    Ok(changed)
+}
+
 /// Threads each of `jobs` simultaneous runs gets on a machine with `cores`.
 pub fn threads_per_job(cores: usize, jobs: usize) -> usize {
     (cores / jobs.max(1)).max(1)
@@ -234,27 +307,7 @@ pub fn run(plan: &Plan, sweep: &Path, mut state: SweepState, options: &LocalOpti
             let starting = to_start(&state.runs, options.jobs.saturating_sub(jobs.len()));
             for &index in &starting {
                 let run = &plan.runs[index];
-                let log_path = sweep.join(LOGS).join(format!("{}.log", run.name));
-                let log = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&log_path)
-                    .at("open", &log_path)?;
-                let err = log.try_clone().at("open", &log_path)?;
-                let mut cmd = Command::new(&exe);
-                cmd.args(["sweep", "run"])
-                    .arg(sweep.join(SPEC_FILE))
-                    .arg("--out")
-                    .arg(sweep)
-                    .args(["--task", &index.to_string(), "--threads", &threads.to_string()])
-                    .stdin(Stdio::null())
-                    .stdout(log)
-                    .stderr(err);
-                if let Some(d) = &options.data {
-                    cmd.arg("--data").arg(d);
-                }
-                die_with_parent(&mut cmd);
-                let child = cmd.spawn().map_err(|e| Error::io("start", &exe, e))?;
+                let child = spawn_task(sweep, &run.name, index, &exe, (threads, options.data.as_deref()))?;
                 state.runs[index].status = Status::Running;
                 state.runs[index].exit_code = None;
                 reporter.line(&format!("started {}", run.name));
@@ -268,39 +321,7 @@ pub fn run(plan: &Plan, sweep: &Path, mut state: SweepState, options: &LocalOpti
             break;
         }
         std::thread::sleep(Duration::from_millis(250));
-        let mut changed = false;
-        let mut i = 0;
-        while i < jobs.len() {
-            let status = jobs[i].child.try_wait().map_err(|e| Error::io("wait for", &exe, e))?;
-            let Some(status) = status else {
-                i += 1;
-                continue;
-            };
-            let job = jobs.swap_remove(i);
-            let record = &mut state.runs[job.index];
-            let name = record.name.clone();
-            let restarts = restarts.entry(job.index).or_insert(0);
-            let next = after_exit(status.code(), stopping, *restarts);
-            match next {
-                Status::Finished => reporter.line(&format!("finished {name}")),
-                Status::Stopped if !stopping => {
-                    *restarts += 1;
-                    reporter.line(&format!("the job of {name} was stopped from outside; resuming it"));
-                }
-                Status::Failed => {
-                    let log = sweep.join(LOGS).join(format!("{name}.log"));
-                    eprintln!(
-                        "gantry: sweep run {name} failed (exit {}); its output: {}",
-                        status.code().map_or("by signal".into(), |c| c.to_string()),
-                        log.display()
-                    );
-                }
-                _ => {}
-            }
-            record.status = next;
-            record.exit_code = if next == Status::Failed { status.code() } else { None };
-            changed = true;
-        }
+        let changed = reap(&mut jobs, &mut state, &mut restarts, (stopping, sweep, &reporter))?;
         if changed {
             state.write(sweep)?;
         }
@@ -350,10 +371,18 @@ fn lines_written(metrics_csv: &Path) -> usize {
 /// Most times one sweep command restarts a run whose job was killed from outside.
 pub const MAX_RESTARTS: usize = 3;
 
+/// Whether the sweep itself is stopping (it got a signal and sent its jobs one) as a job ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    Stopping,
+}
+
 /// A run's status after its job exited with `code` (None: killed by a signal). A job stopped
 /// by a signal the sweep did not send is resumed, at most [`MAX_RESTARTS`] times; other
 /// failures wait for the next `gantry sweep`.
-pub fn after_exit(code: Option<i32>, stopping: bool, restarts: usize) -> Status {
+pub fn after_exit(code: Option<i32>, phase: Phase, restarts: usize) -> Status {
+    let stopping = phase == Phase::Stopping;
     let signalled =
         matches!(code, None | Some(crate::error::EXIT_STOPPED) | Some(crate::error::EXIT_ABORTED));
     match code {
@@ -482,13 +511,13 @@ mod tests {
 
     #[test]
     fn a_job_killed_from_outside_is_resumed_a_few_times_then_left_failed() {
-        assert_eq!(after_exit(Some(0), false, 0), Status::Finished);
-        assert_eq!(after_exit(None, false, 0), Status::Stopped);
-        assert_eq!(after_exit(Some(130), false, MAX_RESTARTS - 1), Status::Stopped);
-        assert_eq!(after_exit(None, false, MAX_RESTARTS), Status::Failed);
-        assert_eq!(after_exit(Some(130), true, 99), Status::Stopped, "the sweep's own stop");
-        assert_eq!(after_exit(Some(2), false, 0), Status::Failed);
-        assert_eq!(after_exit(Some(1), true, 0), Status::Failed);
+        assert_eq!(after_exit(Some(0), Phase::Running, 0), Status::Finished);
+        assert_eq!(after_exit(None, Phase::Running, 0), Status::Stopped);
+        assert_eq!(after_exit(Some(130), Phase::Running, MAX_RESTARTS - 1), Status::Stopped);
+        assert_eq!(after_exit(None, Phase::Running, MAX_RESTARTS), Status::Failed);
+        assert_eq!(after_exit(Some(130), Phase::Stopping, 99), Status::Stopped, "the sweep's own stop");
+        assert_eq!(after_exit(Some(2), Phase::Running, 0), Status::Failed);
+        assert_eq!(after_exit(Some(1), Phase::Stopping, 0), Status::Failed);
     }
 
     #[test]

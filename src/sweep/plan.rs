@@ -184,7 +184,35 @@ pub fn plan(text: &str, stem: &str, base_dir: &Path) -> std::result::Result<Plan
     }
     check_config(&base, "[base]")?;
 
-    // The axes: each a non-empty list of values, each value valid on the base alone.
+    let axes = read_axes(&spec, &base)?;
+    // Counted before anything is built: three axes of 1,000 values are a billion runs.
+    let total = count_runs(&axes, spec.combine, seeds.len());
+    if total > MAX_RUNS as u128 {
+        return Err(format!("plans {total} runs; a sweep holds at most {MAX_RUNS}").into());
+    }
+    let total = total as usize;
+    let combinations = combinations(&axes, spec.combine);
+    let runs = build_runs(&base, &combinations, &seeds, total)?;
+    if let Some(toml::Value::Table(train)) = base.get_mut("train") {
+        train.remove("seed");
+    }
+    Ok(Plan {
+        name,
+        axes: axes.iter().map(|(k, _)| k.clone()).collect(),
+        combine: spec.combine,
+        seeds,
+        runs,
+        base,
+        axis_values: axes,
+    })
+}
+
+/// The spec's axes: each a non-empty list of values (train.seed is `seeds`' alone), each value
+/// valid on the base alone; zipped axes of equal length.
+fn read_axes(
+    spec: &SpecFile,
+    base: &toml::Table,
+) -> std::result::Result<Vec<(String, Vec<toml::Value>)>, SpecError> {
     let mut axes: Vec<(String, Vec<toml::Value>)> = Vec::new();
     for (key, value) in flatten(&spec.axes) {
         if key == "train.seed" {
@@ -217,17 +245,21 @@ pub fn plan(text: &str, stem: &str, base_dir: &Path) -> std::result::Result<Plan
         .into());
     }
 
-    // Counted before anything is built: three axes of 1,000 values are a billion runs.
-    let total = count_runs(&axes, spec.combine, seeds.len());
-    if total > MAX_RUNS as u128 {
-        return Err(format!("plans {total} runs; a sweep holds at most {MAX_RUNS}").into());
-    }
-    let total = total as usize;
-    let combinations = combinations(&axes, spec.combine);
+    Ok(axes)
+}
+
+/// Every run of the combinations, each with every seed, validated and named (two runs may not
+/// share a folder name).
+fn build_runs(
+    base: &toml::Table,
+    combinations: &[Vec<(String, toml::Value)>],
+    seeds: &[u64],
+    total: usize,
+) -> std::result::Result<Vec<PlannedRun>, SpecError> {
     let mut runs = Vec::with_capacity(total);
     let mut names = BTreeSet::new();
-    for combination in &combinations {
-        for &seed in &seeds {
+    for combination in combinations {
+        for &seed in seeds {
             let mut table = base.clone();
             let mut values = Vec::new();
             for (key, value) in combination {
@@ -245,18 +277,7 @@ pub fn plan(text: &str, stem: &str, base_dir: &Path) -> std::result::Result<Plan
             runs.push(PlannedRun { index: runs.len(), name, values, seed, config });
         }
     }
-    if let Some(toml::Value::Table(train)) = base.get_mut("train") {
-        train.remove("seed");
-    }
-    Ok(Plan {
-        name,
-        axes: axes.iter().map(|(k, _)| k.clone()).collect(),
-        combine: spec.combine,
-        seeds,
-        runs,
-        base,
-        axis_values: axes,
-    })
+    Ok(runs)
 }
 
 /// Longest sweep name: it names a folder (`sweeps/<name>`), and file names stop at 255 bytes.

@@ -19,7 +19,7 @@ use crate::export;
 use crate::kernels::adam::FusedAdam;
 use crate::metrics::IterationRecord;
 use crate::model::{Discriminator, Generator, SpectralState};
-use crate::objective::Loss;
+use crate::objective::{Loss, Side};
 use crate::rng::{self, Streams};
 use crate::run_dir::RunDir;
 
@@ -33,14 +33,14 @@ pub(crate) struct Networks {
 /// One pass of D over a batch, as the step leaves it on the device: the batch's loss term [1]
 /// and D's scores [b, 1], without their graphs.
 pub(crate) struct PassTerms {
-    real: bool,
+    side: Side,
     loss: Tensor<1>,
     scores: Tensor<2>,
 }
 
 impl PassTerms {
-    fn new(real: bool, loss: &Tensor<1>, scores: &Tensor<2>) -> Self {
-        Self { real, loss: loss.clone().inner(), scores: scores.clone().inner() }
+    fn new(side: Side, loss: &Tensor<1>, scores: &Tensor<2>) -> Self {
+        Self { side, loss: loss.clone().inner(), scores: scores.clone().inner() }
     }
 }
 
@@ -48,6 +48,8 @@ impl PassTerms {
 /// (`Read`); the reference step leaves them on the training device (`OnDevice`), so that a GPU
 /// never waits for the host within an iteration: [`Gan::read_records`] reads the records of many
 /// iterations in one transfer (the training loop, once per flush interval).
+// A read record is the smaller variant, and the one a GPU run keeps few of: not worth a box.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum StepRecord {
     Read(IterationRecord),
     OnDevice {
@@ -204,8 +206,8 @@ impl Gan {
                     let (mut on_real, mut on_fake) = ([0f32; 3], [0f32; 3]);
                     for pass in &passes {
                         let term = take(1)[0];
-                        let (acc, out) = loss.batch_stats(take(pass.scores.dims()[0]), pass.real, label);
-                        let sums = if pass.real { &mut on_real } else { &mut on_fake };
+                        let (acc, out) = loss.batch_stats(take(pass.scores.dims()[0]), pass.side, label);
+                        let sums = if pass.side == Side::Real { &mut on_real } else { &mut on_fake };
                         for (sum, v) in sums.iter_mut().zip([term, acc, out]) {
                             *sum += v;
                         }
@@ -390,8 +392,7 @@ impl Gan {
         dropout: &[Tensor<4>],
     ) -> (Tensor<2>, Option<Tensor<2>>) {
         let x = augment::apply(batch.x, &self.recipe.augment, self.shape, augment);
-        let fused = self.recipe.kernels == Kernels::Fused;
-        d.score_and_classes(x, batch.y.as_ref(), Some(dropout), fused, self.spectral.as_deref())
+        d.score_and_classes(x, batch.y.as_ref(), Some(dropout), self.recipe.kernels, self.spectral.as_deref())
     }
 
     /// One D step on a real and a fake batch: one update on their summed losses
@@ -433,14 +434,15 @@ impl Gan {
         }
         let mut total: Option<Tensor<1>> = None;
         let mut passes = Vec::with_capacity(2);
-        for (x, is_real) in [(real, true), (fake, false)] {
+        for (x, side) in [(real, Side::Real), (fake, Side::Fake)] {
             let Some(x) = x else { continue };
+            let is_real = side == Side::Real;
             let given = if is_real { None } else { fake_masks.take() };
             let masks = given.unwrap_or_else(|| self.dropout_masks(&mut streams.dropout));
             let asked = x.y.clone();
             let (scores, classes) = self.d_forward(&d, x, &mut streams.augment, &masks); // [b, 1]
             let term = if is_real { loss.d_real(scores.clone(), label) } else { loss.d_fake(scores.clone()) };
-            passes.push(PassTerms::new(is_real, &term, &scores));
+            passes.push(PassTerms::new(side, &term, &scores));
             let term = with_class_term(term, classes, asked.as_ref(), self.recipe.aux_weight);
             total = Some(match total {
                 Some(t) => t + term,
@@ -747,7 +749,8 @@ fn d_update(
     let loss_value = scalar(&loss);
     let grads = GradientsParams::from_grads(loss.backward(), &d);
     let d = optimizer.step(lr, d, grads);
-    let (accuracy, mean_out) = Loss::Ns.batch_stats(&values, real, 1.0);
+    let side = if real { Side::Real } else { Side::Fake };
+    let (accuracy, mean_out) = Loss::Ns.batch_stats(&values, side, 1.0);
     (d, [loss_value, accuracy, mean_out])
 }
 

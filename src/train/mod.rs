@@ -197,14 +197,175 @@ pub fn resume(
         eprintln!("gantry: taking over the lock of process {pid}, which stopped without releasing it");
     }
     let saved = Config::from_file(&run.config())?;
+    let config = resumed_config(&saved, file, overrides)?;
+    // The device opens (or is refused) before anything is changed.
+    let device = crate::device::resolve(config.train.device)?;
+    let info = RunInfo::read(&run).ok();
+    let data_dir = match &overrides.data_dir {
+        Some(dir) => Some(dir.clone()),
+        None => remembered_data_dir(&run, &config),
+    };
+    let (images, data) = training_data(&config, data_dir.as_deref(), options.progress)?;
+    config.check_memory(images.dim())?;
+    // The judge finds its data where the training images were found (not saved in config.toml).
+    let mut with_data = config.clone();
+    with_data.data.dir = data_dir.clone();
+    let shown = user_data_path(&config, data_dir.as_deref(), &images);
+    check_same_data(info.as_ref(), &data, &images, &shown)?;
+    for stray in checkpoint::strays(&run.checkpoints_dir()) {
+        eprintln!("warning: skipping {}: not a checkpoint folder", stray.display());
+    }
+    let found = find_checkpoint(&run, explicit.as_deref())?;
+    let Some((ckpt_path, snapshot)) = found else {
+        let no_checkpoints = checkpoint::list(&run.checkpoints_dir())?.is_empty();
+        if no_checkpoints && stopped_before_first_checkpoint(&run, &saved) {
+            // Killed before its first checkpoint: nothing to lose but those first rows. Start
+            // over in place, under the lock already held; only gantry's own files are replaced.
+            let quality = QualityProbe::new(&with_data, data.cluster_sizes.as_deref(), options.progress)?;
+            eprintln!(
+                "gantry: {} stopped before its first checkpoint; starting it again",
+                run.root().display()
+            );
+            report_kept(&run_dir::replace_run_files(&run)?);
+            return begin(&config, (images, data), quality, (run, lock), &device, options);
+        }
+        let problem = no_checkpoint_problem(&run, no_checkpoints);
+        return Err(Error::Checkpoint { path: run.checkpoints_dir(), problem });
+    };
+    let state = &snapshot.state;
+    check_checkpoint(state, &config, &ckpt_path, &run)?;
+    let streams = state.streams(&ckpt_path)?;
+    let (gan, nets) = loaded_gan(&config, (&images, &data), (&snapshot, &ckpt_path), &device)?;
+    // The rows up to the checkpoint must all be there; rows after it are redone.
+    let (records, kept_rows) = metrics::read_prefix(&run.metrics_csv(), state.iteration)?;
+    let quality_rows = eval_csv::read(&run.eval_csv())?;
+    let alerts_saved = if run.alerts().is_file() { Some(alerts::load(&run.alerts())?) } else { None };
+
+    if state.iteration == config.train.iterations
+        && checkpoint::weights_manifest_iteration(&run.weights_dir()) == Some(state.iteration)
+    {
+        // Complete: the end-of-run files were written after this very checkpoint.
+        let info = info.unwrap_or_else(|| RunInfo::started(&data, &images, config.effective_threads()));
+        let quality = quality_rows.last().copied();
+        return Ok(TrainOutcome::complete(&config, run, (info, records), (state.iteration, quality)));
+    }
+
+    // The judge last (it may have to be trained): a failure here still changes nothing.
+    let quality = QualityProbe::new(&with_data, data.cluster_sizes.as_deref(), options.progress)?;
+
+    // Everything checked: from here on the run folder is written.
+    let (monitor, csv) =
+        rewind_run_folder(&run, &config, (&data, &images), state, (&records, &kept_rows), alerts_saved)?;
+    eprintln!("gantry: resuming {} from iteration {}", run.root().display(), state.iteration);
+    let session = Session {
+        // A new event file; TensorBoard reads all of a run folder's files together.
+        events: EventWriter::create(run.root())?,
+        gan,
+        streams,
+        fixed_noise: state.fixed_noise.clone(),
+        records,
+        csv,
+        monitor,
+        quality,
+        wall_before: state.wall_seconds,
+        resumed_from: Some(state.iteration),
+        checkpoint_ms: Vec::new(),
+        last_quality: quality_rows.iter().rev().find(|q| q.iteration <= state.iteration).copied(),
+        data,
+        recipe_hash: config.train.recipe_hash(),
+    };
+    finish(&config, &images, run, session, nets, options, lock)
+}
+
+/// Bring the run folder back to the checkpoint at `state` (everything checked before): leftover
+/// checkpoint saves removed, config and run.json rewritten, metrics.csv cut to the kept rows and
+/// eval.csv to the checkpoint's iteration; returns the alert monitor (having seen the kept records
+/// again, so stretches in progress carry on) and the metrics log to append to.
+fn rewind_run_folder(
+    run: &RunDir,
+    config: &Config,
+    (data, images): (&DataFacts, &TrainingImages),
+    state: &checkpoint::TrainingState,
+    (records, kept_rows): (&[IterationRecord], &str),
+    alerts_saved: Option<Vec<crate::alerts::Alert>>,
+) -> Result<(Monitor, CsvLog)> {
+    let (removed, warnings) = checkpoint::clean_leftovers(&run.checkpoints_dir())?;
+    for leftover in removed {
+        eprintln!("gantry: removed an unfinished checkpoint save: {}", leftover.display());
+    }
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    write_config(run, config)?;
+    let mut started = RunInfo::started(data, images, config.effective_threads());
+    started.iterations_done = state.iteration;
+    started.wall_seconds = state.wall_seconds;
+    started.write(run)?;
+    metrics::write_prefix(&run.metrics_csv(), kept_rows)?;
+    // The alert monitor sees the kept records again, so stretches in progress carry on.
+    let layout = grid_layout(config, images);
+    let mut monitor =
+        Monitor::new(Rules::for_loss(config.train.loss), &reference_images(images, &layout), images.dim());
+    if let Some(saved) = alerts_saved {
+        monitor.restore(saved, state.iteration);
+    }
+    for r in records {
+        monitor.observe(r);
+    }
+    let csv = CsvLog::open_append(&run.metrics_csv())?;
+    eval_csv::truncate(&run.eval_csv(), state.iteration)?;
+    Ok((monitor, csv))
+}
+
+/// G and D built for `config` and loaded from the checkpoint `snapshot` (at `path`), drawing
+/// classes as the run's clusters say.
+fn loaded_gan(
+    config: &Config,
+    (images, data): (&TrainingImages, &DataFacts),
+    (snapshot, path): (&checkpoint::Snapshot, &Path),
+    device: &burn::tensor::Device,
+) -> Result<(Gan, Networks)> {
+    let shape = (images.rows, images.cols, images.channels);
+    let (gan, nets) = Gan::new(config, shape, &mut Streams::new(config.train.seed), device);
+    let (mut gan, nets) = gan.load(nets, snapshot, path)?;
+    if let Some(sizes) = &data.cluster_sizes {
+        gan.draw_classes_as(sizes);
+    }
+    Ok((gan, nets))
+}
+
+impl TrainOutcome {
+    /// The outcome of a resume of a run that is complete already: nothing trained, nothing changed.
+    fn complete(
+        config: &Config,
+        run: RunDir,
+        (info, records): (RunInfo, Vec<IterationRecord>),
+        (iteration, quality): (usize, Option<QualityRecord>),
+    ) -> Self {
+        let resumed_from = Some(iteration);
+        Self {
+            info,
+            run,
+            records,
+            stopped_at: None,
+            resumed_from,
+            already_complete: true,
+            quality,
+            loss: config.train.loss,
+            g_ema: config.train.g_ema,
+        }
+    }
+}
+
+/// The configuration a resume continues with: the run's own (or `file`), with the overrides,
+/// validated; refused when it would change the architecture or the recipe.
+fn resumed_config(saved: &Config, file: Option<&Path>, overrides: &Overrides) -> Result<Config> {
     let mut config = match file {
         Some(f) => Config::from_file(f)?,
         None => saved.clone(),
     };
     config.apply(overrides);
     config.validate()?;
-    // The device opens (or is refused) before anything is changed.
-    let device = crate::device::resolve(config.train.device)?;
     let diff = saved.architecture_diff(&config);
     if !diff.is_empty() {
         return Err(Error::config(
@@ -229,23 +390,23 @@ pub fn resume(
             ),
         ));
     }
-    let info = RunInfo::read(&run).ok();
-    let data_dir = match &overrides.data_dir {
-        Some(dir) => Some(dir.clone()),
-        None => remembered_data_dir(&run, &config),
-    };
-    let (images, data) = training_data(&config, data_dir.as_deref(), options.progress)?;
-    config.check_memory(images.dim())?;
-    // The judge finds its data where the training images were found (not saved in config.toml).
-    let mut with_data = config.clone();
-    with_data.data.dir = data_dir.clone();
-    let shown = user_data_path(&config, data_dir.as_deref(), &images);
+    Ok(config)
+}
+
+/// The data a resume read must be the run's: the same bytes (SHA-256 of its images) and, for a
+/// clustered run, the same clusters; refused naming the user's data (`shown`).
+fn check_same_data(
+    info: Option<&RunInfo>,
+    data: &DataFacts,
+    images: &TrainingImages,
+    shown: &Path,
+) -> Result<()> {
     if let Some(recorded) = info.as_ref().and_then(|i| i.data_sha256.clone())
         && recorded != data.sha256
     {
         let changed = if shown != images.source { " (its files changed since the run began)" } else { "" };
         return Err(Error::bad_data(
-            &shown,
+            shown,
             format!(
                 "is not the data this run was trained on{changed} (SHA-256 {}, the run recorded {recorded} for {}); \
                  pass --data with the original files; nothing was changed",
@@ -259,7 +420,7 @@ pub fn resume(
         && data.cluster_sizes.as_ref() != Some(recorded)
     {
         return Err(Error::bad_data(
-            &shown,
+            shown,
             format!(
                 "grouped into clusters of sizes {:?}, but the run was trained on clusters of sizes \
                  {recorded:?} (data.clusters, model.clusters_per_class): its G would be asked for other classes; nothing was changed",
@@ -267,11 +428,16 @@ pub fn resume(
             ),
         ));
     }
-    for stray in checkpoint::strays(&run.checkpoints_dir()) {
-        eprintln!("warning: skipping {}: not a checkpoint folder", stray.display());
-    }
+    Ok(())
+}
+
+/// The checkpoint to resume from: the one named, else the newest that verifies (warnings said).
+fn find_checkpoint(
+    run: &RunDir,
+    explicit: Option<&Path>,
+) -> Result<Option<(std::path::PathBuf, checkpoint::Snapshot)>> {
     let found = match &explicit {
-        Some(p) => Some((p.clone(), checkpoint::load(p)?)),
+        Some(p) => Some((p.to_path_buf(), checkpoint::load(p)?)),
         None => {
             let (found, warnings) = checkpoint::newest_valid(&run.checkpoints_dir())?;
             for w in warnings {
@@ -280,41 +446,40 @@ pub fn resume(
             found
         }
     };
-    let Some((ckpt_path, snapshot)) = found else {
-        let no_checkpoints = checkpoint::list(&run.checkpoints_dir())?.is_empty();
-        if no_checkpoints && stopped_before_first_checkpoint(&run, &saved) {
-            // Killed before its first checkpoint: nothing to lose but those first rows. Start
-            // over in place, under the lock already held; only gantry's own files are replaced.
-            let quality = QualityProbe::new(&with_data, data.cluster_sizes.as_deref(), options.progress)?;
-            eprintln!(
-                "gantry: {} stopped before its first checkpoint; starting it again",
-                run.root().display()
-            );
-            report_kept(&run_dir::replace_run_files(&run)?);
-            return begin(&config, (images, data), quality, (run, lock), &device, options);
-        }
-        let problem = if no_checkpoints {
-            format!(
-                "holds no checkpoint to resume from, but the run has results (metrics past its first \
+    Ok(found)
+}
+
+/// Why a run without a usable checkpoint is not started again in place.
+fn no_checkpoint_problem(run: &RunDir, no_checkpoints: bool) -> String {
+    if no_checkpoints {
+        format!(
+            "holds no checkpoint to resume from, but the run has results (metrics past its first \
                  checkpoint, final weights or a report), which a restart would overwrite; nothing was \
                  changed. To train it again from the start: `gantry train --out {} --force` (replaces \
                  gantry's files there and keeps yours), or train into a new folder",
-                run.root().display()
-            )
-        } else {
-            // Never wipe a run whose checkpoints are all damaged: a person should look first.
-            "no checkpoint verifies (see the warnings above); nothing was changed".into()
-        };
-        return Err(Error::Checkpoint { path: run.checkpoints_dir(), problem });
-    };
-    let state = &snapshot.state;
+            run.root().display()
+        )
+    } else {
+        // Never wipe a run whose checkpoints are all damaged: a person should look first.
+        "no checkpoint verifies (see the warnings above); nothing was changed".into()
+    }
+}
+
+/// A checkpoint must be this configuration's: its seed, architecture and recipe, and no further
+/// than the iterations asked for.
+fn check_checkpoint(
+    state: &checkpoint::TrainingState,
+    config: &Config,
+    ckpt_path: &Path,
+    run: &RunDir,
+) -> Result<()> {
     if !state.written_with_seed(config.train.seed) {
         let was = (0..=u64::from(u16::MAX))
             .find(|&s| state.written_with_seed(s))
             .map(|s| format!(" (it was written with train.seed = {s})"))
             .unwrap_or_default();
         return Err(Error::Checkpoint {
-            path: ckpt_path,
+            path: ckpt_path.to_path_buf(),
             problem: format!(
                 "was not written with train.seed = {}{was}: a resumed run keeps the seed its records were \
                  made with; put the run's seed back in {}; nothing was changed",
@@ -325,13 +490,13 @@ pub fn resume(
     }
     if state.architecture_hash != config.architecture_hash() {
         return Err(Error::Checkpoint {
-            path: ckpt_path,
+            path: ckpt_path.to_path_buf(),
             problem: "was written by a different architecture".into(),
         });
     }
     if state.recipe_hash != config.train.recipe_hash() {
         return Err(Error::Checkpoint {
-            path: ckpt_path,
+            path: ckpt_path.to_path_buf(),
             problem: "was written by a different recipe (objective, D steps, order, optimizers)".into(),
         });
     }
@@ -344,87 +509,7 @@ pub fn resume(
             ),
         ));
     }
-    let streams = state.streams(&ckpt_path)?;
-    let (gan, nets) = Gan::new(
-        &config,
-        (images.rows, images.cols, images.channels),
-        &mut Streams::new(config.train.seed),
-        &device,
-    );
-    let (mut gan, nets) = gan.load(nets, &snapshot, &ckpt_path)?;
-    if let Some(sizes) = &data.cluster_sizes {
-        gan.draw_classes_as(sizes);
-    }
-    // The rows up to the checkpoint must all be there; rows after it are redone.
-    let (records, kept_rows) = metrics::read_prefix(&run.metrics_csv(), state.iteration)?;
-    let quality_rows = eval_csv::read(&run.eval_csv())?;
-    let alerts_saved = if run.alerts().is_file() { Some(alerts::load(&run.alerts())?) } else { None };
-
-    if state.iteration == config.train.iterations
-        && checkpoint::weights_manifest_iteration(&run.weights_dir()) == Some(state.iteration)
-    {
-        // Complete: the end-of-run files were written after this very checkpoint.
-        return Ok(TrainOutcome {
-            info: info.unwrap_or_else(|| RunInfo::started(&data, &images, config.effective_threads())),
-            run,
-            records,
-            stopped_at: None,
-            resumed_from: Some(state.iteration),
-            already_complete: true,
-            quality: quality_rows.last().copied(),
-            loss: config.train.loss,
-            g_ema: config.train.g_ema,
-        });
-    }
-
-    // The judge last (it may have to be trained): a failure here still changes nothing.
-    let quality = QualityProbe::new(&with_data, data.cluster_sizes.as_deref(), options.progress)?;
-
-    // Everything checked: from here on the run folder is written.
-    let (removed, warnings) = checkpoint::clean_leftovers(&run.checkpoints_dir())?;
-    for leftover in removed {
-        eprintln!("gantry: removed an unfinished checkpoint save: {}", leftover.display());
-    }
-    for w in warnings {
-        eprintln!("warning: {w}");
-    }
-    write_config(&run, &config)?;
-    let mut started = RunInfo::started(&data, &images, config.effective_threads());
-    started.iterations_done = state.iteration;
-    started.wall_seconds = state.wall_seconds;
-    started.write(&run)?;
-    metrics::write_prefix(&run.metrics_csv(), &kept_rows)?;
-    // The alert monitor sees the kept records again, so stretches in progress carry on.
-    let layout = grid_layout(&config, &images);
-    let mut monitor =
-        Monitor::new(Rules::for_loss(config.train.loss), &reference_images(&images, &layout), images.dim());
-    if let Some(saved) = alerts_saved {
-        monitor.restore(saved, state.iteration);
-    }
-    for r in &records {
-        monitor.observe(r);
-    }
-    let csv = CsvLog::open_append(&run.metrics_csv())?;
-    eval_csv::truncate(&run.eval_csv(), state.iteration)?;
-    eprintln!("gantry: resuming {} from iteration {}", run.root().display(), state.iteration);
-    let session = Session {
-        // A new event file; TensorBoard reads all of a run folder's files together.
-        events: EventWriter::create(run.root())?,
-        gan,
-        streams,
-        fixed_noise: state.fixed_noise.clone(),
-        records,
-        csv,
-        monitor,
-        quality,
-        wall_before: state.wall_seconds,
-        resumed_from: Some(state.iteration),
-        checkpoint_ms: Vec::new(),
-        last_quality: quality_rows.iter().rev().find(|q| q.iteration <= state.iteration).copied(),
-        data,
-        recipe_hash: config.train.recipe_hash(),
-    };
-    finish(&config, &images, run, session, nets, options, lock)
+    Ok(())
 }
 
 /// Whether a run without checkpoints is one that was stopped before its first checkpoint was
@@ -568,12 +653,7 @@ fn training_loop(
             s.events.flush()?;
         }
         if schedule::is_sample_step(done, total, interval) {
-            let samples = s.gan.generate(&nets, &s.fixed_noise, &labels);
-            let png = grid::save_png(&run.sample_grid(done), &samples, layout)?;
-            log_grid(&mut s.events, done, &png, &layout)?;
-            if let Some(alert) = s.monitor.observe_grid(done, &samples, images.dim()) {
-                announce(&bar, options, run, &s.monitor, &alert)?;
-            }
+            sample_grid(s, &nets, (done, &labels, layout, images.dim()), run, (&bar, options))?;
         }
         if let Some(probe) = &s.quality
             && schedule::is_eval_step(done, total, config.eval.every)
@@ -582,15 +662,14 @@ fn training_loop(
         }
         let stop = options.stop_requested(done);
         let cp = &config.checkpoint;
-        if stop
-            || policy::is_checkpoint_step(
-                done,
-                total,
-                config.checkpoint_every(),
-                last_checkpoint.elapsed(),
-                cp.every_minutes,
-            )
-        {
+        let due = policy::is_checkpoint_step(
+            done,
+            total,
+            config.checkpoint_every(),
+            last_checkpoint.elapsed(),
+            cp.every_minutes,
+        );
+        if stop || due {
             // The time spent writing counts in the next stretch of wall time.
             s.wall_before += loop_start.elapsed().as_secs_f64();
             loop_start = Instant::now();
@@ -605,22 +684,13 @@ fn training_loop(
         }
         if plain_lines && schedule::is_progress_line_step(done, total, last_line.elapsed()) {
             take_records(s, &mut unread, &bar, options, run)?;
-            let (from_it, from_t) = line_from;
-            let ms = 1e3 * from_t.elapsed().as_secs_f64() / (done - from_it).max(1) as f64;
-            if let Some(record) = s.records.last() {
-                eprintln!("gantry: {}", progress_line(done, total, ms, record, s.last_quality.as_ref()));
-            }
+            print_progress_line(s, (done, total), line_from);
             last_line = Instant::now();
             line_from = (done, Instant::now());
         }
         // Display steps are flush steps: the newest record has been read.
-        if schedule::is_display_step(done, total)
-            && let Some(record) = s.records.last()
-        {
-            bar.set_message(format!(
-                "D loss {:.3} acc {:.2} | G loss {:.3}",
-                record.d_loss, record.acc, record.g_loss
-            ));
+        if schedule::is_display_step(done, total) {
+            show_on_bar(&bar, s.records.last());
         }
         bar.inc(1);
     }
@@ -630,6 +700,42 @@ fn training_loop(
     s.csv.flush()?;
     s.events.flush()?;
     Ok((nets, None))
+}
+
+/// Write the fixed-noise grid after `done` iterations (and log it to TensorBoard), and show it to
+/// the alert monitor.
+fn sample_grid(
+    s: &mut Session,
+    nets: &Networks,
+    (done, labels, layout, dim): (usize, &[u8], GridLayout, usize),
+    run: &RunDir,
+    (bar, options): (&ProgressBar, &Options),
+) -> Result<()> {
+    let samples = s.gan.generate(nets, &s.fixed_noise, labels);
+    let png = grid::save_png(&run.sample_grid(done), &samples, layout)?;
+    log_grid(&mut s.events, done, &png, &layout)?;
+    if let Some(alert) = s.monitor.observe_grid(done, &samples, dim) {
+        announce(bar, options, run, &s.monitor, &alert)?;
+    }
+    Ok(())
+}
+
+/// One plain progress line (no terminal): the newest record, and the speed since `from`.
+fn print_progress_line(s: &Session, (done, total): (usize, usize), (from_it, from_t): (usize, Instant)) {
+    let ms = 1e3 * from_t.elapsed().as_secs_f64() / (done - from_it).max(1) as f64;
+    if let Some(record) = s.records.last() {
+        eprintln!("gantry: {}", progress_line(done, total, ms, record, s.last_quality.as_ref()));
+    }
+}
+
+/// The newest record's losses beside the progress bar.
+fn show_on_bar(bar: &ProgressBar, record: Option<&IterationRecord>) {
+    if let Some(record) = record {
+        bar.set_message(format!(
+            "D loss {:.3} acc {:.2} | G loss {:.3}",
+            record.d_loss, record.acc, record.g_loss
+        ));
+    }
 }
 
 /// Read the `unread` records from the training device (one transfer), then append each to the
@@ -879,7 +985,8 @@ fn grid_labels(config: &Config, layout: &GridLayout) -> Vec<u8> {
 fn training_data(config: &Config, dir: Option<&Path>, progress: bool) -> Result<(TrainingImages, DataFacts)> {
     let clusters = config.data.clusters;
     let classes = (config.model.is_conditional() && clusters == 0).then_some(config.model.classes);
-    let mut images = data::load_training_images(&config.data, dir, classes, progress)?;
+    let said = if progress { data::Progress::Shown } else { data::Progress::Quiet };
+    let mut images = data::load_training_images(&config.data, dir, classes, said)?;
     let mut facts = DataFacts::of(&images)?;
     let shown = user_data_path(config, dir, &images);
     let in_user_terms = |e| about_user_data(e, &images, &shown);

@@ -65,7 +65,7 @@ impl QualityProbe {
             return Ok(None);
         }
         let dataset = config.data.dataset;
-        let data = JudgeData::open(&config.data, None, false)?;
+        let data = JudgeData::open(&config.data, None, crate::data::Progress::Quiet)?;
         if let Some(why) = data.unsupported() {
             if progress {
                 eprintln!("gantry: no sample-quality judge: {why}; training without one");
