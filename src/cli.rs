@@ -945,12 +945,6 @@ fn sample_command(args: SampleArgs) -> Result<()> {
     // The default file is the command's own; a file the user names is replaced only with --force.
     let existing = if args.out.is_none() { run_dir::Existing::Replace } else { replace_if(args.force) };
     let out = args.out.clone().unwrap_or_else(|| crate::sample::default_out(&run, args.seed));
-    if out.is_dir() {
-        return Err(Error::usage(
-            "--out",
-            format!("{} is a folder; give the PNG file to write", out.display()),
-        ));
-    }
     run_dir::check_output(&out, run_dir::OwnOutput::SampleGrid, existing, "--out")?;
     let weights = crate::sample::Weights::Final;
     let g = loaded_generator(&run, &weights, &args)?;
@@ -988,12 +982,6 @@ fn sample_walk(args: SampleArgs) -> Result<()> {
     let Some(out) = args.out.clone() else {
         return Err(Error::usage("--out", "a walk is one PNG: give --out FILE.png"));
     };
-    if out.is_dir() {
-        return Err(Error::usage(
-            "--out",
-            format!("{} is a folder; give the PNG file to write", out.display()),
-        ));
-    }
     run_dir::check_output(&out, run_dir::OwnOutput::Nothing, replace_if(args.force), "--out")?;
     let g = loaded_generator(&run, &crate::sample::Weights::Final, &args)?;
     let walk = if args.walk_classes {
@@ -1049,12 +1037,6 @@ fn sample_files(args: SampleArgs) -> Result<()> {
             "--out",
         )?;
     } else {
-        if out.is_dir() {
-            return Err(Error::usage(
-                "--out",
-                format!("{} is a folder; give the .npy file to write", out.display()),
-            ));
-        }
         run_dir::check_output(&out, run_dir::OwnOutput::Nothing, replace_if(args.force), "--out")?;
     }
     let g = loaded_generator(&run, &Weights::Final, &args)?;

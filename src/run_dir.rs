@@ -312,10 +312,7 @@ pub enum OwnOutput {
 impl OwnOutput {
     fn allows(self, name: &str) -> bool {
         match self {
-            OwnOutput::SampleGrid => name
-                .strip_prefix(SAMPLE_PREFIX)
-                .and_then(|r| r.strip_suffix(".png"))
-                .is_some_and(|seed| !seed.is_empty() && seed.bytes().all(|b| b.is_ascii_digit())),
+            OwnOutput::SampleGrid => is_sample_grid(name),
             OwnOutput::EvalReport => {
                 name == "eval.json" || (name.starts_with("eval-step_") && name.ends_with(".json"))
             }
@@ -338,12 +335,16 @@ pub enum Existing {
 /// Whether a command may write its file at `path` (checked before any work, nothing written):
 /// never over a file that a run folder's training owns (its config, metrics, weights,
 /// checkpoints, grids, lock...), whatever the flags say, and never over an existing file unless
-/// `existing` is [`Existing::Replace`]. `flag` names the option in the error.
+/// `existing` is [`Existing::Replace`], and never over a folder. `flag` names the option in the
+/// error.
 pub fn check_output(path: &Path, own: OwnOutput, existing: Existing, flag: &'static str) -> Result<()> {
     let refuse = |problem: String| Err(Error::usage(flag, problem));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     if name.is_empty() || name == "." || name == ".." {
         return refuse(format!("{} is not a file name", path.display()));
+    }
+    if path.is_dir() {
+        return refuse(format!("{} is a folder; give the file to write", path.display()));
     }
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -398,7 +399,7 @@ fn owned_by_the_run(inside: &Path) -> bool {
         inside.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
     match parts.as_slice() {
         [name] => name == LOCK_FILE || is_own_top_file(name),
-        [sub, ..] if sub == "weights" || sub == "checkpoints" => true,
+        [sub, ..] if sub == "weights" || sub == CHECKPOINTS => true,
         [sub, name] => is_own_child(sub, name, inside, false),
         _ => false,
     }
@@ -457,10 +458,14 @@ fn is_own_top_file(name: &str) -> bool {
     TOP_FILES.contains(&name)
         || (name.starts_with("events.out.tfevents.") && name.ends_with(".gantry"))
         || (name.starts_with("eval-step_") && name.ends_with(".json"))
-        || name
-            .strip_prefix(SAMPLE_PREFIX)
-            .and_then(|r| r.strip_suffix(".png"))
-            .is_some_and(|seed| !seed.is_empty() && seed.bytes().all(|b| b.is_ascii_digit()))
+        || is_sample_grid(name)
+}
+
+/// Whether `name` is a grid `gantry sample` writes by default (`sample-seedS.png`).
+fn is_sample_grid(name: &str) -> bool {
+    name.strip_prefix(SAMPLE_PREFIX)
+        .and_then(|r| r.strip_suffix(".png"))
+        .is_some_and(|seed| !seed.is_empty() && seed.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Prefix of the grids `gantry sample` writes into a run folder by default.
@@ -635,6 +640,9 @@ mod tests {
             check_output(&run.join("eval.json"), OwnOutput::SampleGrid, Existing::Keep, "--out").is_err()
         );
         check_output(&run.join("mine.png"), OwnOutput::SampleGrid, Existing::Keep, "--out").unwrap();
+        let folder = run.join("weights");
+        let e = check_output(&folder, OwnOutput::Nothing, Existing::Replace, "--out").unwrap_err();
+        assert!(e.to_string().contains("is a folder"), "{e}");
         // An existing file anywhere needs Replace.
         let notes = tmp.path().join("notes.png");
         fs::write(&notes, "x").unwrap();

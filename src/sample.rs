@@ -216,10 +216,7 @@ impl LoadedGenerator {
         let mut done = 0;
         while done < n {
             let k = SLICE.min(n - done);
-            match self.truncation {
-                Some(psi) => rng::truncated_normal(&mut stream, k * self.latent, psi, &mut noise),
-                None => rng::normal(&mut stream, k * self.latent, &mut noise),
-            }
+            self.draw_noise(&mut stream, k, &mut noise);
             let asked = labels.get(done..done + k).unwrap_or(&[]);
             let z = crate::model::g_input(&noise, self.latent, asked, self.conditions, &self.device);
             let images: Vec<f32> =
@@ -230,15 +227,19 @@ impl LoadedGenerator {
         Ok(())
     }
 
+    /// `k` latent vectors from `stream`: N(0, 1), or truncated as the generator is.
+    fn draw_noise(&self, stream: &mut rand_chacha::ChaCha8Rng, k: usize, out: &mut Vec<f32>) {
+        match self.truncation {
+            Some(psi) => rng::truncated_normal(stream, k * self.latent, psi, out),
+            None => rng::normal(stream, k * self.latent, out),
+        }
+    }
+
     /// The latent vector `seed` gives first: the noise of the first image
     /// [`LoadedGenerator::generate_slices`] draws for that seed (truncated as the generator is).
     pub fn latent_of(&self, seed: u64) -> Vec<f32> {
-        let mut stream = Streams::new(seed).fixed;
         let mut noise = Vec::new();
-        match self.truncation {
-            Some(psi) => rng::truncated_normal(&mut stream, self.latent, psi, &mut noise),
-            None => rng::normal(&mut stream, self.latent, &mut noise),
-        }
+        self.draw_noise(&mut Streams::new(seed).fixed, 1, &mut noise);
         noise
     }
 

@@ -358,7 +358,7 @@ fn walk_class(
     Ok(())
 }
 
-fn has_image_extension(path: &Path) -> bool {
+pub(crate) fn has_image_extension(path: &Path) -> bool {
     let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
     matches!(ext.as_str(), "png" | "jpg" | "jpeg")
 }
@@ -443,13 +443,10 @@ fn read_cache(bin: &Path, card: &Path, side: usize, channels: usize) -> Cached {
     if card.version != CACHE_VERSION || (card.side, card.channels) != (side, channels) || card.count == 0 {
         return Cached::Miss;
     }
-    let Ok((file, len)) = durable::open_input(bin, expected as u64, "cache") else {
-        return Cached::Damaged(format!("not {expected} bytes"));
+    let mut bytes = match durable::read_limited(bin, expected as u64) {
+        Ok(bytes) if bytes.len() == expected => bytes,
+        _ => return Cached::Damaged(format!("not {expected} bytes")),
     };
-    let mut bytes = Vec::with_capacity(len as usize);
-    if file.take(expected as u64).read_to_end(&mut bytes).is_err() || bytes.len() != expected {
-        return Cached::Damaged(format!("not {expected} bytes"));
-    }
     if durable::sha256_hex(&bytes) != card.sha256 {
         return Cached::Damaged("its bytes do not match their checksum".into());
     }
@@ -469,12 +466,10 @@ fn read_cache(bin: &Path, card: &Path, side: usize, channels: usize) -> Cached {
 /// One file as `channels` planes of `side` x `side` bytes, and its size before resizing; or why
 /// it cannot be used.
 fn decode(path: &Path, side: usize, channels: usize) -> std::result::Result<(Vec<u8>, (u32, u32)), String> {
-    let (file, len) = durable::open_input(path, MAX_FILE_BYTES, "image").map_err(|e| match e {
-        Error::BadDataFile { problem, .. } => problem,
-        other => other.to_string(),
+    let data = durable::read_limited(path, MAX_FILE_BYTES).map_err(|e| match e {
+        durable::ReadRefused::Io(e) => format!("unreadable: {}", durable::input_problem(&e)),
+        other => format!("the image {other}"),
     })?;
-    let mut data = Vec::with_capacity(len as usize);
-    file.take(MAX_FILE_BYTES).read_to_end(&mut data).map_err(|e| format!("unreadable: {e}"))?;
     if data.is_empty() {
         return Err("empty file".into());
     }

@@ -286,10 +286,7 @@ pub fn look_at(dir: &Path) -> Found {
             .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).take(100_000).collect())
             .unwrap_or_default()
     };
-    let is_image = |p: &Path| {
-        let ext = p.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
-        matches!(ext.as_str(), "png" | "jpg" | "jpeg") && p.is_file()
-    };
+    let is_image = |p: &Path| folder::has_image_extension(p) && p.is_file();
     let listing = names(dir);
     let top = listing.iter().filter(|p| is_image(p)).count();
     let class_folders = listing

@@ -193,9 +193,6 @@ fn json_path(req: &EvalRequest, runs: &[RunDir]) -> Result<Option<PathBuf>> {
         _ => None,
     };
     if let Some(path) = &json_path {
-        if path.is_dir() {
-            return Err(Error::usage("--json", format!("{} is a folder; give a file name", path.display())));
-        }
         let existing = if req.json.is_some() { req.replace } else { crate::run_dir::Existing::Replace };
         crate::run_dir::check_output(path, crate::run_dir::OwnOutput::EvalReport, existing, "--json")?;
     }

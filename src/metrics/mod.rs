@@ -184,7 +184,7 @@ pub fn rows_on_disk(path: &Path) -> Result<usize> {
     match read_metrics_text(path)? {
         None => Ok(0),
         Some(text) if !text.contains('\n') => Ok(0),
-        Some(_) => read_csv(path).map(|r| r.len()),
+        Some(text) => parse_csv(path, &text).map(|r| r.len()),
     }
 }
 
@@ -195,27 +195,27 @@ const MAX_CSV_BYTES: u64 = 4 << 30;
 /// [`MAX_CSV_BYTES`] is refused as bad input before it is opened (a FIFO in its place never
 /// blocks a resume or a report); text that is not UTF-8 is refused too.
 fn read_metrics_text(path: &Path) -> Result<Option<String>> {
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("read", path, e)),
-        Ok(_) => {}
-    }
-    let (file, len) = crate::durable::open_input(path, MAX_CSV_BYTES, "metrics file")?;
-    let mut bytes = Vec::with_capacity(len as usize);
-    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_CSV_BYTES), &mut bytes).at("read", path)?;
+    use crate::durable::ReadRefused;
+    let bytes = match crate::durable::read_limited(path, MAX_CSV_BYTES) {
+        Ok(bytes) => bytes,
+        Err(ReadRefused::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(ReadRefused::Io(e)) => return Err(Error::io("read", path, e)),
+        Err(refused) => return Err(Error::bad_data(path, format!("the metrics file {refused}"))),
+    };
     String::from_utf8(bytes).map(Some).map_err(|_| Error::bad_data(path, "is not UTF-8 text"))
 }
 
 /// Read every complete record of a `metrics.csv`. A last line without its newline is a row being
 /// written (or cut off by a crash) and is left out, as the dashboard and resume leave it out.
 pub fn read_csv(path: &Path) -> Result<Vec<IterationRecord>> {
-    let text = match read_metrics_text(path) {
-        Ok(Some(text)) => text,
-        Ok(None) => {
-            return Err(Error::bad_data(path, "is missing (no iteration finished?)"));
-        }
-        Err(e) => return Err(e),
+    let Some(text) = read_metrics_text(path)? else {
+        return Err(Error::bad_data(path, "is missing (no iteration finished?)"));
     };
+    parse_csv(path, &text)
+}
+
+/// The complete records of a `metrics.csv`'s `text` (read from `path`, named in errors).
+fn parse_csv(path: &Path, text: &str) -> Result<Vec<IterationRecord>> {
     let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
     let mut reader = csv::Reader::from_reader(complete.as_bytes());
     let headers = reader.headers().map_err(|e| csv_err(path, e))?.clone();

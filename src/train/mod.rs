@@ -401,7 +401,7 @@ fn check_same_data(
     images: &TrainingImages,
     shown: &Path,
 ) -> Result<()> {
-    if let Some(recorded) = info.as_ref().and_then(|i| i.data_sha256.clone())
+    if let Some(recorded) = info.and_then(|i| i.data_sha256.clone())
         && recorded != data.sha256
     {
         let changed = if shown != images.source { " (its files changed since the run began)" } else { "" };
@@ -411,12 +411,12 @@ fn check_same_data(
                 "is not the data this run was trained on{changed} (SHA-256 {}, the run recorded {recorded} for {}); \
                  pass --data with the original files; nothing was changed",
                 data.sha256,
-                info.as_ref().map(|i| i.data_file.as_str()).unwrap_or("?")
+                info.map(|i| i.data_file.as_str()).unwrap_or("?")
             ),
         ));
     }
 
-    if let Some(recorded) = info.as_ref().and_then(|i| i.cluster_sizes.as_ref())
+    if let Some(recorded) = info.and_then(|i| i.cluster_sizes.as_ref())
         && data.cluster_sizes.as_ref() != Some(recorded)
     {
         return Err(Error::bad_data(
