@@ -199,116 +199,10 @@ pub enum ModelKind {
     Dcgan,
 }
 
-/// One convolution of a dcgan: channels in and out, and the feature map's side before and after
-/// it (a transposed convolution of stride 2 doubles it, D's stride-2 convolutions halve it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConvLayer {
-    pub c_in: usize,
-    pub c_out: usize,
-    pub side_in: usize,
-    pub side_out: usize,
-}
-
-impl ConvLayer {
-    /// The output's values per image (channels x side²).
-    pub fn outputs(&self) -> usize {
-        self.c_out * self.side_out * self.side_out
-    }
-}
-
-/// A dcgan's layers for square images of a given side (see `crate::model`): what the networks
-/// are built from, and what the parameter count, the memory estimate, the benchmark's FLOP count
-/// and the dropout masks read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DcganLayout {
-    /// The images' side.
-    pub side: usize,
-    /// G's projection of the noise: a [g_channels[0], side / 4, side / 4] feature map.
-    pub projected: usize,
-    /// G's transposed convolutions, into the image last; all but the last are followed by a
-    /// BatchNorm. Stride 1 but for the last two, which double the side.
-    pub deconvs: Vec<ConvLayer>,
-    /// D's stride-2 convolutions; the last one's outputs feed D's Dense logit.
-    pub convs: Vec<ConvLayer>,
-}
-
 impl ModelConfig {
     /// Whether G and D take the class label.
     pub fn is_conditional(&self) -> bool {
         self.conditional != Conditioning::None
-    }
-
-    /// The ids G and D are conditioned on: the classes, or (`clusters_per_class`) every class's
-    /// clusters; 0 when unconditional. At most 256 (a label is one byte).
-    pub fn conditions(&self) -> usize {
-        if self.is_conditional() { self.classes * self.clusters_per_class.max(1) } else { 0 }
-    }
-
-    /// Width of the one-hot label a conditional G takes beside its noise (0 when unconditional).
-    pub fn label_width(&self) -> usize {
-        self.conditions()
-    }
-
-    /// Width of G's input: the noise, and the one-hot label of a conditional run.
-    pub fn g_input(&self) -> usize {
-        self.latent_dim + self.label_width()
-    }
-
-    /// The one-hot label's width that D's input carries (`concat` only).
-    pub fn d_label_input(&self) -> usize {
-        if self.conditional == Conditioning::Concat { self.conditions() } else { 0 }
-    }
-
-    /// Parameters of a projection D's class embedding on `features` features (0 otherwise).
-    pub fn embedding_size(&self, features: usize) -> u64 {
-        if self.conditional == Conditioning::Projection {
-            (self.conditions() as u64).saturating_mul(features as u64)
-        } else {
-            0
-        }
-    }
-
-    /// Parameters of an acgan D's auxiliary classifier on `features` features (weights and
-    /// biases; 0 otherwise).
-    pub fn aux_classifier_size(&self, features: usize) -> u64 {
-        if self.conditional == Conditioning::Acgan {
-            (self.conditions() as u64).saturating_mul(features as u64 + 1)
-        } else {
-            0
-        }
-    }
-
-    /// The dcgan layers of this config (whatever its kind) for square images of `pixels` values
-    /// (see [`square_shape`]).
-    pub fn dcgan_layout(&self, pixels: usize) -> DcganLayout {
-        let (side, image_channels) = square_shape(pixels);
-        let widths: Vec<usize> = self.g_channels.iter().copied().chain([image_channels]).collect();
-        let count = widths.len() - 1;
-        let mut s = side / 4;
-        let projected = widths[0] * s * s;
-        let deconvs = widths
-            .windows(2)
-            .enumerate()
-            .map(|(i, w)| {
-                let side_in = s;
-                if i + 2 >= count {
-                    s *= 2;
-                }
-                ConvLayer { c_in: w[0], c_out: w[1], side_in, side_out: s }
-            })
-            .collect();
-        // D's input: the image, and one constant map per class under `concat`.
-        let (mut c_in, mut s) = (image_channels + self.d_label_input(), side);
-        let convs = self
-            .d_channels
-            .iter()
-            .map(|&c_out| {
-                let layer = ConvLayer { c_in, c_out, side_in: s, side_out: s.div_ceil(2) };
-                (c_in, s) = (c_out, layer.side_out);
-                layer
-            })
-            .collect();
-        DcganLayout { side, projected, deconvs, convs }
     }
 }
 
@@ -1104,91 +998,6 @@ impl Config {
         Ok(())
     }
 
-    /// Parameters of G and D for images of `pixels` values (weights, biases, BatchNorm's scale,
-    /// shift and running statistics). Saturating: absurd widths give a huge count, not an overflow.
-    pub fn parameter_count(&self, pixels: usize) -> u64 {
-        let m = &self.model;
-        if m.kind == ModelKind::Dcgan {
-            return dcgan_parameter_count(m, pixels);
-        }
-        let dense = |a: u64, b: u64| a.saturating_mul(b).saturating_add(b);
-        let chain = |widths: &[u64]| -> u64 {
-            widths.windows(2).fold(0u64, |acc, w| acc.saturating_add(dense(w[0], w[1])))
-        };
-        let g: Vec<u64> = std::iter::once(m.g_input())
-            .chain(m.g_hidden.iter().copied())
-            .chain(std::iter::once(pixels))
-            .map(|w| w as u64)
-            .collect();
-        let bn: u64 = m.g_hidden.iter().fold(0u64, |acc, &w| acc.saturating_add(4 * w as u64));
-        let d: Vec<u64> = std::iter::once(pixels + m.d_label_input())
-            .chain(m.d_hidden.iter().copied())
-            .chain(std::iter::once(1))
-            .map(|w| w as u64)
-            .collect();
-        let features = m.d_hidden.last().copied().unwrap_or(pixels);
-        chain(&g)
-            .saturating_add(bn)
-            .saturating_add(chain(&d))
-            .saturating_add(m.embedding_size(features))
-            .saturating_add(m.aux_classifier_size(features))
-    }
-
-    /// A generous estimate of the bytes one training process needs: every parameter held about
-    /// eight times in f32 (weights, gradients, two Adam moments, inference and checkpoint copies),
-    /// the activations of a step (each layer's output and its gradient, a few times over, for the
-    /// real, fake and G batches), the training images, the fixed noise of grids and evaluations, and
-    /// 128 MiB for the rest (the classic preset: about 290 MB; its measured peak is 190 MB).
-    pub fn memory_estimate(&self, pixels: usize) -> u64 {
-        let params = self.parameter_count(pixels).saturating_mul(8 * 4);
-        let widths = self.activation_widths(pixels).saturating_add(3 * pixels as u64);
-        let activations = widths.saturating_mul(self.train.batch_size as u64).saturating_mul(3 * 6 * 4);
-        // The training images as bytes, and the judge's test images as floats.
-        let images = 60_000u64 * pixels as u64 + 10_000 * pixels as u64 * 4;
-        // The fixed noise of the grids and of the in-training evaluation, and its images.
-        let noise_rows = (self.grid_rows() * self.output.grid_cols + self.eval.samples) as u64;
-        let noise = noise_rows.saturating_mul((self.model.g_input() + pixels) as u64).saturating_mul(4);
-        params
-            .saturating_add(activations)
-            .saturating_add(images)
-            .saturating_add(noise)
-            .saturating_add(256 << 20)
-    }
-
-    /// Refuse a model that cannot fit in this machine's available memory (by
-    /// [`Config::memory_estimate`]), before anything is made.
-    pub fn check_memory(&self, pixels: usize) -> Result<()> {
-        let needed = self.memory_estimate(pixels);
-        let Some(available) = crate::allocator::available_memory() else { return Ok(()) };
-        if needed > available {
-            return Err(Error::TooLarge {
-                what: format!(
-                    "the model ({} parameters in G and D, batch {})",
-                    self.parameter_count(pixels),
-                    self.train.batch_size
-                ),
-                needed: crate::allocator::gib(needed),
-                available: crate::allocator::gib(available),
-                advice: "make model.g_hidden / model.d_hidden or train.batch_size smaller".into(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Values per image of every hidden layer's output, G's and D's: the widths of an mlp, the
-    /// feature maps (channels x side²) of a dcgan.
-    fn activation_widths(&self, pixels: usize) -> u64 {
-        let m = &self.model;
-        if m.kind == ModelKind::Mlp {
-            return m.g_hidden.iter().chain(&m.d_hidden).map(|&w| w as u64).sum();
-        }
-        let layout = m.dcgan_layout(pixels);
-        // G's projection and hidden feature maps (not the image), D's feature maps.
-        let g_hidden = layout.deconvs.split_last().map_or(&[][..], |(_image, hidden)| hidden);
-        let maps = g_hidden.iter().chain(&layout.convs).map(|l| l.outputs() as u64).sum::<u64>();
-        maps.saturating_add(layout.projected as u64)
-    }
-
     /// Rows of the sample grids: one per class in a conditional run, else (and in a
     /// self-conditioned run, whose clusters may be many) `output.grid_rows`.
     pub fn grid_rows(&self) -> usize {
@@ -1385,29 +1194,6 @@ fn positive(key: &'static str, value: usize, max: usize) -> Result<()> {
     Ok(())
 }
 
-/// [`Config::parameter_count`] of a dcgan: G's projection (no bias) and transposed convolutions
-/// (no bias), 4 values per BatchNorm channel; D's convolutions and output layer with biases.
-fn dcgan_parameter_count(m: &ModelConfig, pixels: usize) -> u64 {
-    let layout = m.dcgan_layout(pixels);
-    let k2 = (m.kernel_size * m.kernel_size) as u64;
-    let weights = |l: &ConvLayer| (l.c_in as u64).saturating_mul(l.c_out as u64).saturating_mul(k2);
-    let projected = layout.projected as u64;
-    let mut g = (m.g_input() as u64).saturating_mul(projected).saturating_add(4 * projected);
-    for (i, l) in layout.deconvs.iter().enumerate() {
-        // A BatchNorm after every transposed convolution but the last.
-        let norm = if i + 1 < layout.deconvs.len() { 4 * l.c_out as u64 } else { 0 };
-        g = g.saturating_add(weights(l)).saturating_add(norm);
-    }
-    let d =
-        layout.convs.iter().fold(0u64, |d, l| d.saturating_add(weights(l)).saturating_add(l.c_out as u64));
-    let features = layout.convs.last().map_or(pixels, |l| l.outputs());
-    let logit = features as u64 + 1;
-    g.saturating_add(d)
-        .saturating_add(logit)
-        .saturating_add(m.embedding_size(features))
-        .saturating_add(m.aux_classifier_size(features))
-}
-
 /// Whether `value` is 1 (serde's `skip_serializing_if` of a weight at its default).
 fn is_one(value: &f64) -> bool {
     *value == 1.0
@@ -1454,29 +1240,6 @@ mod tests {
         );
         let keys: Vec<String> = Config::default().architecture().into_iter().map(|(k, _)| k).collect();
         assert!(!keys.iter().any(|k| DCGAN_KEYS.contains(&k.as_str()) || k == "model.kind"), "{keys:?}");
-    }
-
-    #[test]
-    fn the_dcgan_layout_keeps_the_side_until_the_last_two_deconvolutions_and_halves_it_in_d() {
-        let c = Config::preset("dcgan-tf").unwrap();
-        let l = c.model.dcgan_layout(784);
-        let layer = |c_in, c_out, side_in, side_out| ConvLayer { c_in, c_out, side_in, side_out };
-        assert_eq!((l.side, l.projected), (28, 256 * 7 * 7));
-        assert_eq!(l.deconvs, vec![layer(256, 128, 7, 7), layer(128, 64, 7, 14), layer(64, 1, 14, 28)]);
-        assert_eq!(l.convs, vec![layer(1, 64, 28, 14), layer(64, 128, 14, 7)]);
-        let small = Config::preset("dcgan").unwrap().model.dcgan_layout(784);
-        assert_eq!(small.deconvs, vec![layer(64, 32, 7, 14), layer(32, 1, 14, 28)]);
-    }
-
-    /// dcgan-tf at batch 256 measured 230 MB peak (gantry bench): the estimate is generous, and
-    /// counts its feature maps (an mlp's widths would give far less).
-    #[test]
-    fn the_memory_estimate_of_a_dcgan_counts_its_feature_maps() {
-        let c = Config::preset("dcgan-tf").unwrap();
-        let estimate = c.memory_estimate(784);
-        assert!((230 << 20..2 << 30).contains(&estimate), "{estimate}");
-        // Per image: G 12,544 + 6,272 (128 x 7²) + 12,544 (64 x 14²); D 12,544 + 6,272.
-        assert_eq!(c.activation_widths(784), 12_544 + 6_272 + 12_544 + 12_544 + 6_272);
     }
 
     /// The bug: a `--data` folder whose name is not UTF-8 reached `Config::settings`, which
@@ -1552,10 +1315,7 @@ mod tests {
             .unwrap();
         within.validate().unwrap();
         // G and D see 250 ids; the grids keep one row per class.
-        assert_eq!(
-            (within.model.conditions(), within.model.label_width(), within.grid_rows()),
-            (250, 250, 10)
-        );
+        assert_eq!(within.grid_rows(), 10);
         assert!(within.architecture().iter().any(|(k, v)| k == "model.clusters_per_class" && v == "25"));
         assert!(!Config::default().to_toml().contains("clusters_per_class"));
         bad(&[projection, "model.classes=2", "model.clusters_per_class=101"], "model.clusters_per_class");
@@ -1575,9 +1335,6 @@ mod tests {
             vec!["model.conditional: \"concat\" -> \"none\""]
         );
         assert!(concat.architecture().iter().any(|(k, _)| k == "model.classes"));
-        // G takes the one-hot class beside its noise, a concat D beside the image.
-        assert_eq!((concat.model.g_input(), concat.model.d_label_input()), (110, 10));
-        assert_eq!(concat.parameter_count(784), Config::default().parameter_count(784) + 10 * 256 + 10 * 512);
         assert_eq!(concat.grid_rows(), 10);
     }
     use super::*;
@@ -1660,20 +1417,6 @@ mod tests {
             assert!(err.to_string().contains(key), "{text}: {err}");
             assert_eq!(err.exit_code(), 2);
         }
-    }
-
-    #[test]
-    fn model_size_is_estimated_before_anything_is_allocated() {
-        // The bug: `g_hidden = [65536, 65536]` passed validation and aborted on a 16 GiB allocation.
-        let classic = Config::default();
-        // Keras-GAN's simple GAN as Keras' summary counts it: G 1,493,520 (BatchNorm's four
-        // vectors included), D 533,505.
-        assert_eq!(classic.parameter_count(784), 1_493_520 + 533_505);
-        assert!(classic.memory_estimate(784) < 1 << 30, "{}", classic.memory_estimate(784));
-        let mut huge = Config::default();
-        huge.model.g_hidden = vec![65_536, 65_536];
-        huge.validate().unwrap();
-        assert!(huge.memory_estimate(784) > 64 << 30, "{}", huge.memory_estimate(784));
     }
 
     #[test]

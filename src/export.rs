@@ -4,13 +4,10 @@
 //! `[in, out]` as in Keras (transpose them for `torch.nn.Linear`).
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use safetensors::tensor::{Dtype, TensorView};
-
-use crate::error::Result;
 
 struct Collect {
     path: Vec<String>,
@@ -49,14 +46,8 @@ pub fn to_safetensors<M: Module>(module: &M) -> Vec<u8> {
     safetensors::tensor::serialize(views, Some(metadata)).expect("valid f32 tensors serialize")
 }
 
-/// Write a module as a safetensors file.
-pub fn save_safetensors<M: Module>(module: &M, path: &Path) -> Result<()> {
-    crate::durable::write_synced(path, &to_safetensors(module))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::config::ModelConfig;
     use crate::model::Generator;
     use burn::tensor::Device;
@@ -67,7 +58,7 @@ mod tests {
         let cfg = ModelConfig::default();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let g = Generator::new(&cfg, 784, &mut rng, &Device::flex());
-        let bytes = to_safetensors(&g);
+        let bytes = g.safetensors();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let w = st.tensor("hidden.0.weight").unwrap();
         assert_eq!(w.shape(), &[100, 256]);
@@ -78,6 +69,6 @@ mod tests {
         // Same weights, same bytes.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let again = Generator::new(&cfg, 784, &mut rng, &Device::flex());
-        assert_eq!(to_safetensors(&again), bytes);
+        assert_eq!(again.safetensors(), bytes);
     }
 }

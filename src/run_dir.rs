@@ -81,10 +81,17 @@ impl RunDir {
         let lock = RunLock::acquire(&root)?;
         let kept = if non_empty { remove_run_files(&root)? } else { Vec::new() };
         let dir = Self { root };
-        for sub in [dir.samples_dir(), dir.plots_dir(), dir.weights_dir(), dir.checkpoints_dir()] {
+        dir.make_folders()?;
+        Ok((dir, lock, kept))
+    }
+
+    /// Make the run's sub-folders (samples, plots, weights, checkpoints) where they are missing:
+    /// at the start of a run, and when a resumed run's were removed.
+    pub fn make_folders(&self) -> Result<()> {
+        for sub in [self.samples_dir(), self.plots_dir(), self.weights_dir(), self.checkpoints_dir()] {
             fs::create_dir_all(&sub).at("create", &sub)?;
         }
-        Ok((dir, lock, kept))
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -492,9 +499,7 @@ fn is_own_child(sub: &str, name: &str, path: &Path, is_dir: bool) -> bool {
 /// start over in it, and recreate its sub-folders; returns the entries kept.
 pub fn replace_run_files(run: &RunDir) -> Result<Vec<PathBuf>> {
     let kept = remove_run_files(run.root())?;
-    for sub in [run.samples_dir(), run.plots_dir(), run.weights_dir(), run.checkpoints_dir()] {
-        fs::create_dir_all(&sub).at("create", &sub)?;
-    }
+    run.make_folders()?;
     Ok(kept)
 }
 

@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::store::ModuleRecord;
 use burn::tensor::Device;
 
 use crate::device::DeviceChoice;
@@ -109,20 +108,18 @@ impl LoadedGenerator {
             .and_then(|p| p.checked_mul(info.image_channels))
             .filter(|&p| p > 0 && p <= 1 << 20 && matches!(info.image_channels, 1 | 3))
             .ok_or_else(|| Error::bad_data(run.root().join("run.json"), "implausible image size"))?;
-        config.check_memory(pixels)?;
+        crate::model::check_memory(&config, pixels)?;
         let per_class = config.model.clusters_per_class.max(1);
         let cluster_sizes = checked_cluster_sizes(run, &config, info.cluster_sizes)?;
-        let record = ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
-            .map_err(|e| Error::Weights { path: source.clone(), problem: e.to_string() })?;
         let g = Generator::new(&config.model, pixels, &mut Streams::new(0).init, &device)
-            .try_load_record(record)
+            .with_record(bytes)
             .map_err(|e| Error::Weights { path: source.clone(), problem: e.to_string() })?
             .valid();
         Ok(Self {
             g,
             device,
             latent: config.model.latent_dim,
-            conditions: config.model.conditions(),
+            conditions: crate::model::conditioning::ids(&config.model),
             classes: if config.model.is_conditional() { config.model.classes } else { 0 },
             per_class,
             self_conditioned: config.data.clusters > 0,
@@ -305,7 +302,11 @@ fn checked_cluster_sizes(
     recorded: Option<Vec<usize>>,
 ) -> Result<Option<Vec<usize>>> {
     let per_class = config.model.clusters_per_class.max(1);
-    let clustered = if config.data.clusters > 0 || per_class > 1 { config.model.conditions() } else { 0 };
+    let clustered = if config.data.clusters > 0 || per_class > 1 {
+        crate::model::conditioning::ids(&config.model)
+    } else {
+        0
+    };
     // Each class's clusters (all of them, self-conditioned) must hold some images: the ids
     // asked for are drawn in proportion to these sizes.
     let group = if per_class > 1 { per_class } else { clustered.max(1) };

@@ -143,3 +143,64 @@ fn architecture_changes_are_refused_and_extensions_allowed() {
     let saved = gantry::Config::from_file(&run.join("config.toml")).unwrap();
     assert_eq!(saved.train.iterations, 130);
 }
+
+/// Copy a folder tree (the fixtures are small).
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// Runs stopped at iteration 20 by earlier builds (`tests/fixtures/`, each folder's README says
+/// which build and how), resumed to 40 by this one with the binary: every output is byte-identical
+/// to what the earlier build wrote when it trained 40 iterations without stopping
+/// (`after_40.sha256`). The fixtures hold no samples/, plots/ or weights/ folder, so this is also
+/// the test of the bug where a resumed run whose folders were removed failed at its first grid.
+#[test]
+fn checkpoints_of_the_build_before_the_architecture_seam_resume_byte_identical() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for build in fs::read_dir(&fixtures).unwrap() {
+        let build = build.unwrap().path();
+        for fixture in fs::read_dir(&build).unwrap() {
+            let fixture = fixture.unwrap().path();
+            if !fixture.is_dir() {
+                continue;
+            }
+            let name = format!(
+                "{}-{}",
+                build.file_name().unwrap().to_string_lossy(),
+                fixture.file_name().unwrap().to_string_lossy()
+            );
+            let run = tmp.path().join(&name);
+            copy_tree(&fixture, &run);
+            let o = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+                .args(["resume", "--iterations", "40", "-q", "--data"])
+                .arg(common::mnist_dir())
+                .arg(&run)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+            let expected = fs::read_to_string(fixture.join("after_40.sha256")).unwrap();
+            for line in expected.lines() {
+                let (hash, file) = line.split_once("  ").unwrap();
+                let bytes = fs::read(run.join(file)).unwrap_or_else(|e| panic!("{name}: {file}: {e}"));
+                assert_eq!(
+                    gantry::durable::sha256_hex(&bytes),
+                    hash,
+                    "{name}: {file} differs from the earlier build's"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "found {checked} fixtures");
+}

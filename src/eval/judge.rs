@@ -223,7 +223,7 @@ fn conv(
 }
 
 fn dense(d_in: usize, d_out: usize, rng: &mut ChaCha8Rng, device: &Device) -> Linear {
-    crate::model::linear_with_kernel(he_uniform(d_in * d_out, d_in, rng), d_in, d_out, device)
+    crate::model::layers::linear_with_kernel(he_uniform(d_in * d_out, d_in, rng), d_in, d_out, device)
 }
 
 /// What a judge makes of a set of images.

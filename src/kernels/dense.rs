@@ -523,7 +523,7 @@ impl<B: Backend + DenseOps, C: CheckpointStrategy> DenseOps for Autodiff<B, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::linear_with_kernel;
+    use crate::model::layers::linear_with_kernel;
     use burn::module::Module;
     use burn::tensor::Device;
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
-use crate::config::{Config, ConvLayer, ModelConfig, ModelKind, UpdateOrder};
+use crate::config::{Config, ModelConfig, UpdateOrder};
 use crate::data::TrainingImages;
 use crate::error::{Error, Result};
 use crate::kernels::dense::{Order, Split, product};
@@ -78,7 +78,7 @@ pub fn product_peak_gflops() -> f64 {
 /// batches, D's input gradients and G's gradients for G's loss, D's gradients for D's: what
 /// PyTorch computes for the same step, not the second D forward burn needs (see `Gan`).
 pub fn flops_per_iteration(model: &ModelConfig, pixels: usize, batch: usize, order: UpdateOrder) -> f64 {
-    let (g, d) = layer_macs(model, pixels);
+    let (g, d) = crate::model::layer_macs(model, pixels);
     let total = |layers: &[f64]| layers.iter().sum::<f64>();
     let below_first = |layers: &[f64]| total(&layers[1..]);
     let (g_fwd, d_fwd) = (total(&g), total(&d));
@@ -97,48 +97,6 @@ pub fn flops_per_iteration(model: &ModelConfig, pixels: usize, batch: usize, ord
     2.0 * batch as f64 * macs
 }
 
-/// Multiply-adds per image of each layer of G and of D, input to output.
-fn layer_macs(model: &ModelConfig, pixels: usize) -> (Vec<f64>, Vec<f64>) {
-    let chain =
-        |widths: Vec<usize>| -> Vec<f64> { widths.windows(2).map(|w| (w[0] * w[1]) as f64).collect() };
-    match model.kind {
-        ModelKind::Mlp => {
-            let g = std::iter::once(model.g_input()).chain(model.g_hidden.iter().copied()).chain([pixels]);
-            let d = std::iter::once(pixels + model.d_label_input())
-                .chain(model.d_hidden.iter().copied())
-                .chain([1]);
-            // A projection D's class embedding: one product per feature; an acgan D's auxiliary
-            // classifier: features x classes.
-            let features = model.d_hidden.last().copied().unwrap_or(pixels);
-            let mut d = chain(d.collect());
-            d.extend((model.embedding_size(features) > 0).then_some(features as f64));
-            d.extend(
-                (model.aux_classifier_size(features) > 0).then_some((features * model.conditions()) as f64),
-            );
-            (chain(g.collect()), d)
-        }
-        ModelKind::Dcgan => {
-            let layout = model.dcgan_layout(pixels);
-            let k2 = (model.kernel_size * model.kernel_size) as f64;
-            let taps =
-                |l: &ConvLayer, positions: usize| (positions * positions * l.c_in * l.c_out) as f64 * k2;
-            // A transposed convolution: every input position times every tap and channel pair;
-            // a strided convolution: every output position.
-            let g = std::iter::once((model.g_input() * layout.projected) as f64)
-                .chain(layout.deconvs.iter().map(|l| taps(l, l.side_in)))
-                .collect();
-            let features = layout.convs.last().map_or(pixels, |l| l.outputs());
-            let mut d: Vec<f64> =
-                layout.convs.iter().map(|l| taps(l, l.side_out)).chain([features as f64]).collect();
-            d.extend((model.embedding_size(features) > 0).then_some(features as f64));
-            d.extend(
-                (model.aux_classifier_size(features) > 0).then_some((features * model.conditions()) as f64),
-            );
-            (g, d)
-        }
-    }
-}
-
 /// Time `iterations` training steps after `warmup` ones, at each batch size and thread count.
 pub fn run(
     base: &Config,
@@ -148,7 +106,7 @@ pub fn run(
     iterations: usize,
     mut on_result: impl FnMut(&BenchResult),
 ) -> Result<Vec<BenchResult>> {
-    let images = random_images(base.train.seed, base.model.label_width());
+    let images = random_images(base.train.seed, crate::model::conditioning::ids(&base.model));
     let device = crate::device::resolve(base.train.device)?;
     let mut results = Vec::new();
     for &t in threads {
@@ -160,7 +118,7 @@ pub fn run(
             let mut config = base.clone();
             config.train.batch_size = b;
             config.validate()?;
-            config.check_memory(crate::data::PIXELS_28)?;
+            crate::model::check_memory(&config, crate::data::PIXELS_28)?;
             let result = pool.install(|| measure(&config, &images, (t, &device), warmup, iterations));
             on_result(&result);
             results.push(result);

@@ -6,7 +6,6 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, RmsPropConfig};
-use burn::store::ModuleRecord;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -15,7 +14,6 @@ use crate::checkpoint::{Snapshot, TrainingState};
 use crate::config::{Config, DUpdate, Kernels, ModelKind, OptimizerKind, TrainConfig, UpdateOrder};
 use crate::data::TrainingImages;
 use crate::error::{Error, Result};
-use crate::export;
 use crate::kernels::adam::FusedAdam;
 use crate::metrics::IterationRecord;
 use crate::model::{Discriminator, Generator, SpectralState};
@@ -129,18 +127,14 @@ impl Gan {
                 && !config.model.is_conditional(),
             batch: t.batch_size,
             latent: config.model.latent_dim,
-            classes: config.model.label_width(),
+            classes: crate::model::conditioning::ids(&config.model),
             class_totals: None,
             shape: (rows, cols),
             pixels,
             spectral,
             ema,
             dropout: (config.model.kind == ModelKind::Dcgan && config.model.d_dropout > 0.0).then(|| {
-                let convs = config.model.dcgan_layout(pixels).convs;
-                (
-                    config.model.d_dropout as f32,
-                    convs.iter().map(|l| [l.c_out, l.side_out, l.side_out]).collect(),
-                )
+                (config.model.d_dropout as f32, crate::model::dcgan::dropout_shapes(&config.model, pixels))
             }),
             train_device,
             plain_device,
@@ -571,14 +565,14 @@ impl Gan {
     pub(crate) fn save_weights(&self, nets: &Networks, run: &RunDir) -> Result<()> {
         let sampler = self.sampler(nets);
         for (path, bytes) in [
-            (run.generator_weights(), record_bytes(sampler.clone())),
-            (run.discriminator_weights(), record_bytes(nets.d.valid())),
+            (run.generator_weights(), sampler.clone().record_bytes()),
+            (run.discriminator_weights(), nets.d.valid().record_bytes()),
         ] {
             let bytes = bytes
                 .map_err(|e| Error::Serialize { what: path.display().to_string(), problem: e.to_string() })?;
             crate::durable::write_synced(&path, &bytes)?;
         }
-        export::save_safetensors(&sampler, &run.generator_safetensors())
+        crate::durable::write_synced(&run.generator_safetensors(), &sampler.safetensors())
     }
 
     /// The whole training state as a checkpoint: `state` with spectral norm's vectors added, and
@@ -595,13 +589,13 @@ impl Gan {
         };
         let generator_ema = match &self.ema {
             Some(ema) => {
-                Some(record_bytes(ema.clone()).map_err(|e| fail("moving average of the generator", e))?)
+                Some(ema.clone().record_bytes().map_err(|e| fail("moving average of the generator", e))?)
             }
             None => None,
         };
         Ok(Snapshot {
-            generator: record_bytes(nets.g.valid()).map_err(|e| fail("generator", e))?,
-            discriminator: record_bytes(nets.d.valid()).map_err(|e| fail("discriminator", e))?,
+            generator: nets.g.valid().record_bytes().map_err(|e| fail("generator", e))?,
+            discriminator: nets.d.valid().record_bytes().map_err(|e| fail("discriminator", e))?,
             optimizer_g: self.opt_g.into_bytes().map_err(|e| fail("generator's optimizer", e))?.to_vec(),
             optimizer_d: self.opt_d.into_bytes().map_err(|e| fail("discriminator's optimizer", e))?.to_vec(),
             generator_ema,
@@ -621,14 +615,16 @@ impl Gan {
         let loaded = |file: &str, e: burn::store::RecordError| bad(file, format!("cannot be loaded: {e}"));
         let bytes = |v: &Vec<u8>| burn::tensor::Bytes::from_bytes_vec(v.clone());
         let generator = |g: Generator, file: &str, data: &Vec<u8>| -> Result<Generator> {
-            let record = ModuleRecord::from_bytes(bytes(data)).map_err(|e| loaded(file, e))?;
-            g.try_load_record(record).map_err(|e| loaded(file, e))
+            g.with_record(data.clone()).map_err(|e| loaded(file, e))
         };
         // `valid()` snapshots were saved; `train()` puts the modules back on the autodiff device.
         let g = generator(nets.g.valid(), "generator.bpk", &snapshot.generator)?.train();
-        let record = ModuleRecord::from_bytes(bytes(&snapshot.discriminator))
+        let d = nets
+            .d
+            .valid()
+            .with_record(snapshot.discriminator.clone())
             .map_err(|e| loaded("discriminator.bpk", e))?;
-        let d = nets.d.valid().try_load_record(record).map_err(|e| loaded("discriminator.bpk", e))?.train();
+        let d = d.train();
         self.opt_g =
             self.opt_g.from_bytes(bytes(&snapshot.optimizer_g)).map_err(|e| loaded("optimizer_g.bpk", e))?;
         self.opt_d =
@@ -699,11 +695,6 @@ fn with_class_term(
         }
         _ => term,
     }
-}
-
-/// A module's record as burnpack bytes (what checkpoints and `weights/` hold).
-fn record_bytes<M: Module>(module: M) -> std::result::Result<Vec<u8>, burn::store::RecordError> {
-    Ok(module.into_record().into_bytes()?.to_vec())
 }
 
 /// The moving average's decay at the update after `iteration` iterations: `decay`, lowered at

@@ -118,7 +118,7 @@ pub fn start(config: &Config, out: &Path, existing: Existing, options: &Options)
     // Read the data and check the model fits before creating anything, so an error leaves no
     // half-made run folder.
     let (images, data) = training_data(config, config.data.dir.as_deref(), options.progress)?;
-    config.check_memory(images.dim())?;
+    crate::model::check_memory(config, images.dim())?;
     // The judge too (it may have to be trained, or its data be missing) before anything is made.
     let quality = QualityProbe::new(config, data.cluster_sizes.as_deref(), options.progress)?;
     let (run, lock, kept) = RunDir::create_locked(out, existing)?;
@@ -206,7 +206,7 @@ pub fn resume(
         None => remembered_data_dir(&run, &config),
     };
     let (images, data) = training_data(&config, data_dir.as_deref(), options.progress)?;
-    config.check_memory(images.dim())?;
+    crate::model::check_memory(&config, images.dim())?;
     // The judge finds its data where the training images were found (not saved in config.toml).
     let mut with_data = config.clone();
     with_data.data.dir = data_dir.clone();
@@ -296,6 +296,8 @@ fn rewind_run_folder(
     for w in warnings {
         eprintln!("warning: {w}");
     }
+    // The user may have removed samples/, plots/ or weights/ of a stopped run.
+    run.make_folders()?;
     write_config(run, config)?;
     let mut started = RunInfo::started(data, images, config.effective_threads());
     started.iterations_done = state.iteration;

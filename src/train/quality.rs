@@ -100,7 +100,7 @@ impl QualityProbe {
             n * config.model.latent_dim,
             &mut noise,
         );
-        let classes = config.model.label_width();
+        let classes = crate::model::conditioning::ids(&config.model);
         let labels = match cluster_sizes {
             Some(sizes) => crate::data::clusters::proportional(sizes, n),
             None => (0..n).filter(|_| classes > 0).map(|i| (i % classes) as u8).collect(),
