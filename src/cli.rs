@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, Dataset, Overrides};
+use crate::config::{Config, Dataset};
 use crate::error::{Error, Result};
 use crate::eval;
+use crate::flags::{DeviceFlag, NewRunSettings, RunSettings};
 use crate::grid::{self, GridLayout};
 use crate::metrics;
 use crate::plot;
@@ -43,7 +44,7 @@ pub enum Command {
     /// Judge samples against the real test set with a classifier trained on the data set (FID and
     /// KID in its feature space, precision/recall, Inception-Score analogue, class coverage): a
     /// run's generator, or images from any tool.
-    Eval(EvalArgs),
+    Eval(eval::command::EvalRequest),
     /// Serve the live dashboard of one or more runs (a run folder, or a folder of runs such as
     /// `runs/`) on http://127.0.0.1:6150/.
     Serve(ServeArgs),
@@ -123,19 +124,8 @@ pub struct CompareArgs {
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Data set to train on.
-    #[arg(long, value_enum)]
-    pub dataset: Option<Dataset>,
-    /// The objective [config: train.loss, default ns]. wgan-gp, r1 and dragan are refused: they
-    /// need second derivatives.
-    #[arg(long, value_enum)]
-    pub loss: Option<crate::config::Loss>,
-    /// Images per batch [config: train.batch_size, default 32].
-    #[arg(long, value_name = "N")]
-    pub batch_size: Option<usize>,
-    /// Seed of every random stream [config: train.seed, default 0].
-    #[arg(long, value_name = "N")]
-    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub new: NewRunSettings,
     /// Run folder to write. Default: runs/<dataset>-<UTC time>.
     #[arg(long, value_name = "RUN_DIR")]
     pub out: Option<PathBuf>,
@@ -167,27 +157,8 @@ pub struct RunFlags {
     /// TOML config file; command-line flags override its values.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The data's folder: MNIST's four IDX files (.gz or raw), CIFAR-10's batches
-    /// (`--dataset cifar10`), or your images (`--dataset folder`, class sub-folders as labels).
-    /// Default: the run's own data (resume), then $GANTRY_DATA, then the cache (MNIST-format only).
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
-    /// Number of training iterations [config: train.iterations, default 30000].
-    #[arg(long, value_name = "N")]
-    pub iterations: Option<usize>,
-    /// Write a sample grid every N iterations [config: output.sample_interval, default 200].
-    #[arg(long, value_name = "N")]
-    pub sample_interval: Option<usize>,
-    /// Compute threads; 0 = one per core (resume: keep the original number for a bit-identical
-    /// continuation) [config: train.threads, default 0].
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
     #[command(flatten)]
-    pub device: DeviceFlag,
-    /// Judge sample quality every N iterations (FID, precision/recall... into eval.csv); 0 = off
-    /// [config: eval.every, default 2000].
-    #[arg(long, value_name = "N")]
-    pub eval_every: Option<usize>,
+    pub settings: RunSettings,
     /// No progress bar or progress lines.
     #[arg(long, short)]
     pub quiet: bool,
@@ -196,16 +167,6 @@ pub struct RunFlags {
     pub serve: bool,
     #[command(flatten)]
     pub listen: ListenArgs,
-}
-
-/// Where the tensors live (train, resume, sample, eval, bench).
-#[derive(Debug, Args, Clone, Copy, Default)]
-pub struct DeviceFlag {
-    /// Compute device: cpu, or in a build with the `gpu` feature a wgpu adapter: wgpu (the best
-    /// one), wgpu:discrete:N, wgpu:integrated:N, wgpu:virtual:N, wgpu:cpu (a software driver);
-    /// `gantry devices` lists them [config: train.device, default cpu].
-    #[arg(long, value_name = "DEVICE")]
-    pub device: Option<crate::device::DeviceChoice>,
 }
 
 /// Where the dashboard listens.
@@ -218,44 +179,6 @@ pub struct ListenArgs {
     /// 0.0.0.0, only to let other machines read the runs.
     #[arg(long, value_name = "ADDR")]
     pub host: Option<std::net::IpAddr>,
-}
-
-#[derive(Debug, Args)]
-pub struct EvalArgs {
-    /// Run folders whose generator to judge (each one a column of the table).
-    #[arg(value_name = "RUN_DIR")]
-    pub runs: Vec<PathBuf>,
-    /// Judge the generator saved in the checkpoint after this many iterations (RUN/checkpoints/)
-    /// instead of the final one.
-    #[arg(long, value_name = "ITERATION")]
-    pub checkpoint: Option<usize>,
-    /// Images made by any tool: a .npy of shape [N,28,28] or [N,784] (0-255, [0,1] or [-1,1]), or a
-    /// folder of 28x28 PNGs. Repeatable.
-    #[arg(long, value_name = "FILE")]
-    pub samples: Vec<PathBuf>,
-    /// Images to draw from each run's generator (10 to 100,000).
-    #[arg(long, default_value_t = 10_000)]
-    pub n: usize,
-    /// Seed of the generator's noise and of KID's subsets.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Data set the samples imitate (runs: taken from their config; default mnist).
-    #[arg(long, value_enum)]
-    pub dataset: Option<Dataset>,
-    /// Folder with the data set's IDX files. Default: the run's own data, then $GANTRY_DATA, then
-    /// the cache.
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
-    /// Write the reports as JSON here (default, when judging one run: RUN/eval.json). Never a
-    /// file of a run's own (its config, metrics, weights...).
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Replace the --json file if it exists.
-    #[arg(long)]
-    pub force: bool,
-    /// Where the generators draw their samples (the judge itself always runs on the CPU).
-    #[command(flatten)]
-    pub device: DeviceFlag,
 }
 
 #[derive(Debug, Args)]
@@ -392,21 +315,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Train(args) => train_command(args),
         Command::Resume(args) => resume_command(&args.run, &args.flags),
-        Command::Eval(args) => {
-            let request = eval::command::EvalRequest {
-                runs: args.runs,
-                checkpoint: args.checkpoint,
-                samples: args.samples,
-                n: args.n,
-                seed: args.seed,
-                dataset: args.dataset,
-                data: args.data,
-                json: args.json,
-                replace: replace_if(args.force),
-                device: args.device.device.unwrap_or_default(),
-            };
-            eval::command::run(&request).map(|_| 0)
-        }
+        Command::Eval(request) => eval::command::run(&request).map(|_| 0),
         Command::Serve(args) => {
             let dashboard = Arc::new(Dashboard::from_paths(&args.runs)?);
             let addr = serve::bind_address(args.listen.host, args.listen.port);
@@ -660,61 +569,34 @@ fn install_stop_handler() -> StopState {
     state
 }
 
-fn overrides(flags: &RunFlags) -> Result<Overrides> {
-    if flags.threads.is_some_and(|t| t > MAX_THREADS) {
-        return Err(Error::usage(
-            "--threads",
-            format!("at most {MAX_THREADS}, found {}", flags.threads.unwrap_or(0)),
-        ));
-    }
-    Ok(Overrides {
-        dataset: None,
-        data_dir: flags.data.clone(),
-        iterations: flags.iterations,
-        batch_size: None,
-        sample_interval: flags.sample_interval,
-        seed: None,
-        threads: flags.threads,
-        device: flags.device.device,
-        eval_every: flags.eval_every,
-        loss: None,
-        settings: Vec::new(),
-    })
-}
-
 fn train_command(args: TrainArgs) -> Result<i32> {
     if let Some(run) = &args.resume {
-        if args.out.is_some()
-            || args.force
-            || args.seed.is_some()
-            || args.batch_size.is_some()
-            || args.dataset.is_some()
-            || args.loss.is_some()
-            || args.preset.is_some()
-            || !args.set.is_empty()
-        {
+        let mut given = args.new.given();
+        let others =
+            [("--out", args.out.is_some()), ("--force", args.force), ("--preset", args.preset.is_some())];
+        given.extend(others.iter().filter(|(_, on)| *on).map(|(name, _)| name.to_string()));
+        given.extend((!args.set.is_empty()).then(|| "--set".to_string()));
+        if !given.is_empty() {
             return Err(Error::usage(
                 "--resume",
-                "continues a run as it was: --out, --force, --seed, --batch-size, --dataset, --loss, --preset and --set do not apply",
+                format!("continues a run as it was: {} do not apply", given.join(", ")),
             ));
         }
         return resume_command(run, &args.run);
     }
     let flags = &args.run;
-    let mut overrides = overrides(flags)?;
-    overrides.dataset = args.dataset;
-    overrides.batch_size = args.batch_size;
-    overrides.seed = args.seed;
-    overrides.loss = args.loss;
+    let mut overrides = args.new.lowered()?;
+    overrides.named.extend(flags.settings.lowered()?.named);
     overrides.settings = args.set.clone();
     // `--data DIR` alone on an image folder or CIFAR-10's batches: that data set, said.
-    let asked = args.dataset.is_some() || args.set.iter().any(|s| s.trim_start().starts_with("data.dataset"));
+    let asked =
+        args.new.dataset.is_some() || args.set.iter().any(|s| s.trim_start().starts_with("data.dataset"));
     let named = match (args.preset.as_deref(), flags.config.as_deref()) {
         (Some(name), _) => Config::preset(name)?.data.dataset,
         (None, Some(file)) => Config::from_file(file)?.data.dataset,
         (None, None) => Dataset::Mnist,
     };
-    if let Some(dir) = flags.data.as_deref().filter(|_| !asked && named == Dataset::Mnist)
+    if let Some(dir) = flags.settings.data.as_deref().filter(|_| !asked && named == Dataset::Mnist)
         && let Some((dataset, what)) = detected_dataset(dir)
     {
         eprintln!(
@@ -722,7 +604,7 @@ fn train_command(args: TrainArgs) -> Result<i32> {
             dir.display(),
             dataset.name()
         );
-        overrides.dataset = Some(dataset);
+        overrides = overrides.with("data.dataset", dataset)?;
     }
     let config = Config::resolve_from(args.preset.as_deref(), flags.config.as_deref(), &overrides)?;
     let out =
@@ -771,7 +653,7 @@ fn detected_dataset(dir: &Path) -> Option<(Dataset, String)> {
 
 /// `gantry resume RUN` (and `gantry train --resume RUN`).
 fn resume_command(run: &Path, flags: &RunFlags) -> Result<i32> {
-    let overrides = overrides(flags)?;
+    let overrides = flags.settings.lowered()?;
     let stop = install_stop_handler();
     let options = stop.options(!flags.quiet);
     if flags.serve {
@@ -1076,7 +958,7 @@ fn bench_command(args: BenchArgs) -> Result<()> {
     if let Some(path) = &args.json {
         run_dir::check_output(path, run_dir::OwnOutput::Nothing, replace_if(args.force), "--json")?;
     }
-    let overrides = Overrides { device: args.device.device, ..Default::default() };
+    let overrides = args.device.lowered()?;
     let config = Config::resolve_from(args.preset.as_deref(), args.config.as_deref(), &overrides)?;
     println!(
         "gantry {} training-step benchmark ({} warm-up + {} timed iterations each, random images)",

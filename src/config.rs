@@ -538,21 +538,37 @@ impl Default for CheckpointConfig {
     }
 }
 
-/// Values given on the command line; each one that is set replaces the file's value.
+/// Values given on the command line, applied after the file (or preset), in order: the named
+/// flags lowered to their config keys (`crate::flags` defines each flag once, with its key), then
+/// `--set KEY=VALUE`. The one path by which anything but a file changes a config.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
-    pub dataset: Option<Dataset>,
-    pub data_dir: Option<PathBuf>,
-    pub iterations: Option<usize>,
-    pub batch_size: Option<usize>,
-    pub sample_interval: Option<usize>,
-    pub seed: Option<u64>,
-    pub threads: Option<usize>,
-    pub device: Option<crate::device::DeviceChoice>,
-    pub eval_every: Option<usize>,
-    pub loss: Option<Loss>,
+    /// Named flags as (config key, value), in order.
+    pub named: Vec<(&'static str, toml::Value)>,
     /// `--set KEY=VALUE`: any config key, applied last, in order.
     pub settings: Vec<String>,
+}
+
+impl Overrides {
+    /// These overrides and `key` set to `value` (a library's or a test's named flag). A value TOML
+    /// cannot hold (a path that is not UTF-8, an integer beyond i64) is refused naming the key.
+    pub fn with(mut self, key: &'static str, value: impl Serialize) -> Result<Self> {
+        let value = toml::Value::try_from(value).map_err(|e| {
+            Error::config(key, format!("cannot be written in a config file ({e}): a path that is not UTF-8?"))
+        })?;
+        self.named.push((key, value));
+        Ok(self)
+    }
+
+    /// The data folder given (`--data`, key `data.dir`), the last one when several.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        self.named
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == "data.dir")
+            .and_then(|(_, v)| v.as_str())
+            .map(PathBuf::from)
+    }
 }
 
 impl Config {
@@ -593,13 +609,12 @@ impl Config {
     /// The preset (see [`PRESETS`]), else the file, else the defaults; then the overrides;
     /// validated. (The command line refuses a preset and a file together.)
     pub fn resolve_from(preset: Option<&str>, file: Option<&Path>, overrides: &Overrides) -> Result<Self> {
-        let mut config = match (preset, file) {
+        let config = match (preset, file) {
             (Some(name), _) => Self::preset(name)?,
             (None, Some(path)) => Self::from_file(path)?,
             (None, None) => Self::default(),
         };
-        config.apply(overrides);
-        let mut config = config.with_settings(&overrides.settings)?;
+        let mut config = config.with_overrides(overrides)?;
         config.validate()?;
         config.train.resolve_defaults();
         Ok(config)
@@ -617,16 +632,23 @@ impl Config {
         Self::from_toml_str(text, &Path::new("presets").join(format!("{name}.toml")))
     }
 
+    /// Apply command-line overrides: the named flags' values, then the `--set` settings.
+    pub fn with_overrides(self, o: &Overrides) -> Result<Self> {
+        let named = o.named.iter().map(|&(key, ref value)| Setting {
+            key,
+            value: value.clone(),
+            text: None,
+            named: Some(key),
+        });
+        let config = self.with_values(named.collect())?;
+        config.with_settings(&o.settings)
+    }
+
     /// Apply `KEY=VALUE` settings (`train.g_ema=0.999`, `model.d_hidden=[256, 128]`): each value
     /// read as TOML, else as a string (`train.loss=hinge`). An unknown key or a value of the wrong
     /// type is refused naming the key.
     pub fn with_settings(self, settings: &[String]) -> Result<Self> {
-        if settings.is_empty() {
-            return Ok(self);
-        }
-        let mut table = self.to_table().ok_or_else(|| {
-            Error::usage("--set", "the configuration cannot be written as TOML (a path that is not UTF-8?)")
-        })?;
+        let mut values = Vec::new();
         for setting in settings {
             let Some((key, text)) = setting.split_once('=') else {
                 return Err(Error::usage(
@@ -634,65 +656,46 @@ impl Config {
                     format!("`{setting}` is not KEY=VALUE (such as train.g_ema=0.999)"),
                 ));
             };
-            let key = key.trim();
             let text = text.trim();
-            let as_string = toml::Value::String(text.to_string());
             let value = toml::from_str::<toml::Table>(&format!("v = {text}"))
                 .ok()
                 .and_then(|mut t| t.remove("v"))
-                .unwrap_or_else(|| as_string.clone());
-            let fits = |table: &toml::Table| toml::Value::Table(table.clone()).try_into::<Config>();
-            set_dotted(&mut table, key, value).map_err(|problem| Error::usage("--set", problem))?;
+                .unwrap_or_else(|| toml::Value::String(text.to_string()));
+            values.push(Setting { key: key.trim(), value, text: Some(text), named: None });
+        }
+        self.with_values(values)
+    }
+
+    /// Set each key to its value, in order; a setting typed from text that does not fit its key
+    /// is tried as the text itself (`data.dir=2024` reads as a number; a key that takes a string
+    /// gets the text). Errors name a named flag's key, else `--set`.
+    fn with_values(self, values: Vec<Setting<'_>>) -> Result<Self> {
+        let Some(last) = values.last().map(|s| s.named) else { return Ok(self) };
+        let refused = |named: Option<&'static str>, problem: String| match named {
+            Some(key) => Error::config(key, problem),
+            None => Error::usage("--set", problem),
+        };
+        let mut table = self.to_table().ok_or_else(|| {
+            refused(last, "the configuration cannot be written as TOML (a path that is not UTF-8?)".into())
+        })?;
+        let fits = |table: &toml::Table| toml::Value::Table(table.clone()).try_into::<Config>();
+        for Setting { key, value, text, named } in values {
+            set_dotted(&mut table, key, value).map_err(|problem| refused(named, problem))?;
             if let Err(e) = fits(&table) {
-                // `data.dir=2024` reads as a number; a key that takes a string gets the text.
+                let problem = format!("`{key}`: {}", cut_long_lines(e.to_string().trim_end()));
+                let Some(text) = text else { return Err(refused(named, problem)) };
                 let mut retry = table.clone();
-                set_dotted(&mut retry, key, as_string).map_err(|problem| Error::usage("--set", problem))?;
+                set_dotted(&mut retry, key, toml::Value::String(text.to_string()))
+                    .map_err(|problem| refused(named, problem))?;
                 if fits(&retry).is_err() {
-                    return Err(Error::usage(
-                        "--set",
-                        format!("`{key}`: {}", cut_long_lines(e.to_string().trim_end())),
-                    ));
+                    return Err(refused(named, problem));
                 }
                 table = retry;
             }
         }
         toml::Value::Table(table)
             .try_into::<Config>()
-            .map_err(|e| Error::usage("--set", cut_long_lines(e.to_string().trim_end())))
-    }
-
-    /// Apply command-line overrides.
-    pub fn apply(&mut self, o: &Overrides) {
-        if let Some(v) = o.dataset {
-            self.data.dataset = v;
-        }
-        if let Some(v) = &o.data_dir {
-            self.data.dir = Some(v.clone());
-        }
-        if let Some(v) = o.iterations {
-            self.train.iterations = v;
-        }
-        if let Some(v) = o.batch_size {
-            self.train.batch_size = v;
-        }
-        if let Some(v) = o.sample_interval {
-            self.output.sample_interval = v;
-        }
-        if let Some(v) = o.seed {
-            self.train.seed = v;
-        }
-        if let Some(v) = o.threads {
-            self.train.threads = v;
-        }
-        if let Some(v) = o.device {
-            self.train.device = v;
-        }
-        if let Some(v) = o.eval_every {
-            self.eval.every = v;
-        }
-        if let Some(v) = o.loss {
-            self.train.loss = v;
-        }
+            .map_err(|e| refused(last, cut_long_lines(e.to_string().trim_end())))
     }
 
     /// The data's shape against what the data set has and the model can take.
@@ -1131,6 +1134,16 @@ impl Config {
 }
 
 /// Set `key` (dotted, `train.loss`) in a config's TOML `table`. A key must name a section and a
+/// One setting on its way into a config: the key, its value, and the text it was read from
+/// (`--set`'s, tried as a string when the typed value does not fit); `named`: the key of a named
+/// flag (its errors name the key; `--set`'s name `--set`).
+struct Setting<'a> {
+    key: &'a str,
+    value: toml::Value,
+    text: Option<&'a str>,
+    named: Option<&'static str>,
+}
+
 /// setting, not a section alone. The problem, if any, names the key.
 pub fn set_dotted(table: &mut toml::Table, key: &str, value: toml::Value) -> std::result::Result<(), String> {
     let parts: Vec<&str> = key.split('.').collect();
@@ -1459,7 +1472,7 @@ mod tests {
     #[test]
     fn overrides_win_over_file() {
         let mut c = parse("[train]\niterations = 500\nseed = 3\n").unwrap();
-        c.apply(&Overrides { iterations: Some(7), ..Default::default() });
+        c = c.with_overrides(&Overrides::default().with("train.iterations", 7).unwrap()).unwrap();
         assert_eq!(c.train.iterations, 7);
         assert_eq!(c.train.seed, 3);
     }

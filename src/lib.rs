@@ -51,6 +51,7 @@ pub mod durable;
 pub mod error;
 pub mod eval;
 pub mod export;
+pub mod flags;
 pub mod grid;
 pub mod kernels;
 pub mod lock;

@@ -100,7 +100,7 @@ fn checkpoints_resume_across_devices_and_a_cpu_run_samples_on_wgpu() {
             train::start(&on(config.clone(), first), &dir, Existing::Keep, &options).unwrap().stopped_at,
             Some(10)
         );
-        let overrides = Overrides { device: Some(then), ..Default::default() };
+        let overrides = Overrides::default().with("train.device", then).unwrap();
         let resumed = train::resume(&dir, None, &overrides, &Options::default()).unwrap();
         assert_close(name, &straight.records, &resumed.records);
         let saved = Config::from_file(&dir.join("config.toml")).unwrap();

@@ -137,7 +137,7 @@ fn architecture_changes_are_refused_and_extensions_allowed() {
     assert_eq!(fs::read(run.join("config.toml")).unwrap(), before);
     assert_eq!(fs::read(run.join("metrics.csv")).unwrap(), metrics);
 
-    let longer = Overrides { iterations: Some(130), ..Default::default() };
+    let longer = Overrides::default().with("train.iterations", 130).unwrap();
     let outcome = train::resume(&run, None, &longer, &Options::default()).unwrap();
     assert_eq!(outcome.records.len(), 130);
     let saved = gantry::Config::from_file(&run.join("config.toml")).unwrap();

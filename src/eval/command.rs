@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use crate::config::{Config, DataConfig, Dataset};
 use crate::error::{Error, Result};
+use crate::flags::DeviceFlag;
 use crate::run_dir::RunDir;
 use crate::sample::{LoadedGenerator, Weights};
 
@@ -15,28 +16,44 @@ use super::reference::JudgeData;
 use super::samples::{self, ImageShape, MAX_IMAGES, MIN_IMAGES};
 use super::{EvalReport, EvalSettings};
 
-/// What `gantry eval` was asked to do.
-#[derive(Debug, Clone, Default)]
+/// What `gantry eval` was asked to do: the command line's flags, defined here.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct EvalRequest {
-    /// Run folders whose generators to judge.
+    /// Run folders whose generator to judge (each one a column of the table).
+    #[arg(value_name = "RUN_DIR")]
     pub runs: Vec<PathBuf>,
-    /// Judge the checkpoint after this many iterations instead of the final weights.
+    /// Judge the generator saved in the checkpoint after this many iterations (RUN/checkpoints/)
+    /// instead of the final one.
+    #[arg(long, value_name = "ITERATION")]
     pub checkpoint: Option<usize>,
-    /// Sample files (.npy) or folders of PNGs from any tool.
+    /// Images made by any tool: a .npy of shape [N,28,28] or [N,784] (0-255, [0,1] or [-1,1]), or a
+    /// folder of 28x28 PNGs. Repeatable.
+    #[arg(long, value_name = "FILE")]
     pub samples: Vec<PathBuf>,
-    /// Images drawn from each generator.
+    /// Images to draw from each run's generator (10 to 100,000).
+    #[arg(long, default_value_t = 10_000)]
     pub n: usize,
+    /// Seed of the generator's noise and of KID's subsets.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Data set the samples imitate (runs: taken from their config; default mnist).
+    #[arg(long, value_enum)]
     pub dataset: Option<Dataset>,
-    /// The data folder (default: the runs' own, then the usual search).
+    /// Folder with the data set's IDX files. Default: the run's own data, then $GANTRY_DATA, then
+    /// the cache.
+    #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// Where to write the reports as JSON (default, for one run: RUN/eval.json).
+    /// Write the reports as JSON here (default, when judging one run: RUN/eval.json). Never a
+    /// file of a run's own (its config, metrics, weights...).
+    #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Whether a `json` file the user named may replace an existing file (the default file, the
-    /// command's own, is always replaced).
-    pub replace: crate::run_dir::Existing,
-    /// Where the generators compute their samples.
-    pub device: crate::device::DeviceChoice,
+    /// Replace the --json file if it exists (the default file, the command's own, is always
+    /// replaced).
+    #[arg(long)]
+    pub force: bool,
+    /// Where the generators draw their samples (the judge itself always runs on the CPU).
+    #[command(flatten)]
+    pub device: DeviceFlag,
 }
 
 /// Run `gantry eval`: print the table, write the JSON, return the reports.
@@ -136,7 +153,7 @@ fn open_generators(
             None => data = Some((this, run.root().to_path_buf())),
         }
         let weights = req.checkpoint.map_or(Weights::Final, Weights::Checkpoint);
-        let g = LoadedGenerator::load(run, &weights, req.device)?;
+        let g = LoadedGenerator::load(run, &weights, req.device.device.unwrap_or_default())?;
         let source = match req.checkpoint {
             Some(_) => g.source.parent().unwrap_or(run.root()).display().to_string(),
             None => run.root().display().to_string(),
@@ -193,7 +210,11 @@ fn json_path(req: &EvalRequest, runs: &[RunDir]) -> Result<Option<PathBuf>> {
         _ => None,
     };
     if let Some(path) = &json_path {
-        let existing = if req.json.is_some() { req.replace } else { crate::run_dir::Existing::Replace };
+        let existing = if req.json.is_some() && !req.force {
+            crate::run_dir::Existing::Keep
+        } else {
+            crate::run_dir::Existing::Replace
+        };
         crate::run_dir::check_output(path, crate::run_dir::OwnOutput::EvalReport, existing, "--json")?;
     }
 

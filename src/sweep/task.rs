@@ -125,7 +125,10 @@ pub fn run(
                 .map(|o| TaskOutcome::Trained(Box::new(o)))
         }
         Action::Resume => {
-            let overrides = Overrides { data_dir: options.data.clone(), ..Default::default() };
+            let overrides = match &options.data {
+                Some(dir) => Overrides::default().with("data.dir", dir)?,
+                None => Overrides::default(),
+            };
             train::resume(&folder, None, &overrides, train_options).map(|o| TaskOutcome::Trained(Box::new(o)))
         }
     }

@@ -201,10 +201,7 @@ pub fn resume(
     // The device opens (or is refused) before anything is changed.
     let device = crate::device::resolve(config.train.device)?;
     let info = RunInfo::read(&run).ok();
-    let data_dir = match &overrides.data_dir {
-        Some(dir) => Some(dir.clone()),
-        None => remembered_data_dir(&run, &config),
-    };
+    let data_dir = overrides.data_dir().or_else(|| remembered_data_dir(&run, &config));
     let (images, data) = training_data(&config, data_dir.as_deref(), options.progress)?;
     crate::model::check_memory(&config, images.dim())?;
     // The judge finds its data where the training images were found (not saved in config.toml).
@@ -362,11 +359,11 @@ impl TrainOutcome {
 /// The configuration a resume continues with: the run's own (or `file`), with the overrides,
 /// validated; refused when it would change the architecture or the recipe.
 fn resumed_config(saved: &Config, file: Option<&Path>, overrides: &Overrides) -> Result<Config> {
-    let mut config = match file {
+    let config = match file {
         Some(f) => Config::from_file(f)?,
         None => saved.clone(),
     };
-    config.apply(overrides);
+    let config = config.with_overrides(overrides)?;
     config.validate()?;
     let diff = saved.architecture_diff(&config);
     if !diff.is_empty() {
