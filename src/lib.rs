@@ -44,6 +44,7 @@ pub mod allocator;
 pub mod checkpoint;
 pub mod cli;
 pub mod compare;
+pub mod conditions;
 pub mod config;
 pub mod data;
 pub mod device;

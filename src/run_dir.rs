@@ -94,6 +94,11 @@ impl RunDir {
         Ok(())
     }
 
+    /// The run's facts file (run.json; see [`RunInfo`]).
+    pub fn info_path(&self) -> PathBuf {
+        self.root.join(RUN_INFO)
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -132,10 +137,10 @@ impl RunDir {
         self.weights_dir().join("generator.safetensors")
     }
     pub fn generator_weights(&self) -> PathBuf {
-        self.weights_dir().join("generator.bpk")
+        self.weights_dir().join(crate::checkpoint::GENERATOR_FILE)
     }
     pub fn discriminator_weights(&self) -> PathBuf {
-        self.weights_dir().join("discriminator.bpk")
+        self.weights_dir().join(crate::checkpoint::DISCRIMINATOR_FILE)
     }
     /// The sample grid after `step` iterations.
     pub fn sample_grid(&self, step: usize) -> PathBuf {
@@ -208,13 +213,13 @@ impl RunInfo {
     }
 
     pub fn read(run: &RunDir) -> Result<Self> {
-        let path = run.root().join(RUN_INFO);
+        let path = run.info_path();
         let text = crate::durable::read_text_limited(&path, 1 << 20, "run facts")?;
         serde_json::from_str(&text).map_err(|e| Error::bad_data(&path, e.to_string()))
     }
 
     pub fn write(&self, run: &RunDir) -> Result<()> {
-        let path = run.root().join(RUN_INFO);
+        let path = run.info_path();
         let text = serde_json::to_string_pretty(self).expect("RunInfo serializes");
         crate::durable::write_atomic(&path, (text + "\n").as_bytes())
     }

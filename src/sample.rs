@@ -11,6 +11,7 @@ use burn::tensor::Device;
 use crate::device::DeviceChoice;
 
 use crate::checkpoint;
+use crate::conditions::Conditions;
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
 use crate::model::Generator;
@@ -34,19 +35,11 @@ pub struct LoadedGenerator {
     g: Generator,
     device: Device,
     latent: usize,
-    /// The ids G is conditioned on: its classes, or every class's clusters
-    /// (`model.clusters_per_class`); 0 when unconditional.
-    conditions: usize,
+    /// What G is conditioned on, with the sizes of a clustered run's ids (run.json): what its
+    /// ids are asked for in proportion to.
+    conditions: Conditions,
     /// Classes of a conditional run's generator (0 when unconditional).
     pub classes: usize,
-    /// Clusters each class is split into (`model.clusters_per_class`; 1 when not split).
-    per_class: usize,
-    /// Whether the run is self-conditioned (`data.clusters`): its classes are cluster ids, not
-    /// the data set's classes.
-    self_conditioned: bool,
-    /// The sizes of a self-conditioned run's clusters, or of the (class, cluster) ids of one
-    /// with `model.clusters_per_class` (run.json): what its ids are asked for in proportion to.
-    cluster_sizes: Option<Vec<usize>>,
     /// Image size.
     pub rows: usize,
     pub cols: usize,
@@ -97,7 +90,7 @@ impl LoadedGenerator {
                 let snapshot = checkpoint::load(&folder)?;
                 match snapshot.generator_ema {
                     Some(ema) => (ema, folder.join(checkpoint::EMA_FILE)),
-                    None => (snapshot.generator, folder.join("generator.bpk")),
+                    None => (snapshot.generator, folder.join(checkpoint::GENERATOR_FILE)),
                 }
             }
         };
@@ -107,10 +100,10 @@ impl LoadedGenerator {
             .checked_mul(info.image_cols)
             .and_then(|p| p.checked_mul(info.image_channels))
             .filter(|&p| p > 0 && p <= 1 << 20 && matches!(info.image_channels, 1 | 3))
-            .ok_or_else(|| Error::bad_data(run.root().join("run.json"), "implausible image size"))?;
+            .ok_or_else(|| Error::bad_data(run.info_path(), "implausible image size"))?;
         crate::model::check_memory(&config, pixels)?;
-        let per_class = config.model.clusters_per_class.max(1);
         let cluster_sizes = checked_cluster_sizes(run, &config, info.cluster_sizes)?;
+        let conditions = Conditions::of(&config).with_sizes(cluster_sizes);
         let g = Generator::new(&config.model, pixels, &mut Streams::new(0).init, &device)
             .with_record(bytes)
             .map_err(|e| Error::Weights { path: source.clone(), problem: e.to_string() })?
@@ -119,11 +112,8 @@ impl LoadedGenerator {
             g,
             device,
             latent: config.model.latent_dim,
-            conditions: crate::model::conditioning::ids(&config.model),
-            classes: if config.model.is_conditional() { config.model.classes } else { 0 },
-            per_class,
-            self_conditioned: config.data.clusters > 0,
-            cluster_sizes,
+            classes: conditions.classes(),
+            conditions,
             rows: info.image_rows,
             cols: info.image_cols,
             channels: info.image_channels,
@@ -167,20 +157,8 @@ impl LoadedGenerator {
                 "--class",
                 format!("must be one of the model's classes 0..={}, found {c}", classes - 1),
             )),
-            (_, Some(c)) => Ok(match (&self.cluster_sizes, self.per_class) {
-                (Some(sizes), per) if per > 1 => {
-                    let of_class = &sizes[c * per..(c + 1) * per];
-                    crate::data::clusters::proportional(of_class, n)
-                        .into_iter()
-                        .map(|j| (c * per + j as usize) as u8)
-                        .collect()
-                }
-                _ => vec![c as u8; n],
-            }),
-            (classes, None) => Ok(match &self.cluster_sizes {
-                Some(sizes) => crate::data::clusters::proportional(sizes, n),
-                None => (0..n).map(|i| (i % classes) as u8).collect(),
-            }),
+            (_, Some(c)) => Ok(self.conditions.of_class(c, n)),
+            (_, None) => Ok(self.conditions.spread(n)),
         }
     }
 
@@ -189,11 +167,7 @@ impl LoadedGenerator {
     /// for an unconditional generator, and for a self-conditioned one, whose ids are clusters,
     /// not the data set's classes.
     pub fn judged_classes(&self, n: usize) -> Result<Option<Vec<u8>>> {
-        if self.classes == 0 || self.self_conditioned {
-            return Ok(None);
-        }
-        let ids = self.asked_classes(n, None)?;
-        Ok(Some(ids.iter().map(|&id| crate::data::clusters::class_of(id, self.per_class)).collect()))
+        Ok(self.conditions.judged(&self.asked_classes(n, None)?))
     }
 
     /// Draw `n` images from noise seeded by `seed` (and, from a conditional generator, of the
@@ -215,7 +189,7 @@ impl LoadedGenerator {
             let k = SLICE.min(n - done);
             self.draw_noise(&mut stream, k, &mut noise);
             let asked = labels.get(done..done + k).unwrap_or(&[]);
-            let z = crate::model::g_input(&noise, self.latent, asked, self.conditions, &self.device);
+            let z = crate::model::g_input(&noise, self.latent, asked, self.conditions.ids(), &self.device);
             let images: Vec<f32> =
                 self.g.forward(z).into_data().try_into_vec().expect("the model computes in f32");
             visit(&images)?;
@@ -253,7 +227,7 @@ impl LoadedGenerator {
             let end = (start + SLICE).min(k);
             let rows = &noise[start * self.latent..end * self.latent];
             let asked = labels.get(start..end).unwrap_or(&[]);
-            let z = crate::model::g_input(rows, self.latent, asked, self.conditions, &self.device);
+            let z = crate::model::g_input(rows, self.latent, asked, self.conditions.ids(), &self.device);
             images.extend(
                 self.g.forward(z).into_data().try_into_vec::<f32>().expect("the model computes in f32"),
             );
@@ -317,13 +291,13 @@ fn checked_cluster_sizes(
         }
         (k, Some(sizes)) if sizes.len() == k => {
             return Err(Error::bad_data(
-                run.root().join("run.json"),
+                run.info_path(),
                 format!("cluster_sizes gives a class no image in any of its clusters: {sizes:?}"),
             ));
         }
         (k, _) => {
             return Err(Error::bad_data(
-                run.root().join("run.json"),
+                run.info_path(),
                 format!(
                     "lacks the sizes of the run's {k} clusters (cluster_sizes; data.clusters = {}, \
                      model.clusters_per_class = {})",

@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["durable", "device", "allocator", "rng", "lock", "kernels", "grid", "tensorboard"],
     &["objective", "export"],
     &["config", "metrics"],
-    &["data", "model", "flags", "alerts", "plot"],
+    &["data", "model", "conditions", "flags", "alerts", "plot"],
     &["checkpoint"],
     &["run_dir"],
     &["timelapse", "sample"],

@@ -55,11 +55,13 @@ fn start_server_with(dashboard: Dashboard, limits: serve::ServeLimits) -> (Socke
     (rx.recv_timeout(Duration::from_secs(10)).unwrap(), stop)
 }
 
-/// A run folder without a training: a config and `rows` rows of metrics.
+/// A run folder without a training: a config, gantry's lock and `rows` rows of metrics.
 fn fake_run(root: &std::path::Path, rows: usize) {
     std::fs::create_dir_all(root.join("samples")).unwrap();
     std::fs::write(root.join("config.toml"), toml::to_string(&gantry::config::Config::default()).unwrap())
         .unwrap();
+    // What makes it gantry's run folder beside the config: the lock it takes first.
+    drop(gantry::lock::RunLock::acquire(root).unwrap());
     let mut metrics = gantry::metrics::CSV_COLUMNS.join(",") + "\n";
     for r in 0..rows {
         metrics += &format!("{r},0.7,0.7,1.4,0.7,0.5,0.5,0.5,0.5,0.5\n");

@@ -39,6 +39,8 @@ fn status_is_answered_while_400_hostile_connections_are_open_and_memory_stays_bo
     std::fs::create_dir_all(root.join("samples")).unwrap();
     std::fs::write(root.join("config.toml"), toml::to_string(&gantry::config::Config::default()).unwrap())
         .unwrap();
+    // What makes it gantry's run folder beside the config: the lock it takes first.
+    drop(gantry::lock::RunLock::acquire(&root).unwrap());
     let mut metrics = gantry::metrics::CSV_COLUMNS.join(",") + "\n";
     for r in 0..200 {
         metrics += &format!("{r},0.7,0.7,1.4,0.7,0.5,0.5,0.5,0.5,0.5\n");

@@ -158,49 +158,44 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// Runs stopped at iteration 20 by earlier builds (`tests/fixtures/`, each folder's README says
-/// which build and how), resumed to 40 by this one with the binary: every output is byte-identical
-/// to what the earlier build wrote when it trained 40 iterations without stopping
-/// (`after_40.sha256`). The fixtures hold no samples/, plots/ or weights/ folder, so this is also
-/// the test of the bug where a resumed run whose folders were removed failed at its first grid.
+/// Runs stopped at iteration 20 by earlier builds, one of each checkpoint format (1 to 5) and
+/// kind of network (`tests/fixtures/old_checkpoints/`; its README says which build and how),
+/// resumed to 40 by this one with the binary: every output is byte-identical to what the earlier
+/// build wrote when it trained 40 iterations without stopping (`after_40.sha256`). The fixtures
+/// hold no samples/, plots/ or weights/ folder, so this is also the test of the bug where a
+/// resumed run whose folders were removed failed at its first grid.
 #[test]
-fn checkpoints_of_the_build_before_the_architecture_seam_resume_byte_identical() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+fn checkpoints_of_every_earlier_format_resume_byte_identical() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/old_checkpoints");
     let tmp = tempfile::tempdir().unwrap();
-    let mut checked = 0;
-    for build in fs::read_dir(&fixtures).unwrap() {
-        let build = build.unwrap().path();
-        for fixture in fs::read_dir(&build).unwrap() {
-            let fixture = fixture.unwrap().path();
-            if !fixture.is_dir() {
-                continue;
-            }
-            let name = format!(
-                "{}-{}",
-                build.file_name().unwrap().to_string_lossy(),
-                fixture.file_name().unwrap().to_string_lossy()
-            );
-            let run = tmp.path().join(&name);
-            copy_tree(&fixture, &run);
-            let o = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
-                .args(["resume", "--iterations", "40", "-q", "--data"])
-                .arg(common::mnist_dir())
-                .arg(&run)
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
-            let expected = fs::read_to_string(fixture.join("after_40.sha256")).unwrap();
-            for line in expected.lines() {
-                let (hash, file) = line.split_once("  ").unwrap();
-                let bytes = fs::read(run.join(file)).unwrap_or_else(|e| panic!("{name}: {file}: {e}"));
-                assert_eq!(
-                    gantry::durable::sha256_hex(&bytes),
-                    hash,
-                    "{name}: {file} differs from the earlier build's"
-                );
-            }
-            checked += 1;
+    let mut formats = std::collections::BTreeSet::new();
+    for fixture in fs::read_dir(&fixtures).unwrap() {
+        let fixture = fixture.unwrap().path();
+        if !fixture.is_dir() {
+            continue;
         }
+        let name = fixture.file_name().unwrap().to_string_lossy().to_string();
+        let run = tmp.path().join(&name);
+        copy_tree(&fixture, &run);
+        fs::remove_file(run.join("after_40.sha256")).unwrap();
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["resume", "--iterations", "40", "-q", "--data"])
+            .arg(common::mnist_dir())
+            .arg(&run)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        let expected = fs::read_to_string(fixture.join("after_40.sha256")).unwrap();
+        for line in expected.lines() {
+            let (hash, file) = line.split_once("  ").unwrap();
+            let bytes = fs::read(run.join(file)).unwrap_or_else(|e| panic!("{name}: {file}: {e}"));
+            assert_eq!(
+                gantry::durable::sha256_hex(&bytes),
+                hash,
+                "{name}: {file} differs from the earlier build's"
+            );
+        }
+        formats.insert(name[..7].to_string());
     }
-    assert!(checked >= 3, "found {checked} fixtures");
+    assert_eq!(formats.len(), 5, "one fixture of each format: {formats:?}");
 }

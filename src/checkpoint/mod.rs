@@ -41,15 +41,20 @@ pub const OLDEST_FORMAT_VERSION: u32 = 1;
 const TMP_PREFIX: &str = ".tmp-";
 const MANIFEST: &str = "manifest.json";
 const STATE: &str = "state.json";
+/// A checkpoint's (and `weights/`') files of G's and D's weights, and a checkpoint's optimizer
+/// states.
+pub const GENERATOR_FILE: &str = "generator.bpk";
+pub const DISCRIMINATOR_FILE: &str = "discriminator.bpk";
+pub const OPTIMIZER_G_FILE: &str = "optimizer_g.bpk";
+pub const OPTIMIZER_D_FILE: &str = "optimizer_d.bpk";
 /// The files of a checkpoint besides the manifest.
-pub const FILES: [&str; 5] =
-    ["generator.bpk", "discriminator.bpk", "optimizer_g.bpk", "optimizer_d.bpk", STATE];
+pub const FILES: [&str; 5] = [GENERATOR_FILE, DISCRIMINATOR_FILE, OPTIMIZER_G_FILE, OPTIMIZER_D_FILE, STATE];
 
 /// The checkpoint file of the moving average of G, present when the run keeps one.
 pub const EMA_FILE: &str = "generator_ema.bpk";
 
 /// The files of a run's `weights/` folder (see [`write_weights_manifest`]).
-pub const WEIGHT_FILES: [&str; 4] = ["generator.bpk", "discriminator.bpk", "generator.safetensors", MANIFEST];
+pub const WEIGHT_FILES: [&str; 4] = [GENERATOR_FILE, DISCRIMINATOR_FILE, "generator.safetensors", MANIFEST];
 
 /// Position of one ChaCha stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

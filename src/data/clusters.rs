@@ -168,33 +168,6 @@ pub fn sizes(labels: &[u8], k: usize) -> Vec<usize> {
     sizes
 }
 
-/// `n` classes in proportion to `sizes` (largest remainders; ties to the lower class), class by
-/// class: what the judge and `gantry sample` ask a self-conditioned G for, so that its samples
-/// are spread over the clusters as the training images are.
-pub fn proportional(sizes: &[usize], n: usize) -> Vec<u8> {
-    // In u128: sizes can come from a run's run.json, and s * n must not overflow.
-    let total: u128 = sizes.iter().map(|&s| s as u128).sum();
-    if total == 0 {
-        return Vec::new();
-    }
-    let share = |c: usize| sizes[c] as u128 * n as u128;
-    let mut counts: Vec<usize> = (0..sizes.len()).map(|c| (share(c) / total) as usize).collect();
-    let mut rest: Vec<usize> = (0..sizes.len()).collect();
-    // Remainder s * n mod total, largest first; a stable sort keeps ties in class order.
-    rest.sort_by_key(|&c| std::cmp::Reverse(share(c) % total));
-    let short = n - counts.iter().sum::<usize>();
-    for &c in rest.iter().take(short) {
-        counts[c] += 1;
-    }
-    counts.iter().enumerate().flat_map(|(c, &m)| std::iter::repeat_n(c as u8, m)).collect()
-}
-
-/// The class of (class, cluster) id `id` when each class is split into `per_class` clusters
-/// (`model.clusters_per_class`; 1 or 0: the id is the class).
-pub fn class_of(id: u8, per_class: usize) -> u8 {
-    (id as usize / per_class.max(1)) as u8
-}
-
 /// k-means++: the first centre a random image, each next one an image drawn with probability
 /// proportional to its squared distance from the nearest centre so far.
 fn seed_centres(sample: &[f32], d: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
@@ -370,19 +343,5 @@ mod tests {
         let e = cluster(&groups(2, 2), 5, 0).unwrap_err().to_string();
         assert!(e.contains("synthetic") && e.contains("fewer than the 5 clusters"), "{e}");
         assert!(cluster(&groups(2, 2), 1, 0).is_err());
-    }
-
-    #[test]
-    fn proportional_classes_follow_the_sizes_and_sum_to_n() {
-        assert_eq!(proportional(&[1, 1], 4), vec![0, 0, 1, 1]);
-        assert_eq!(proportional(&[3, 1], 4), vec![0, 0, 0, 1]);
-        // 10 * (5, 3, 2) / 10 exactly; then 7 of them: 3.5, 2.1, 1.4 -> 3 + 1 (largest
-        // remainder, class 0), 2, 1.
-        assert_eq!(proportional(&[5, 3, 2], 10), vec![0, 0, 0, 0, 0, 1, 1, 1, 2, 2]);
-        assert_eq!(sizes(&proportional(&[5, 3, 2], 7), 3), vec![4, 2, 1]);
-        assert_eq!(proportional(&[780, 1910, 1000], 10_000).len(), 10_000);
-        assert!(proportional(&[0, 0], 3).is_empty());
-        // Sizes from a hostile run.json: no overflow.
-        assert_eq!(proportional(&[usize::MAX, usize::MAX], 4), vec![0, 0, 1, 1]);
     }
 }

@@ -198,7 +198,9 @@ impl Dashboard {
             let mut children: Vec<PathBuf> =
                 entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| is_run_folder(p)).collect();
             if children.is_empty() {
-                return Err(refuse("is neither a run folder (no config.toml) nor a folder of run folders"));
+                return Err(refuse(
+                    "is neither a gantry run folder (a config.toml with gantry's run.json or lock) nor a folder of run folders",
+                ));
             }
             children.sort();
             found.extend(children);
@@ -232,8 +234,9 @@ impl Dashboard {
     }
 }
 
+/// Whether `path` is a run to serve: the one test of a run folder ([`crate::run_dir::is_run_folder`]).
 fn is_run_folder(path: &Path) -> bool {
-    path.join("config.toml").is_file()
+    crate::run_dir::is_run_folder(path)
 }
 
 impl ServedRun {
@@ -1051,6 +1054,8 @@ mod tests {
             c.train.loss = loss;
             std::fs::create_dir_all(tmp.path().join(name)).unwrap();
             std::fs::write(tmp.path().join(name).join("config.toml"), c.to_toml()).unwrap();
+            // A run folder holds gantry's lock (or run.json) beside its config.
+            drop(crate::lock::RunLock::acquire(&tmp.path().join(name)).unwrap());
         }
         let d = Dashboard::from_paths(&[tmp.path().join("a"), tmp.path().join("b")]).unwrap();
         let reads = |d: &Dashboard| d.runs.iter().map(|r| lock(&r.settings).reads).sum::<usize>();

@@ -10,7 +10,8 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::augment;
-use crate::checkpoint::{Snapshot, TrainingState};
+use crate::checkpoint::{self, Snapshot, TrainingState};
+use crate::conditions::Conditions;
 use crate::config::{Config, DUpdate, Kernels, ModelKind, OptimizerKind, TrainConfig, UpdateOrder};
 use crate::data::TrainingImages;
 use crate::error::{Error, Result};
@@ -71,11 +72,10 @@ pub(crate) struct Gan {
     classic: bool,
     batch: usize,
     latent: usize,
-    /// Classes of a conditional run's one-hot labels (0 when unconditional).
+    /// The ids G and D are conditioned on (their one-hot's width, `classes`: 0 when
+    /// unconditional), and how G's are drawn.
+    conditions: Conditions,
     classes: usize,
-    /// A self-conditioned run's cluster sizes as running totals: G's classes are drawn in
-    /// proportion to them (uniformly without them).
-    class_totals: Option<Vec<usize>>,
     /// Images are [channels, rows, cols] (`shape`: rows and cols, which augmentation reads),
     /// flattened to `pixels` values.
     shape: (usize, usize),
@@ -127,8 +127,8 @@ impl Gan {
                 && !config.model.is_conditional(),
             batch: t.batch_size,
             latent: config.model.latent_dim,
+            conditions: Conditions::of(config),
             classes: crate::model::conditioning::ids(&config.model),
-            class_totals: None,
             shape: (rows, cols),
             pixels,
             spectral,
@@ -340,26 +340,14 @@ impl Gan {
             return (crate::model::g_input(&z, latent, &[], 0, device), None);
         }
         let mut labels = Vec::with_capacity(b);
-        match &self.class_totals {
-            Some(totals) => rng::weighted_labels(&mut streams.labels, b, totals, &mut labels),
-            None => rng::labels(&mut streams.labels, b, self.classes, &mut labels),
-        }
+        self.conditions.draw(&mut streams.labels, b, &mut labels);
         let input = crate::model::g_input(&z, latent, &labels, self.classes, device);
         (input, Some(self.one_hot(&labels)))
     }
 
-    /// Draw G's classes in proportion to `sizes` (a self-conditioned run's clusters) instead of
-    /// uniformly.
+    /// Draw G's ids in proportion to `sizes` (a clustered run's clusters) instead of uniformly.
     pub(crate) fn draw_classes_as(&mut self, sizes: &[usize]) {
-        self.class_totals = Some(
-            sizes
-                .iter()
-                .scan(0usize, |total, &s| {
-                    *total += s;
-                    Some(*total)
-                })
-                .collect(),
-        );
+        self.conditions = self.conditions.clone().with_sizes(Some(sizes.to_vec()));
     }
 
     /// One-hot rows [labels.len(), classes] on the training device.
@@ -618,18 +606,22 @@ impl Gan {
             g.with_record(data.clone()).map_err(|e| loaded(file, e))
         };
         // `valid()` snapshots were saved; `train()` puts the modules back on the autodiff device.
-        let g = generator(nets.g.valid(), "generator.bpk", &snapshot.generator)?.train();
+        let g = generator(nets.g.valid(), checkpoint::GENERATOR_FILE, &snapshot.generator)?.train();
         let d = nets
             .d
             .valid()
             .with_record(snapshot.discriminator.clone())
-            .map_err(|e| loaded("discriminator.bpk", e))?;
+            .map_err(|e| loaded(checkpoint::DISCRIMINATOR_FILE, e))?;
         let d = d.train();
-        self.opt_g =
-            self.opt_g.from_bytes(bytes(&snapshot.optimizer_g)).map_err(|e| loaded("optimizer_g.bpk", e))?;
-        self.opt_d =
-            self.opt_d.from_bytes(bytes(&snapshot.optimizer_d)).map_err(|e| loaded("optimizer_d.bpk", e))?;
-        let ema_file = crate::checkpoint::EMA_FILE;
+        self.opt_g = self
+            .opt_g
+            .from_bytes(bytes(&snapshot.optimizer_g))
+            .map_err(|e| loaded(checkpoint::OPTIMIZER_G_FILE, e))?;
+        self.opt_d = self
+            .opt_d
+            .from_bytes(bytes(&snapshot.optimizer_d))
+            .map_err(|e| loaded(checkpoint::OPTIMIZER_D_FILE, e))?;
+        let ema_file = checkpoint::EMA_FILE;
         self.ema = match (self.ema.take(), &snapshot.generator_ema) {
             (Some(ema), Some(data)) => Some(generator(ema, ema_file, data)?),
             (None, None) => None,

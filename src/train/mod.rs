@@ -22,6 +22,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::alerts::{self, Alert, Monitor, Rules};
 use crate::checkpoint::{self, RngState, TrainingState, policy};
+use crate::conditions::Conditions;
 use crate::config::{Config, Overrides};
 use crate::data::{self, TrainingImages};
 use crate::error::{Error, IoContext, Result};
@@ -154,7 +155,8 @@ fn begin(
     let layout = grid_layout(config, &images);
     let fixed_noise = fixed_noise(config, &layout, &mut streams.fixed);
     let csv = CsvLog::create(&run.metrics_csv())?;
-    let first_grid = gan.generate(&nets, &fixed_noise, &grid_labels(config, &layout));
+    let first_grid =
+        gan.generate(&nets, &fixed_noise, &Conditions::of(config).grid(layout.rows, layout.cols));
     let first_png = grid::save_png(&run.sample_grid(0), &first_grid, layout)?;
     let mut monitor =
         Monitor::new(Rules::for_loss(config.train.loss), &reference_images(&images, &layout), images.dim());
@@ -624,7 +626,7 @@ fn training_loop(
     let total = config.train.iterations;
     let interval = config.output.sample_interval;
     let layout = grid_layout(config, images);
-    let labels = grid_labels(config, &layout);
+    let labels = Conditions::of(config).grid(layout.rows, layout.cols);
     let first = s.records.len();
     let bar = progress_bar(total, options.progress);
     bar.set_position(first as u64);
@@ -951,32 +953,6 @@ fn fixed_noise(config: &Config, layout: &GridLayout, stream: &mut rand_chacha::C
     noise.repeat(layout.rows)
 }
 
-/// The classes of a grid's tiles in a conditional run, row by row: row r shows class r (with
-/// `model.clusters_per_class`, its clusters along the row: each in turn, column i cluster i mod
-/// clusters_per_class, or, where the columns are fewer than the clusters, spread evenly over
-/// them: column i cluster i * clusters_per_class / columns); in a self-conditioned run, whose
-/// rows may be fewer than its clusters, clusters spread evenly over them (row r: cluster
-/// r * clusters / rows). Empty for an unconditional run.
-fn grid_labels(config: &Config, layout: &GridLayout) -> Vec<u8> {
-    let m = &config.model;
-    if !m.is_conditional() {
-        return Vec::new();
-    }
-    let (classes, per_class, rows, cols) = (m.classes, m.clusters_per_class, layout.rows.max(1), layout.cols);
-    (0..layout.rows)
-        .flat_map(|r| {
-            (0..cols).map(move |col| {
-                let id = if per_class > 0 {
-                    r * per_class + if cols >= per_class { col % per_class } else { col * per_class / cols }
-                } else {
-                    (r * classes / rows).min(classes - 1)
-                };
-                id as u8
-            })
-        })
-        .collect()
-}
-
 /// The training images `config` names, read from `dir`, and their facts. In a self-conditioned
 /// run (`data.clusters`) no label is read: each image's label is its k-means cluster, and the
 /// facts carry the clusters' sizes; with `model.clusters_per_class` each label becomes its
@@ -1068,26 +1044,4 @@ fn progress_bar(total: usize, visible: bool) -> ProgressBar {
         .progress_chars("=> "),
     );
     bar
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Row r of a clusters-within-classes grid shows class r's clusters: each in turn where
-    /// the columns are enough, spread evenly over them where not.
-    #[test]
-    fn grid_rows_show_a_class_and_its_clusters_spread_over_the_columns() {
-        let mut config = Config::default();
-        config.model.conditional = crate::config::Conditioning::Projection;
-        config.model.clusters_per_class = 10;
-        let layout = |cols| GridLayout { rows: 10, cols, tile_h: 28, tile_w: 28, channels: 1 };
-        let five = grid_labels(&config, &layout(5));
-        assert_eq!(&five[..5], &[0, 2, 4, 6, 8]);
-        assert_eq!(&five[35..40], &[70, 72, 74, 76, 78]);
-        let ten = grid_labels(&config, &layout(10));
-        assert_eq!(ten, (0..100).collect::<Vec<u8>>());
-        config.model.clusters_per_class = 3;
-        assert_eq!(&grid_labels(&config, &layout(5))[5..10], &[3, 4, 5, 3, 4]);
-    }
 }

@@ -5,6 +5,7 @@
 //! The evaluation draws its noise from its own stream (seeded from the run's seed), never from the
 //! training streams, so turning it on or off leaves training bit-identical.
 
+use crate::conditions::Conditions;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -100,14 +101,9 @@ impl QualityProbe {
             n * config.model.latent_dim,
             &mut noise,
         );
-        let classes = crate::model::conditioning::ids(&config.model);
-        let labels = match cluster_sizes {
-            Some(sizes) => crate::data::clusters::proportional(sizes, n),
-            None => (0..n).filter(|_| classes > 0).map(|i| (i % classes) as u8).collect(),
-        };
-        let per_class = config.model.clusters_per_class;
-        let asked = (classes > 0 && config.data.clusters == 0)
-            .then(|| labels.iter().map(|&l| crate::data::clusters::class_of(l, per_class)).collect());
+        let conditions = Conditions::of(config).with_sizes(cluster_sizes.map(<[usize]>::to_vec));
+        let labels = conditions.spread(n);
+        let asked = conditions.judged(&labels);
         Ok(Some(Self { judge, real, noise, labels, asked }))
     }
 
