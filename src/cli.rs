@@ -36,6 +36,9 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Draw a grid of samples from a trained run's generator.
     Sample(SampleArgs),
+    /// Export a run's generator (its moving average where the run keeps one) for other tools: ONNX
+    /// (inputs `z` and, conditional, `class`; output `image`; a dynamic batch axis; opset 17).
+    Export(ExportArgs),
     /// (Re)draw a run's loss and accuracy charts from its metrics.csv.
     Plot(PlotArgs),
     /// Write one self-contained HTML report of a run (charts, grids, timelapse, summary, alerts,
@@ -179,6 +182,31 @@ pub struct ListenArgs {
     /// 0.0.0.0, only to let other machines read the runs.
     #[arg(long, value_name = "ADDR")]
     pub host: Option<std::net::IpAddr>,
+}
+
+/// The formats `gantry export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// ONNX (opset 17), for onnxruntime, TensorRT, OpenVINO, web runtimes.
+    Onnx,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The run folder.
+    pub run: PathBuf,
+    /// The format.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Onnx)]
+    pub format: ExportFormat,
+    /// The generator of the checkpoint after this many iterations instead of the final one.
+    #[arg(long, value_name = "ITERATION")]
+    pub checkpoint: Option<usize>,
+    /// The file to write. Default: RUN/generator.onnx.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Replace the --out file if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -325,6 +353,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Sample(args) => sample_command(args).map(|()| 0),
+        Command::Export(args) => export_command(args).map(|()| 0),
         Command::Plot(args) => plot_command(args).map(|()| 0),
         Command::Bench(args) => bench_command(args).map(|()| 0),
         Command::Devices => {
@@ -935,6 +964,36 @@ fn sample_files(args: SampleArgs) -> Result<()> {
         g.cols,
         g.channels,
         out.display()
+    );
+    Ok(())
+}
+
+/// `gantry export RUN`: the run's verified generator, written as ONNX.
+fn export_command(args: ExportArgs) -> Result<()> {
+    let run = RunDir::open(&args.run)?;
+    let (out, own) = match &args.out {
+        Some(out) => (out.clone(), run_dir::OwnOutput::Nothing),
+        None => (run.root().join(run_dir::EXPORTED_ONNX), run_dir::OwnOutput::Export),
+    };
+    run_dir::check_output(&out, own, replace_if(args.force), "--out")?;
+    let weights = match args.checkpoint {
+        Some(step) => crate::sample::Weights::Checkpoint(step),
+        None => crate::sample::Weights::Final,
+    };
+    let g = crate::sample::LoadedGenerator::load(&run, &weights, crate::device::DeviceChoice::Cpu)?;
+    let bytes = match args.format {
+        ExportFormat::Onnx => g.onnx(),
+    };
+    crate::durable::write_atomic(&out, &bytes)?;
+    let class = if g.classes > 0 { " and `class` [N] (int64)" } else { "" };
+    eprintln!(
+        "gantry: wrote {} ({} KB): input `z` [N, {}]{class}, output `image` [N, {}, {}, {}] in [-1, 1]",
+        out.display(),
+        bytes.len().div_ceil(1024),
+        g.latent(),
+        g.channels,
+        g.rows,
+        g.cols
     );
     Ok(())
 }

@@ -32,8 +32,12 @@ impl ModuleVisitor for Collect {
     }
 }
 
-/// Serialize a module's float tensors (parameters and running statistics) as safetensors bytes.
-pub fn to_safetensors<M: Module>(module: &M) -> Vec<u8> {
+/// The metadata key that holds the network's architecture: the run's `[model]` section as JSON.
+pub const ARCHITECTURE_KEY: &str = "gantry.architecture";
+
+/// Serialize a module's float tensors (parameters and running statistics) as safetensors bytes,
+/// with `architecture` (the `[model]` section as JSON) in the metadata.
+pub fn to_safetensors<M: Module>(module: &M, architecture: &str) -> Vec<u8> {
     let mut collect = Collect { path: Vec::new(), tensors: Vec::new() };
     module.visit(&mut collect);
     let views = collect.tensors.iter().map(|(name, shape, bytes)| {
@@ -41,8 +45,8 @@ pub fn to_safetensors<M: Module>(module: &M) -> Vec<u8> {
         (name.clone(), view)
     });
     // One metadata key only: several would be written in hash order, and the file must depend on
-    // the weights alone.
-    let metadata = HashMap::from([("producer".to_string(), "gantry".to_string())]);
+    // the weights and the architecture alone.
+    let metadata = HashMap::from([(ARCHITECTURE_KEY.to_string(), architecture.to_string())]);
     safetensors::tensor::serialize(views, Some(metadata)).expect("valid f32 tensors serialize")
 }
 
@@ -58,7 +62,7 @@ mod tests {
         let cfg = ModelConfig::default();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let g = Generator::new(&cfg, 784, &mut rng, &Device::flex());
-        let bytes = g.safetensors();
+        let bytes = g.safetensors("{}");
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let w = st.tensor("hidden.0.weight").unwrap();
         assert_eq!(w.shape(), &[100, 256]);
@@ -69,6 +73,12 @@ mod tests {
         // Same weights, same bytes.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let again = Generator::new(&cfg, 784, &mut rng, &Device::flex());
-        assert_eq!(again.safetensors(), bytes);
+        assert_eq!(again.safetensors("{}"), bytes);
+        assert_eq!(st_metadata(&bytes), Some("{}".to_string()));
+    }
+
+    fn st_metadata(bytes: &[u8]) -> Option<String> {
+        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).ok()?;
+        meta.metadata().as_ref()?.get(super::ARCHITECTURE_KEY).cloned()
     }
 }

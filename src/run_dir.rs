@@ -317,9 +317,14 @@ pub enum OwnOutput {
     EvalReport,
     /// `gantry report`'s `report.html`.
     Report,
+    /// `gantry export`'s default file, [`EXPORTED_ONNX`].
+    Export,
     /// A file that is never a run's (`bench --json`).
     Nothing,
 }
+
+/// The file `gantry export RUN` writes by default, in the run folder.
+pub const EXPORTED_ONNX: &str = "generator.onnx";
 
 impl OwnOutput {
     fn allows(self, name: &str) -> bool {
@@ -329,6 +334,7 @@ impl OwnOutput {
                 name == "eval.json" || (name.starts_with("eval-step_") && name.ends_with(".json"))
             }
             OwnOutput::Report => name == "report.html",
+            OwnOutput::Export => name == EXPORTED_ONNX,
             OwnOutput::Nothing => false,
         }
     }
@@ -445,7 +451,7 @@ const RUN_SUBFOLDERS: [&str; 4] = ["samples", "plots", "weights", "checkpoints"]
 
 /// Files gantry writes at the top of a run folder (besides the ones matched by pattern in
 /// [`is_own_top_file`]).
-const TOP_FILES: [&str; 12] = [
+const TOP_FILES: [&str; 13] = [
     CONFIG,
     "metrics.csv",
     "d_loss_real.npy",
@@ -458,6 +464,7 @@ const TOP_FILES: [&str; 12] = [
     "timelapse.gif",
     "report.html",
     "eval.json",
+    EXPORTED_ONNX,
 ];
 
 /// Name of the run folder's resolved configuration.

@@ -38,6 +38,8 @@ pub struct LoadedGenerator {
     /// What G is conditioned on, with the sizes of a clustered run's ids (run.json): what its
     /// ids are asked for in proportion to.
     conditions: Conditions,
+    /// The run's `[model]` section as JSON (what exported files carry as their architecture).
+    architecture: String,
     /// Classes of a conditional run's generator (0 when unconditional).
     pub classes: usize,
     /// Image size.
@@ -114,6 +116,7 @@ impl LoadedGenerator {
             latent: config.model.latent_dim,
             classes: conditions.classes(),
             conditions,
+            architecture: serde_json::to_string(&config.model).unwrap_or_default(),
             rows: info.image_rows,
             cols: info.image_cols,
             channels: info.image_channels,
@@ -130,6 +133,25 @@ impl LoadedGenerator {
         }
         self.truncation = Some(psi);
         Ok(self)
+    }
+
+    /// This generator as an ONNX model (see [`Generator::onnx`]): inputs `z` [N, latent] and, for
+    /// a conditional run, `class` [N] (its ids: the classes, or every class's clusters); output
+    /// `image` [N, channels, rows, cols] in [-1, 1]. Its metadata: the architecture (the run's
+    /// `[model]` section as JSON), the weights file, and what `class` takes.
+    pub fn onnx(&self) -> Vec<u8> {
+        let ids = self.conditions.ids();
+        let metadata = vec![
+            ("gantry.architecture".to_string(), self.architecture.clone()),
+            ("gantry.weights".to_string(), self.source.display().to_string()),
+            ("gantry.class_ids".to_string(), ids.to_string()),
+        ];
+        self.g.onnx(self.latent, ids, (self.channels, self.rows, self.cols), metadata)
+    }
+
+    /// Width of G's noise input.
+    pub fn latent(&self) -> usize {
+        self.latent
     }
 
     /// Values per image (pixels times channels).

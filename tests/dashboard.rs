@@ -454,6 +454,15 @@ fn dashboard_renders_in_chromium_and_follows_a_training_run() {
     let state = later["state"].as_str().unwrap();
     assert!(state.contains("/ 3,000") && state.contains("training") && state.contains("ETA"), "{state}");
 
+    // The axes tick at round values (the bug: a 30,000-iteration axis read 7500 / 15000 / 22499 /
+    // 29999), and the page carries its icon (its /favicon.ico 404 was the page's only console error).
+    let ticks = browser.eval(
+        "return [niceTicks(0, 29999, 4).ticks, niceTicks(0.31, 1.87, 4).ticks.map(niceTicks(0.31, 1.87, 4).text)];",
+    );
+    assert_eq!(ticks, json!([[0, 10000, 20000], ["0.5", "1.0", "1.5"]]), "{ticks}");
+    let icon = browser.eval("const l = document.querySelector('link[rel=icon]'); return l ? l.href : null;");
+    assert!(icon.as_str().is_some_and(|h| h.starts_with("data:image/svg+xml")), "{icon}");
+
     let png = browser.screenshot_png();
     assert!(png.starts_with(b"\x89PNG"));
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");

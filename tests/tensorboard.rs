@@ -1,5 +1,5 @@
 //! The TensorBoard event files, read back by TensorBoard's own Python reader (the `tensorboard`
-//! package; `.ci/run` installs it and names its Python in `GANTRY_TB_PYTHON`).
+//! package; `.ci/run` installs it and names its Python in `GANTRY_PYTHON`).
 
 mod common;
 
@@ -14,12 +14,14 @@ fn tensorboard_reads_every_scalar_and_the_grids() {
     let out = tmp.path().join("run");
     train::train(&common::tiny_config(60, 20, 3), &out).unwrap();
 
-    let python = std::env::var("GANTRY_TB_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = std::env::var("GANTRY_PYTHON")
+        .or_else(|_| std::env::var("GANTRY_TB_PYTHON"))
+        .unwrap_or_else(|_| "python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/read_tensorboard.py");
     let output = Command::new(&python).arg(script).arg(&out).output().expect("run the TensorBoard reader");
     assert!(
         output.status.success(),
-        "TensorBoard's reader failed (is `tensorboard` installed for {python}? set GANTRY_TB_PYTHON):\n{}",
+        "TensorBoard's reader failed (is `tensorboard` installed for {python}? set GANTRY_PYTHON):\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     let read: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();

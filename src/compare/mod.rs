@@ -201,6 +201,8 @@ pub struct Comparison {
     /// Each run's metric values.
     pub run_values: Vec<BTreeMap<String, f64>>,
     pub rows: Vec<Row>,
+    /// The objectives (`train.loss`) the runs train, each once, in run order.
+    pub objectives: Vec<String>,
 }
 
 /// Summarise grouped runs (a pure function of what was read).
@@ -230,7 +232,14 @@ pub fn compare(runs: &[RunData], tail: f64) -> Comparison {
             rows.push(Row { group: g.label.clone(), metric: metric.clone(), summary, vs_first });
         }
     }
-    Comparison { tail, groups, run_names: runs.iter().map(|r| r.name.clone()).collect(), run_values, rows }
+    let mut objectives: Vec<String> = Vec::new();
+    for name in runs.iter().map(|r| r.config.train.loss.name().to_string()) {
+        if !objectives.contains(&name) {
+            objectives.push(name);
+        }
+    }
+    let run_names = runs.iter().map(|r| r.name.clone()).collect();
+    Comparison { tail, groups, run_names, run_values, rows, objectives }
 }
 
 impl Comparison {
@@ -286,25 +295,43 @@ impl Comparison {
     }
 
     /// Sentences for the differences whose interval excludes 0 ("[2] order=g-first lowers acc
-    /// by 0.0200 ± 0.0100 against [1] order=d-first").
+    /// by 0.0200 ± 0.0100 against [1] order=d-first"), the judge's scores first, then D's
+    /// accuracy, then the rest. Where the groups train different objectives their losses and D's
+    /// outputs are on different scales: those differences are left out, and the first sentence
+    /// says so.
     pub fn findings(&self) -> Vec<String> {
         let first = self.groups.first().map(|g| g.label.clone()).unwrap_or_default();
-        self.rows
+        let mixed = self.objectives.len() > 1;
+        let mut found: Vec<(u8, String)> = self
+            .rows
             .iter()
+            .filter(|r| !(mixed && on_the_objectives_scale(&r.metric)))
             .filter_map(|r| {
                 let d = r.vs_first?;
                 d.excludes_zero().then(|| {
-                    format!(
+                    let sentence = format!(
                         "{} {} {} by {:.4} ± {:.4} (95% CI, Welch) against {first}",
                         r.group,
                         if d.diff < 0.0 { "lowers" } else { "raises" },
                         r.metric,
                         d.diff.abs(),
                         d.ci95
-                    )
+                    );
+                    (finding_rank(&r.metric), sentence)
                 })
             })
-            .collect()
+            .collect();
+        found.sort_by_key(|(rank, _)| *rank);
+        let mut out: Vec<String> = Vec::new();
+        if mixed {
+            out.push(format!(
+                "the groups train different objectives ({}): their losses and D's outputs are on different \
+                 scales, so d_loss*, g_loss and d_out* are not compared; the judge's scores and D's accuracy are",
+                self.objectives.join(", ")
+            ));
+        }
+        out.extend(found.into_iter().map(|(_, sentence)| sentence));
+        out
     }
 
     /// `compare.csv`: group, its values, metric, n, mean, std, the interval's ends, the difference
@@ -480,6 +507,22 @@ fn html(c: &Comparison, table: &str, svg: &str) -> String {
     )
 }
 
+/// Whether a metric's value depends on the objective's scale (the losses, D's mean outputs), so
+/// that runs of different objectives cannot be compared on it.
+fn on_the_objectives_scale(metric: &str) -> bool {
+    metric.starts_with("d_loss") || metric == "g_loss" || metric.starts_with("d_out")
+}
+
+/// The order findings are told in: the judge's scores (comparable across any runs of one data
+/// set), then D's accuracy, then the rest.
+fn finding_rank(metric: &str) -> u8 {
+    match metric {
+        "fid" | "kid" | "precision" | "recall" | "separability" => 0,
+        m if m.starts_with("acc") => 1,
+        _ => 2,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,5 +566,60 @@ mod tests {
         assert!(c.table().contains("order=g-first (3 runs)"));
         assert!(c.csv().lines().any(|l| l.starts_with("order=g-first,g-first,acc,3,")), "{}", c.csv());
         assert_eq!(c.runs_csv().lines().count(), 7);
+    }
+
+    /// The bug: `gantry compare` stated "lsgan lowers d_loss by 0.63 against ns", though the two
+    /// objectives put their losses on different scales. Now such differences are left out, said
+    /// so, and the comparable ones lead, the judge's first.
+    #[test]
+    fn losses_of_different_objectives_are_not_findings_and_the_judges_scores_lead() {
+        use crate::config::{Loss, UpdateOrder::DFirst};
+        let with = |name: &str, loss: Loss, seed: u64, (d_loss, acc, fid): (f32, f32, f64)| {
+            let mut r = run(name, DFirst, seed, acc);
+            r.config.train.loss = loss;
+            for rec in &mut r.records {
+                rec.d_loss = d_loss;
+            }
+            r.quality = vec![QualityRecord {
+                iteration: 10,
+                fid,
+                kid: 0.0,
+                precision: 0.5,
+                recall: 0.5,
+                inception_score: 9.0,
+                classes_present: 10,
+                separability: 0.5,
+                class_accuracy: None,
+            }];
+            r
+        };
+        let runs = [
+            with("ns0", Loss::Ns, 0, (0.70, 0.63, 9.0)),
+            with("ns1", Loss::Ns, 1, (0.71, 0.64, 9.2)),
+            with("ns2", Loss::Ns, 2, (0.69, 0.62, 9.1)),
+            with("ls0", Loss::Lsgan, 0, (0.07, 0.53, 5.0)),
+            with("ls1", Loss::Lsgan, 1, (0.08, 0.54, 5.2)),
+            with("ls2", Loss::Lsgan, 2, (0.06, 0.52, 5.1)),
+        ];
+        let findings = compare(&runs, 0.5).findings();
+        assert!(findings[0].contains("different objectives (ns, lsgan)"), "{findings:?}");
+        assert!(findings[1].contains("lowers fid"), "{findings:?}");
+        assert!(findings[2].contains("lowers acc"), "{findings:?}");
+        assert!(!findings.iter().any(|f| f.contains("lowers d_loss")), "{findings:?}");
+        // One objective (the groups differ in their update order): the losses are comparable.
+        let same: Vec<RunData> = runs
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                if r.config.train.loss == Loss::Lsgan {
+                    r.config.train.order = crate::config::UpdateOrder::GFirst;
+                }
+                r.config.train.loss = Loss::Ns;
+                r
+            })
+            .collect();
+        let findings = compare(&same, 0.5).findings();
+        assert!(findings.iter().any(|f| f.contains("lowers d_loss")), "{findings:?}");
+        assert!(!findings.iter().any(|f| f.contains("objectives")), "{findings:?}");
     }
 }

@@ -284,6 +284,43 @@ impl Generator {
     }
 }
 
+impl Generator {
+    /// This G's layers as ONNX nodes on `x` [N, g input] (the reference forward pass: the
+    /// projection, its BatchNorm and LeakyReLU, the feature map, then each transposed convolution
+    /// with its BatchNorm and LeakyReLU, tanh after the last); returns [N, c, side, side].
+    pub(super) fn onnx(&self, graph: &mut super::onnx::Graph, x: String) -> String {
+        use super::onnx::Attr;
+        let mut x = x;
+        for (i, (linear, norm)) in self.hidden.iter().zip(&self.norms).enumerate() {
+            x = graph.dense(&x, linear, &format!("hidden.{i}"));
+            x = graph.batch_norm(&x, norm, &format!("norms.{i}"));
+            x = graph.leaky_relu(&x, self.leaky_slope);
+        }
+        let s = self.map_side;
+        let channels = self.deconvs.first().map_or(0, |l| l.weight.dims()[0]);
+        x = graph.reshape(&x, &[channels, s, s]);
+        for (i, layer) in self.deconvs.iter().enumerate() {
+            let w = graph.weight(&format!("deconvs.{i}.weight"), &layer.weight.val());
+            let (k, p) = (layer.kernel_size[0] as i64, layer.padding[0] as i64);
+            let attributes = vec![
+                ("kernel_shape", Attr::Ints(vec![k, k])),
+                ("strides", Attr::Ints(layer.stride.iter().map(|&v| v as i64).collect())),
+                ("pads", Attr::Ints(vec![p, p, p, p])),
+                ("output_padding", Attr::Ints(layer.padding_out.iter().map(|&v| v as i64).collect())),
+            ];
+            x = graph.node("ConvTranspose", &[&x, &w], attributes);
+            x = match self.deconv_norms.get(i) {
+                Some(norm) => {
+                    let y = graph.batch_norm(&x, norm, &format!("deconv_norms.{i}"));
+                    graph.leaky_relu(&y, self.leaky_slope)
+                }
+                None => graph.node("Tanh", &[&x], vec![]),
+            };
+        }
+        x
+    }
+}
+
 impl Discriminator {
     /// D with Glorot-uniform weights and zero biases drawn from `rng`: the convolutions in order,
     /// the logit, then the heads.

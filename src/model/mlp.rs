@@ -129,6 +129,21 @@ impl Generator {
     }
 }
 
+impl Generator {
+    /// This G's layers as ONNX nodes on `x` [N, g input] (the reference forward pass: Dense,
+    /// LeakyReLU, BatchNorm with moving statistics, ..., Dense, tanh); returns [N, pixels].
+    pub(super) fn onnx(&self, graph: &mut super::onnx::Graph, x: String) -> String {
+        let mut x = x;
+        for (i, (linear, norm)) in self.hidden.iter().zip(&self.norms).enumerate() {
+            x = graph.dense(&x, linear, &format!("hidden.{i}"));
+            x = graph.leaky_relu(&x, self.leaky_slope);
+            x = graph.batch_norm(&x, norm, &format!("norms.{i}"));
+        }
+        let y = graph.dense(&x, &self.output, "output");
+        graph.node("Tanh", &[&y], vec![])
+    }
+}
+
 impl Discriminator {
     /// D with Glorot-uniform weights and zero biases drawn from `rng`, in layer order, then the
     /// heads.

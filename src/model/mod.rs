@@ -20,6 +20,7 @@ pub mod conditioning;
 pub mod dcgan;
 pub(crate) mod layers;
 pub mod mlp;
+pub mod onnx;
 pub mod spectral;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
@@ -121,9 +122,26 @@ impl Generator {
         })
     }
 
-    /// The weights and BatchNorm statistics as safetensors bytes (see [`crate::export`]).
-    pub fn safetensors(&self) -> Vec<u8> {
-        kind!(self, g => crate::export::to_safetensors(g))
+    /// This G (its weights and moving statistics, in inference) as an ONNX model: inputs `z`
+    /// [N, latent] and, with `ids` > 0, `class` [N] (int64); output `image` [N, c, h, w] in
+    /// [-1, 1] for `shape` (c, h, w). `metadata` is kept in the file.
+    pub fn onnx(
+        &self,
+        latent: usize,
+        ids: usize,
+        shape: (usize, usize, usize),
+        metadata: Vec<(String, String)>,
+    ) -> Vec<u8> {
+        onnx::Graph::model(latent, ids, shape, metadata, |graph, x| match self {
+            Self::Mlp(g) => g.onnx(graph, x),
+            Self::Dcgan(g) => g.onnx(graph, x),
+        })
+    }
+
+    /// The weights and BatchNorm statistics as safetensors bytes, `architecture` (the run's
+    /// `[model]` section as JSON) in the metadata (see [`crate::export`]).
+    pub fn safetensors(&self, architecture: &str) -> Vec<u8> {
+        kind!(self, g => crate::export::to_safetensors(g, architecture))
     }
 }
 

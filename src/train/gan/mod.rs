@@ -95,6 +95,8 @@ pub(crate) struct Gan {
     train_device: Device,
     plain_device: Device,
     pub(crate) architecture_hash: String,
+    /// The `[model]` section as JSON (the safetensors file's metadata).
+    architecture: String,
     indices: Vec<usize>,
 }
 
@@ -143,6 +145,7 @@ impl Gan {
             train_device,
             plain_device,
             architecture_hash: config.architecture_hash(),
+            architecture: serde_json::to_string(&config.model).unwrap_or_default(),
             indices: Vec::new(),
         };
         (gan, Networks { g, d })

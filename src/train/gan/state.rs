@@ -17,7 +17,7 @@ impl Gan {
                 .map_err(|e| Error::Serialize { what: path.display().to_string(), problem: e.to_string() })?;
             crate::durable::write_synced(&path, &bytes)?;
         }
-        crate::durable::write_synced(&run.generator_safetensors(), &sampler.safetensors())
+        crate::durable::write_synced(&run.generator_safetensors(), &sampler.safetensors(&self.architecture))
     }
 
     /// The whole training state as a checkpoint: `state` with spectral norm's vectors added, and
