@@ -971,11 +971,15 @@ fn sample_files(args: SampleArgs) -> Result<()> {
 /// `gantry export RUN`: the run's verified generator, written as ONNX.
 fn export_command(args: ExportArgs) -> Result<()> {
     let run = RunDir::open(&args.run)?;
-    let (out, own) = match &args.out {
-        Some(out) => (out.clone(), run_dir::OwnOutput::Nothing),
-        None => (run.root().join(run_dir::EXPORTED_ONNX), run_dir::OwnOutput::Export),
+    // The command's own default file is replaced, as `gantry sample`'s grid is; a file the user
+    // names only with --force.
+    let (out, own, existing) = match &args.out {
+        Some(out) => (out.clone(), run_dir::OwnOutput::Nothing, replace_if(args.force)),
+        None => {
+            (run.root().join(run_dir::EXPORTED_ONNX), run_dir::OwnOutput::Export, run_dir::Existing::Replace)
+        }
     };
-    run_dir::check_output(&out, own, replace_if(args.force), "--out")?;
+    run_dir::check_output(&out, own, existing, "--out")?;
     let weights = match args.checkpoint {
         Some(step) => crate::sample::Weights::Checkpoint(step),
         None => crate::sample::Weights::Final,

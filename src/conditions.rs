@@ -91,17 +91,20 @@ impl Conditions {
     }
 
     /// The ids of `n` images of class `class` (below [`Conditions::classes`]): its clusters in
-    /// proportion to their sizes, or the class itself.
+    /// proportion to their sizes (each in turn without sizes), or the class itself.
     pub fn of_class(&self, class: usize, n: usize) -> Vec<u8> {
         let per = self.per_class;
+        if per == 1 {
+            return vec![class as u8; n];
+        }
         match &self.sizes {
-            Some(sizes) if per > 1 && sizes.len() >= (class + 1) * per => {
+            Some(sizes) if sizes.len() >= (class + 1) * per => {
                 proportional(&sizes[class * per..(class + 1) * per], n)
                     .into_iter()
                     .map(|j| (class * per + j as usize) as u8)
                     .collect()
             }
-            _ => vec![class as u8; n],
+            _ => (0..n).map(|i| (class * per + i % per) as u8).collect(),
         }
     }
 
@@ -207,6 +210,8 @@ mod tests {
         let c = Conditions::of(&conditional(3)).with_sizes(Some(id_sizes));
         assert_eq!((c.ids(), c.classes()), (30, 10));
         assert_eq!(c.of_class(7, 4), vec![21, 21, 22, 23]);
+        // Without sizes (the bug: class 7's ids were asked as id 7, another class's cluster).
+        assert_eq!(Conditions::of(&conditional(3)).of_class(7, 4), vec![21, 22, 23, 21]);
         assert_eq!(c.judged(&[0, 2, 3, 29]), Some(vec![0, 0, 1, 9]));
         assert_eq!(c.spread(30).len(), 30);
         let mut stream = crate::rng::Streams::new(3).labels;

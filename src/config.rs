@@ -553,9 +553,8 @@ impl Overrides {
     /// These overrides and `key` set to `value` (a library's or a test's named flag). A value TOML
     /// cannot hold (a path that is not UTF-8, an integer beyond i64) is refused naming the key.
     pub fn with(mut self, key: &'static str, value: impl Serialize) -> Result<Self> {
-        let value = toml::Value::try_from(value).map_err(|e| {
-            Error::config(key, format!("cannot be written in a config file ({e}): a path that is not UTF-8?"))
-        })?;
+        let value = toml::Value::try_from(value)
+            .map_err(|e| Error::config(key, format!("cannot be written in a config file: {e}")))?;
         self.named.push((key, value));
         Ok(self)
     }
@@ -1133,7 +1132,6 @@ impl Config {
     }
 }
 
-/// Set `key` (dotted, `train.loss`) in a config's TOML `table`. A key must name a section and a
 /// One setting on its way into a config: the key, its value, and the text it was read from
 /// (`--set`'s, tried as a string when the typed value does not fit); `named`: the key of a named
 /// flag (its errors name the key; `--set`'s name `--set`).
@@ -1144,6 +1142,7 @@ struct Setting<'a> {
     named: Option<&'static str>,
 }
 
+/// Set `key` (dotted, `train.loss`) in a config's TOML `table`. A key must name a section and a
 /// setting, not a section alone. The problem, if any, names the key.
 pub fn set_dotted(table: &mut toml::Table, key: &str, value: toml::Value) -> std::result::Result<(), String> {
     let parts: Vec<&str> = key.split('.').collect();

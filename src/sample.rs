@@ -138,12 +138,12 @@ impl LoadedGenerator {
     /// This generator as an ONNX model (see [`Generator::onnx`]): inputs `z` [N, latent] and, for
     /// a conditional run, `class` [N] (its ids: the classes, or every class's clusters); output
     /// `image` [N, channels, rows, cols] in [-1, 1]. Its metadata: the architecture (the run's
-    /// `[model]` section as JSON), the weights file, and what `class` takes.
+    /// `[model]` section as JSON) and how many ids `class` takes (one outside them gives an
+    /// all-zero one-hot, as ONNX's OneHot does).
     pub fn onnx(&self) -> Vec<u8> {
         let ids = self.conditions.ids();
         let metadata = vec![
             ("gantry.architecture".to_string(), self.architecture.clone()),
-            ("gantry.weights".to_string(), self.source.display().to_string()),
             ("gantry.class_ids".to_string(), ids.to_string()),
         ];
         self.g.onnx(self.latent, ids, (self.channels, self.rows, self.cols), metadata)

@@ -14,7 +14,9 @@ notebook or the command line made it.
 from __future__ import annotations
 
 import csv
+import numbers
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -50,33 +52,49 @@ def binary() -> str:
     return found
 
 
+def _toml(v) -> str:
+    """A Python value as a TOML value: booleans, integers and floats (numpy's too), strings and
+    paths, and lists of them."""
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
+    if isinstance(v, numbers.Integral):
+        return str(int(v))
+    if isinstance(v, numbers.Real):
+        return repr(float(v))
+    if isinstance(v, (str, os.PathLike)):
+        text = os.fspath(v)
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+        return '"' + escaped + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    raise TypeError(f"a setting's value must be a bool, number, string, path or list, not {type(v).__name__}")
+
+
 def _setting(key: str, value) -> str:
-    """`--set` text of a setting: Python values written as TOML (`True` -> true, lists as arrays)."""
-    def toml(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(toml(x) for x in v) + "]"
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        return repr(v)
-    return f"{key}={toml(value)}"
+    """`--set` text of a setting: the key and its value written as TOML."""
+    return f"{key}={_toml(value)}"
 
 
 def _run(args: list[str], echo=None) -> str:
     """Run gantry with `args`; each line of its stderr goes to `echo` as it comes (progress in a
-    notebook cell). Returns stderr; raises GantryError on a non-zero exit."""
+    notebook cell). Returns stderr; raises GantryError on a non-zero exit. Interrupting the cell
+    stops gantry as Ctrl-C would (a training run checkpoints first) and waits for it."""
     command = [binary(), *args]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stdout: list[str] = []
     reader = threading.Thread(target=lambda: stdout.extend(process.stdout), daemon=True)
     reader.start()
     lines = []
-    for line in process.stderr:
-        lines.append(line)
-        if echo is not None:
-            echo(line.rstrip("\n"))
-    code = process.wait()
+    try:
+        for line in process.stderr:
+            lines.append(line)
+            if echo is not None:
+                echo(line.rstrip("\n"))
+        code = process.wait()
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)
+        process.wait()
+        raise
     reader.join()
     if code != 0:
         raise GantryError(command, code, "".join(lines[-20:]))
@@ -105,7 +123,13 @@ def train(out: str | os.PathLike = None, iterations: int = None, eval_every: int
     merged.update({k.replace("__", "."): v for k, v in other_settings.items()})
     for key, value in merged.items():
         args += ["--set", _setting(key, value)]
-    said = _run(args, echo=None if quiet else print)
+    try:
+        said = _run(args, echo=None if quiet else print)
+    except GantryError as e:
+        if e.code != 130 or out is None:
+            raise
+        # Stopped by a signal after its checkpoint: the run is there, and `gantry resume` continues it.
+        return Run(out)
     if out is None:
         # gantry says where: "gantry: training N iterations on mnist (...) -> runs/mnist-..."
         line = next(l for l in said.splitlines() if l.startswith("gantry: training") and " -> " in l)
@@ -157,8 +181,7 @@ class Run:
     def eval(self, n: int = 10000, seed: int = 0, quiet: bool = True) -> dict:
         """Judge `n` samples of the final generator with `gantry eval` and return its report."""
         import json
-        _run(["eval", str(self.path), "--n", str(n), "--seed", str(seed), "--force"],
-             echo=None if quiet else print)
+        _run(["eval", str(self.path), "--n", str(n), "--seed", str(seed)], echo=None if quiet else print)
         report = json.loads((self.path / "eval.json").read_text())
         return report[0] if isinstance(report, list) and len(report) == 1 else report
 
@@ -166,11 +189,14 @@ class Run:
         """The sample grids written during training, in order."""
         return sorted((self.path / "samples").glob("step_*.png"))
 
-    def export(self, out: str | os.PathLike = None) -> Path:
-        """The generator as ONNX (`gantry export`); returns the file."""
-        target = Path(out) if out is not None else self.path / "generator.onnx"
-        _run(["export", str(self.path), "--out", str(target), "--force"])
-        return target
+    def export(self, out: str | os.PathLike = None, force: bool = False) -> Path:
+        """The generator as ONNX (`gantry export`): RUN/generator.onnx (replaced when there), or
+        `out` (an existing file only with `force`); returns the file."""
+        args = ["export", str(self.path)]
+        if out is not None:
+            args += ["--out", os.fspath(out)] + (["--force"] if force else [])
+        _run(args)
+        return Path(out) if out is not None else self.path / "generator.onnx"
 
     def show(self):
         """The newest grid and the smoothed curves, inline in a notebook (their paths elsewhere)."""

@@ -54,6 +54,20 @@ def test_samples_and_show(run):
 def test_export_writes_onnx(run, tmp_path):
     onnx = run.export(tmp_path / "g.onnx")
     assert onnx.is_file() and onnx.stat().st_size > 1000
+    # An existing file only with force; the run's own default file is replaced.
+    with pytest.raises(gantry_gan.GantryError) as e:
+        run.export(tmp_path / "g.onnx")
+    assert e.value.code == 2
+    assert run.export(tmp_path / "g.onnx", force=True) == tmp_path / "g.onnx"
+    assert run.export() == run.path / "generator.onnx" and run.export().is_file()
+
+
+def test_settings_are_written_as_toml():
+    assert gantry_gan._setting("train.g_ema", np.float64(0.999)) == "train.g_ema=0.999"
+    assert gantry_gan._setting("model.g_hidden", [np.int64(8), 16]) == "model.g_hidden=[8, 16]"
+    assert gantry_gan._setting("data.dir", __import__("pathlib").Path('/a "b"')) == 'data.dir="/a \\"b\\""'
+    with pytest.raises(TypeError):
+        gantry_gan._setting("train.seed", None)
 
 
 def test_dashboard_serves_the_run(run):
