@@ -313,6 +313,10 @@ pub struct BenchArgs {
     /// Replace the --json file if it exists.
     #[arg(long)]
     pub force: bool,
+    /// Also time each layer of G and D alone (forward pass, input gradient, weight gradient) at
+    /// each batch size and thread count, and say how much of the step they take.
+    #[arg(long)]
+    pub layers: bool,
 }
 
 #[derive(Debug, Args)]
@@ -1044,12 +1048,64 @@ fn bench_command(args: BenchArgs) -> Result<()> {
             r.peak_gflops
         );
     })?;
+    if args.layers {
+        for r in &results {
+            print_layers(&config, r)?;
+        }
+    }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&results).expect("results serialize");
         crate::durable::write_atomic(path, (text + "\n").as_bytes())?;
     }
     Ok(())
 }
+
+/// `gantry bench --layers`: every layer of `config`'s networks timed alone at `step`'s batch size
+/// and threads, and the layers' share of the step `step` measured.
+fn print_layers(config: &Config, step: &bench::BenchResult) -> Result<()> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(step.threads)
+        .build()
+        .map_err(|e| Error::usage("--threads", format!("cannot start {} threads: {e}", step.threads)))?;
+    let layers = pool.install(|| {
+        crate::train::layer_bench::time_layers(config, crate::data::PIXELS_28, step.batch, LAYER_REPS)
+    });
+    println!(
+        "\nbatch {}, {} threads: each layer alone (medians of {LAYER_REPS}), ms; passes a step runs: forward, input gradient, weight gradient",
+        step.batch, step.threads
+    );
+    println!(
+        "net  layer        shape                          forward  in-grad  w-grad   GFLOP  fwd GFLOP/s  passes   ms/step"
+    );
+    let mut total = 0.0;
+    for l in &layers {
+        let [f, i, w] = l.passes;
+        println!(
+            "{:<3}  {:<11}  {:<29}  {:>7.2}  {:>7.2}  {:>6.2}  {:>6.2}  {:>11.1}  {f:.0}/{i:.0}/{w:.0}  {:>8.2}",
+            l.net,
+            l.name,
+            l.shape,
+            l.forward_ms,
+            l.input_grad_ms,
+            l.weight_grad_ms,
+            l.flop / 1e9,
+            l.flop / 1e6 / l.forward_ms.max(1e-9),
+            l.per_step_ms()
+        );
+        total += l.per_step_ms();
+    }
+    let rest = step.median_ms - total;
+    println!(
+        "the layers: {total:.1} ms of the step's {:.1} ms ({:.0}%); outside them (BatchNorm, activations, losses, optimizer, copies, the graph): {rest:.1} ms ({:.0}%)",
+        step.median_ms,
+        100.0 * total / step.median_ms,
+        100.0 * rest / step.median_ms
+    );
+    Ok(())
+}
+
+/// Timed runs of each pass of each layer (`gantry bench --layers`).
+const LAYER_REPS: usize = 7;
 
 fn plot_command(args: PlotArgs) -> Result<()> {
     let run = RunDir::open(&args.run)?;

@@ -150,6 +150,34 @@ pub fn layer_macs(m: &ModelConfig, pixels: usize) -> (Vec<f64>, Vec<f64>) {
     (g, d)
 }
 
+/// G's projection and transposed convolutions, D's convolutions and logit (see
+/// [`super::layer_shapes`]).
+pub fn layer_shapes(m: &ModelConfig, pixels: usize) -> (super::Layers, super::Layers) {
+    use super::LayerShape::{Conv, ConvTranspose, Dense};
+    let layout = DcganLayout::of(m, pixels);
+    let k = m.kernel_size;
+    let projection = Dense { d_in: conditioning::g_input_width(m), d_out: layout.projected };
+    let g = std::iter::once(("hidden.0".to_string(), projection))
+        .chain(layout.deconvs.iter().enumerate().map(|(i, l)| {
+            let shape =
+                ConvTranspose { c_in: l.c_in, c_out: l.c_out, k, side_in: l.side_in, side_out: l.side_out };
+            (format!("deconvs.{i}"), shape)
+        }))
+        .collect();
+    let logit = Dense { d_in: layout.features(pixels), d_out: 1 };
+    let d = layout
+        .convs
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let shape = Conv { c_in: l.c_in, c_out: l.c_out, k, side_in: l.side_in, side_out: l.side_out };
+            (format!("convs.{i}"), shape)
+        })
+        .chain([("output".to_string(), logit)])
+        .collect();
+    (g, d)
+}
+
 /// The shapes [c, side, side] of D's dropout masks, one per convolution.
 pub fn dropout_shapes(m: &ModelConfig, pixels: usize) -> Vec<[usize; 3]> {
     DcganLayout::of(m, pixels).convs.iter().map(|l| [l.c_out, l.side_out, l.side_out]).collect()

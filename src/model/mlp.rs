@@ -94,6 +94,22 @@ pub fn layer_macs(m: &ModelConfig, pixels: usize) -> (Vec<f64>, Vec<f64>) {
     (chain(g_widths(m, pixels)), d)
 }
 
+/// G's and D's Dense layers (see [`super::layer_shapes`]).
+pub fn layer_shapes(m: &ModelConfig, pixels: usize) -> (super::Layers, super::Layers) {
+    let dense = |widths: Vec<usize>, last: &str| -> super::Layers {
+        let n = widths.len() - 1;
+        widths
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| {
+                let name = if i + 1 == n { last.to_string() } else { format!("hidden.{i}") };
+                (name, super::LayerShape::Dense { d_in: w[0], d_out: w[1] })
+            })
+            .collect()
+    };
+    (dense(g_widths(m, pixels), "output"), dense(d_widths(m, pixels), "output"))
+}
+
 impl Generator {
     /// G with Glorot-uniform weights and zero biases drawn from `rng`, in layer order.
     pub fn new(cfg: &ModelConfig, pixels: usize, rng: &mut impl rand::Rng, device: &Device) -> Self {

@@ -270,6 +270,44 @@ pub fn layer_macs(m: &ModelConfig, pixels: usize) -> (Vec<f64>, Vec<f64>) {
     }
 }
 
+/// One layer's shape, as the layer benchmark (`gantry bench --layers`) builds it alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerShape {
+    /// A Dense layer [b, d_in] -> [b, d_out].
+    Dense { d_in: usize, d_out: usize },
+    /// A k×k convolution of stride 2 (D's), [b, c_in, side_in²] -> [b, c_out, side_out²].
+    Conv { c_in: usize, c_out: usize, k: usize, side_in: usize, side_out: usize },
+    /// A k×k transposed convolution of stride `side_out / side_in` (G's).
+    ConvTranspose { c_in: usize, c_out: usize, k: usize, side_in: usize, side_out: usize },
+}
+
+impl LayerShape {
+    /// Multiply-adds per image of its forward pass.
+    pub fn macs(&self) -> f64 {
+        match *self {
+            Self::Dense { d_in, d_out } => (d_in * d_out) as f64,
+            Self::Conv { c_in, c_out, k, side_out, .. } => {
+                (side_out * side_out * c_in * c_out * k * k) as f64
+            }
+            Self::ConvTranspose { c_in, c_out, k, side_in, .. } => {
+                (side_in * side_in * c_in * c_out * k * k) as f64
+            }
+        }
+    }
+}
+
+/// A network's layers with products, input to output, each with its name in the records.
+pub type Layers = Vec<(String, LayerShape)>;
+
+/// G's and D's layers with products (the heads beyond the logit left out), input to output, each
+/// named as the kind names it.
+pub fn layer_shapes(m: &ModelConfig, pixels: usize) -> (Layers, Layers) {
+    match m.kind {
+        ModelKind::Mlp => mlp::layer_shapes(m, pixels),
+        ModelKind::Dcgan => dcgan::layer_shapes(m, pixels),
+    }
+}
+
 /// A generous estimate of the bytes one training process needs: every parameter held about
 /// eight times in f32 (weights, gradients, two Adam moments, inference and checkpoint copies),
 /// the activations of a step (each layer's output and its gradient, a few times over, for the

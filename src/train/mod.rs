@@ -16,6 +16,7 @@
 mod augment;
 pub mod bench;
 mod gan;
+pub mod layer_bench;
 mod open;
 pub mod quality;
 pub mod schedule;
