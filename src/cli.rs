@@ -993,7 +993,7 @@ fn export_command(args: ExportArgs) -> Result<()> {
         ExportFormat::Onnx => g.onnx(),
     };
     crate::durable::write_atomic(&out, &bytes)?;
-    let class = if g.classes > 0 { " and `class` [N] (int64)" } else { "" };
+    let class = if g.classes() > 0 { " and `class` [N] (int64)" } else { "" };
     eprintln!(
         "gantry: wrote {} ({} KB): input `z` [N, {}]{class}, output `image` [N, {}, {}, {}] in [-1, 1]",
         out.display(),

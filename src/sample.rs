@@ -40,8 +40,6 @@ pub struct LoadedGenerator {
     conditions: Conditions,
     /// The run's `[model]` section as JSON (what exported files carry as their architecture).
     architecture: String,
-    /// Classes of a conditional run's generator (0 when unconditional).
-    pub classes: usize,
     /// Image size.
     pub rows: usize,
     pub cols: usize,
@@ -114,7 +112,6 @@ impl LoadedGenerator {
             g,
             device,
             latent: config.model.latent_dim,
-            classes: conditions.classes(),
             conditions,
             architecture: serde_json::to_string(&config.model).unwrap_or_default(),
             rows: info.image_rows,
@@ -149,6 +146,11 @@ impl LoadedGenerator {
         self.g.onnx(self.latent, ids, (self.channels, self.rows, self.cols), metadata)
     }
 
+    /// Classes of a conditional run's generator (0 when unconditional).
+    pub fn classes(&self) -> usize {
+        self.conditions.classes()
+    }
+
     /// Width of G's noise input.
     pub fn latent(&self) -> usize {
         self.latent
@@ -166,7 +168,7 @@ impl LoadedGenerator {
     /// `class`'s, or all of them. Empty for an unconditional generator, which takes no class
     /// (asking it for one is refused).
     pub fn asked_classes(&self, n: usize, class: Option<usize>) -> Result<Vec<u8>> {
-        match (self.classes, class) {
+        match (self.classes(), class) {
             (0, None) => Ok(Vec::new()),
             (0, Some(_)) => Err(Error::usage(
                 "--class",
@@ -241,7 +243,7 @@ impl LoadedGenerator {
     /// another).
     pub fn generate_latents(&self, noise: &[f32], labels: &[u8]) -> Result<Vec<f32>> {
         let k = noise.len() / self.latent.max(1);
-        if k == 0 || k > 4096 || noise.len() != k * self.latent || (self.classes > 0 && labels.len() != k) {
+        if k == 0 || k > 4096 || noise.len() != k * self.latent || (self.classes() > 0 && labels.len() != k) {
             return Err(Error::usage("--walk", format!("{k} frames; 1 to 4096 are drawn")));
         }
         let mut images = Vec::with_capacity(k * self.pixels());
@@ -363,7 +365,7 @@ pub fn seed_walk(g: &LoadedGenerator, seeds: &[u64], steps: usize, class: Option
     if seeds.len() < 2 || !(2..=64).contains(&steps) || seeds.len() > 65 {
         return Err(Error::usage("--walk", "give 2 to 65 seeds (--walk 0,1,2) and --steps of 2 to 64"));
     }
-    let label = g.asked_classes(1, class.or((g.classes > 0).then_some(0)))?;
+    let label = g.asked_classes(1, class.or((g.classes() > 0).then_some(0)))?;
     let mut noise = Vec::new();
     for pair in seeds.windows(2) {
         let (a, b) = (g.latent_of(pair[0]), g.latent_of(pair[1]));
@@ -378,15 +380,15 @@ pub fn seed_walk(g: &LoadedGenerator, seeds: &[u64], steps: usize, class: Option
 /// A conditional generator's classes in turn, the noise of `seed` fixed: what the class alone
 /// changes.
 pub fn class_walk(g: &LoadedGenerator, seed: u64) -> Result<Walk> {
-    if g.classes == 0 {
+    if g.classes() == 0 {
         return Err(Error::usage("--walk-classes", format!("{} is not conditional", g.source.display())));
     }
     let z = g.latent_of(seed);
     let mut labels = Vec::new();
-    for c in 0..g.classes {
+    for c in 0..g.classes() {
         labels.extend(g.asked_classes(1, Some(c))?);
     }
-    Ok(Walk { noise: z.repeat(g.classes), labels, frames_per_row: g.classes })
+    Ok(Walk { noise: z.repeat(g.classes()), labels, frames_per_row: g.classes() })
 }
 
 /// Most images `gantry sample --format png|npy` draws (written slice by slice: memory stays that of

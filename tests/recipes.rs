@@ -377,7 +377,7 @@ fn clusters_per_class_keep_to_their_class(tmp: &std::path::Path) {
     // One row per class (10), output.grid_cols columns (5).
     assert_grid_rows(&run, 10);
     let g = final_generator(&run);
-    assert_eq!(g.classes, 10);
+    assert_eq!(g.classes(), 10);
     // Without a class: every id in proportion to its size; the judge is told each one's class.
     let asked = g.asked_classes(60_000, None).unwrap();
     let drawn: Vec<u64> = (0..30u8).map(|c| asked.iter().filter(|&&a| a == c).count() as u64).collect();

@@ -134,22 +134,6 @@ pub fn activation_widths(m: &ModelConfig, pixels: usize) -> u64 {
     maps.saturating_add(layout.projected as u64)
 }
 
-/// Multiply-adds per image of each layer of G and of D (the heads last), input to output.
-pub fn layer_macs(m: &ModelConfig, pixels: usize) -> (Vec<f64>, Vec<f64>) {
-    let layout = DcganLayout::of(m, pixels);
-    let k2 = (m.kernel_size * m.kernel_size) as f64;
-    let taps = |l: &ConvLayer, positions: usize| (positions * positions * l.c_in * l.c_out) as f64 * k2;
-    // A transposed convolution: every input position times every tap and channel pair; a
-    // strided convolution: every output position.
-    let g = std::iter::once((conditioning::g_input_width(m) * layout.projected) as f64)
-        .chain(layout.deconvs.iter().map(|l| taps(l, l.side_in)))
-        .collect();
-    let features = layout.features(pixels);
-    let mut d: Vec<f64> = layout.convs.iter().map(|l| taps(l, l.side_out)).chain([features as f64]).collect();
-    d.extend(conditioning::head_macs(m, features));
-    (g, d)
-}
-
 /// G's projection and transposed convolutions, D's convolutions and logit (see
 /// [`super::layer_shapes`]).
 pub fn layer_shapes(m: &ModelConfig, pixels: usize) -> (super::Layers, super::Layers) {

@@ -85,15 +85,6 @@ pub fn activation_widths(m: &ModelConfig) -> u64 {
     m.g_hidden.iter().chain(&m.d_hidden).map(|&w| w as u64).sum()
 }
 
-/// Multiply-adds per image of each layer of G and of D (the heads last), input to output.
-pub fn layer_macs(m: &ModelConfig, pixels: usize) -> (Vec<f64>, Vec<f64>) {
-    let chain =
-        |widths: Vec<usize>| -> Vec<f64> { widths.windows(2).map(|w| (w[0] * w[1]) as f64).collect() };
-    let mut d = chain(d_widths(m, pixels));
-    d.extend(conditioning::head_macs(m, features(m, pixels)));
-    (chain(g_widths(m, pixels)), d)
-}
-
 /// G's and D's Dense layers (see [`super::layer_shapes`]).
 pub fn layer_shapes(m: &ModelConfig, pixels: usize) -> (super::Layers, super::Layers) {
     let dense = |widths: Vec<usize>, last: &str| -> super::Layers {

@@ -261,13 +261,19 @@ pub fn activation_widths(m: &ModelConfig, pixels: usize) -> u64 {
     }
 }
 
-/// Multiply-adds per image of each layer of G and of D, input to output (what the benchmark's
-/// FLOP count reads).
+/// Multiply-adds per image of each layer of G and of D, input to output, D's heads beyond the
+/// logit last (what the benchmark's FLOP count reads): the kind's [`layer_shapes`], then
+/// [`conditioning::head_macs`] on the features the logit reads.
 pub fn layer_macs(m: &ModelConfig, pixels: usize) -> (Vec<f64>, Vec<f64>) {
-    match m.kind {
-        ModelKind::Mlp => mlp::layer_macs(m, pixels),
-        ModelKind::Dcgan => dcgan::layer_macs(m, pixels),
-    }
+    let (g, d) = layer_shapes(m, pixels);
+    let features = match d.last() {
+        Some((_, LayerShape::Dense { d_in, .. })) => *d_in,
+        _ => pixels,
+    };
+    let macs = |layers: &Layers| layers.iter().map(|(_, s)| s.macs()).collect::<Vec<f64>>();
+    let mut d_macs = macs(&d);
+    d_macs.extend(conditioning::head_macs(m, features));
+    (macs(&g), d_macs)
 }
 
 /// One layer's shape, as the layer benchmark (`gantry bench --layers`) builds it alone.

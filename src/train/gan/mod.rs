@@ -76,10 +76,9 @@ pub(crate) struct Gan {
     classic: bool,
     batch: usize,
     latent: usize,
-    /// The ids G and D are conditioned on (their one-hot's width, `classes`: 0 when
+    /// The ids G and D are conditioned on (their one-hot's width: `conditions.ids()`, 0 when
     /// unconditional), and how G's are drawn.
     conditions: Conditions,
-    classes: usize,
     /// Images are [channels, rows, cols] (`shape`: rows and cols, which augmentation reads),
     /// flattened to `pixels` values.
     shape: (usize, usize),
@@ -134,7 +133,6 @@ impl Gan {
             batch: t.batch_size,
             latent: config.model.latent_dim,
             conditions: Conditions::of(config),
-            classes: crate::model::conditioning::ids(&config.model),
             shape: (rows, cols),
             pixels,
             spectral,
@@ -245,7 +243,7 @@ impl Gan {
     /// The sampling generator on the given noise ([n * latent] floats) and, in a conditional
     /// run, classes (n of them) -> images [n * pixels].
     pub(crate) fn generate(&self, nets: &Networks, noise: &[f32], labels: &[u8]) -> Vec<f32> {
-        let z = crate::model::g_input(noise, self.latent, labels, self.classes, &self.plain_device);
+        let z = crate::model::g_input(noise, self.latent, labels, self.conditions.ids(), &self.plain_device);
         self.sampler(nets).forward(z).into_data().try_into_vec().expect("the model computes in f32")
     }
 }

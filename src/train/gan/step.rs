@@ -129,19 +129,22 @@ impl Gan {
         let (b, latent) = (self.batch, self.latent);
         let mut z = Vec::with_capacity(b * latent);
         rng::normal(&mut streams.noise, b * latent, &mut z);
-        if self.classes == 0 {
+        if self.conditions.ids() == 0 {
             return (crate::model::g_input(&z, latent, &[], 0, device), None);
         }
         let mut labels = Vec::with_capacity(b);
         self.conditions.draw(&mut streams.labels, b, &mut labels);
-        let input = crate::model::g_input(&z, latent, &labels, self.classes, device);
+        let input = crate::model::g_input(&z, latent, &labels, self.conditions.ids(), device);
         (input, Some(self.one_hot(&labels)))
     }
 
     /// One-hot rows [labels.len(), classes] on the training device.
     pub(super) fn one_hot(&self, labels: &[u8]) -> Tensor<2> {
-        let rows = crate::model::one_hot(labels, self.classes);
-        Tensor::<2>::from_data(TensorData::new(rows, [labels.len(), self.classes]), &self.train_device)
+        let ids = self.conditions.ids();
+        Tensor::<2>::from_data(
+            TensorData::new(crate::model::one_hot(labels, ids), [labels.len(), ids]),
+            &self.train_device,
+        )
     }
 
     pub(super) fn g_forward(&self, g: &Generator, z: Tensor<2>) -> Tensor<2> {
