@@ -72,11 +72,15 @@ pub struct EvalConfig {
     pub every: usize,
     /// Generated images per evaluation, compared with as many real test images.
     pub samples: usize,
+    /// pytorch-fid's Inception weights file, for `gantry eval RUN --features inception` (before
+    /// `$GANTRY_INCEPTION_WEIGHTS` and gantry's cache; `--inception-weights` comes first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inception_weights: Option<PathBuf>,
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self { every: 2_000, samples: 2_000 }
+        Self { every: 2_000, samples: 2_000, inception_weights: None }
     }
 }
 

@@ -313,7 +313,7 @@ pub fn is_run_folder(path: &Path) -> bool {
 pub enum OwnOutput {
     /// `gantry sample`'s grids, `sample-seedS.png`.
     SampleGrid,
-    /// `gantry eval`'s reports, `eval.json` and `eval-step_NNNNNN.json`.
+    /// `gantry eval`'s reports ([`eval_report_name`]).
     EvalReport,
     /// `gantry report`'s `report.html`.
     Report,
@@ -330,9 +330,7 @@ impl OwnOutput {
     fn allows(self, name: &str) -> bool {
         match self {
             OwnOutput::SampleGrid => is_sample_grid(name),
-            OwnOutput::EvalReport => {
-                name == "eval.json" || (name.starts_with("eval-step_") && name.ends_with(".json"))
-            }
+            OwnOutput::EvalReport => is_eval_report(name),
             OwnOutput::Report => name == "report.html",
             OwnOutput::Export => name == EXPORTED_ONNX,
             OwnOutput::Nothing => false,
@@ -476,8 +474,36 @@ fn is_own_top_file(name: &str) -> bool {
     let name = name.strip_suffix(".partial").or_else(|| name.strip_suffix(".tmp")).unwrap_or(name);
     TOP_FILES.contains(&name)
         || (name.starts_with("events.out.tfevents.") && name.ends_with(".gantry"))
-        || (name.starts_with("eval-step_") && name.ends_with(".json"))
+        || is_eval_report(name)
         || is_sample_grid(name)
+}
+
+/// The feature space a `gantry eval` report was scored in (its file name says it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoredIn {
+    Judge,
+    Inception,
+}
+
+/// The file `gantry eval RUN` writes by default: `eval.json` (the judge's scores) or
+/// `eval-inception.json` (`--features inception`), `-step_NNNNNN` before `.json` for a checkpoint.
+pub fn eval_report_name(space: ScoredIn, checkpoint: Option<usize>) -> String {
+    let stem = match space {
+        ScoredIn::Judge => "eval",
+        ScoredIn::Inception => "eval-inception",
+    };
+    match checkpoint {
+        Some(step) => format!("{stem}-{}.json", crate::checkpoint::folder_name(step)),
+        None => format!("{stem}.json"),
+    }
+}
+
+/// Whether `name` is one of [`eval_report_name`]'s names.
+fn is_eval_report(name: &str) -> bool {
+    let rest = name.strip_prefix("eval-inception").or_else(|| name.strip_prefix("eval"));
+    rest.and_then(|r| r.strip_suffix(".json")).is_some_and(|r| {
+        r.is_empty() || (r.starts_with("-step_") && r[6..].bytes().all(|b| b.is_ascii_digit()))
+    })
 }
 
 /// Whether `name` is a grid `gantry sample` writes by default (`sample-seedS.png`).
@@ -613,6 +639,26 @@ mod tests {
             format: RUN_FORMAT,
         };
         info.write(&RunDir::from_path(root)).unwrap();
+    }
+
+    #[test]
+    fn eval_report_names_are_the_commands_own() {
+        assert_eq!(eval_report_name(ScoredIn::Judge, None), "eval.json");
+        assert_eq!(eval_report_name(ScoredIn::Inception, Some(400)), "eval-inception-step_000400.json");
+        for own in
+            ["eval.json", "eval-step_000400.json", "eval-inception.json", "eval-inception-step_000020.json"]
+        {
+            assert!(is_eval_report(own), "{own}");
+        }
+        for other in [
+            "eval.csv",
+            "eval-x.json",
+            "evaluation.json",
+            "eval-inception-step_.json.tmp",
+            "eval-step_1a.json",
+        ] {
+            assert!(!is_eval_report(other), "{other}");
+        }
     }
 
     #[test]

@@ -178,11 +178,20 @@ class Run:
         """The judge's scores during training (eval.csv: FID, precision, recall, ...), by column."""
         return _table(self.path / "eval.csv")
 
-    def eval(self, n: int = 10000, seed: int = 0, quiet: bool = True) -> dict:
-        """Judge `n` samples of the final generator with `gantry eval` and return its report."""
+    def eval(self, n: int = 10000, seed: int = 0, quiet: bool = True, features: str = "judge",
+             inception_weights: str | os.PathLike = None, reference: str | os.PathLike = None) -> dict:
+        """Judge `n` samples of the final generator with `gantry eval` and return its report;
+        `features="inception"` scores them in pytorch-fid's InceptionV3 instead (Inception FID,
+        KID, IS and the protocol; `inception_weights` the weights file, else gantry finds it);
+        `reference` real images (.npy or PNG folder) in place of the data set's test images."""
         import json
-        _run(["eval", str(self.path), "--n", str(n), "--seed", str(seed)], echo=None if quiet else print)
-        report = json.loads((self.path / "eval.json").read_text())
+        args = ["eval", str(self.path), "--n", str(n), "--seed", str(seed), "--features", features]
+        for flag, value in [("--inception-weights", inception_weights), ("--reference", reference)]:
+            if value is not None:
+                args += [flag, str(value)]
+        _run(args, echo=None if quiet else print)
+        name = "eval-inception.json" if features == "inception" else "eval.json"
+        report = json.loads((self.path / name).read_text())
         return report[0] if isinstance(report, list) and len(report) == 1 else report
 
     def samples(self) -> list[Path]:

@@ -34,7 +34,7 @@ pub fn fetch_mnist(dir: &Path) -> Result<()> {
         }
         let mut last_err = None;
         for mirror in MNIST_MIRRORS {
-            match fetch_one(&format!("{mirror}{name}"), sha, &dest) {
+            match fetch_verified(&format!("{mirror}{name}"), sha, &dest) {
                 Ok(()) => {
                     last_err = None;
                     break;
@@ -49,10 +49,15 @@ pub fn fetch_mnist(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn fetch_one(url: &str, sha: &str, dest: &Path) -> Result<()> {
+/// Download `url` to `dest` (its folder made if missing), through `dest` + `.partial`, renamed
+/// into place only when the bytes' SHA-256 is `sha`; a failed or wrong download leaves nothing.
+pub fn fetch_verified(url: &str, sha: &str, dest: &Path) -> Result<()> {
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).at("create", parent)?;
+    }
     let fail = |problem: String| Error::Download { url: url.to_string(), problem };
     let agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(300)))
+        .timeout_global(Some(Duration::from_secs(900)))
         .timeout_connect(Some(Duration::from_secs(10)))
         .build()
         .new_agent();
@@ -69,7 +74,9 @@ fn fetch_one(url: &str, sha: &str, dest: &Path) -> Result<()> {
             .progress_chars("=> "),
     );
     bar.set_message(format!("downloading {}", dest.file_name().unwrap_or_default().to_string_lossy()));
-    let partial = dest.with_extension("gz.partial");
+    let mut partial = dest.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
     let result = (|| {
         let mut file = fs::File::create(&partial).at("create", &partial)?;
         let mut reader = response.into_body().into_reader();

@@ -11,6 +11,8 @@ use crate::flags::DeviceFlag;
 use crate::run_dir::RunDir;
 use crate::sample::{LoadedGenerator, Weights};
 
+use super::inception::report::{InceptionReport, Protocol, RealSet};
+use super::inception::{self, Extracted, Inception};
 use super::judge::{Judge, JudgeConfig, Judgement};
 use super::reference::JudgeData;
 use super::samples::{self, ImageShape, MAX_IMAGES, MIN_IMAGES};
@@ -51,13 +53,44 @@ pub struct EvalRequest {
     /// replaced).
     #[arg(long)]
     pub force: bool,
+    /// The feature space of the scores: gantry's judge, trained on the run's own data (default),
+    /// or pytorch-fid's InceptionV3, the field's FID (needs its weights file: --inception-weights).
+    #[arg(long, value_enum, default_value_t = FeatureSpace::Judge)]
+    pub features: FeatureSpace,
+    /// pytorch-fid's weights file, pt_inception-2015-12-05-6726825d.pth (default: the run's
+    /// eval.inception_weights, then $GANTRY_INCEPTION_WEIGHTS, then gantry's cache, then a download
+    /// into it).
+    #[arg(long, value_name = "FILE")]
+    pub inception_weights: Option<PathBuf>,
+    /// Real images to compare with instead of the data set's test images: a .npy or a folder of
+    /// PNGs, read as --samples is.
+    #[arg(long, value_name = "FILE")]
+    pub reference: Option<PathBuf>,
     /// Where the generators draw their samples (the judge itself always runs on the CPU).
     #[command(flatten)]
     pub device: DeviceFlag,
 }
 
-/// Run `gantry eval`: print the table, write the JSON, return the reports.
-pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
+/// The feature space `gantry eval` scores in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FeatureSpace {
+    /// gantry's judge: a classifier of the data's own classes (or rotations).
+    #[default]
+    Judge,
+    /// pytorch-fid's InceptionV3: numbers comparable with other tools and papers.
+    Inception,
+}
+
+/// Run `gantry eval`: print the table, write the JSON.
+pub fn run(req: &EvalRequest) -> Result<()> {
+    match req.features {
+        FeatureSpace::Judge => judge_all(req).map(drop),
+        FeatureSpace::Inception => inception_all(req).map(drop),
+    }
+}
+
+/// Check the flags every feature space shares.
+fn check_request(req: &EvalRequest) -> Result<()> {
     if req.runs.is_empty() && req.samples.is_empty() {
         return Err(Error::usage("eval", "give a run folder or --samples FILE to judge"));
     }
@@ -67,17 +100,57 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
             format!("must be within {MIN_IMAGES}..={MAX_IMAGES}, found {}", req.n),
         ));
     }
-    let started = std::time::Instant::now();
+    if req.inception_weights.is_some() && req.features != FeatureSpace::Inception {
+        return Err(Error::usage("--inception-weights", "is for --features inception"));
+    }
+    Ok(())
+}
+
+/// Everything read and checked before any scoring: the runs' generators, the data they imitate,
+/// other tools' samples, the reference images when given, the JSON file.
+struct Opened {
+    runs: Vec<RunDir>,
+    data: DataConfig,
+    shape: ImageShape,
+    generators: Vec<(String, LoadedGenerator)>,
+    outside: Vec<(String, Vec<f32>)>,
+    reference: Option<(String, Vec<f32>)>,
+    json_path: Option<PathBuf>,
+}
+
+fn open(req: &EvalRequest) -> Result<Opened> {
+    check_request(req)?;
     let runs = req.runs.iter().map(RunDir::open).collect::<Result<Vec<_>>>()?;
     let (data, generators) = open_generators(req, &runs)?;
     let (side, channels) = data.shape();
     let shape = ImageShape { side, channels };
     let outside = load_outside(&req.samples, shape)?;
+    let reference = load_outside(req.reference.as_slice(), shape)?.pop();
     let json_path = json_path(req, &runs)?;
+    Ok(Opened { runs, data, shape, generators, outside, reference, json_path })
+}
+
+/// Write `reports` as JSON where the request says, if anywhere.
+fn write_json<T: serde::Serialize>(path: Option<&PathBuf>, reports: &T) -> Result<()> {
+    if let Some(path) = path {
+        let text = serde_json::to_string_pretty(reports).expect("reports serialize");
+        crate::durable::write_atomic(path, (text + "\n").as_bytes())?;
+        eprintln!("gantry: wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// `gantry eval` in the judge's feature space.
+fn judge_all(req: &EvalRequest) -> Result<Vec<EvalReport>> {
+    let started = std::time::Instant::now();
+    let Opened { data, generators, outside, reference, json_path, .. } = open(req)?;
     let (judge_data, judge) = load_judge(&data)?;
     let judge_seed = JudgeConfig::default().seed;
     let test = judge_data.reference(judge_seed)?;
-    let real = judge.judge(&test.all_floats())?;
+    let (real, real_labels) = match &reference {
+        Some((_, images)) => (judge.judge(images)?, None),
+        None => (judge.judge(&test.all_floats())?, test.labels.as_deref()),
+    };
     let settings = EvalSettings { seed: req.seed, ..Default::default() };
 
     let mut reports = Vec::new();
@@ -92,7 +165,7 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
             // A conditional generator drew every class: its class accuracy, and each class's FID
             // against the test images of that class (a self-conditioned one's classes are its
             // clusters, not the judge's: none).
-            super::add_class_scores(&mut report, &fake, &asked, &real, test.labels.as_deref())?;
+            super::add_class_scores(&mut report, &fake, &asked, &real, real_labels)?;
         }
         reports.push(report);
     }
@@ -101,12 +174,68 @@ pub fn run(req: &EvalRequest) -> Result<Vec<EvalReport>> {
     }
     print!("{}", super::format_table(&reports));
     eprintln!("gantry: judged in {:.1} s", started.elapsed().as_secs_f64());
-    if let Some(path) = json_path {
-        let text = serde_json::to_string_pretty(&reports).expect("reports serialize");
-        crate::durable::write_atomic(&path, (text + "\n").as_bytes())?;
-        eprintln!("gantry: wrote {}", path.display());
-    }
+    write_json(json_path.as_ref(), &reports)?;
     Ok(reports)
+}
+
+/// `gantry eval --features inception`: the same samples scored in pytorch-fid's feature space.
+fn inception_all(req: &EvalRequest) -> Result<Vec<InceptionReport>> {
+    let started = std::time::Instant::now();
+    let opened = open(req)?;
+    let config_weights = match opened.runs.first() {
+        Some(run) => Config::from_file(&run.config())?.eval.inception_weights,
+        None => None,
+    };
+    let (path, from) =
+        inception::locate_weights(req.inception_weights.as_deref(), config_weights.as_deref())?;
+    let net = Inception::load(&path, from)?;
+    let settings = EvalSettings { seed: req.seed, ..Default::default() };
+    let real = inception_reference(&net, &opened)?;
+    let protocol = Protocol::new(&net.weights, net.width(), real.description.clone(), real.count, &settings);
+    let ImageShape { side, channels } = opened.shape;
+    let mut reports = Vec::new();
+    for (source, g) in &opened.generators {
+        let bar = inception::progress(req.n, source);
+        let mut fake = Extracted::default();
+        g.generate_slices(req.n, req.seed, None, &mut |images| {
+            fake.append(net.extract(images, side, channels)?);
+            bar.set_position(fake.count as u64);
+            Ok(())
+        })?;
+        bar.finish_and_clear();
+        reports.push(inception::report::score(source, &fake, &real, &protocol, &settings)?);
+    }
+    for (source, images) in &opened.outside {
+        let fake = net.extract_shown(images, side, channels, source)?;
+        reports.push(inception::report::score(source, &fake, &real, &protocol, &settings)?);
+    }
+    print!("{}", inception::report::format_table(&reports));
+    eprintln!("gantry: scored in {:.1} s", started.elapsed().as_secs_f64());
+    write_json(opened.json_path.as_ref(), &reports)?;
+    Ok(reports)
+}
+
+/// The real images' Inception features: `--reference`'s, else the data set's reference images
+/// (kept in the cache, keyed by the weights and the data, after the first time).
+fn inception_reference(net: &Inception, opened: &Opened) -> Result<RealSet> {
+    let ImageShape { side, channels } = opened.shape;
+    if let Some((source, images)) = &opened.reference {
+        return RealSet::new(source.clone(), &net.extract_shown(images, side, channels, source)?);
+    }
+    let judge_data = JudgeData::open(&opened.data, None, crate::data::Progress::Shown)?;
+    let test = judge_data.reference(JudgeConfig::default().seed)?;
+    let description = format!("{}: {}", judge_data.dataset.name(), judge_data.describe_reference());
+    let key = inception::cache::key(&net.weights.sha256, &judge_data.identity, test.count);
+    if let Some(real) = inception::cache::load(&key) {
+        eprintln!("gantry: the reference images' Inception features from the cache");
+        return Ok(real);
+    }
+    let real = RealSet::new(
+        description.clone(),
+        &net.extract_shown(&test.all_floats(), side, channels, &description)?,
+    )?;
+    inception::cache::store(&key, &real);
+    Ok(real)
 }
 
 /// The runs' generators, verified and loaded, and the data they were trained on (all the same;
@@ -203,10 +332,13 @@ fn load_outside(paths: &[PathBuf], shape: ImageShape) -> Result<Vec<(String, Vec
 fn json_path(req: &EvalRequest, runs: &[RunDir]) -> Result<Option<PathBuf>> {
     let json_path = match (&req.json, runs, req.samples.is_empty()) {
         (Some(path), _, _) => Some(path.clone()),
-        (None, [run], true) => Some(match req.checkpoint {
-            Some(step) => run.root().join(format!("eval-{}.json", crate::checkpoint::folder_name(step))),
-            None => run.root().join("eval.json"),
-        }),
+        (None, [run], true) => {
+            let space = match req.features {
+                FeatureSpace::Judge => crate::run_dir::ScoredIn::Judge,
+                FeatureSpace::Inception => crate::run_dir::ScoredIn::Inception,
+            };
+            Some(run.root().join(crate::run_dir::eval_report_name(space, req.checkpoint)))
+        }
         _ => None,
     };
     if let Some(path) = &json_path {

@@ -6,6 +6,7 @@
 //! tool) and for the evaluation during training.
 
 pub mod command;
+pub mod inception;
 pub mod judge;
 pub mod reference;
 pub mod samples;
@@ -240,8 +241,21 @@ pub fn format_table(reports: &[EvalReport]) -> String {
             None => "-".into(),
         }));
     }
-    let header: Vec<String> = reports.iter().map(|r| r.source.clone()).collect();
-    let cells: Vec<Vec<String>> = rows.iter().map(|(_, cell)| reports.iter().map(cell).collect()).collect();
+    side_by_side(reports, |r| r.source.clone(), &rows)
+}
+
+/// A labelled row of [`side_by_side`]: how each item's cell is written.
+pub type Row<'a, T> = (&'a str, fn(&T) -> String);
+
+/// A table of `items` side by side, one column each headed by `header`, one row per labelled cell
+/// function (every column as wide as the widest cell).
+pub fn side_by_side<T>(
+    items: &[T],
+    header: impl Fn(&T) -> String,
+    rows: &[Row<T>],
+) -> String {
+    let header: Vec<String> = items.iter().map(header).collect();
+    let cells: Vec<Vec<String>> = rows.iter().map(|(_, cell)| items.iter().map(cell).collect()).collect();
     let width = header.iter().chain(cells.iter().flatten()).map(|c| c.chars().count()).max().unwrap_or(0);
     let mut out = format!("{:<22}", "metric");
     for name in &header {

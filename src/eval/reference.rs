@@ -203,6 +203,18 @@ impl JudgeData {
         Ok(subset(&images, &order))
     }
 
+    /// Which images [`JudgeData::reference`] gives, for a report's protocol.
+    pub fn describe_reference(&self) -> &'static str {
+        match &self.source {
+            Source::Idx(_) => "the test split",
+            Source::Images { test: Some(_), .. } => "the test batch",
+            Source::Images { test: None, .. } if self.dataset == Dataset::Cifar10 => {
+                "a seeded tenth of the training batches, held out"
+            }
+            Source::Images { .. } => "all the folder's images",
+        }
+    }
+
     /// The file the images came from (for messages).
     fn source_path(&self) -> &Path {
         match &self.source {

@@ -411,6 +411,24 @@ pub fn inception_score(probs: &[f32], classes: usize) -> Result<f64> {
     Ok((probs.chunks_exact(classes).map(kl).sum::<f64>() / n as f64).exp())
 }
 
+/// The Inception Score as torch-fidelity reports it: the rows cut into `splits` consecutive parts
+/// (part i is rows `i*n/splits .. (i+1)*n/splits`), [`inception_score`] of each, and their mean
+/// and population standard deviation. Needs at least one row per split.
+pub fn inception_score_splits(probs: &[f32], classes: usize, splits: usize) -> Result<(f64, f64)> {
+    let n = probability_rows(probs, classes)?;
+    if splits == 0 || n < splits {
+        return Err(bad(format!(
+            "an inception score of {splits} splits needs at least {splits} samples, got {n}"
+        )));
+    }
+    let scores = (0..splits)
+        .map(|i| inception_score(&probs[i * n / splits * classes..(i + 1) * n / splits * classes], classes))
+        .collect::<Result<Vec<f64>>>()?;
+    let mean = scores.iter().sum::<f64>() / splits as f64;
+    let var = scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / splits as f64;
+    Ok((mean, var.sqrt()))
+}
+
 /// How the judge's verdicts spread over the classes.
 #[derive(Debug, Clone, Serialize)]
 pub struct Coverage {
@@ -676,6 +694,15 @@ mod tests {
         assert!((inception_score(&single, 10).unwrap() - 1.0).abs() < 1e-12);
         let spread: Vec<f32> = (0..100).flat_map(|i| one_hot(i % 10)).collect();
         assert!((inception_score(&spread, 10).unwrap() - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn inception_score_splits_average_each_parts_score() {
+        // Split 1: two confident, different classes (score 2); split 2: both the same class (1).
+        let probs = [1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0];
+        let (mean, std) = inception_score_splits(&probs, 2, 2).unwrap();
+        assert!((mean - 1.5).abs() < 1e-9 && (std - 0.5).abs() < 1e-9, "{mean} {std}");
+        assert!(inception_score_splits(&probs, 2, 5).is_err());
     }
 
     #[test]

@@ -94,3 +94,14 @@ def test_eval_judges_the_final_generator(run):
     report = run.eval(n=100)
     assert report["generated"] == 100 and np.isfinite(report["fid"]), report
     assert (run.path / "eval.json").is_file()
+
+
+def test_eval_in_inception_features_returns_the_protocol(run, tmp_path):
+    # The tests' 1/16-width network with pytorch-fid's keys (tests/fixtures/inception/).
+    weights = os.path.join(os.path.dirname(__file__), "..", "fixtures", "inception", "tiny.pth")
+    real = tmp_path / "real.npy"
+    np.save(real, np.random.default_rng(0).integers(0, 256, (30, 28, 28), dtype=np.uint8))
+    report = run.eval(n=30, features="inception", inception_weights=weights, reference=real)
+    assert report["generated"] == 30 and np.isfinite(report["fid"]), report
+    assert report["protocol"]["reference_count"] == 30 and not report["protocol"]["standard_weights"]
+    assert (run.path / "eval-inception.json").is_file()

@@ -1,0 +1,120 @@
+//! The reference images' Inception features, kept between commands: extracting MNIST's 10,000
+//! test images takes minutes on a CPU, and they are the same for every run judged with the same
+//! weights. One file per (weights, data, count) under the cache's `inception/`: a JSON header line
+//! (format, rows, columns, the real Inception Score, the SHA-256 of the features) then the
+//! features as little-endian f32. A file whose header or bytes do not check out is extracted again
+//! and replaced.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::report::RealSet;
+use crate::durable::{read_limited, sha256_hex, write_atomic};
+
+const FORMAT: u32 = 1;
+/// The largest cache file read (100,000 images of 2048 features).
+const MAX_BYTES: u64 = 100_000 * 2048 * 4 + 4096;
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    format: u32,
+    description: String,
+    rows: usize,
+    cols: usize,
+    inception_score: f64,
+    sha256: String,
+}
+
+/// The cache key of the reference features of `count` images of the data `identity` (its files'
+/// checksums) through the weights of SHA-256 `weights`.
+pub fn key(weights: &str, identity: &str, count: usize) -> String {
+    sha256_hex(format!("inception-reference {FORMAT}\n{weights}\n{identity}\n{count}").as_bytes())[..32]
+        .to_string()
+}
+
+fn path(root: &Path, key: &str) -> PathBuf {
+    root.join("inception").join(format!("reference-{key}.bin"))
+}
+
+/// The features stored under `key` in gantry's cache, when there and whole.
+pub fn load(key: &str) -> Option<RealSet> {
+    load_from(&crate::data::cache_root()?, key)
+}
+
+/// Keep `real` under `key` in gantry's cache. A cache that cannot be written is said and
+/// skipped: the scores stand.
+pub fn store(key: &str, real: &RealSet) {
+    if let Some(root) = crate::data::cache_root() {
+        store_in(&root, key, real);
+    }
+}
+
+fn load_from(root: &Path, key: &str) -> Option<RealSet> {
+    let path = path(root, key);
+    let bytes = read_limited(&path, MAX_BYTES).ok()?;
+    let newline = bytes.iter().position(|&b| b == b'\n')?;
+    let header: Header = serde_json::from_slice(&bytes[..newline]).ok()?;
+    let data = &bytes[newline + 1..];
+    let whole = header.format == FORMAT
+        && header.rows.checked_mul(header.cols).and_then(|n| n.checked_mul(4)) == Some(data.len())
+        && sha256_hex(data) == header.sha256;
+    if !whole {
+        eprintln!("gantry: {} is damaged; extracting the features again", path.display());
+        return None;
+    }
+    let features = data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    Some(RealSet {
+        description: header.description,
+        count: header.rows,
+        features,
+        inception_score: header.inception_score,
+    })
+}
+
+fn store_in(root: &Path, key: &str, real: &RealSet) {
+    let path = path(root, key);
+    let data: Vec<u8> = real.features.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let header = Header {
+        format: FORMAT,
+        description: real.description.clone(),
+        rows: real.count,
+        cols: real.features.len() / real.count.max(1),
+        inception_score: real.inception_score,
+        sha256: sha256_hex(&data),
+    };
+    let mut bytes = serde_json::to_vec(&header).expect("the header serializes");
+    bytes.push(b'\n');
+    bytes.extend(data);
+    let written = path.parent().map_or(Ok(()), std::fs::create_dir_all).map_err(|e| e.to_string());
+    if let Err(e) = written.and_then(|()| write_atomic(&path, &bytes).map_err(|e| e.to_string())) {
+        eprintln!("gantry: warning: the reference features were not cached ({}: {e})", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_reference_reads_back_and_a_damaged_one_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let real = RealSet {
+            description: "d".into(),
+            count: 2,
+            features: vec![1.0, 2.0, 3.0, 4.5],
+            inception_score: 1.5,
+        };
+        let k = key("w", "data", 2);
+        assert_ne!(k, key("w", "data", 3));
+        store_in(root, &k, &real);
+        let back = load_from(root, &k).unwrap();
+        assert_eq!((back.count, back.features, back.inception_score), (2, real.features.clone(), 1.5));
+        let file = path(root, &k);
+        let mut bytes = std::fs::read(&file).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        std::fs::write(&file, bytes).unwrap();
+        assert!(load_from(root, &k).is_none());
+    }
+}
