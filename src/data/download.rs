@@ -104,3 +104,44 @@ pub fn fetch_verified(url: &str, sha: &str, dest: &Path) -> Result<()> {
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+
+    /// A one-connection-at-a-time HTTP server on localhost answering every GET with `body`.
+    fn serve(body: &'static [u8], requests: usize) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(requests) {
+                let mut stream = stream.unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap() > 2 {
+                    line.clear();
+                }
+                let head =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                stream.write_all(head.as_bytes()).unwrap();
+                stream.write_all(body).unwrap();
+            }
+        });
+        format!("http://{addr}/weights.pth")
+    }
+
+    #[test]
+    fn a_download_is_kept_only_when_its_sha256_is_the_one_expected() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = serve(b"the weights", 2);
+        let dest = dir.path().join("cache").join("weights.pth");
+        let wrong = "0".repeat(64);
+        let err = fetch_verified(&url, &wrong, &dest).unwrap_err();
+        assert!(err.to_string().contains("SHA-256 mismatch"), "{err}");
+        assert_eq!(std::fs::read_dir(dest.parent().unwrap()).unwrap().count(), 0, "nothing left behind");
+        fetch_verified(&url, &crate::durable::sha256_hex(b"the weights"), &dest).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"the weights");
+    }
+}

@@ -249,11 +249,7 @@ pub type Row<'a, T> = (&'a str, fn(&T) -> String);
 
 /// A table of `items` side by side, one column each headed by `header`, one row per labelled cell
 /// function (every column as wide as the widest cell).
-pub fn side_by_side<T>(
-    items: &[T],
-    header: impl Fn(&T) -> String,
-    rows: &[Row<T>],
-) -> String {
+pub fn side_by_side<T>(items: &[T], header: impl Fn(&T) -> String, rows: &[Row<T>]) -> String {
     let header: Vec<String> = items.iter().map(header).collect();
     let cells: Vec<Vec<String>> = rows.iter().map(|(_, cell)| items.iter().map(cell).collect()).collect();
     let width = header.iter().chain(cells.iter().flatten()).map(|c| c.chars().count()).max().unwrap_or(0);
