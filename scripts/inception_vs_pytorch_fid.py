@@ -5,7 +5,8 @@ pytorch-fid: run it in a venv outside the repository, never in CI).
   fixture DIR   Write the tests' 1/16-width network (tests/fixtures/inception/): `tiny.pth` (the
                 pytorch-fid state-dict keys, every width divided by 16, seeded random values),
                 `images.npy` (six 28x28 grey images) and the features and unbiased logits this
-                script's port computes for them. Before writing, the port at full width is checked
+                script's port computes for them, and `broken.pth` (two of its tensors, one of
+                them the wrong shape). Before writing, the port at full width is checked
                 against pytorch-fid's own network on the same weights.
   check DIR     Write `random.pth` (pytorch-fid's full network, seeded random values), two image
                 sets `a.npy` and `b.npy` and pytorch-fid's pool features of them, and `narrow.pth`
@@ -237,7 +238,13 @@ def fixture(out):
     np.save(out / "images.npy", images)
     np.save(out / "features.npy", pool.numpy())
     np.save(out / "logits.npy", logits.numpy())
-    print(f"wrote {out}/tiny.pth, images.npy, features.npy, logits.npy")
+    # A file that starts like the network's and then does not fit it: one tensor of the wrong
+    # shape, every other one missing.
+    state = tiny.state_dict()
+    broken = {k: state[k] for k in ["Conv2d_1a_3x3.conv.weight", "Conv2d_2a_3x3.bn.weight"]}
+    broken["Conv2d_2a_3x3.bn.weight"] = torch.ones(5)
+    torch.save(broken, out / "broken.pth")
+    print(f"wrote {out}/tiny.pth, broken.pth, images.npy, features.npy, logits.npy")
 
 
 def check(out, n=200):

@@ -73,7 +73,8 @@ pub struct EvalConfig {
     /// Generated images per evaluation, compared with as many real test images.
     pub samples: usize,
     /// pytorch-fid's Inception weights file, for `gantry eval RUN --features inception` (before
-    /// `$GANTRY_INCEPTION_WEIGHTS` and gantry's cache; `--inception-weights` comes first).
+    /// `$GANTRY_INCEPTION_WEIGHTS` and gantry's cache; `--inception-weights` comes first); a
+    /// relative path is taken from the run folder.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inception_weights: Option<PathBuf>,
 }

@@ -313,8 +313,8 @@ pub fn is_run_folder(path: &Path) -> bool {
 pub enum OwnOutput {
     /// `gantry sample`'s grids, `sample-seedS.png`.
     SampleGrid,
-    /// `gantry eval`'s reports ([`eval_report_name`]).
-    EvalReport,
+    /// `gantry eval`'s reports in one feature space ([`eval_report_name`]).
+    EvalReport(ScoredIn),
     /// `gantry report`'s `report.html`.
     Report,
     /// `gantry export`'s default file, [`EXPORTED_ONNX`].
@@ -330,7 +330,7 @@ impl OwnOutput {
     fn allows(self, name: &str) -> bool {
         match self {
             OwnOutput::SampleGrid => is_sample_grid(name),
-            OwnOutput::EvalReport => is_eval_report(name),
+            OwnOutput::EvalReport(space) => is_eval_report(name, space),
             OwnOutput::Report => name == "report.html",
             OwnOutput::Export => name == EXPORTED_ONNX,
             OwnOutput::Nothing => false,
@@ -474,7 +474,8 @@ fn is_own_top_file(name: &str) -> bool {
     let name = name.strip_suffix(".partial").or_else(|| name.strip_suffix(".tmp")).unwrap_or(name);
     TOP_FILES.contains(&name)
         || (name.starts_with("events.out.tfevents.") && name.ends_with(".gantry"))
-        || is_eval_report(name)
+        || is_eval_report(name, ScoredIn::Judge)
+        || is_eval_report(name, ScoredIn::Inception)
         || is_sample_grid(name)
 }
 
@@ -498,9 +499,13 @@ pub fn eval_report_name(space: ScoredIn, checkpoint: Option<usize>) -> String {
     }
 }
 
-/// Whether `name` is one of [`eval_report_name`]'s names.
-fn is_eval_report(name: &str) -> bool {
-    let rest = name.strip_prefix("eval-inception").or_else(|| name.strip_prefix("eval"));
+/// Whether `name` is one of [`eval_report_name`]'s names for `space`.
+fn is_eval_report(name: &str, space: ScoredIn) -> bool {
+    let rest = match space {
+        ScoredIn::Judge if name.starts_with("eval-inception") => None,
+        ScoredIn::Judge => name.strip_prefix("eval"),
+        ScoredIn::Inception => name.strip_prefix("eval-inception"),
+    };
     rest.and_then(|r| r.strip_suffix(".json")).is_some_and(|r| {
         r.is_empty() || (r.starts_with("-step_") && r[6..].bytes().all(|b| b.is_ascii_digit()))
     })
@@ -645,10 +650,17 @@ mod tests {
     fn eval_report_names_are_the_commands_own() {
         assert_eq!(eval_report_name(ScoredIn::Judge, None), "eval.json");
         assert_eq!(eval_report_name(ScoredIn::Inception, Some(400)), "eval-inception-step_000400.json");
-        for own in
-            ["eval.json", "eval-step_000400.json", "eval-inception.json", "eval-inception-step_000020.json"]
-        {
-            assert!(is_eval_report(own), "{own}");
+        for own in ["eval.json", "eval-step_000400.json"] {
+            assert!(
+                is_eval_report(own, ScoredIn::Judge) && !is_eval_report(own, ScoredIn::Inception),
+                "{own}"
+            );
+        }
+        for own in ["eval-inception.json", "eval-inception-step_000020.json"] {
+            assert!(
+                is_eval_report(own, ScoredIn::Inception) && !is_eval_report(own, ScoredIn::Judge),
+                "{own}"
+            );
         }
         for other in [
             "eval.csv",
@@ -657,7 +669,10 @@ mod tests {
             "eval-inception-step_.json.tmp",
             "eval-step_1a.json",
         ] {
-            assert!(!is_eval_report(other), "{other}");
+            assert!(
+                !is_eval_report(other, ScoredIn::Judge) && !is_eval_report(other, ScoredIn::Inception),
+                "{other}"
+            );
         }
     }
 
@@ -698,7 +713,13 @@ mod tests {
         assert!(check_output(&weights_dotdot, OwnOutput::SampleGrid, Existing::Replace, "--out").is_err());
         // The command's own names, and files of the user's, are fine.
         check_output(&run.join("sample-seed3.png"), OwnOutput::SampleGrid, Existing::Keep, "--out").unwrap();
-        check_output(&run.join("eval.json"), OwnOutput::EvalReport, Existing::Keep, "--json").unwrap();
+        check_output(
+            &run.join("eval.json"),
+            OwnOutput::EvalReport(ScoredIn::Judge),
+            Existing::Keep,
+            "--json",
+        )
+        .unwrap();
         assert!(
             check_output(&run.join("eval.json"), OwnOutput::SampleGrid, Existing::Keep, "--out").is_err()
         );

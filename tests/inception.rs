@@ -3,7 +3,7 @@
 //! pytorch-fid itself by `scripts/inception_vs_pytorch_fid.py fixture`), bad weights files, and
 //! `gantry eval --features inception` end to end. The full-width comparison with pytorch-fid
 //! needs PyTorch and runs outside CI (`full_width_features_match_pytorch_fid`, ignored; see
-//! docs/evaluation.md).
+//! docs/judging.md).
 
 mod common;
 
@@ -79,9 +79,13 @@ fn weights_that_are_not_the_networks_are_refused_naming_the_file() {
         assert_eq!(err.exit_code(), 2, "{err}");
         assert!(err.to_string().contains(&path.display().to_string()), "{err}");
     }
+    // Its first convolution fits; the rest is missing or of the wrong shape.
+    let broken = fixture("broken.pth");
+    let err = Inception::load(&broken, WeightsFrom::Flag).unwrap_err().to_string();
+    assert!(err.contains("broken.pth") && err.contains("missing") && err.contains("do not fit"), "{err}");
 }
 
-fn gantry(args: &[&str], cache: &Path) -> std::process::Output {
+fn gantry<S: AsRef<std::ffi::OsStr>>(args: &[S], cache: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_gantry"))
         .args(args)
         .env("GANTRY_CACHE_DIR", cache)
@@ -157,6 +161,35 @@ fn eval_with_inception_features_reports_its_protocol_and_scores_runs_and_samples
 }
 
 #[test]
+fn the_inception_report_of_a_run_is_its_own_file_and_never_the_judges() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, run) = (dir.path().join("cache"), dir.path().join("run"));
+    let mut c = common::tiny_config(3, 3, 0);
+    c.eval.every = 0;
+    gantry::train::train(&c, &run).unwrap();
+    let real = dir.path().join("real.npy");
+    digits_npy(&real, 0, 20);
+    let (r, w) = (run.to_str().unwrap(), fixture("tiny.pth"));
+    let base = ["eval", r, "--features", "inception", "--inception-weights", w.to_str().unwrap()];
+    let with = |more: &[&str]| -> Vec<String> {
+        let fixed = ["--n", "20", "--reference", real.to_str().unwrap()];
+        base.iter().chain(&fixed).chain(more).map(|s| s.to_string()).collect()
+    };
+    let out = gantry(&with(&[]), &cache);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(run.join("eval-inception.json").is_file() && !run.join("eval.json").exists());
+    // The judge's file is never the Inception report's, even when named.
+    let eval_json = run.join("eval.json");
+    let out = gantry(&with(&["--json", eval_json.to_str().unwrap(), "--force"]), &cache);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!eval_json.exists());
+    // --reference and --inception-weights belong to the Inception features.
+    let out = gantry(&["eval", r, "--reference", real.to_str().unwrap()], &cache);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--reference"));
+}
+
+#[test]
 fn eval_with_inception_features_and_no_weights_file_says_how_to_get_one_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.npy");
@@ -179,6 +212,7 @@ fn eval_with_inception_features_and_no_weights_file_says_how_to_get_one_and_exit
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nowhere.pth") && err.contains("no such file"), "{err}");
+    assert!(err.contains(gantry::eval::inception::STANDARD_URL), "says where to get them: {err}");
     assert!(!dir.path().join("cache").exists(), "nothing is written for a refused command");
 }
 

@@ -1,6 +1,7 @@
-//! Fetching MNIST from its well-known public mirrors when it is nowhere on this machine: each file
-//! is checked against its published SHA-256, written beside its final name and renamed into place
-//! only once verified, so the cache never holds a partial or wrong file.
+//! Fetching MNIST from its well-known public mirrors when it is nowhere on this machine (and
+//! pytorch-fid's Inception weights, `eval::inception`): each file is checked against its published
+//! SHA-256, written beside its final name and renamed into place only once verified, so the cache
+//! never holds a partial or wrong file.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -24,6 +25,9 @@ pub const MNIST_FILES: [(&str, &str); 4] = [
     ("t10k-labels-idx1-ubyte.gz", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
 ];
 
+/// The largest MNIST file accepted (the training images are 9.9 MB).
+const MNIST_MAX_BYTES: u64 = 64 << 20;
+
 /// Download the four MNIST files into `dir` (skipping those already there and verified).
 pub fn fetch_mnist(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).at("create", dir)?;
@@ -34,7 +38,7 @@ pub fn fetch_mnist(dir: &Path) -> Result<()> {
         }
         let mut last_err = None;
         for mirror in MNIST_MIRRORS {
-            match fetch_verified(&format!("{mirror}{name}"), sha, &dest) {
+            match fetch_verified(&format!("{mirror}{name}"), sha, &dest, MNIST_MAX_BYTES) {
                 Ok(()) => {
                     last_err = None;
                     break;
@@ -49,9 +53,10 @@ pub fn fetch_mnist(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Download `url` to `dest` (its folder made if missing), through `dest` + `.partial`, renamed
-/// into place only when the bytes' SHA-256 is `sha`; a failed or wrong download leaves nothing.
-pub fn fetch_verified(url: &str, sha: &str, dest: &Path) -> Result<()> {
+/// Download `url` to `dest` (its folder made if missing), at most `limit` bytes, through a
+/// partial file of this process's own (`dest` + `.partial-PID`), renamed into place only when the
+/// bytes' SHA-256 is `sha`; a failed, oversized or wrong download leaves nothing.
+pub fn fetch_verified(url: &str, sha: &str, dest: &Path, limit: u64) -> Result<()> {
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent).at("create", parent)?;
     }
@@ -75,17 +80,22 @@ pub fn fetch_verified(url: &str, sha: &str, dest: &Path) -> Result<()> {
     );
     bar.set_message(format!("downloading {}", dest.file_name().unwrap_or_default().to_string_lossy()));
     let mut partial = dest.as_os_str().to_owned();
-    partial.push(".partial");
+    partial.push(format!(".partial-{}", std::process::id()));
     let partial = std::path::PathBuf::from(partial);
     let result = (|| {
         let mut file = fs::File::create(&partial).at("create", &partial)?;
         let mut reader = response.into_body().into_reader();
         let mut hasher = Sha256::new();
+        let mut received = 0u64;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = reader.read(&mut buf).map_err(|e| fail(e.to_string()))?;
             if n == 0 {
                 break;
+            }
+            received += n as u64;
+            if received > limit {
+                return Err(fail(format!("more than the {limit} bytes expected")));
             }
             hasher.update(&buf[..n]);
             file.write_all(&buf[..n]).at("write", &partial)?;
@@ -135,13 +145,16 @@ mod tests {
     #[test]
     fn a_download_is_kept_only_when_its_sha256_is_the_one_expected() {
         let dir = tempfile::tempdir().unwrap();
-        let url = serve(b"the weights", 2);
+        let url = serve(b"the weights", 3);
         let dest = dir.path().join("cache").join("weights.pth");
         let wrong = "0".repeat(64);
-        let err = fetch_verified(&url, &wrong, &dest).unwrap_err();
+        let err = fetch_verified(&url, &wrong, &dest, 1 << 20).unwrap_err();
         assert!(err.to_string().contains("SHA-256 mismatch"), "{err}");
         assert_eq!(std::fs::read_dir(dest.parent().unwrap()).unwrap().count(), 0, "nothing left behind");
-        fetch_verified(&url, &crate::durable::sha256_hex(b"the weights"), &dest).unwrap();
+        let right = crate::durable::sha256_hex(b"the weights");
+        let err = fetch_verified(&url, &right, &dest, 5).unwrap_err();
+        assert!(err.to_string().contains("more than the 5 bytes"), "{err}");
+        fetch_verified(&url, &right, &dest, 1 << 20).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"the weights");
     }
 }

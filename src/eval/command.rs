@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::config::{Config, DataConfig, Dataset};
 use crate::error::{Error, Result};
 use crate::flags::DeviceFlag;
-use crate::run_dir::RunDir;
+use crate::run_dir::{RunDir, ScoredIn};
 use crate::sample::{LoadedGenerator, Weights};
 
 use super::inception::report::{InceptionReport, Protocol, RealSet};
@@ -62,8 +62,8 @@ pub struct EvalRequest {
     /// into it).
     #[arg(long, value_name = "FILE")]
     pub inception_weights: Option<PathBuf>,
-    /// Real images to compare with instead of the data set's test images: a .npy or a folder of
-    /// PNGs, read as --samples is.
+    /// Real images to compare with instead of the data set's test images (--features inception):
+    /// a .npy or a folder of PNGs, read as --samples is.
     #[arg(long, value_name = "FILE")]
     pub reference: Option<PathBuf>,
     /// Where the generators draw their samples (the judge itself always runs on the CPU).
@@ -100,8 +100,16 @@ fn check_request(req: &EvalRequest) -> Result<()> {
             format!("must be within {MIN_IMAGES}..={MAX_IMAGES}, found {}", req.n),
         ));
     }
-    if req.inception_weights.is_some() && req.features != FeatureSpace::Inception {
-        return Err(Error::usage("--inception-weights", "is for --features inception"));
+    if req.features != FeatureSpace::Inception {
+        if req.inception_weights.is_some() {
+            return Err(Error::usage("--inception-weights", "is for --features inception"));
+        }
+        if req.reference.is_some() {
+            return Err(Error::usage(
+                "--reference",
+                "is for --features inception (the judge compares with its data set's own images)",
+            ));
+        }
     }
     Ok(())
 }
@@ -143,14 +151,11 @@ fn write_json<T: serde::Serialize>(path: Option<&PathBuf>, reports: &T) -> Resul
 /// `gantry eval` in the judge's feature space.
 fn judge_all(req: &EvalRequest) -> Result<Vec<EvalReport>> {
     let started = std::time::Instant::now();
-    let Opened { data, generators, outside, reference, json_path, .. } = open(req)?;
+    let Opened { data, generators, outside, json_path, .. } = open(req)?;
     let (judge_data, judge) = load_judge(&data)?;
     let judge_seed = JudgeConfig::default().seed;
     let test = judge_data.reference(judge_seed)?;
-    let (real, real_labels) = match &reference {
-        Some((_, images)) => (judge.judge(images)?, None),
-        None => (judge.judge(&test.all_floats())?, test.labels.as_deref()),
-    };
+    let real = judge.judge(&test.all_floats())?;
     let settings = EvalSettings { seed: req.seed, ..Default::default() };
 
     let mut reports = Vec::new();
@@ -165,7 +170,7 @@ fn judge_all(req: &EvalRequest) -> Result<Vec<EvalReport>> {
             // A conditional generator drew every class: its class accuracy, and each class's FID
             // against the test images of that class (a self-conditioned one's classes are its
             // clusters, not the judge's: none).
-            super::add_class_scores(&mut report, &fake, &asked, &real, real_labels)?;
+            super::add_class_scores(&mut report, &fake, &asked, &real, test.labels.as_deref())?;
         }
         reports.push(report);
     }
@@ -182,10 +187,8 @@ fn judge_all(req: &EvalRequest) -> Result<Vec<EvalReport>> {
 fn inception_all(req: &EvalRequest) -> Result<Vec<InceptionReport>> {
     let started = std::time::Instant::now();
     let opened = open(req)?;
-    let config_weights = match opened.runs.first() {
-        Some(run) => Config::from_file(&run.config())?.eval.inception_weights,
-        None => None,
-    };
+    check_inception_memory(req, &opened)?;
+    let config_weights = configured_weights(&opened.runs)?;
     let (path, from) =
         inception::locate_weights(req.inception_weights.as_deref(), config_weights.as_deref())?;
     let net = Inception::load(&path, from)?;
@@ -215,6 +218,48 @@ fn inception_all(req: &EvalRequest) -> Result<Vec<InceptionReport>> {
     Ok(reports)
 }
 
+/// The runs' `eval.inception_weights`, a relative path taken from the run folder; the first run's
+/// where they differ (said).
+fn configured_weights(runs: &[RunDir]) -> Result<Option<PathBuf>> {
+    let mut found: Option<PathBuf> = None;
+    for run in runs {
+        let Some(path) = Config::from_file(&run.config())?.eval.inception_weights else { continue };
+        let path = run.root().join(path);
+        match &found {
+            Some(first) if *first != path => eprintln!(
+                "gantry: warning: the runs name different Inception weights; {} is used, not {}",
+                first.display(),
+                path.display()
+            ),
+            Some(_) => {}
+            None => found = Some(path),
+        }
+    }
+    Ok(found)
+}
+
+/// Refuse a scoring whose features cannot fit in memory: every set's 2048-d features as f32, and
+/// the largest set twice more as f64 (its covariance's centred copy).
+fn check_inception_memory(req: &EvalRequest, opened: &Opened) -> Result<()> {
+    let dim = opened.shape.dim().max(1);
+    let sets = opened.generators.len() * req.n
+        + opened.outside.iter().map(|(_, v)| v.len() / dim).sum::<usize>()
+        + opened.reference.as_ref().map_or(10_000, |(_, v)| v.len() / dim);
+    let largest = req.n.max(opened.outside.iter().map(|(_, v)| v.len() / dim).max().unwrap_or(0)) as u64;
+    let width = inception::net::POOL_FEATURES as u64;
+    let needed = (sets as u64 * width * 4 + largest * width * 16).saturating_add(1 << 30);
+    let Some(available) = crate::allocator::available_memory() else { return Ok(()) };
+    if needed > available {
+        return Err(Error::TooLarge {
+            what: format!("Inception features of {sets} images"),
+            needed: crate::allocator::gib(needed),
+            available: crate::allocator::gib(available),
+            advice: "give a smaller --n or fewer sample sets".into(),
+        });
+    }
+    Ok(())
+}
+
 /// The real images' Inception features: `--reference`'s, else the data set's reference images
 /// (kept in the cache, keyed by the weights and the data, after the first time).
 fn inception_reference(net: &Inception, opened: &Opened) -> Result<RealSet> {
@@ -225,9 +270,10 @@ fn inception_reference(net: &Inception, opened: &Opened) -> Result<RealSet> {
     let judge_data = JudgeData::open(&opened.data, None, crate::data::Progress::Shown)?;
     let test = judge_data.reference(JudgeConfig::default().seed)?;
     let description = format!("{}: {}", judge_data.dataset.name(), judge_data.describe_reference());
-    let key = inception::cache::key(&net.weights.sha256, &judge_data.identity, test.count);
-    if let Some(real) = inception::cache::load(&key) {
+    let key = inception::cache::key(&net.weights.sha256, &test.bytes, test.count);
+    if let Some(mut real) = inception::cache::load(&key, test.count, net.width()) {
         eprintln!("gantry: the reference images' Inception features from the cache");
+        real.description = description;
         return Ok(real);
     }
     let real = RealSet::new(
@@ -330,15 +376,13 @@ fn load_outside(paths: &[PathBuf], shape: ImageShape) -> Result<Vec<(String, Vec
 /// Where the reports go as JSON (`--json`, else RUN/eval.json for one run judged alone), checked
 /// before any work: never a folder, never a run's own file, an existing file only with --force.
 fn json_path(req: &EvalRequest, runs: &[RunDir]) -> Result<Option<PathBuf>> {
+    let space = match req.features {
+        FeatureSpace::Judge => ScoredIn::Judge,
+        FeatureSpace::Inception => ScoredIn::Inception,
+    };
     let json_path = match (&req.json, runs, req.samples.is_empty()) {
         (Some(path), _, _) => Some(path.clone()),
-        (None, [run], true) => {
-            let space = match req.features {
-                FeatureSpace::Judge => crate::run_dir::ScoredIn::Judge,
-                FeatureSpace::Inception => crate::run_dir::ScoredIn::Inception,
-            };
-            Some(run.root().join(crate::run_dir::eval_report_name(space, req.checkpoint)))
-        }
+        (None, [run], true) => Some(run.root().join(crate::run_dir::eval_report_name(space, req.checkpoint))),
         _ => None,
     };
     if let Some(path) = &json_path {
@@ -347,7 +391,7 @@ fn json_path(req: &EvalRequest, runs: &[RunDir]) -> Result<Option<PathBuf>> {
         } else {
             crate::run_dir::Existing::Replace
         };
-        crate::run_dir::check_output(path, crate::run_dir::OwnOutput::EvalReport, existing, "--json")?;
+        crate::run_dir::check_output(path, crate::run_dir::OwnOutput::EvalReport(space), existing, "--json")?;
     }
 
     Ok(json_path)

@@ -26,20 +26,22 @@ struct Header {
     sha256: String,
 }
 
-/// The cache key of the reference features of `count` images of the data `identity` (its files'
-/// checksums) through the weights of SHA-256 `weights`.
-pub fn key(weights: &str, identity: &str, count: usize) -> String {
-    sha256_hex(format!("inception-reference {FORMAT}\n{weights}\n{identity}\n{count}").as_bytes())[..32]
-        .to_string()
+/// The cache key of the reference features of `count` images whose pixels are `pixels`, through
+/// the weights of SHA-256 `weights` and this build's extractor ([`super::EXTRACTOR_VERSION`]).
+pub fn key(weights: &str, pixels: &[u8], count: usize) -> String {
+    let (version, images) = (super::EXTRACTOR_VERSION, sha256_hex(pixels));
+    let text = format!("inception-reference {FORMAT} {version}\n{weights}\n{images}\n{count}");
+    sha256_hex(text.as_bytes())[..32].to_string()
 }
 
 fn path(root: &Path, key: &str) -> PathBuf {
     root.join("inception").join(format!("reference-{key}.bin"))
 }
 
-/// The features stored under `key` in gantry's cache, when there and whole.
-pub fn load(key: &str) -> Option<RealSet> {
-    load_from(&crate::data::cache_root()?, key)
+/// The features of `rows` images, `cols` wide, stored under `key` in gantry's cache, when there
+/// and whole.
+pub fn load(key: &str, rows: usize, cols: usize) -> Option<RealSet> {
+    load_from(&crate::data::cache_root()?, key, rows, cols)
 }
 
 /// Keep `real` under `key` in gantry's cache. A cache that cannot be written is said and
@@ -50,17 +52,30 @@ pub fn store(key: &str, real: &RealSet) {
     }
 }
 
-fn load_from(root: &Path, key: &str) -> Option<RealSet> {
+fn load_from(root: &Path, key: &str, rows: usize, cols: usize) -> Option<RealSet> {
     let path = path(root, key);
-    let bytes = read_limited(&path, MAX_BYTES).ok()?;
-    let newline = bytes.iter().position(|&b| b == b'\n')?;
-    let header: Header = serde_json::from_slice(&bytes[..newline]).ok()?;
+    if !path.is_file() {
+        return None;
+    }
+    let damaged = || eprintln!("gantry: {} is damaged; extracting the features again", path.display());
+    let Ok(bytes) = read_limited(&path, MAX_BYTES) else {
+        damaged();
+        return None;
+    };
+    let newline = bytes.iter().position(|&b| b == b'\n');
+    let Some((header, newline)) =
+        newline.and_then(|n| Some((serde_json::from_slice::<Header>(&bytes[..n]).ok()?, n)))
+    else {
+        damaged();
+        return None;
+    };
     let data = &bytes[newline + 1..];
     let whole = header.format == FORMAT
+        && (header.rows, header.cols) == (rows, cols)
         && header.rows.checked_mul(header.cols).and_then(|n| n.checked_mul(4)) == Some(data.len())
         && sha256_hex(data) == header.sha256;
     if !whole {
-        eprintln!("gantry: {} is damaged; extracting the features again", path.display());
+        damaged();
         return None;
     }
     let features = data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
@@ -106,15 +121,17 @@ mod tests {
             features: vec![1.0, 2.0, 3.0, 4.5],
             inception_score: 1.5,
         };
-        let k = key("w", "data", 2);
-        assert_ne!(k, key("w", "data", 3));
+        let k = key("w", b"data", 2);
+        assert_ne!(k, key("w", b"data", 3));
+        assert_ne!(k, key("w", b"date", 2));
         store_in(root, &k, &real);
-        let back = load_from(root, &k).unwrap();
+        let back = load_from(root, &k, 2, 2).unwrap();
+        assert!(load_from(root, &k, 1, 4).is_none(), "another shape is not these features");
         assert_eq!((back.count, back.features, back.inception_score), (2, real.features.clone(), 1.5));
         let file = path(root, &k);
         let mut bytes = std::fs::read(&file).unwrap();
         *bytes.last_mut().unwrap() ^= 1;
         std::fs::write(&file, bytes).unwrap();
-        assert!(load_from(root, &k).is_none());
+        assert!(load_from(root, &k, 2, 2).is_none());
     }
 }

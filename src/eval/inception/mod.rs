@@ -20,8 +20,10 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{open_input, sha256_file};
-use crate::error::{Error, Result};
+use sha2::{Digest, Sha256};
+
+use crate::durable::open_input;
+use crate::error::{Error, IoContext, Result};
 use net::{FidInceptionV3, LOGITS, POOL_FEATURES};
 
 /// The published weights file's name, SHA-256 and address (pytorch-fid's release).
@@ -32,6 +34,9 @@ pub const STANDARD_URL: &str = "https://github.com/mseitzer/pytorch-fid/releases
 pub const WEIGHTS_ENV: &str = "GANTRY_INCEPTION_WEIGHTS";
 /// The largest weights file read (the published one is 95 MB).
 const MAX_WEIGHTS_BYTES: u64 = 400 << 20;
+/// What the extractor computes (network, preprocessing), part of the reference cache's key: a
+/// build that computes other features never reads an older build's.
+pub const EXTRACTOR_VERSION: u32 = 1;
 /// Images per forward pass (pytorch-fid's default batch).
 const BATCH: usize = 50;
 
@@ -65,7 +70,8 @@ pub fn locate_weights(flag: Option<&Path>, config: Option<&Path>) -> Result<(Pat
     .find_map(|(path, from)| path.map(|p| (p, from)));
     if let Some((path, from)) = named {
         if !path.exists() {
-            return Err(Error::Weights { path, problem: "no such file (the Inception weights)".into() });
+            let how = how_to_get();
+            return Err(Error::Weights { path, problem: format!("no such file; {how}") });
         }
         return Ok((path, from));
     }
@@ -82,7 +88,7 @@ fn download(cache: Option<&Path>) -> Result<(PathBuf, WeightsFrom)> {
         return Err(not_found(None, Some("no cache folder: set GANTRY_CACHE_DIR")));
     };
     eprintln!("gantry: the Inception weights are not on this machine; downloading {STANDARD_URL}");
-    match crate::data::download::fetch_verified(STANDARD_URL, STANDARD_SHA256, dest) {
+    match crate::data::download::fetch_verified(STANDARD_URL, STANDARD_SHA256, dest, MAX_WEIGHTS_BYTES) {
         Ok(()) => Ok((dest.to_path_buf(), WeightsFrom::Download)),
         Err(e) => Err(not_found(Some(dest), Some(&e.to_string()))),
     }
@@ -93,13 +99,18 @@ fn download(cache: Option<&Path>) -> Result<(PathBuf, WeightsFrom)> {
     Err(not_found(cache, Some("this build has no downloads (feature `download` off)")))
 }
 
+/// Where the weights come from and how to hand them to gantry.
+fn how_to_get() -> String {
+    format!(
+        "the Inception weights are {STANDARD_FILE} (95 MB, SHA-256 {STANDARD_SHA256}): download them \
+         from {STANDARD_URL} and give the file with --inception-weights FILE, the run's \
+         eval.inception_weights or ${WEIGHTS_ENV}"
+    )
+}
+
 /// The error when the weights are nowhere: how to get them.
 fn not_found(cache: Option<&Path>, why: Option<&str>) -> Error {
-    let mut msg = format!(
-        "the Inception weights ({STANDARD_FILE}, 95 MB, SHA-256 {STANDARD_SHA256}) were not found: \
-         download them from {STANDARD_URL} and give the file with --inception-weights FILE, the run's \
-         eval.inception_weights or ${WEIGHTS_ENV}"
-    );
+    let mut msg = format!("no Inception weights were found; {}", how_to_get());
     if let Some(cache) = cache {
         msg.push_str(&format!(", or put it at {}", cache.display()));
     }
@@ -152,8 +163,11 @@ impl Inception {
     /// Read a PyTorch weights file of pytorch-fid's network (or a narrower one with the same
     /// keys); anything else is refused naming the file and what did not fit.
     pub fn load(path: &Path, from: WeightsFrom) -> Result<Self> {
-        open_input(path, MAX_WEIGHTS_BYTES, "Inception weights file")?;
-        let sha256 = sha256_file(path)?;
+        // Hashed through the handle that was checked (a regular file, at most the limit).
+        let (mut file, _) = open_input(path, MAX_WEIGHTS_BYTES, "Inception weights file")?;
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut file, &mut hasher).at("read", path)?;
+        let sha256 = crate::durable::hex(&hasher.finalize());
         let bad = |problem: String| Error::Weights { path: path.to_path_buf(), problem };
         let mut store = PytorchStore::from_file(path).allow_partial(true).validate(false);
         let first =

@@ -11,6 +11,21 @@ use crate::eval::stats::{self, Features};
 
 /// The Inception Score's splits (torch-fidelity's and the original code's 10).
 pub const IS_SPLITS: usize = 10;
+/// The seed of the order the rows are split in (torch-fidelity's, though it draws the order with
+/// numpy's generator and gantry with ChaCha8, so the splits differ).
+pub const IS_SHUFFLE_SEED: u64 = 2020;
+
+/// The Inception Score (mean, std) of `probabilities` ([n, 1008]): the rows in a seeded random
+/// order, so that images listed class by class (a folder read in name order) do not make splits of
+/// one class each, then [`IS_SPLITS`] splits.
+pub fn inception_score(probabilities: &[f32]) -> Result<(f64, f64)> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let mut order: Vec<&[f32]> = probabilities.chunks(CLASSES).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(IS_SHUFFLE_SEED));
+    let shuffled: Vec<f32> = order.concat();
+    stats::inception_score_splits(&shuffled, CLASSES, IS_SPLITS)
+}
 
 /// How the numbers of an [`InceptionReport`] were measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,11 +65,12 @@ impl Protocol {
             reference,
             reference_count,
             kid: format!(
-                "unbiased MMD², kernel (x·y/d + 1)³, {} subsets of min({}, n), seed {}",
+                "unbiased MMD², kernel (x·y/d + 1)³, {} subsets of min({}, real, generated), seed {}",
                 settings.kid_subsets, settings.kid_subset_size, settings.seed
             ),
             inception_score: format!(
-                "softmax of the unbiased logits (torch-fidelity), {IS_SPLITS} consecutive splits, mean ± std"
+                "softmax of the logits without their bias (torch-fidelity's), rows shuffled (ChaCha8, seed \
+                 {IS_SHUFFLE_SEED}), {IS_SPLITS} splits, mean ± std"
             ),
         }
     }
@@ -86,8 +102,7 @@ pub struct RealSet {
 
 impl RealSet {
     pub fn new(description: String, extracted: &Extracted) -> Result<Self> {
-        let (inception_score, _) =
-            stats::inception_score_splits(&extracted.probabilities, CLASSES, IS_SPLITS)?;
+        let (inception_score, _) = inception_score(&extracted.probabilities)?;
         Ok(Self {
             description,
             count: extracted.count,
@@ -109,8 +124,7 @@ pub fn score(
     let f = Features::new(&fake.features, fake.count, width)?;
     let r = Features::new(&real.features, real.count, width)?;
     let (kid, kid_std) = stats::kid(r, f, settings.kid_subsets, settings.kid_subset_size, settings.seed)?;
-    let (inception_score, inception_score_std) =
-        stats::inception_score_splits(&fake.probabilities, CLASSES, IS_SPLITS)?;
+    let (inception_score, inception_score_std) = inception_score(&fake.probabilities)?;
     Ok(InceptionReport {
         source: source.to_string(),
         protocol: protocol.clone(),
@@ -145,6 +159,7 @@ pub fn format_table(reports: &[InceptionReport]) -> String {
         out.push_str(&format!("weights: {} (SHA-256 {}; {weights})\n", p.weights_file, p.weights_sha256));
         out.push_str(&format!("reference: {} ({} images)\n", p.reference, p.reference_count));
         out.push_str(&format!("images: {}\n", p.resize));
+        out.push_str(&format!("KID: {}\ninception score: {}\n", p.kid, p.inception_score));
     }
     out
 }
