@@ -17,7 +17,6 @@ use gantry::eval::judge::{Judge, JudgeConfig};
 use gantry::eval::reference::JudgeData;
 use gantry::eval::{self, EvalReport, EvalSettings};
 use gantry::train;
-use npyz::WriterBuilder;
 
 fn cache_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("judge-cache")
@@ -155,12 +154,7 @@ fn eval_command_judges_a_run_and_files_from_other_tools() {
     let test = split(Split::Test);
     let bytes: Vec<u8> = test.images.bytes[..1000 * 784].to_vec();
     let npy = tmp.path().join("samples.npy");
-    let mut out = Vec::new();
-    let mut w =
-        npyz::WriteOptions::new().default_dtype().shape(&[1000, 28, 28]).writer(&mut out).begin_nd().unwrap();
-    w.extend(bytes.iter().copied()).unwrap();
-    w.finish().unwrap();
-    std::fs::write(&npy, out).unwrap();
+    common::write_u8_npy(&npy, &bytes, &[1000, 28, 28]);
     let pngs = tmp.path().join("pngs");
     std::fs::create_dir(&pngs).unwrap();
     for i in 0..50 {

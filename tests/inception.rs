@@ -10,8 +10,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use npyz::WriterBuilder;
-
 use gantry::eval::inception::{Inception, WeightsFrom};
 
 fn fixture(name: &str) -> PathBuf {
@@ -102,27 +100,22 @@ fn digits_npy(path: &Path, start: usize, n: usize) {
         gantry::data::Split::Test,
     )
     .unwrap();
-    let bytes: Vec<u8> =
-        set.images.floats(start..start + n).iter().map(|&v| ((v + 1.0) * 127.5).round() as u8).collect();
-    let mut out = Vec::new();
-    let mut w = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(&[n as u64, 28, 28])
-        .writer(&mut out)
-        .begin_nd()
-        .unwrap();
-    w.extend(bytes).unwrap();
-    w.finish().unwrap();
-    std::fs::write(path, out).unwrap();
+    common::write_u8_npy(path, &set.images.bytes[start * 784..(start + n) * 784], &[n as u64, 28, 28]);
+}
+
+/// A classic run of 3 iterations in `dir/run`.
+fn tiny_run(dir: &Path) -> PathBuf {
+    let run = dir.join("run");
+    let mut c = common::tiny_config(3, 3, 0);
+    c.eval.every = 0;
+    gantry::train::train(&c, &run).unwrap();
+    run
 }
 
 #[test]
 fn eval_with_inception_features_reports_its_protocol_and_scores_runs_and_samples() {
     let dir = tempfile::tempdir().unwrap();
-    let (cache, run) = (dir.path().join("cache"), dir.path().join("run"));
-    let mut c = common::tiny_config(3, 3, 0);
-    c.eval.every = 0;
-    gantry::train::train(&c, &run).unwrap();
+    let (cache, run) = (dir.path().join("cache"), tiny_run(dir.path()));
     let (a, b) = (dir.path().join("a.npy"), dir.path().join("b.npy"));
     digits_npy(&a, 0, 40);
     digits_npy(&b, 40, 40);
@@ -163,10 +156,7 @@ fn eval_with_inception_features_reports_its_protocol_and_scores_runs_and_samples
 #[test]
 fn the_inception_report_of_a_run_is_its_own_file_and_never_the_judges() {
     let dir = tempfile::tempdir().unwrap();
-    let (cache, run) = (dir.path().join("cache"), dir.path().join("run"));
-    let mut c = common::tiny_config(3, 3, 0);
-    c.eval.every = 0;
-    gantry::train::train(&c, &run).unwrap();
+    let (cache, run) = (dir.path().join("cache"), tiny_run(dir.path()));
     let real = dir.path().join("real.npy");
     digits_npy(&real, 0, 20);
     let (r, w) = (run.to_str().unwrap(), fixture("tiny.pth"));

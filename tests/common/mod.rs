@@ -77,3 +77,13 @@ pub fn cli_run(out: &std::path::Path, iterations: usize, interval: usize) {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// Bytes as a `.npy` array of `shape` (uint8), written to `path`: images as other tools save them.
+pub fn write_u8_npy(path: &std::path::Path, bytes: &[u8], shape: &[u64]) {
+    use npyz::WriterBuilder;
+    let mut out = Vec::new();
+    let mut w = npyz::WriteOptions::new().default_dtype().shape(shape).writer(&mut out).begin_nd().unwrap();
+    w.extend(bytes.iter().copied()).unwrap();
+    w.finish().unwrap();
+    std::fs::write(path, out).unwrap();
+}

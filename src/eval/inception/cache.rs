@@ -101,6 +101,10 @@ fn store_in(root: &Path, key: &str, real: &RealSet) {
     let mut bytes = serde_json::to_vec(&header).expect("the header serializes");
     bytes.push(b'\n');
     bytes.extend(data);
+    if bytes.len() as u64 > MAX_BYTES {
+        eprintln!("gantry: the reference features are too many to cache ({} bytes); not kept", bytes.len());
+        return;
+    }
     let written = path.parent().map_or(Ok(()), std::fs::create_dir_all).map_err(|e| e.to_string());
     if let Err(e) = written.and_then(|()| write_atomic(&path, &bytes).map_err(|e| e.to_string())) {
         eprintln!("gantry: warning: the reference features were not cached ({}: {e})", path.display());
