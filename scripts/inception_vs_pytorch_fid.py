@@ -12,6 +12,10 @@ pytorch-fid: run it in a venv outside the repository, never in CI).
                 sets `a.npy` and `b.npy` and pytorch-fid's pool features of them, and `narrow.pth`
                 with pytorch-fid's FID of the two sets through it, for
                 `GANTRY_INCEPTION_CHECK=DIR cargo test --release --test inception -- --ignored`.
+  check-full DIR  The FID at full width through pytorch-fid's own network and distance: `full.pth`
+                (BatchNorm statistics from stroke images, so no feature is dead), two sets of 2,100
+                images (`full_a.npy`, `full_b.npy`), their features and pytorch-fid's FID, for the
+                same test (it runs when these files are there; about 20 minutes on 2 cores).
 
 Random weights are PyTorch's default initialisation with BatchNorm's statistics set from one
 training-mode pass over noise images (so every layer's output stays at unit scale) and random
@@ -175,8 +179,9 @@ class Port(nn.Module):
         return pool, pool @ self.fc.weight.T
 
 
-def randomise(model, seed):
-    """Seeded default init, random BatchNorm scales and shifts, statistics from one noise pass."""
+def randomise(model, seed, calibration=None):
+    """Seeded default init, random BatchNorm scales and shifts, statistics from one pass over
+    `calibration` images ([n, 3, h, w] in [0, 1]; noise when None)."""
     torch.manual_seed(seed)
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -188,7 +193,7 @@ def randomise(model, seed):
             m.momentum = 1.0
     model.train()
     with torch.no_grad():
-        model(torch.rand(16, 3, 299, 299))
+        model(torch.rand(16, 3, 299, 299) if calibration is None else calibration)
     model.eval()
     return model
 
@@ -247,6 +252,29 @@ def fixture(out):
     print(f"wrote {out}/tiny.pth, broken.pth, images.npy, features.npy, logits.npy")
 
 
+def check_full(out, n=2100):
+    """FID at full width through pytorch-fid's own network and its `calculate_frechet_distance`:
+    n > 2048 images per set, BatchNorm statistics from stroke images so that no feature is dead
+    (a full-rank covariance)."""
+    out.mkdir(parents=True, exist_ok=True)
+    state = randomise(Port(1), 5, as_unit_rgb(digits(32, 20))).state_dict()
+    torch.save(state, out / "full.pth")
+    net = pytorch_fid_network(state)
+    stats, feats = [], {}
+    sets = {"full_a": digits(n, 30), "full_b": digits(n, 31)}
+    for name, images in sets.items():
+        np.save(out / f"{name}.npy", images)
+        with torch.no_grad():
+            f = torch.cat([net(as_unit_rgb(images[i:i + 50]))[0].flatten(1) for i in range(0, n, 50)])
+        feats[name] = f.double().numpy()
+        np.save(out / f"{name}_features.npy", f.numpy())
+        stats.append((feats[name].mean(0), np.cov(feats[name], rowvar=False)))
+    dead = [int((f.std(0) == 0).sum()) for f in feats.values()]
+    fid = calculate_frechet_distance(stats[0][0], stats[0][1], stats[1][0], stats[1][1])
+    (out / "pytorch_fid_full.json").write_text(json.dumps({"fid": float(fid), "n": n, "dead": dead}) + "\n")
+    print(f"pytorch-fid FID(full_a, full_b) = {fid:.6f} on {n} + {n} images, dead features {dead}")
+
+
 def check(out, n=200):
     """pytorch-fid's features of two image sets through full-width random weights, and its FID of
     them through a 1/16-width network (128-d features, where n images give a full-rank
@@ -272,6 +300,6 @@ def check(out, n=200):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("fixture", "check"):
+    if len(sys.argv) != 3 or sys.argv[1] not in ("fixture", "check", "check-full"):
         sys.exit(__doc__)
-    {"fixture": fixture, "check": check}[sys.argv[1]](Path(sys.argv[2]))
+    {"fixture": fixture, "check": check, "check-full": check_full}[sys.argv[1]](Path(sys.argv[2]))

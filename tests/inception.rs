@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use gantry::eval::inception::{Inception, WeightsFrom};
+use gantry::eval::stats::Features;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/inception").join(name)
@@ -250,6 +251,42 @@ fn full_width_features_match_pytorch_fid() {
     let got = got[0]["fid"].as_f64().unwrap();
     eprintln!(
         "FID through narrow.pth: gantry {got:.6}, pytorch-fid {want:.6}, difference {:.2e}",
+        (got - want).abs()
+    );
+    assert!((got - want).abs() < 1e-3, "FID {got} vs pytorch-fid's {want}");
+    if dir.join("full.pth").is_file() {
+        full_width_fid_matches_pytorch_fid(&dir);
+    }
+}
+
+/// `check-full`'s files: FID at full width (2,100 images a set) against pytorch-fid's own.
+fn full_width_fid_matches_pytorch_fid(dir: &Path) {
+    let net = Inception::load(&dir.join("full.pth"), WeightsFrom::Flag).unwrap();
+    let mut sets = Vec::new();
+    for set in ["full_a", "full_b"] {
+        let images = to_images(&npy_u8(&dir.join(format!("{set}.npy"))));
+        let got = net.extract(&images, 28, 1).unwrap();
+        let (_, want) = npy_f32(&dir.join(format!("{set}_features.npy")));
+        let rel = relative(&got.features, &want);
+        let norm = |v: &mut dyn Iterator<Item = f64>| v.map(|x| x * x).sum::<f64>().sqrt();
+        let diff = norm(&mut got.features.iter().zip(&want).map(|(a, b)| (a - b) as f64));
+        let l2 = diff / norm(&mut want.iter().map(|&b| b as f64));
+        eprintln!(
+            "set {set}: {} images, features within {rel:.2e} of pytorch-fid's largest, {l2:.2e} in L2 norm",
+            got.count
+        );
+        // These weights' BatchNorm statistics come from 32 images, and some channels' small
+        // variances amplify the two libraries' rounding (summation order) layer after layer.
+        assert!(rel < 1e-3, "set {set}: features differ by {rel:e}");
+        sets.push(got);
+    }
+    let features = |i: usize| Features::new(&sets[i].features, sets[i].count, 2048).unwrap();
+    let got = gantry::eval::stats::frechet_distance_features(features(0), features(1)).unwrap();
+    let want: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("pytorch_fid_full.json")).unwrap()).unwrap();
+    let want = want["fid"].as_f64().unwrap();
+    eprintln!(
+        "FID at full width: gantry {got:.6}, pytorch-fid {want:.6}, difference {:.2e}",
         (got - want).abs()
     );
     assert!((got - want).abs() < 1e-3, "FID {got} vs pytorch-fid's {want}");
