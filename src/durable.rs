@@ -63,9 +63,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// SHA-256 of a file, lowercase hex (streamed: the file is not held in memory).
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = File::open(path).at("open", path)?;
+    sha256_read(&mut File::open(path).at("open", path)?, path)
+}
+
+/// SHA-256 of what `reader` (the file at `path`, named in errors) holds from where it stands.
+pub fn sha256_read(reader: &mut impl Read, path: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).at("read", path)?;
+    std::io::copy(reader, &mut hasher).at("read", path)?;
     Ok(hex(&hasher.finalize()))
 }
 

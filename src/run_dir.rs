@@ -314,7 +314,7 @@ pub enum OwnOutput {
     /// `gantry sample`'s grids, `sample-seedS.png`.
     SampleGrid,
     /// `gantry eval`'s reports in one feature space ([`eval_report_name`]).
-    EvalReport(ScoredIn),
+    EvalReport(FeatureSpace),
     /// `gantry report`'s `report.html`.
     Report,
     /// `gantry export`'s default file, [`EXPORTED_ONNX`].
@@ -474,24 +474,27 @@ fn is_own_top_file(name: &str) -> bool {
     let name = name.strip_suffix(".partial").or_else(|| name.strip_suffix(".tmp")).unwrap_or(name);
     TOP_FILES.contains(&name)
         || (name.starts_with("events.out.tfevents.") && name.ends_with(".gantry"))
-        || is_eval_report(name, ScoredIn::Judge)
-        || is_eval_report(name, ScoredIn::Inception)
+        || is_eval_report(name, FeatureSpace::Judge)
+        || is_eval_report(name, FeatureSpace::Inception)
         || is_sample_grid(name)
 }
 
-/// The feature space a `gantry eval` report was scored in (its file name says it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScoredIn {
+/// The feature space `gantry eval` scores in (`--features`), which its report's file name says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FeatureSpace {
+    /// gantry's judge: a classifier of the data's own classes (or rotations).
+    #[default]
     Judge,
+    /// pytorch-fid's InceptionV3: numbers comparable with other tools and papers.
     Inception,
 }
 
 /// The file `gantry eval RUN` writes by default: `eval.json` (the judge's scores) or
 /// `eval-inception.json` (`--features inception`), `-step_NNNNNN` before `.json` for a checkpoint.
-pub fn eval_report_name(space: ScoredIn, checkpoint: Option<usize>) -> String {
+pub fn eval_report_name(space: FeatureSpace, checkpoint: Option<usize>) -> String {
     let stem = match space {
-        ScoredIn::Judge => "eval",
-        ScoredIn::Inception => "eval-inception",
+        FeatureSpace::Judge => "eval",
+        FeatureSpace::Inception => "eval-inception",
     };
     match checkpoint {
         Some(step) => format!("{stem}-{}.json", crate::checkpoint::folder_name(step)),
@@ -500,11 +503,11 @@ pub fn eval_report_name(space: ScoredIn, checkpoint: Option<usize>) -> String {
 }
 
 /// Whether `name` is one of [`eval_report_name`]'s names for `space`.
-fn is_eval_report(name: &str, space: ScoredIn) -> bool {
+fn is_eval_report(name: &str, space: FeatureSpace) -> bool {
     let rest = match space {
-        ScoredIn::Judge if name.starts_with("eval-inception") => None,
-        ScoredIn::Judge => name.strip_prefix("eval"),
-        ScoredIn::Inception => name.strip_prefix("eval-inception"),
+        FeatureSpace::Judge if name.starts_with("eval-inception") => None,
+        FeatureSpace::Judge => name.strip_prefix("eval"),
+        FeatureSpace::Inception => name.strip_prefix("eval-inception"),
     };
     rest.and_then(|r| r.strip_suffix(".json")).is_some_and(|r| {
         r.is_empty() || (r.starts_with("-step_") && r[6..].bytes().all(|b| b.is_ascii_digit()))
@@ -648,17 +651,17 @@ mod tests {
 
     #[test]
     fn eval_report_names_are_the_commands_own() {
-        assert_eq!(eval_report_name(ScoredIn::Judge, None), "eval.json");
-        assert_eq!(eval_report_name(ScoredIn::Inception, Some(400)), "eval-inception-step_000400.json");
+        assert_eq!(eval_report_name(FeatureSpace::Judge, None), "eval.json");
+        assert_eq!(eval_report_name(FeatureSpace::Inception, Some(400)), "eval-inception-step_000400.json");
         for own in ["eval.json", "eval-step_000400.json"] {
             assert!(
-                is_eval_report(own, ScoredIn::Judge) && !is_eval_report(own, ScoredIn::Inception),
+                is_eval_report(own, FeatureSpace::Judge) && !is_eval_report(own, FeatureSpace::Inception),
                 "{own}"
             );
         }
         for own in ["eval-inception.json", "eval-inception-step_000020.json"] {
             assert!(
-                is_eval_report(own, ScoredIn::Inception) && !is_eval_report(own, ScoredIn::Judge),
+                is_eval_report(own, FeatureSpace::Inception) && !is_eval_report(own, FeatureSpace::Judge),
                 "{own}"
             );
         }
@@ -670,7 +673,8 @@ mod tests {
             "eval-step_1a.json",
         ] {
             assert!(
-                !is_eval_report(other, ScoredIn::Judge) && !is_eval_report(other, ScoredIn::Inception),
+                !is_eval_report(other, FeatureSpace::Judge)
+                    && !is_eval_report(other, FeatureSpace::Inception),
                 "{other}"
             );
         }
@@ -715,7 +719,7 @@ mod tests {
         check_output(&run.join("sample-seed3.png"), OwnOutput::SampleGrid, Existing::Keep, "--out").unwrap();
         check_output(
             &run.join("eval.json"),
-            OwnOutput::EvalReport(ScoredIn::Judge),
+            OwnOutput::EvalReport(FeatureSpace::Judge),
             Existing::Keep,
             "--json",
         )

@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use gantry::eval::inception::{Inception, WeightsFrom};
+use gantry::eval::inception::Inception;
 use gantry::eval::stats::Features;
 
 fn fixture(name: &str) -> PathBuf {
@@ -42,7 +42,7 @@ fn to_images(bytes: &[u8]) -> Vec<f32> {
 
 #[test]
 fn the_narrow_network_matches_the_pytorch_port_within_1e_4() {
-    let net = Inception::load(&fixture("tiny.pth"), WeightsFrom::Flag).unwrap();
+    let net = Inception::load(&fixture("tiny.pth")).unwrap();
     assert_eq!(net.weights.width_divisor, 16);
     assert!(!net.weights.standard);
     let images = to_images(&npy_u8(&fixture("images.npy")));
@@ -74,13 +74,13 @@ fn weights_that_are_not_the_networks_are_refused_naming_the_file() {
     let truncated = dir.path().join("truncated.pth");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     for path in [&garbage, &truncated, &dir.path().join("missing.pth")] {
-        let err = Inception::load(path, WeightsFrom::Flag).unwrap_err();
+        let err = Inception::load(path).unwrap_err();
         assert_eq!(err.exit_code(), 2, "{err}");
         assert!(err.to_string().contains(&path.display().to_string()), "{err}");
     }
     // Its first convolution fits; the rest is missing or of the wrong shape.
     let broken = fixture("broken.pth");
-    let err = Inception::load(&broken, WeightsFrom::Flag).unwrap_err().to_string();
+    let err = Inception::load(&broken).unwrap_err().to_string();
     assert!(err.contains("broken.pth") && err.contains("missing") && err.contains("do not fit"), "{err}");
 }
 
@@ -214,7 +214,7 @@ fn eval_with_inception_features_and_no_weights_file_says_how_to_get_one_and_exit
 #[ignore = "needs the files of scripts/inception_vs_pytorch_fid.py check (PyTorch, outside CI)"]
 fn full_width_features_match_pytorch_fid() {
     let dir = PathBuf::from(std::env::var("GANTRY_INCEPTION_CHECK").expect("GANTRY_INCEPTION_CHECK=DIR"));
-    let net = Inception::load(&dir.join("random.pth"), WeightsFrom::Flag).unwrap();
+    let net = Inception::load(&dir.join("random.pth")).unwrap();
     for set in ["a", "b"] {
         let images = to_images(&npy_u8(&dir.join(format!("{set}.npy"))));
         let started = std::time::Instant::now();
@@ -261,7 +261,7 @@ fn full_width_features_match_pytorch_fid() {
 
 /// `check-full`'s files: FID at full width (2,100 images a set) against pytorch-fid's own.
 fn full_width_fid_matches_pytorch_fid(dir: &Path) {
-    let net = Inception::load(&dir.join("full.pth"), WeightsFrom::Flag).unwrap();
+    let net = Inception::load(&dir.join("full.pth")).unwrap();
     let mut sets = Vec::new();
     for set in ["full_a", "full_b"] {
         let images = to_images(&npy_u8(&dir.join(format!("{set}.npy"))));

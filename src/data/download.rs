@@ -30,7 +30,6 @@ const MNIST_MAX_BYTES: u64 = 64 << 20;
 
 /// Download the four MNIST files into `dir` (skipping those already there and verified).
 pub fn fetch_mnist(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).at("create", dir)?;
     for (name, sha) in MNIST_FILES {
         let dest = dir.join(name);
         if dest.is_file() && sha256_file(&dest)? == sha {

@@ -8,15 +8,16 @@ use std::path::PathBuf;
 use crate::config::{Config, DataConfig, Dataset};
 use crate::error::{Error, Result};
 use crate::flags::DeviceFlag;
-use crate::run_dir::{RunDir, ScoredIn};
+pub use crate::run_dir::FeatureSpace;
+use crate::run_dir::RunDir;
 use crate::sample::{LoadedGenerator, Weights};
 
-use super::inception::report::{InceptionReport, Protocol, RealSet};
+use super::EvalSettings;
+use super::inception::report::{Protocol, RealSet};
 use super::inception::{self, Extracted, Inception};
 use super::judge::{Judge, JudgeConfig, Judgement};
 use super::reference::JudgeData;
 use super::samples::{self, ImageShape, MAX_IMAGES, MIN_IMAGES};
-use super::{EvalReport, EvalSettings};
 
 /// What `gantry eval` was asked to do: the command line's flags, defined here.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -71,21 +72,11 @@ pub struct EvalRequest {
     pub device: DeviceFlag,
 }
 
-/// The feature space `gantry eval` scores in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum FeatureSpace {
-    /// gantry's judge: a classifier of the data's own classes (or rotations).
-    #[default]
-    Judge,
-    /// pytorch-fid's InceptionV3: numbers comparable with other tools and papers.
-    Inception,
-}
-
 /// Run `gantry eval`: print the table, write the JSON.
 pub fn run(req: &EvalRequest) -> Result<()> {
     match req.features {
-        FeatureSpace::Judge => judge_all(req).map(drop),
-        FeatureSpace::Inception => inception_all(req).map(drop),
+        FeatureSpace::Judge => judge_all(req),
+        FeatureSpace::Inception => inception_all(req),
     }
 }
 
@@ -117,7 +108,8 @@ fn check_request(req: &EvalRequest) -> Result<()> {
 /// Everything read and checked before any scoring: the runs' generators, the data they imitate,
 /// other tools' samples, the reference images when given, the JSON file.
 struct Opened {
-    runs: Vec<RunDir>,
+    /// The runs and their configs.
+    runs: Vec<(RunDir, Config)>,
     data: DataConfig,
     shape: ImageShape,
     generators: Vec<(String, LoadedGenerator)>,
@@ -128,7 +120,15 @@ struct Opened {
 
 fn open(req: &EvalRequest) -> Result<Opened> {
     check_request(req)?;
-    let runs = req.runs.iter().map(RunDir::open).collect::<Result<Vec<_>>>()?;
+    let runs = req
+        .runs
+        .iter()
+        .map(|path| {
+            let run = RunDir::open(path)?;
+            let config = Config::from_file(&run.config())?;
+            Ok((run, config))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let (data, generators) = open_generators(req, &runs)?;
     let (side, channels) = data.shape();
     let shape = ImageShape { side, channels };
@@ -149,7 +149,7 @@ fn write_json<T: serde::Serialize>(path: Option<&PathBuf>, reports: &T) -> Resul
 }
 
 /// `gantry eval` in the judge's feature space.
-fn judge_all(req: &EvalRequest) -> Result<Vec<EvalReport>> {
+fn judge_all(req: &EvalRequest) -> Result<()> {
     let started = std::time::Instant::now();
     let Opened { data, generators, outside, json_path, .. } = open(req)?;
     let (judge_data, judge) = load_judge(&data)?;
@@ -179,22 +179,20 @@ fn judge_all(req: &EvalRequest) -> Result<Vec<EvalReport>> {
     }
     print!("{}", super::format_table(&reports));
     eprintln!("gantry: judged in {:.1} s", started.elapsed().as_secs_f64());
-    write_json(json_path.as_ref(), &reports)?;
-    Ok(reports)
+    write_json(json_path.as_ref(), &reports)
 }
 
 /// `gantry eval --features inception`: the same samples scored in pytorch-fid's feature space.
-fn inception_all(req: &EvalRequest) -> Result<Vec<InceptionReport>> {
+fn inception_all(req: &EvalRequest) -> Result<()> {
     let started = std::time::Instant::now();
     let opened = open(req)?;
     check_inception_memory(req, &opened)?;
     let config_weights = configured_weights(&opened.runs)?;
-    let (path, from) =
-        inception::locate_weights(req.inception_weights.as_deref(), config_weights.as_deref())?;
-    let net = Inception::load(&path, from)?;
+    let path = inception::locate_weights(req.inception_weights.as_deref(), config_weights.as_deref())?;
+    let net = Inception::load(&path)?;
     let settings = EvalSettings { seed: req.seed, ..Default::default() };
     let real = inception_reference(&net, &opened)?;
-    let protocol = Protocol::new(&net.weights, net.width(), real.description.clone(), real.count, &settings);
+    let protocol = Protocol::new(&net.weights, real.description.clone(), real.count, &settings);
     let ImageShape { side, channels } = opened.shape;
     let mut reports = Vec::new();
     for (source, g) in &opened.generators {
@@ -214,16 +212,15 @@ fn inception_all(req: &EvalRequest) -> Result<Vec<InceptionReport>> {
     }
     print!("{}", inception::report::format_table(&reports));
     eprintln!("gantry: scored in {:.1} s", started.elapsed().as_secs_f64());
-    write_json(opened.json_path.as_ref(), &reports)?;
-    Ok(reports)
+    write_json(opened.json_path.as_ref(), &reports)
 }
 
 /// The runs' `eval.inception_weights`, a relative path taken from the run folder; the first run's
 /// where they differ (said).
-fn configured_weights(runs: &[RunDir]) -> Result<Option<PathBuf>> {
+fn configured_weights(runs: &[(RunDir, Config)]) -> Result<Option<PathBuf>> {
     let mut found: Option<PathBuf> = None;
-    for run in runs {
-        let Some(path) = Config::from_file(&run.config())?.eval.inception_weights else { continue };
+    for (run, config) in runs {
+        let Some(path) = &config.eval.inception_weights else { continue };
         let path = run.root().join(path);
         match &found {
             Some(first) if *first != path => eprintln!(
@@ -265,21 +262,18 @@ fn check_inception_memory(req: &EvalRequest, opened: &Opened) -> Result<()> {
 fn inception_reference(net: &Inception, opened: &Opened) -> Result<RealSet> {
     let ImageShape { side, channels } = opened.shape;
     if let Some((source, images)) = &opened.reference {
-        return RealSet::new(source.clone(), &net.extract_shown(images, side, channels, source)?);
+        return RealSet::new(source.clone(), net.extract_shown(images, side, channels, source)?);
     }
     let judge_data = JudgeData::open(&opened.data, None, crate::data::Progress::Shown)?;
     let test = judge_data.reference(JudgeConfig::default().seed)?;
     let description = format!("{}: {}", judge_data.dataset.name(), judge_data.describe_reference());
     let key = inception::cache::key(&net.weights.sha256, &test.bytes, test.count);
-    if let Some(mut real) = inception::cache::load(&key, test.count, net.width()) {
+    if let Some((features, inception_score)) = inception::cache::load(&key, test.count, net.weights.width()) {
         eprintln!("gantry: the reference images' Inception features from the cache");
-        real.description = description;
-        return Ok(real);
+        return Ok(RealSet { description, count: test.count, features, inception_score });
     }
-    let real = RealSet::new(
-        description.clone(),
-        &net.extract_shown(&test.all_floats(), side, channels, &description)?,
-    )?;
+    let extracted = net.extract_shown(&test.all_floats(), side, channels, &description)?;
+    let real = RealSet::new(description, extracted)?;
     inception::cache::store(&key, &real);
     Ok(real)
 }
@@ -288,18 +282,17 @@ fn inception_reference(net: &Inception, opened: &Opened) -> Result<RealSet> {
 /// without runs, the flags'), with the folder to find it in: `--data`, else a run's own.
 fn open_generators(
     req: &EvalRequest,
-    runs: &[RunDir],
+    runs: &[(RunDir, Config)],
 ) -> Result<(DataConfig, Vec<(String, LoadedGenerator)>)> {
     // The data the runs were trained on (all the same), else the flags'.
     let mut data: Option<(DataConfig, PathBuf)> = None;
     // Without --data, the data folder a run was trained from (when it is still there).
     let mut data_dir = req.data.clone();
     let mut generators = Vec::new();
-    for run in runs {
-        let config = Config::from_file(&run.config())?;
+    for (run, config) in runs {
         let d = config.data.dataset;
         if data_dir.is_none() {
-            data_dir = crate::run_dir::remembered_data_dir(run, &config).filter(|dir| dir.is_dir());
+            data_dir = crate::run_dir::remembered_data_dir(run, config).filter(|dir| dir.is_dir());
         }
         if req.dataset.is_some_and(|x| x != d) {
             return Err(Error::usage(
@@ -375,14 +368,13 @@ fn load_outside(paths: &[PathBuf], shape: ImageShape) -> Result<Vec<(String, Vec
 
 /// Where the reports go as JSON (`--json`, else RUN/eval.json for one run judged alone), checked
 /// before any work: never a folder, never a run's own file, an existing file only with --force.
-fn json_path(req: &EvalRequest, runs: &[RunDir]) -> Result<Option<PathBuf>> {
-    let space = match req.features {
-        FeatureSpace::Judge => ScoredIn::Judge,
-        FeatureSpace::Inception => ScoredIn::Inception,
-    };
+fn json_path(req: &EvalRequest, runs: &[(RunDir, Config)]) -> Result<Option<PathBuf>> {
+    let space = req.features;
     let json_path = match (&req.json, runs, req.samples.is_empty()) {
         (Some(path), _, _) => Some(path.clone()),
-        (None, [run], true) => Some(run.root().join(crate::run_dir::eval_report_name(space, req.checkpoint))),
+        (None, [(run, _)], true) => {
+            Some(run.root().join(crate::run_dir::eval_report_name(space, req.checkpoint)))
+        }
         _ => None,
     };
     if let Some(path) = &json_path {

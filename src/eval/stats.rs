@@ -189,9 +189,7 @@ pub fn kid(
     };
     let values: Vec<f64> =
         picks.par_iter().map(|(ix, iy)| mmd2_unbiased(&gather(&real, ix), &gather(&fake, iy))).collect();
-    let mean = values.iter().sum::<f64>() / subsets as f64;
-    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / subsets as f64;
-    Ok((mean, var.sqrt()))
+    Ok(mean_and_std(&values))
 }
 
 /// Unbiased MMD² of two equally sized samples (rows), polynomial kernel of degree 3.
@@ -424,9 +422,14 @@ pub fn inception_score_splits(probs: &[f32], classes: usize, splits: usize) -> R
     let scores = (0..splits)
         .map(|i| inception_score(&probs[i * n / splits * classes..(i + 1) * n / splits * classes], classes))
         .collect::<Result<Vec<f64>>>()?;
-    let mean = scores.iter().sum::<f64>() / splits as f64;
-    let var = scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / splits as f64;
-    Ok((mean, var.sqrt()))
+    Ok(mean_and_std(&scores))
+}
+
+/// Mean and population standard deviation (numpy's `np.std`, as torch-fidelity reports them).
+fn mean_and_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    (mean, (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt())
 }
 
 /// How the judge's verdicts spread over the classes.

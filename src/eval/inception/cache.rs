@@ -19,7 +19,6 @@ const MAX_BYTES: u64 = 100_000 * 2048 * 4 + 4096;
 #[derive(Serialize, Deserialize)]
 struct Header {
     format: u32,
-    description: String,
     rows: usize,
     cols: usize,
     inception_score: f64,
@@ -38,9 +37,9 @@ fn path(root: &Path, key: &str) -> PathBuf {
     root.join("inception").join(format!("reference-{key}.bin"))
 }
 
-/// The features of `rows` images, `cols` wide, stored under `key` in gantry's cache, when there
-/// and whole.
-pub fn load(key: &str, rows: usize, cols: usize) -> Option<RealSet> {
+/// The features of `rows` images, `cols` wide, stored under `key` in gantry's cache, and their
+/// Inception Score, when there and whole.
+pub fn load(key: &str, rows: usize, cols: usize) -> Option<(Vec<f32>, f64)> {
     load_from(&crate::data::cache_root()?, key, rows, cols)
 }
 
@@ -52,7 +51,7 @@ pub fn store(key: &str, real: &RealSet) {
     }
 }
 
-fn load_from(root: &Path, key: &str, rows: usize, cols: usize) -> Option<RealSet> {
+fn load_from(root: &Path, key: &str, rows: usize, cols: usize) -> Option<(Vec<f32>, f64)> {
     let path = path(root, key);
     if !path.is_file() {
         return None;
@@ -79,12 +78,7 @@ fn load_from(root: &Path, key: &str, rows: usize, cols: usize) -> Option<RealSet
         return None;
     }
     let features = data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    Some(RealSet {
-        description: header.description,
-        count: header.rows,
-        features,
-        inception_score: header.inception_score,
-    })
+    Some((features, header.inception_score))
 }
 
 fn store_in(root: &Path, key: &str, real: &RealSet) {
@@ -92,7 +86,6 @@ fn store_in(root: &Path, key: &str, real: &RealSet) {
     let data: Vec<u8> = real.features.iter().flat_map(|v| v.to_le_bytes()).collect();
     let header = Header {
         format: FORMAT,
-        description: real.description.clone(),
         rows: real.count,
         cols: real.features.len() / real.count.max(1),
         inception_score: real.inception_score,
@@ -129,9 +122,9 @@ mod tests {
         assert_ne!(k, key("w", b"data", 3));
         assert_ne!(k, key("w", b"date", 2));
         store_in(root, &k, &real);
-        let back = load_from(root, &k, 2, 2).unwrap();
+        let (features, score) = load_from(root, &k, 2, 2).unwrap();
         assert!(load_from(root, &k, 1, 4).is_none(), "another shape is not these features");
-        assert_eq!((back.count, back.features, back.inception_score), (2, real.features.clone(), 1.5));
+        assert_eq!((features.len() / 2, features, score), (2, real.features.clone(), 1.5));
         let file = path(root, &k);
         let mut bytes = std::fs::read(&file).unwrap();
         *bytes.last_mut().unwrap() ^= 1;

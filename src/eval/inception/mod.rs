@@ -15,16 +15,12 @@ pub mod report;
 
 use std::path::{Path, PathBuf};
 
+use crate::durable::{open_input, sha256_read};
+use crate::error::{Error, Result};
 use burn::store::{ModuleSnapshot, ModuleStore, PytorchStore};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
-use serde::{Deserialize, Serialize};
-
-use sha2::{Digest, Sha256};
-
-use crate::durable::open_input;
-use crate::error::{Error, IoContext, Result};
-use net::{FidInceptionV3, LOGITS, POOL_FEATURES};
+use net::{FidInceptionV3, POOL_FEATURES};
 
 /// The published weights file's name, SHA-256 and address (pytorch-fid's release).
 pub const STANDARD_FILE: &str = "pt_inception-2015-12-05-6726825d.pth";
@@ -40,17 +36,6 @@ pub const EXTRACTOR_VERSION: u32 = 1;
 /// Images per forward pass (pytorch-fid's default batch).
 const BATCH: usize = 50;
 
-/// Where the weights file was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum WeightsFrom {
-    Flag,
-    Config,
-    Environment,
-    Cache,
-    Download,
-}
-
 /// gantry's cache copy of the published weights.
 pub fn cached_weights() -> Option<PathBuf> {
     crate::data::cache_root().map(|root| root.join("inception").join(STANDARD_FILE))
@@ -59,43 +44,35 @@ pub fn cached_weights() -> Option<PathBuf> {
 /// Find the weights file: the first of `flag`, `config` (the run's `eval.inception_weights`) and
 /// `$GANTRY_INCEPTION_WEIGHTS` that is given (it must exist), else the cache's copy, else a
 /// download into the cache.
-pub fn locate_weights(flag: Option<&Path>, config: Option<&Path>) -> Result<(PathBuf, WeightsFrom)> {
+pub fn locate_weights(flag: Option<&Path>, config: Option<&Path>) -> Result<PathBuf> {
     let env = std::env::var_os(WEIGHTS_ENV).filter(|v| !v.is_empty()).map(PathBuf::from);
-    let named = [
-        (flag.map(Path::to_path_buf), WeightsFrom::Flag),
-        (config.map(Path::to_path_buf), WeightsFrom::Config),
-    ]
-    .into_iter()
-    .chain([(env, WeightsFrom::Environment)])
-    .find_map(|(path, from)| path.map(|p| (p, from)));
-    if let Some((path, from)) = named {
+    if let Some(path) = flag.map(Path::to_path_buf).or(config.map(Path::to_path_buf)).or(env) {
         if !path.exists() {
             let how = how_to_get();
             return Err(Error::Weights { path, problem: format!("no such file; {how}") });
         }
-        return Ok((path, from));
+        return Ok(path);
     }
-    let cache = cached_weights();
-    if let Some(path) = cache.as_ref().filter(|p| p.is_file()) {
-        return Ok((path.clone(), WeightsFrom::Cache));
+    match cached_weights() {
+        Some(path) if path.is_file() => Ok(path),
+        cache => download(cache.as_deref()),
     }
-    download(cache.as_deref())
 }
 
 #[cfg(feature = "download")]
-fn download(cache: Option<&Path>) -> Result<(PathBuf, WeightsFrom)> {
+fn download(cache: Option<&Path>) -> Result<PathBuf> {
     let Some(dest) = cache else {
         return Err(not_found(None, Some("no cache folder: set GANTRY_CACHE_DIR")));
     };
     eprintln!("gantry: the Inception weights are not on this machine; downloading {STANDARD_URL}");
     match crate::data::download::fetch_verified(STANDARD_URL, STANDARD_SHA256, dest, MAX_WEIGHTS_BYTES) {
-        Ok(()) => Ok((dest.to_path_buf(), WeightsFrom::Download)),
+        Ok(()) => Ok(dest.to_path_buf()),
         Err(e) => Err(not_found(Some(dest), Some(&e.to_string()))),
     }
 }
 
 #[cfg(not(feature = "download"))]
-fn download(cache: Option<&Path>) -> Result<(PathBuf, WeightsFrom)> {
+fn download(cache: Option<&Path>) -> Result<PathBuf> {
     Err(not_found(cache, Some("this build has no downloads (feature `download` off)")))
 }
 
@@ -121,15 +98,21 @@ fn not_found(cache: Option<&Path>, why: Option<&str>) -> Error {
 }
 
 /// What identifies the extractor in a report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WeightsIdentity {
     pub file: PathBuf,
     pub sha256: String,
-    pub from: WeightsFrom,
     /// Whether these are the published weights (else the scores are not comparable with papers').
     pub standard: bool,
     /// 1 for the real network; the tests' reduced networks divide every width.
     pub width_divisor: usize,
+}
+
+impl WeightsIdentity {
+    /// Width of the pool features (2048 for the real network).
+    pub fn width(&self) -> usize {
+        POOL_FEATURES / self.width_divisor
+    }
 }
 
 /// pytorch-fid's InceptionV3 with its weights, on the CPU.
@@ -162,12 +145,10 @@ impl Extracted {
 impl Inception {
     /// Read a PyTorch weights file of pytorch-fid's network (or a narrower one with the same
     /// keys); anything else is refused naming the file and what did not fit.
-    pub fn load(path: &Path, from: WeightsFrom) -> Result<Self> {
+    pub fn load(path: &Path) -> Result<Self> {
         // Hashed through the handle that was checked (a regular file, at most the limit).
         let (mut file, _) = open_input(path, MAX_WEIGHTS_BYTES, "Inception weights file")?;
-        let mut hasher = Sha256::new();
-        std::io::copy(&mut file, &mut hasher).at("read", path)?;
-        let sha256 = crate::durable::hex(&hasher.finalize());
+        let sha256 = sha256_read(&mut file, path)?;
         let bad = |problem: String| Error::Weights { path: path.to_path_buf(), problem };
         let mut store = PytorchStore::from_file(path).allow_partial(true).validate(false);
         let first =
@@ -193,13 +174,8 @@ impl Inception {
             )));
         }
         let standard = sha256 == STANDARD_SHA256;
-        let weights = WeightsIdentity { file: path.to_path_buf(), sha256, from, standard, width_divisor };
+        let weights = WeightsIdentity { file: path.to_path_buf(), sha256, standard, width_divisor };
         Ok(Self { net, device, weights })
-    }
-
-    /// Width of the pool features (2048 for the real network).
-    pub fn width(&self) -> usize {
-        POOL_FEATURES / self.weights.width_divisor
     }
 
     /// Features and probabilities of `images` ([n, channels * side * side] in [-1, 1], 1 or 3
@@ -227,9 +203,7 @@ impl Inception {
         }
         Ok(out)
     }
-}
 
-impl Inception {
     /// [`Inception::extract`] with a progress bar naming `what` (a thousand images take minutes).
     pub fn extract_shown(
         &self,
@@ -276,9 +250,7 @@ fn floats<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
 /// The width divisor a file's first convolution [32 / d, 3, 3, 3] says.
 fn width_divisor(first_conv: &[usize]) -> std::result::Result<usize, String> {
     match first_conv {
-        [out, 3, 3, 3] if *out > 0 && 32 % out == 0 && (32 / out).is_power_of_two() && *out >= 2 => {
-            Ok(32 / out)
-        }
+        [out @ (2 | 4 | 8 | 16 | 32), 3, 3, 3] => Ok(32 / out),
         other => Err(format!(
             "Conv2d_1a_3x3.conv.weight has shape {other:?}, expected [32, 3, 3, 3] (pytorch-fid's InceptionV3)"
         )),
@@ -294,9 +266,6 @@ fn guarded<T, E: std::fmt::Display>(
         Err(_) => Err("the PyTorch reader failed on it (damaged file?)".into()),
     }
 }
-
-/// The numbers logits are turned into come in [count, 1008].
-pub const CLASSES: usize = LOGITS;
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{CLASSES, Extracted, WeightsIdentity};
+use super::net::LOGITS;
+use super::{Extracted, WeightsIdentity};
 use crate::error::Result;
 use crate::eval::EvalSettings;
 use crate::eval::stats::{self, Features};
@@ -21,10 +22,10 @@ pub const IS_SHUFFLE_SEED: u64 = 2020;
 pub fn inception_score(probabilities: &[f32]) -> Result<(f64, f64)> {
     use rand::SeedableRng;
     use rand::seq::SliceRandom;
-    let mut order: Vec<&[f32]> = probabilities.chunks(CLASSES).collect();
+    let mut order: Vec<&[f32]> = probabilities.chunks(LOGITS).collect();
     order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(IS_SHUFFLE_SEED));
     let shuffled: Vec<f32> = order.concat();
-    stats::inception_score_splits(&shuffled, CLASSES, IS_SPLITS)
+    stats::inception_score_splits(&shuffled, LOGITS, IS_SPLITS)
 }
 
 /// How the numbers of an [`InceptionReport`] were measured.
@@ -48,7 +49,6 @@ pub struct Protocol {
 impl Protocol {
     pub fn new(
         weights: &WeightsIdentity,
-        width: usize,
         reference: String,
         reference_count: usize,
         settings: &EvalSettings,
@@ -58,7 +58,7 @@ impl Protocol {
             weights_file: weights.file.display().to_string(),
             weights_sha256: weights.sha256.clone(),
             standard_weights: weights.standard,
-            feature_width: width,
+            feature_width: weights.width(),
             resize: "pixels rounded to 8 bits, grey repeated to RGB, bilinear resize to 299x299 \
                      (align_corners=False, no antialiasing), scaled to [-1, 1] (pytorch-fid)"
                 .into(),
@@ -101,14 +101,9 @@ pub struct RealSet {
 }
 
 impl RealSet {
-    pub fn new(description: String, extracted: &Extracted) -> Result<Self> {
+    pub fn new(description: String, extracted: Extracted) -> Result<Self> {
         let (inception_score, _) = inception_score(&extracted.probabilities)?;
-        Ok(Self {
-            description,
-            count: extracted.count,
-            features: extracted.features.clone(),
-            inception_score,
-        })
+        Ok(Self { description, count: extracted.count, features: extracted.features, inception_score })
     }
 }
 
@@ -140,8 +135,7 @@ pub fn score(
 
 /// The reports side by side, then the protocol they share.
 pub fn format_table(reports: &[InceptionReport]) -> String {
-    type Cell = fn(&InceptionReport) -> String;
-    let rows: [(&str, Cell); 5] = [
+    let rows: [crate::eval::Row<InceptionReport>; 5] = [
         ("samples", |r| r.generated.to_string()),
         ("FID (Inception)", |r| format!("{:.3}", r.fid)),
         ("KID (Inception)", |r| format!("{:.3e} ± {:.1e}", r.kid, r.kid_std)),
