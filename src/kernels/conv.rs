@@ -41,6 +41,10 @@ use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
+use rows::Runs;
+use std::mem::MaybeUninit;
+
+mod rows;
 
 /// A square window's stride and padding (both sides), and a transposed convolution's extra rows and
 /// columns at the far end of its output (`padding_out`; 0 for a convolution).
@@ -262,36 +266,24 @@ impl Plan {
         (0..self.hb as isize).contains(&bi).then_some(bi as usize)
     }
 
-    /// One image's im2col rows: `cols[(i·ws + j)·width + (c·k + kh)·k + kw]` = big[c, i·s − p + kh,
-    /// j·s − p + kw], 0 outside the image.
-    fn gather(&self, big: &[f32], cols: &mut [f32]) {
-        let (k, width) = (self.k, self.width());
+    /// The runs of the im2col row of small position (i, j) (see [`rows`]), their window rows'
+    /// offsets written into `starts`.
+    fn runs<'a>(&self, i: usize, j: usize, starts: &'a mut Vec<Option<usize>>) -> Runs<'a> {
+        let (lo, hi, first) = self.columns(j);
+        starts.clear();
+        starts.extend((0..self.k).map(|kh| self.big_row(i, kh).map(|bi| bi * self.wb + first)));
+        let channel_len = self.hb * self.wb;
+        Runs { k: self.k, lo, hi, starts, channels: self.cb, channel_len }
+    }
+
+    /// One image's im2col rows, every value written: `cols[(i·ws + j)·width + (c·k + kh)·k + kw]`
+    /// = big[c, i·s − p + kh, j·s − p + kw], 0 outside the image.
+    fn gather(&self, big: &[f32], cols: &mut [MaybeUninit<f32>]) {
+        let (width, mut starts) = (self.width(), Vec::with_capacity(self.k));
         for i in 0..self.hs {
             for j in 0..self.ws {
                 let row = &mut cols[(i * self.ws + j) * width..][..width];
-                let (lo, hi, first) = self.columns(j);
-                for c in 0..self.cb {
-                    for kh in 0..k {
-                        let dst = &mut row[(c * k + kh) * k..][..k];
-                        let Some(bi) = self.big_row(i, kh) else {
-                            dst.iter_mut().for_each(|v| *v = 0.0);
-                            continue;
-                        };
-                        let src = &big[(c * self.hb + bi) * self.wb + first..][..hi - lo];
-                        // Runs of k values: loops, not calls to memcpy and memset.
-                        if lo == 0 && hi == k {
-                            for (v, s) in dst.iter_mut().zip(src) {
-                                *v = *s;
-                            }
-                        } else {
-                            dst[..lo].iter_mut().for_each(|v| *v = 0.0);
-                            for (v, s) in dst[lo..hi].iter_mut().zip(src) {
-                                *v = *s;
-                            }
-                            dst[hi..].iter_mut().for_each(|v| *v = 0.0);
-                        }
-                    }
-                }
+                self.runs(i, j, &mut starts).gather(big, row);
             }
         }
     }
@@ -299,33 +291,29 @@ impl Plan {
     /// Add one image's im2col rows back where [`Plan::gather`] took them from (col2im), row after
     /// row in order.
     fn scatter(&self, cols: &[f32], big: &mut [f32]) {
-        let (k, width) = (self.k, self.width());
+        let (width, mut starts) = (self.width(), Vec::with_capacity(self.k));
         for i in 0..self.hs {
             for j in 0..self.ws {
                 let row = &cols[(i * self.ws + j) * width..][..width];
-                let (lo, hi, first) = self.columns(j);
-                for c in 0..self.cb {
-                    for kh in 0..k {
-                        let Some(bi) = self.big_row(i, kh) else { continue };
-                        let src = &row[(c * k + kh) * k + lo..][..hi - lo];
-                        let dst = &mut big[(c * self.hb + bi) * self.wb + first..][..hi - lo];
-                        for (d, s) in dst.iter_mut().zip(src) {
-                            *d += s;
-                        }
-                    }
-                }
+                self.runs(i, j, &mut starts).scatter(row, big);
             }
         }
     }
 
-    /// The im2col rows of `images` images from `first` on (of `big`, all images) into `cols`.
+    /// The im2col rows of `images` images from `first` on (of `big`, all images) into `cols`,
+    /// written without being zeroed first.
     fn gather_chunk(&self, big: &[f32], first: usize, images: usize, cols: &mut Vec<f32>) {
         let per_image = self.positions() * self.width();
-        cols.resize(images * per_image, 0.0);
+        assert!(big.len() >= (first + images) * self.big_len(), "a chunk past the batch");
+        cols.clear();
+        cols.reserve(images * per_image);
+        let spare = &mut cols.spare_capacity_mut()[..images * per_image];
         let bigs = big[first * self.big_len()..].chunks_exact(self.big_len());
-        for (cols, big) in cols.chunks_exact_mut(per_image).zip(bigs) {
-            self.gather(big, cols);
+        for (image_cols, big) in spare.chunks_exact_mut(per_image).zip(bigs) {
+            self.gather(big, image_cols);
         }
+        // SAFETY: `gather` wrote every value of each image's rows, images·per_image in all.
+        unsafe { cols.set_len(images * per_image) };
     }
 
     /// The small side of `images` images from `first` on as rows `[images·positions, cs]` (each

@@ -26,6 +26,7 @@ use burn::backend::{
 };
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// `x` where `x >= 0`, else `slope * x`, element-wise. Differentiable on an autodiff device.
 pub fn leaky_relu<const D: usize>(x: Tensor<D>, slope: f64) -> Tensor<D> {
@@ -84,15 +85,8 @@ impl LeakyReluOps for Flex {
         let shape = x.shape();
         let n = shape.num_elements();
         let slope = slope as f32;
-        let mut out = x.storage::<f32>()[..n].to_vec();
-        out.par_chunks_mut(CHUNK).for_each(|chunk| {
-            for v in chunk {
-                // burn's masked select: the scaled value where x < 0, x itself elsewhere.
-                if *v < 0.0 {
-                    *v *= slope;
-                }
-            }
-        });
+        let xs = &x.storage::<f32>()[..n];
+        let out = map_chunks(n, |first, out| forward(&xs[first..][..out.len()], out, slope));
         FloatTensor::<Self>::from_data(TensorData::new(out, shape))
     }
 
@@ -108,15 +102,70 @@ impl LeakyReluOps for Flex {
         let shape = x.shape();
         let n = shape.num_elements();
         let slope = slope as f32;
-        let xs = &x.storage::<f32>()[..n];
-        let mut out = grad.storage::<f32>()[..n].to_vec();
-        out.par_chunks_mut(CHUNK).zip(xs.par_chunks(CHUNK)).for_each(|(gs, xs)| {
-            for (g, &x) in gs.iter_mut().zip(xs) {
-                *g = if x < 0.0 { 0.0 + *g * slope } else { *g + 0.0 };
-            }
+        let (xs, gs) = (&x.storage::<f32>()[..n], &grad.storage::<f32>()[..n]);
+        let out = map_chunks(n, |first, out| {
+            let len = out.len();
+            backward(&xs[first..][..len], &gs[first..][..len], out, slope)
         });
         FloatTensor::<Self>::from_data(TensorData::new(out, shape))
     }
+}
+
+/// A new vector of `n` values, [`CHUNK`] at a time across the threads: `fill(first, out)` writes
+/// every element of `out`, the values from `first` on.
+fn map_chunks(n: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| fill(c * CHUNK, chunk));
+    // SAFETY: `fill` wrote each of the n elements (forward and backward write all of `out`).
+    unsafe { out.set_len(n) };
+    out
+}
+
+/// burn's masked select, without a branch: the scaled value where x < 0, x itself elsewhere
+/// (NaN and both zeros included). On CPUs with AVX-512 the same loop is compiled for 16 lanes; a
+/// comparison, a product and a select give the same bits in any vector width.
+fn forward(xs: &[f32], out: &mut [MaybeUninit<f32>], slope: f32) {
+    #[inline(always)]
+    fn each(xs: &[f32], out: &mut [MaybeUninit<f32>], slope: f32) {
+        for (o, &x) in out.iter_mut().zip(xs) {
+            o.write(if x < 0.0 { x * slope } else { x });
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn each_avx512(xs: &[f32], out: &mut [MaybeUninit<f32>], slope: f32) {
+        each(xs, out, slope)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F, checked just above.
+        return unsafe { each_avx512(xs, out, slope) };
+    }
+    each(xs, out, slope)
+}
+
+/// The gradient through the masked select: `0.0 + g * slope` where x < 0, else `g + 0.0`.
+fn backward(xs: &[f32], gs: &[f32], out: &mut [MaybeUninit<f32>], slope: f32) {
+    #[inline(always)]
+    fn each(xs: &[f32], gs: &[f32], out: &mut [MaybeUninit<f32>], slope: f32) {
+        for ((o, &x), &g) in out.iter_mut().zip(xs).zip(gs) {
+            o.write(if x < 0.0 { 0.0 + g * slope } else { g + 0.0 });
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn each_avx512(xs: &[f32], gs: &[f32], out: &mut [MaybeUninit<f32>], slope: f32) {
+        each(xs, gs, out, slope)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F, checked just above.
+        return unsafe { each_avx512(xs, gs, out, slope) };
+    }
+    each(xs, gs, out, slope)
 }
 
 impl<B: Backend + LeakyReluOps, C: CheckpointStrategy> LeakyReluOps for Autodiff<B, C> {
