@@ -19,6 +19,16 @@
 //!
 //! (float versions by Ian Lance Taylor, Cygnus Support.)
 
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::tensor::{DType, Tensor, TensorData};
+use rayon::prelude::*;
+
 /// ln 2 split in a high part whose products with small integers are exact, and the rest.
 const LN2_HI: f32 = f32::from_bits(0x3f31_7180); // 6.9313812256e-01
 const LN2_LO: f32 = f32::from_bits(0x3717_f7d1); // 9.0580006145e-06
@@ -145,6 +155,107 @@ fn expm1(u: f32) -> f32 {
     select(!reduce && abs_bits < 0x3300_0000, u, scaled)
 }
 
+/// tanh as a backend operation: the forward pass through [`tanh_in_place`], on several threads for
+/// large tensors, and a backward pass from the saved output, `g · (−(y·y) + 1)`: what burn's own
+/// tanh gives, value for value (its backward pass computes the tanh of the input again, squares
+/// it, negates, adds 1 and multiplies by the gradient, in that order). The convolutional G's
+/// output layer, where burn's tanh calls the C library once per pixel, twice a step.
+/// Differentiable on an autodiff device.
+pub fn tanh_tensor<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as TanhOps>::fused_tanh(x.into_dispatch()))
+}
+
+/// The backend operations behind [`tanh_tensor`]: burn's tanh and its gradient by default (any
+/// backend); Flex overrides them, and `Autodiff` adds the backward pass.
+#[backend_extension(Flex, Cube: cfg(feature = "gpu"), Autodiff)]
+pub trait TanhOps: Backend {
+    /// tanh of `x`.
+    fn fused_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_tanh(x)
+    }
+
+    /// The input's gradient from the output `y` and the output's gradient.
+    fn fused_tanh_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed_backward::<Self>(y, grad)
+    }
+}
+
+/// burn's tanh gradient from its output: `grad · (−(y·y) + 1)`, in burn's operations.
+fn composed_backward<B: Backend>(y: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let square = B::float_mul(y.clone(), y);
+    B::float_mul(grad, B::float_add_scalar(B::float_neg(square), 1f32.into()))
+}
+
+/// The wgpu backend (and any other CubeCL runtime) takes the default bodies.
+#[cfg(feature = "gpu")]
+impl TanhOps for burn::backend::Cube {}
+
+/// burn's own tanh (any backend).
+fn tanh_composed<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_tanh(x)
+}
+
+/// Elements per parallel task.
+const OP_CHUNK: usize = 1 << 14;
+
+impl TanhOps for Flex {
+    fn fused_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        if x.dtype() != DType::F32 {
+            return tanh_composed::<Self>(x);
+        }
+        let x = x.to_contiguous();
+        let shape = x.shape();
+        let mut out = x.storage::<f32>()[..shape.num_elements()].to_vec();
+        out.par_chunks_mut(OP_CHUNK).for_each(tanh_in_place);
+        FloatTensor::<Self>::from_data(TensorData::new(out, shape))
+    }
+
+    fn fused_tanh_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        if y.dtype() != DType::F32 || grad.dtype() != DType::F32 || y.shape() != grad.shape() {
+            return composed_backward::<Self>(y, grad);
+        }
+        let (y, grad) = (y.to_contiguous(), grad.to_contiguous());
+        let shape = y.shape();
+        let n = shape.num_elements();
+        let ys = &y.storage::<f32>()[..n];
+        let mut out = grad.storage::<f32>()[..n].to_vec();
+        out.par_chunks_mut(OP_CHUNK).zip(ys.par_chunks(OP_CHUNK)).for_each(|(gs, ys)| {
+            for (g, &y) in gs.iter_mut().zip(ys) {
+                *g *= -(y * y) + 1.0;
+            }
+        });
+        FloatTensor::<Self>::from_data(TensorData::new(out, shape))
+    }
+}
+
+impl<B: Backend + TanhOps, C: CheckpointStrategy> TanhOps for Autodiff<B, C> {
+    fn fused_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        /// The backward step; its state: the output.
+        #[derive(Debug)]
+        struct TanhBackward;
+
+        impl<B: Backend + TanhOps> Backward<B, 1> for TanhBackward {
+            type State = FloatTensor<B>;
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [node_x] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                if let Some(node) = node_x {
+                    grads.register::<B>(node.id, B::fused_tanh_backward(ops.state, grad));
+                }
+            }
+        }
+
+        match TanhBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let output = B::fused_tanh(x.into_primitive());
+                prep.finish(output.clone(), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_tanh(x.into_primitive())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,5 +329,42 @@ mod tests {
             })
             .sum();
         assert_eq!(mismatches, 0);
+    }
+
+    /// The op against burn's tanh on an autodiff device: forward and gradient bits, over more
+    /// than one parallel chunk, with zeros, infinities, NaN and saturated values among them (where
+    /// the C library is not fdlibm's, against the vector path and the gradient's formula).
+    #[test]
+    fn the_tanh_op_and_its_gradient_are_burns_bit_for_bit() {
+        use burn::tensor::Device;
+        let bits = |t: Tensor<4>| -> Vec<u32> {
+            t.into_data().try_to_vec::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
+        };
+        let device = Device::flex().autodiff();
+        let specials = [0.0, -0.0, 30.0, -30.0, f32::INFINITY, f32::NAN, 1e-30, 0.125];
+        let values: Vec<f32> = (0..2 * 3 * 90 * 70)
+            .map(|i| if i % 89 < 8 { specials[i % 89] } else { (i as f32 * 0.37).sin() * 4.0 })
+            .collect();
+        let tensor = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [2, 3, 90, 70]), &device);
+        let x = tensor(values.clone()).require_grad();
+        let weights: Vec<f32> = values.iter().map(|v| (v * 1.7).cos()).collect();
+        let (fused, reference) = (tanh_tensor(x.clone()), x.clone().tanh());
+        let mut expected = values.clone();
+        tanh_in_place(&mut expected);
+        let expected_grad: Vec<f32> =
+            expected.iter().zip(&weights).map(|(y, g)| g * (-(y * y) + 1.0)).collect();
+        let a = (fused.clone() * tensor(weights.clone())).sum().backward();
+        let grad = bits(x.grad(&a).unwrap());
+        assert_eq!(bits(fused), expected.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "forward");
+        assert_eq!(grad, expected_grad.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "gradient");
+        if libm_is_fdlibm() {
+            let b = (reference.clone() * tensor(weights)).sum().backward();
+            assert_eq!(
+                bits(reference),
+                expected.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "burn's forward"
+            );
+            assert_eq!(grad, bits(x.grad(&b).unwrap()), "burn's gradient");
+        }
     }
 }

@@ -27,6 +27,7 @@ use crate::config::{Kernels, ModelConfig, square_shape};
 use crate::kernels::batch_norm::batch_norm;
 use crate::kernels::conv;
 use crate::kernels::leaky_relu::leaky_relu as fused_leaky_relu;
+use crate::kernels::tanh::tanh_tensor;
 
 /// One convolution of a dcgan: channels in and out, and the feature map's side before and after
 /// it (a transposed convolution of stride 2 doubles it, D's stride-2 convolutions halve it).
@@ -289,6 +290,7 @@ impl Generator {
             x = match self.deconv_norms.get(i) {
                 Some(norm) if fused => fused_leaky_relu(norm.forward(x), slope),
                 Some(norm) => leaky_relu(norm.forward(x), slope),
+                None if fused => tanh_tensor(x),
                 None => x.tanh(),
             };
         }
