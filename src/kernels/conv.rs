@@ -316,15 +316,14 @@ impl Plan {
         unsafe { cols.set_len(images * per_image) };
     }
 
-    /// The small side of `images` images from `first` on as rows `[images·positions, cs]` (each
-    /// image's `[cs, positions]` turned around) into `rows`.
-    fn small_rows(&self, small: &[f32], first: usize, images: usize, rows: &mut Vec<f32>) {
-        let (p, cs) = (self.positions(), self.cs);
-        rows.resize(images * p * cs, 0.0);
-        let smalls = small[first * self.small_len()..].chunks_exact(self.small_len());
-        for (rows, small) in rows.chunks_exact_mut(p * cs).zip(smalls) {
-            transpose(small, cs, p, rows);
-        }
+    /// The small side of `images` images from `first` on, regrouped by channel: `[cs, images·p]`,
+    /// whose column img·p + pos is image img's position pos (the rows of the products below, read
+    /// transposed in place).
+    fn small_by_channel(&self, small: &[f32], first: usize, images: usize, grouped: &mut Vec<f32>) {
+        let len = images * self.small_len();
+        grouped.resize(len, 0.0);
+        let start = first * self.small_len();
+        regroup(&small[start..start + len], images, self.cs, self.positions(), grouped);
     }
 
     /// Big to small: `small = rows(big) · Wᵀ` for every image, W `[cs, width]`; the chunks side by
@@ -364,16 +363,17 @@ impl Plan {
         let mut big = vec![0.0f32; self.images * self.big_len()];
         big.par_chunks_mut(self.chunk * self.big_len()).enumerate().for_each_init(
             Vec::new,
-            |rows, (n, dst)| {
+            |grouped, (n, dst)| {
                 let images = dst.len() / self.big_len();
-                self.small_rows(small, n * self.chunk, images, rows);
-                // [images·p, width] = [images·p, cs] · [cs, width]
+                self.small_by_channel(small, n * self.chunk, images, grouped);
+                // [images·p, width] = [images·p, cs] · [cs, width], the small side's rows read
+                // from its channel blocks.
                 let cols = product(
                     images * p,
                     width,
                     cs,
-                    rows,
-                    (cs as isize, 1),
+                    grouped,
+                    (1, (images * p) as isize),
                     weight,
                     (width as isize, 1),
                     Order::RowMajor,
@@ -396,19 +396,19 @@ impl Plan {
         let sums: Vec<Vec<f32>> = (0..groups)
             .into_par_iter()
             .map(|g| {
-                let (mut cols, mut rows) = (Vec::new(), Vec::new());
+                let (mut cols, mut grouped) = (Vec::new(), Vec::new());
                 let mut sum = vec![0.0f32; cs * width];
                 for n in chunks * g / groups..chunks * (g + 1) / groups {
                     let (first, images) = (n * self.chunk, self.chunk.min(self.images - n * self.chunk));
                     self.gather_chunk(big, first, images, &mut cols);
-                    self.small_rows(small, first, images, &mut rows);
-                    // [cs, width] = [cs, images·p] · [images·p, width], the rows read transposed.
+                    self.small_by_channel(small, first, images, &mut grouped);
+                    // [cs, width] = [cs, images·p] · [images·p, width].
                     let part = product(
                         cs,
                         width,
                         images * p,
-                        &rows,
-                        (1, cs as isize),
+                        &grouped,
+                        ((images * p) as isize, 1),
                         &cols,
                         (width as isize, 1),
                         Order::RowMajor,
@@ -456,6 +456,18 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
         return unsafe { blocks_avx512(src, rows, cols, dst) };
     }
     blocks(src, rows, cols, dst)
+}
+
+/// `[a, b, run]` to `[b, a, run]`: runs of `run` values regrouped, e.g. a chunk's images of
+/// channels into channels of images and back. Copies of whole runs (a feature map's positions),
+/// where the products' own layouts would need a transpose value by value.
+fn regroup(src: &[f32], a: usize, b: usize, run: usize, dst: &mut [f32]) {
+    let (src, dst) = (&src[..a * b * run], &mut dst[..a * b * run]);
+    for (i, block) in src.chunks_exact(b * run).enumerate() {
+        for (j, values) in block.chunks_exact(run).enumerate() {
+            dst[(j * a + i) * run..][..run].copy_from_slice(values);
+        }
+    }
 }
 
 /// The wgpu backend (and any other CubeCL runtime) takes the composed default bodies.
