@@ -129,6 +129,18 @@ pub fn indices(rng: &mut ChaCha8Rng, n: usize, len: usize, out: &mut Vec<usize>)
     out.extend((0..n).map(|_| rng.random_range(0..len)));
 }
 
+/// `n` dropout mask values: 0 where a uniform draw in [0, 1) falls below `rate` (dropped), else
+/// `keep`. The same draws and values as `n` calls of `rng.random::<f32>()` (rand's f32 is a 24-bit
+/// integer, the top of one 32-bit word, times 2⁻²⁴: below `rate` exactly when that integer is below
+/// rate·2²⁴), drawn as one block of words: a `dcgan-tf` step draws ten million of them.
+pub fn dropout_mask(rng: &mut ChaCha8Rng, n: usize, rate: f32, keep: f32, out: &mut Vec<f32>) {
+    let mut words = vec![0u32; n];
+    rng.fill(&mut words[..]);
+    let threshold = f64::from(rate) * f64::from(1u32 << 24);
+    out.clear();
+    out.extend(words.iter().map(|&w| if f64::from(w >> 8) < threshold { 0.0 } else { keep }));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +198,19 @@ mod tests {
         indices(&mut s.data, 1000, 3, &mut v);
         assert!(v.iter().all(|&i| i < 3));
         assert!((0..3).all(|k| v.contains(&k)));
+    }
+
+    #[test]
+    fn dropout_masks_drawn_in_a_block_are_the_draws_one_at_a_time() {
+        for (rate, n) in [(0.3f32, 10_007), (0.5, 64), (0.0, 100), (0.999, 5000), (1e-7, 33)] {
+            let keep = 1.0 / (1.0 - rate);
+            let (mut a, mut b) = (Streams::new(3).dropout, Streams::new(3).dropout);
+            let mut block = Vec::new();
+            dropout_mask(&mut a, n, rate, keep, &mut block);
+            let single: Vec<f32> =
+                (0..n).map(|_| if b.random::<f32>() < rate { 0.0 } else { keep }).collect();
+            assert_eq!(block, single, "rate {rate}, {n} values");
+            assert_eq!(a.random::<u64>(), b.random::<u64>(), "both streams left at the same place");
+        }
     }
 }

@@ -11,10 +11,12 @@
 //! - [`batch_norm`]: batch norm in training mode (statistics row by row, normalization and its
 //!   gradient one pass each) and with running statistics;
 //! - [`conv`]: convolutions and transposed convolutions, a chunk of whole images per matrix
-//!   product, forward and backward (not burn's bits: sums in another order);
+//!   product, forward and backward (not burn's bits: sums in another order), their im2col and
+//!   col2im rows in `conv/rows.rs` (AVX-512 masked copies where the CPU has them);
 //! - [`leaky_relu`]: leaky ReLU in one pass each way (the convolutional networks');
 //! - [`pool`]: ReLU and 2x2 max pooling (the judge's) as one pass each way;
-//! - [`tanh`]: libm's `tanhf`, vectorized with the same bits;
+//! - [`tanh`]: libm's `tanhf`, vectorized with the same bits, and as an op with its gradient (the
+//!   convolutional G's output layer);
 //! - [`adam`]: Adam updating parameter and both moments in place, bit-identical to burn's `Adam`.
 
 pub mod adam;

@@ -45,6 +45,7 @@ impl Runs<'_> {
 
     /// Write the im2col row `row` (`channels·k·k` values, every one written) from `big`.
     pub fn gather(&self, big: &[f32], row: &mut [MaybeUninit<f32>]) {
+        assert_eq!(row.len(), self.channels * self.k * self.k, "an im2col row's length");
         #[cfg(target_arch = "x86_64")]
         if self.lanes() {
             // SAFETY: the CPU supports AVX-512F and k <= 16, checked just above.
@@ -54,7 +55,6 @@ impl Runs<'_> {
     }
 
     fn gather_portable(&self, big: &[f32], row: &mut [MaybeUninit<f32>]) {
-        assert!(row.len() >= self.channels * self.k * self.k, "an im2col row too short");
         let (k, lo, hi) = (self.k, self.lo, self.hi);
         self.each(|at, start| {
             let dst = &mut row[at..][..k];

@@ -85,7 +85,6 @@ impl Gan {
     /// with probability `model.d_dropout`) and 1 / (1 - rate), from the dropout stream. None
     /// (an empty list) without dropout.
     pub(super) fn dropout_masks(&self, stream: &mut rand_chacha::ChaCha8Rng) -> Vec<Tensor<4>> {
-        use rand::RngExt;
         let Some((rate, shapes)) = &self.dropout else {
             return Vec::new();
         };
@@ -94,9 +93,8 @@ impl Gan {
         shapes
             .iter()
             .map(|&[c, h, w]| {
-                let values: Vec<f32> = (0..b * c * h * w)
-                    .map(|_| if stream.random::<f32>() < rate { 0.0 } else { keep })
-                    .collect();
+                let mut values = Vec::new();
+                crate::rng::dropout_mask(stream, b * c * h * w, rate, keep, &mut values);
                 Tensor::<4>::from_data(TensorData::new(values, [b, c, h, w]), &self.train_device)
             })
             .collect()
