@@ -30,6 +30,7 @@
 //! burn's own convolutions.
 
 use super::dense::{Order, Split, all_f32, product};
+use super::on_wide_lanes;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -428,8 +429,8 @@ impl Plan {
 }
 
 /// `dst[c·rows + r] = src[r·cols + c]`: a `[rows, cols]` matrix turned around, in blocks of 16
-/// rows that stay in cache, each destination run written in order. Compiled for AVX-512 where the
-/// CPU has it (1.5x faster on the networks' shapes, measured); a copy, the same values either way.
+/// rows that stay in cache, each destination run written in order, on AVX-512's lanes where the
+/// CPU has them (1.5x faster on the networks' shapes, measured); a copy, the same values either way.
 fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     #[inline(always)]
     fn blocks(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
@@ -445,17 +446,7 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
             }
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    fn blocks_avx512(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-        blocks(src, rows, cols, dst)
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU supports AVX-512F, checked just above.
-        return unsafe { blocks_avx512(src, rows, cols, dst) };
-    }
-    blocks(src, rows, cols, dst)
+    on_wide_lanes(move || blocks(src, rows, cols, dst))
 }
 
 /// `[a, b, run]` to `[b, a, run]`: runs of `run` values regrouped, e.g. a chunk's images of

@@ -18,7 +18,7 @@
 //! Backends: Flex (with and without `Autodiff`). The wgpu backend (`Cube`, feature `gpu`) gets the
 //! composed default bodies by being listed in `#[backend_extension(..)]` with an empty `impl`.
 
-use super::tanh::tanh_in_place;
+use super::tanh::{self, tanh_in_place};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -133,11 +133,7 @@ fn composed_activation_grad<B: Backend>(
             let scaled = B::float_mul_scalar(grad.clone(), slope.into());
             B::float_mask_where(grad, negative, scaled)
         }
-        Activation::Tanh => {
-            let square = B::float_mul(output.clone(), output);
-            let derivative = B::float_add_scalar(B::float_neg(square), 1f32.into());
-            B::float_mul(grad, derivative)
-        }
+        Activation::Tanh => tanh::composed_gradient::<B>(output, grad),
     }
 }
 
@@ -309,11 +305,7 @@ impl DenseOps for Flex {
                     *g = if y < 0.0 { 0.0 + *g * slope } else { *g + 0.0 };
                 }
             }
-            Activation::Tanh => {
-                for (g, &y) in gs.iter_mut().zip(ys) {
-                    *g *= -(y * y) + 1.0;
-                }
-            }
+            Activation::Tanh => tanh::gradient_in_place(gs, ys),
         }
         grad
     }

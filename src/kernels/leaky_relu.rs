@@ -15,6 +15,7 @@
 //! Backends: Flex (with and without `Autodiff`), f32; anything else takes the composed default
 //! bodies.
 
+use super::on_wide_lanes;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -125,47 +126,22 @@ fn map_chunks(n: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) ->
 }
 
 /// burn's masked select, without a branch: the scaled value where x < 0, x itself elsewhere
-/// (NaN and both zeros included). On CPUs with AVX-512 the same loop is compiled for 16 lanes; a
-/// comparison, a product and a select give the same bits in any vector width.
+/// (NaN and both zeros included), on AVX-512's 16 lanes where the CPU has them.
 fn forward(xs: &[f32], out: &mut [MaybeUninit<f32>], slope: f32) {
-    #[inline(always)]
-    fn each(xs: &[f32], out: &mut [MaybeUninit<f32>], slope: f32) {
+    on_wide_lanes(move || {
         for (o, &x) in out.iter_mut().zip(xs) {
             o.write(if x < 0.0 { x * slope } else { x });
         }
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    fn each_avx512(xs: &[f32], out: &mut [MaybeUninit<f32>], slope: f32) {
-        each(xs, out, slope)
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU supports AVX-512F, checked just above.
-        return unsafe { each_avx512(xs, out, slope) };
-    }
-    each(xs, out, slope)
+    })
 }
 
 /// The gradient through the masked select: `0.0 + g * slope` where x < 0, else `g + 0.0`.
 fn backward(xs: &[f32], gs: &[f32], out: &mut [MaybeUninit<f32>], slope: f32) {
-    #[inline(always)]
-    fn each(xs: &[f32], gs: &[f32], out: &mut [MaybeUninit<f32>], slope: f32) {
+    on_wide_lanes(move || {
         for ((o, &x), &g) in out.iter_mut().zip(xs).zip(gs) {
             o.write(if x < 0.0 { 0.0 + g * slope } else { g + 0.0 });
         }
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    fn each_avx512(xs: &[f32], gs: &[f32], out: &mut [MaybeUninit<f32>], slope: f32) {
-        each(xs, gs, out, slope)
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU supports AVX-512F, checked just above.
-        return unsafe { each_avx512(xs, gs, out, slope) };
-    }
-    each(xs, gs, out, slope)
+    })
 }
 
 impl<B: Backend + LeakyReluOps, C: CheckpointStrategy> LeakyReluOps for Autodiff<B, C> {

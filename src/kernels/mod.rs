@@ -26,3 +26,20 @@ pub mod dense;
 pub mod leaky_relu;
 pub mod pool;
 pub mod tanh;
+
+/// `f()`, compiled for AVX-512 where the CPU has it (checked at run time), else as built: the
+/// element-wise loops inside `f` are vectorized for 16 lanes. For loops whose every lane performs
+/// the same IEEE operations (copies, selects, exact arithmetic), so the bits do not depend on it.
+#[inline(always)]
+pub(crate) fn on_wide_lanes<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        #[target_feature(enable = "avx512f")]
+        fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: the CPU supports AVX-512F, checked just above.
+        return unsafe { avx512(f) };
+    }
+    f()
+}

@@ -176,14 +176,21 @@ pub trait TanhOps: Backend {
 
     /// The input's gradient from the output `y` and the output's gradient.
     fn fused_tanh_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        composed_backward::<Self>(y, grad)
+        composed_gradient::<Self>(y, grad)
     }
 }
 
 /// burn's tanh gradient from its output: `grad · (−(y·y) + 1)`, in burn's operations.
-fn composed_backward<B: Backend>(y: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+pub(crate) fn composed_gradient<B: Backend>(y: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
     let square = B::float_mul(y.clone(), y);
     B::float_mul(grad, B::float_add_scalar(B::float_neg(square), 1f32.into()))
+}
+
+/// The same gradient in place, value by value: `g ← g · (−(y·y) + 1)`, the same bits.
+pub(crate) fn gradient_in_place(gs: &mut [f32], ys: &[f32]) {
+    for (g, &y) in gs.iter_mut().zip(ys) {
+        *g *= -(y * y) + 1.0;
+    }
 }
 
 /// The wgpu backend (and any other CubeCL runtime) takes the default bodies.
@@ -212,18 +219,16 @@ impl TanhOps for Flex {
 
     fn fused_tanh_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         if y.dtype() != DType::F32 || grad.dtype() != DType::F32 || y.shape() != grad.shape() {
-            return composed_backward::<Self>(y, grad);
+            return composed_gradient::<Self>(y, grad);
         }
         let (y, grad) = (y.to_contiguous(), grad.to_contiguous());
         let shape = y.shape();
         let n = shape.num_elements();
         let ys = &y.storage::<f32>()[..n];
         let mut out = grad.storage::<f32>()[..n].to_vec();
-        out.par_chunks_mut(OP_CHUNK).zip(ys.par_chunks(OP_CHUNK)).for_each(|(gs, ys)| {
-            for (g, &y) in gs.iter_mut().zip(ys) {
-                *g *= -(y * y) + 1.0;
-            }
-        });
+        out.par_chunks_mut(OP_CHUNK)
+            .zip(ys.par_chunks(OP_CHUNK))
+            .for_each(|(gs, ys)| gradient_in_place(gs, ys));
         FloatTensor::<Self>::from_data(TensorData::new(out, shape))
     }
 }
