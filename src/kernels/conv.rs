@@ -165,6 +165,18 @@ pub trait ConvOps: Backend {
     ) -> FloatTensor<Self> {
         Self::conv_transpose2d_weight_backward(x, weight, grad, transpose_options(window))
     }
+
+    /// The transposed convolution's input and weight gradients (in that order) when both are
+    /// wanted: the values of the two operations above, which read the same rows of `grad`.
+    fn gantry_conv_transpose2d_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        window: Window,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let gx = Self::gantry_conv_transpose2d_x_backward(x.clone(), weight.clone(), grad.clone(), window);
+        (gx, Self::gantry_conv_transpose2d_weight_backward(x, weight, grad, window))
+    }
 }
 
 /// im2col rows per chunk of images, at most, in floats (4 MB, about a core's L2 cache): TensorFlow's
@@ -330,31 +342,36 @@ impl Plan {
     /// Big to small: `small = rows(big) · Wᵀ` for every image, W `[cs, width]`; the chunks side by
     /// side.
     fn small_from_big(&self, big: &[f32], weight: &[f32]) -> Vec<f32> {
-        let (p, cs, width) = (self.positions(), self.cs, self.width());
         let mut small = vec![0.0f32; self.images * self.small_len()];
         small.par_chunks_mut(self.chunk * self.small_len()).enumerate().for_each_init(
             Vec::new,
             |cols, (n, dst)| {
-                let images = dst.len() / self.small_len();
-                self.gather_chunk(big, n * self.chunk, images, cols);
-                // [images·p, cs] = [images·p, width] · [width, cs], W read transposed in place.
-                let out = product(
-                    images * p,
-                    cs,
-                    width,
-                    cols,
-                    (width as isize, 1),
-                    weight,
-                    (1, width as isize),
-                    Order::RowMajor,
-                    Split::Single,
-                );
-                for (small, rows) in dst.chunks_exact_mut(self.small_len()).zip(out.chunks_exact(p * cs)) {
-                    transpose(rows, p, cs, small);
-                }
+                self.gather_chunk(big, n * self.chunk, dst.len() / self.small_len(), cols);
+                self.small_of_chunk(cols, weight, dst);
             },
         );
         small
+    }
+
+    /// One chunk's small side `dst` (its images') from its im2col rows `cols`: `rows · Wᵀ`.
+    fn small_of_chunk(&self, cols: &[f32], weight: &[f32], dst: &mut [f32]) {
+        let (p, cs, width) = (self.positions(), self.cs, self.width());
+        let images = dst.len() / self.small_len();
+        // [images·p, cs] = [images·p, width] · [width, cs], W read transposed in place.
+        let out = product(
+            images * p,
+            cs,
+            width,
+            cols,
+            (width as isize, 1),
+            weight,
+            (1, width as isize),
+            Order::RowMajor,
+            Split::Single,
+        );
+        for (small, rows) in dst.chunks_exact_mut(self.small_len()).zip(out.chunks_exact(p * cs)) {
+            transpose(rows, p, cs, small);
+        }
     }
 
     /// Small to big: each image's `rows(small) · W` scattered into a zeroed big side; the chunks
@@ -391,41 +408,107 @@ impl Plan {
     /// The weight's gradient `[cs, width]`: `Σ rows(small)ᵀ · rows(big)`, summed chunk after chunk
     /// within [`WEIGHT_GRAD_GROUPS`] groups side by side, then group after group.
     fn weight_grad(&self, big: &[f32], small: &[f32]) -> Vec<f32> {
-        let (p, cs, width) = (self.positions(), self.cs, self.width());
-        let chunks = self.chunk_count();
-        let groups = WEIGHT_GRAD_GROUPS.min(chunks).max(1);
-        let sums: Vec<Vec<f32>> = (0..groups)
+        let sums: Vec<Vec<f32>> = (0..self.groups())
             .into_par_iter()
             .map(|g| {
                 let (mut cols, mut grouped) = (Vec::new(), Vec::new());
-                let mut sum = vec![0.0f32; cs * width];
-                for n in chunks * g / groups..chunks * (g + 1) / groups {
-                    let (first, images) = (n * self.chunk, self.chunk.min(self.images - n * self.chunk));
+                let mut sum = vec![0.0f32; self.cs * self.width()];
+                for n in self.group_chunks(g) {
+                    let (first, images) = self.chunk_images(n);
                     self.gather_chunk(big, first, images, &mut cols);
-                    self.small_by_channel(small, first, images, &mut grouped);
-                    // [cs, width] = [cs, images·p] · [images·p, width].
-                    let part = product(
-                        cs,
-                        width,
-                        images * p,
-                        &grouped,
-                        ((images * p) as isize, 1),
-                        &cols,
-                        (width as isize, 1),
-                        Order::RowMajor,
-                        Split::Single,
-                    );
-                    sum.iter_mut().zip(&part).for_each(|(s, v)| *s += v);
+                    self.add_weight_part(small, first, images, &cols, &mut grouped, &mut sum);
                 }
                 sum
             })
             .collect();
-        let mut grad = vec![0.0f32; cs * width];
-        for sum in sums {
-            grad.iter_mut().zip(&sum).for_each(|(s, v)| *s += v);
-        }
-        grad
+        sum_in_order(sums, self.cs * self.width())
     }
+
+    /// A transposed convolution's input gradient (`small_from_big` of the output gradient `big`)
+    /// and weight gradient (`weight_grad(big, small)`), each chunk's rows gathered once for both:
+    /// the same bits as the two apart. The groups of chunks run side by side.
+    fn small_and_weight_grad(&self, big: &[f32], small: &[f32], weight: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let mut out = vec![0.0f32; self.images * self.small_len()];
+        // Each group's images, a block of `out`.
+        let mut blocks = Vec::with_capacity(self.groups());
+        let mut rest = out.as_mut_slice();
+        for g in 0..self.groups() {
+            let images: usize = self.group_chunks(g).map(|n| self.chunk_images(n).1).sum();
+            let (block, tail) = rest.split_at_mut(images * self.small_len());
+            blocks.push((g, block));
+            rest = tail;
+        }
+        let sums: Vec<Vec<f32>> = blocks
+            .into_par_iter()
+            .map(|(g, block)| {
+                let (mut cols, mut grouped) = (Vec::new(), Vec::new());
+                let mut sum = vec![0.0f32; self.cs * self.width()];
+                let mut dsts = block.chunks_mut(self.chunk * self.small_len());
+                for n in self.group_chunks(g) {
+                    let (first, images) = self.chunk_images(n);
+                    self.gather_chunk(big, first, images, &mut cols);
+                    let dst = dsts.next().expect("one block of the output per chunk");
+                    self.small_of_chunk(&cols, weight, dst);
+                    self.add_weight_part(small, first, images, &cols, &mut grouped, &mut sum);
+                }
+                sum
+            })
+            .collect();
+        (out, sum_in_order(sums, self.cs * self.width()))
+    }
+
+    /// The groups the weight's gradient is summed in: [`WEIGHT_GRAD_GROUPS`], or one per chunk.
+    fn groups(&self) -> usize {
+        WEIGHT_GRAD_GROUPS.min(self.chunk_count()).max(1)
+    }
+
+    /// The chunks of group `g`, consecutive.
+    fn group_chunks(&self, g: usize) -> std::ops::Range<usize> {
+        let (chunks, groups) = (self.chunk_count(), self.groups());
+        chunks * g / groups..chunks * (g + 1) / groups
+    }
+
+    /// Chunk `n`'s first image and image count.
+    fn chunk_images(&self, n: usize) -> (usize, usize) {
+        (n * self.chunk, self.chunk.min(self.images - n * self.chunk))
+    }
+
+    /// `sum += rows(small)ᵀ · cols` for the chunk of `images` images from `first` on, `cols` its
+    /// rows of the big side (`grouped`: scratch for its small side by channel).
+    fn add_weight_part(
+        &self,
+        small: &[f32],
+        first: usize,
+        images: usize,
+        cols: &[f32],
+        grouped: &mut Vec<f32>,
+        sum: &mut [f32],
+    ) {
+        let (p, cs, width) = (self.positions(), self.cs, self.width());
+        self.small_by_channel(small, first, images, grouped);
+        // [cs, width] = [cs, images·p] · [images·p, width].
+        let part = product(
+            cs,
+            width,
+            images * p,
+            grouped,
+            ((images * p) as isize, 1),
+            cols,
+            (width as isize, 1),
+            Order::RowMajor,
+            Split::Single,
+        );
+        sum.iter_mut().zip(&part).for_each(|(s, v)| *s += v);
+    }
+}
+
+/// The groups' sums added in order into one of `len` values.
+fn sum_in_order(sums: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let mut total = vec![0.0f32; len];
+    for sum in sums {
+        total.iter_mut().zip(&sum).for_each(|(t, v)| *t += v);
+    }
+    total
 }
 
 /// `dst[c·rows + r] = src[r·cols + c]`: a `[rows, cols]` matrix turned around, in blocks of 16
@@ -517,6 +600,25 @@ fn tensor(values: Vec<f32>, shape: [usize; 4]) -> FloatTensor<Flex> {
 }
 
 impl ConvOps for Flex {
+    fn gantry_conv_transpose2d_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        window: Window,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if !fits(&x, &weight, 0, window) || !transpose_grad_fits(&x, &weight, &grad, window) {
+            let gx =
+                Self::conv_transpose2d_x_backward(weight.clone(), grad.clone(), transpose_options(window));
+            return (gx, Self::conv_transpose2d_weight_backward(x, weight, grad, transpose_options(window)));
+        }
+        let plan = Plan::transpose(&x.shape(), &weight.shape(), window);
+        let shape = weight.shape().dims::<4>();
+        let (gx, gw) = with_values(grad, |gs| {
+            with_values(x, |xs| with_values(weight, |ws| plan.small_and_weight_grad(gs, xs, ws)))
+        });
+        (tensor(gx, plan.small_shape()), tensor(gw, shape))
+    }
+
     fn gantry_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, window: Window) -> FloatTensor<Self> {
         if !fits(&x, &weight, 1, window) || window.padding_out != 0 {
             return Self::conv2d(x, weight, None, conv_options(window));
@@ -618,6 +720,12 @@ impl<B: Backend + ConvOps> Backward<B, 2> for ConvBackward {
         let grad = grads.consume::<B>(&ops.node);
         let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
         let weight = checkpointer.retrieve_node_output::<FloatTensor<B>>(weight_state);
+        if let (Kind::Transpose, Some(node_x), Some(node_weight)) = (self.0, &node_x, &node_weight) {
+            let (gx, gw) = B::gantry_conv_transpose2d_backward(x, weight, grad, window);
+            grads.register::<B>(node_x.id, gx);
+            grads.register::<B>(node_weight.id, gw);
+            return;
+        }
         if let Some(node) = node_x {
             let gx = match self.0 {
                 Kind::Conv => B::gantry_conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), window),
@@ -784,6 +892,28 @@ mod tests {
                 (bits(&small), bits(&grad), bits(&big)),
                 "{threads} threads"
             );
+        }
+    }
+
+    /// A transposed convolution's two gradients computed together are the bits of each computed
+    /// alone, with one chunk, several, and groups of several chunks each.
+    #[test]
+    fn both_gradients_together_are_each_ones_bits() {
+        let window = Window { stride: 2, padding: 2, padding_out: 1 };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for images in [1, 5, 19] {
+            let plan = Plan::transpose(&[images, 6, 7, 7], &[6, 4, 5, 5], window);
+            let x: Vec<f32> = (0..images * 6 * 49).map(|i| ((i * 31) % 113) as f32 / 40.0 - 1.4).collect();
+            let w: Vec<f32> = (0..6 * 4 * 25).map(|i| ((i * 7919) % 997) as f32 / 997.0 - 0.5).collect();
+            let grad: Vec<f32> =
+                (0..images * 4 * 196).map(|i| ((i * 13) % 101) as f32 / 50.0 - 1.0).collect();
+            for chunk in [1, 2, images] {
+                let plan = Plan { chunk, ..plan };
+                let (gx, gw) = plan.small_and_weight_grad(&grad, &x, &w);
+                let what = format!("{images} images, chunks of {chunk}");
+                assert_eq!(bits(&gx), bits(&plan.small_from_big(&grad, &w)), "{what}: input gradient");
+                assert_eq!(bits(&gw), bits(&plan.weight_grad(&grad, &x)), "{what}: weight gradient");
+            }
         }
     }
 

@@ -14,6 +14,8 @@
 //!   product, forward and backward (not burn's bits: sums in another order), their im2col and
 //!   col2im rows in `conv/rows.rs` (AVX-512 masked copies where the CPU has them);
 //! - [`leaky_relu`]: leaky ReLU in one pass each way (the convolutional networks');
+//! - [`one_hot`]: a product whose input ends in one-hot labels (a conditional G's input layer, a
+//!   projection D's embedding), the label columns as the weight rows they pick;
 //! - [`pool`]: ReLU and 2x2 max pooling (the judge's) as one pass each way;
 //! - [`tanh`]: libm's `tanhf`, vectorized with the same bits, and as an op with its gradient (the
 //!   convolutional G's output layer);
@@ -24,6 +26,7 @@ pub mod batch_norm;
 pub mod conv;
 pub mod dense;
 pub mod leaky_relu;
+pub mod one_hot;
 pub mod pool;
 pub mod tanh;
 

@@ -13,8 +13,9 @@ use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::layers::{dense_spectral, glorot_dense, glorot_dense_without_bias};
-use crate::config::{Conditioning, ModelConfig};
+use crate::config::{Conditioning, Kernels, ModelConfig};
 use crate::kernels::dense::{Activation, dense};
+use crate::kernels::one_hot::one_hot_product;
 
 /// The ids G and D are conditioned on (0 when unconditional): the width of their one-hot.
 pub fn ids(m: &ModelConfig) -> usize {
@@ -121,13 +122,15 @@ impl Heads<'_> {
 
     /// The logits [batch, 1] of D's last `features` and an acgan D's class logits [batch, ids];
     /// `labels` (one-hot) enter a projection. `sigmas`: each head's σ in [`Heads::weights`]' order
-    /// when D is spectrally normalized. `fused_logit`: the logit layer through gantry's dense
-    /// kernel (the same values).
+    /// when D is spectrally normalized. `kernels` = fused: the embedding as the rows the labels
+    /// pick (the product's bits); `fused_logit`: the logit layer through gantry's dense kernel
+    /// (the same values).
     pub fn apply(
         &self,
         features: Tensor<2>,
         labels: Option<&Tensor<2>>,
         sigmas: Option<&[Tensor<2>]>,
+        kernels: Kernels,
         fused_logit: bool,
     ) -> (Tensor<2>, Option<Tensor<2>>) {
         let sigma = |k: usize| sigmas.map(|s| s[k].clone());
@@ -136,6 +139,9 @@ impl Heads<'_> {
             (Some(embed), Some(y)) => {
                 let e = match sigma(1) {
                     Some(s) => dense_spectral(y.clone(), embed, s),
+                    None if kernels == Kernels::Fused => {
+                        one_hot_product(y.clone(), embed.weight.val(), y.dims()[1])
+                    }
                     None => embed.forward(y.clone()),
                 };
                 Some((e * features.clone()).sum_dim(1))

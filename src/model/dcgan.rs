@@ -27,6 +27,7 @@ use crate::config::{Kernels, ModelConfig, square_shape};
 use crate::kernels::batch_norm::batch_norm;
 use crate::kernels::conv;
 use crate::kernels::leaky_relu::leaky_relu as fused_leaky_relu;
+use crate::kernels::one_hot::one_hot_product;
 use crate::kernels::tanh::tanh_tensor;
 
 /// One convolution of a dcgan: channels in and out, and the feature map's side before and after
@@ -181,6 +182,8 @@ pub struct Generator {
     pub(super) leaky_slope: f64,
     /// Side of the feature map the noise is projected to.
     pub(super) map_side: usize,
+    /// The one-hot label columns at the end of G's input (0 for an unconditional G).
+    pub(super) labels: usize,
 }
 
 /// A dcgan D (returns logits).
@@ -256,6 +259,7 @@ impl Generator {
             deconv_norms,
             leaky_slope: cfg.leaky_slope,
             map_side: layout.deconvs.first().map_or(0, |l| l.side_in),
+            labels: conditioning::ids(cfg),
         };
         layers::stable_ids(g, GENERATOR_IDS, |g| g.norms.iter_mut().chain(&mut g.deconv_norms).collect())
     }
@@ -271,7 +275,12 @@ impl Generator {
         let mut x = z;
         for (linear, norm) in self.hidden.iter().zip(&self.norms) {
             x = if fused {
-                fused_leaky_relu(batch_norm(linear.forward(x), norm), slope)
+                // The label columns as the weight rows they pick: the product's bits.
+                let projected = match self.labels {
+                    0 => linear.forward(x),
+                    labels => one_hot_product(x, linear.weight.val(), labels),
+                };
+                fused_leaky_relu(batch_norm(projected, norm), slope)
             } else {
                 leaky_relu(norm.forward(linear.forward(x)), slope)
             };
@@ -374,7 +383,7 @@ impl Discriminator {
         let concat = conditioning::input_labels(labels, &heads);
         let convs = self.convs.len();
         let features = self.features(x, concat, dropout, kernels, sigmas.map(|s| &s[..convs]));
-        heads.apply(features, labels, sigmas.map(|s| &s[convs..]), false)
+        heads.apply(features, labels, sigmas.map(|s| &s[convs..]), kernels, false)
     }
 
     /// D's features (the input of its heads, flattened); `concat`: one-hot labels [batch, ids]

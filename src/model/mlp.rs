@@ -193,7 +193,7 @@ impl Discriminator {
                 None => leaky_relu(linear.forward(x), self.leaky_slope),
             };
         }
-        heads.apply(x, labels, sigmas.map(|s| &s[self.hidden.len()..]), fused)
+        heads.apply(x, labels, sigmas.map(|s| &s[self.hidden.len()..]), kernels, fused)
     }
 
     /// Each layer's weight as the matrix [d_in, d_out] spectral norm divides: the hidden layers,
