@@ -72,9 +72,13 @@ fn the_classic_preset_and_a_dcgan_on_wgpu_match_the_cpu_within_the_tolerance() {
     (sn.model.d_spectral_norm, sn.train.loss) = (true, gantry::config::Loss::Hinge);
     let mut wgan = common::tiny_config(10, 5, 4);
     wgan.train.loss = gantry::config::Loss::Wgan;
+    // The class as G's input columns and D's embedding: wgpu's products over the one-hot labels.
+    let mut projection = small_dcgan(common::tiny_config(6, 3, 5));
+    projection.model.conditional = gantry::config::Conditioning::Projection;
     for (name, config) in [
         ("classic", common::tiny_config(20, 10, 1)),
         ("dcgan", small_dcgan(common::tiny_config(6, 3, 2))),
+        ("dcgan-projection", projection),
         ("dcgan-sn-hinge", sn),
         ("wgan", wgan),
     ] {

@@ -19,9 +19,11 @@
 //! - [`pool`]: ReLU and 2x2 max pooling (the judge's) as one pass each way;
 //! - [`tanh`]: libm's `tanhf`, vectorized with the same bits, and as an op with its gradient (the
 //!   convolutional G's output layer);
-//! - [`adam`]: Adam updating parameter and both moments in place, bit-identical to burn's `Adam`.
+//! - [`adam`]: Adam updating parameter and both moments in place, bit-identical to burn's `Adam`;
+//! - [`average`]: a step of the moving average of G's weights in one pass, the same bits.
 
 pub mod adam;
+pub mod average;
 pub mod batch_norm;
 pub mod conv;
 pub mod dense;

@@ -142,7 +142,8 @@ pub fn layer_shapes(m: &ModelConfig, pixels: usize) -> (super::Layers, super::La
     use super::LayerShape::{Conv, ConvTranspose, Dense};
     let layout = DcganLayout::of(m, pixels);
     let k = m.kernel_size;
-    let projection = Dense { d_in: conditioning::g_input_width(m), d_out: layout.projected };
+    let projection =
+        Dense { d_in: conditioning::g_input_width(m), d_out: layout.projected, labels: conditioning::ids(m) };
     let g = std::iter::once(("hidden.0".to_string(), projection))
         .chain(layout.deconvs.iter().enumerate().map(|(i, l)| {
             let shape =
@@ -150,7 +151,7 @@ pub fn layer_shapes(m: &ModelConfig, pixels: usize) -> (super::Layers, super::La
             (format!("deconvs.{i}"), shape)
         }))
         .collect();
-    let logit = Dense { d_in: layout.features(pixels), d_out: 1 };
+    let logit = Dense { d_in: layout.features(pixels), d_out: 1, labels: 0 };
     let d = layout
         .convs
         .iter()

@@ -94,7 +94,7 @@ pub fn layer_shapes(m: &ModelConfig, pixels: usize) -> (super::Layers, super::La
             .enumerate()
             .map(|(i, w)| {
                 let name = if i + 1 == n { last.to_string() } else { format!("hidden.{i}") };
-                (name, super::LayerShape::Dense { d_in: w[0], d_out: w[1] })
+                (name, super::LayerShape::Dense { d_in: w[0], d_out: w[1], labels: 0 })
             })
             .collect()
     };

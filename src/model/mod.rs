@@ -279,8 +279,9 @@ pub fn layer_macs(m: &ModelConfig, pixels: usize) -> (Vec<f64>, Vec<f64>) {
 /// One layer's shape, as the layer benchmark (`gantry bench --layers`) builds it alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayerShape {
-    /// A Dense layer [b, d_in] -> [b, d_out].
-    Dense { d_in: usize, d_out: usize },
+    /// A Dense layer [b, d_in] -> [b, d_out] whose last `labels` inputs are one-hot labels, the
+    /// weight rows they pick added without a product (a conditional dcgan G's input layer).
+    Dense { d_in: usize, d_out: usize, labels: usize },
     /// A k×k convolution of stride 2 (D's), [b, c_in, side_in²] -> [b, c_out, side_out²].
     Conv { c_in: usize, c_out: usize, k: usize, side_in: usize, side_out: usize },
     /// A k×k transposed convolution of stride `side_out / side_in` (G's).
@@ -291,7 +292,7 @@ impl LayerShape {
     /// Multiply-adds per image of its forward pass.
     pub fn macs(&self) -> f64 {
         match *self {
-            Self::Dense { d_in, d_out } => (d_in * d_out) as f64,
+            Self::Dense { d_in, d_out, labels } => (d_in.saturating_sub(labels) * d_out) as f64,
             Self::Conv { c_in, c_out, k, side_out, .. } => {
                 (side_out * side_out * c_in * c_out * k * k) as f64
             }
@@ -373,7 +374,8 @@ impl ModuleMapper for Average {
         let (id, value, mapper) = param.consume();
         let live = self.live.next().expect("the average and the live G have the same parameters");
         let live = live.reshape(value.dims());
-        let averaged = value * self.decay + live * (1.0 - self.decay);
+        // `value * decay + live * (1 - decay)` in one pass, the same bits.
+        let averaged = crate::kernels::average::moving_average(value, live, self.decay);
         Param::from_mapped_value(id, averaged, mapper)
     }
 }

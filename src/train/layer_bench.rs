@@ -8,11 +8,12 @@
 
 use std::time::Instant;
 
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use serde::Serialize;
 
 use crate::config::{Config, UpdateOrder};
 use crate::kernels::conv;
+use crate::kernels::one_hot::one_hot_product;
 use crate::model::LayerShape;
 
 /// One layer's times, ms (medians), and how many of each pass a step runs.
@@ -110,12 +111,10 @@ fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
 /// required): [1, 1, b, d_in] and [1, 1, d_in, d_out] for a Dense layer, images and kernels for
 /// a convolution.
 fn inputs(shape: LayerShape, b: usize, grad: Grad, device: &Device) -> (Tensor<4>, Tensor<4>) {
-    let leaf = |dims: [usize; 4], wanted: Grad| {
-        let t = Tensor::<4>::random(dims, Distribution::Default, device);
-        if grad == wanted { t.require_grad() } else { t }
-    };
+    let leaf = |t: Tensor<4>, wanted: Grad| if grad == wanted { t.require_grad() } else { t };
+    let random = |dims: [usize; 4]| Tensor::<4>::random(dims, Distribution::Default, device);
     let (x, w) = match shape {
-        LayerShape::Dense { d_in, d_out } => ([1, 1, b, d_in], [1, 1, d_in, d_out]),
+        LayerShape::Dense { d_in, d_out, .. } => ([1, 1, b, d_in], [1, 1, d_in, d_out]),
         LayerShape::Conv { c_in, c_out, k, side_in, .. } => {
             ([b, c_in, side_in, side_in], [c_out, c_in, k, k])
         }
@@ -123,18 +122,34 @@ fn inputs(shape: LayerShape, b: usize, grad: Grad, device: &Device) -> (Tensor<4
             ([b, c_in, side_in, side_in], [c_in, c_out, k, k])
         }
     };
-    (leaf(x, Grad::Input), leaf(w, Grad::Weight))
+    let x = match shape {
+        // A conditional G's input: random noise, then one-hot labels (row r picks r mod labels).
+        LayerShape::Dense { d_in, labels, .. } if labels > 0 => {
+            let one_hot: Vec<f32> = (0..b * labels)
+                .map(|i| if i % labels == (i / labels) % labels { 1.0 } else { 0.0 })
+                .collect();
+            let one_hot = Tensor::<4>::from_data(TensorData::new(one_hot, [1, 1, b, labels]), device);
+            Tensor::cat(vec![random([1, 1, b, d_in - labels]), one_hot], 3)
+        }
+        _ => random(x),
+    };
+    (leaf(x, Grad::Input), leaf(random(w), Grad::Weight))
 }
 
 /// One pass of the layer, read back to its end: the forward pass alone, or with the gradient of
 /// the input or of the weight (the one `inputs` required). Dense layers are burn's product
 /// (`x W`, as the dcgan's projection and logit and every `Linear::forward` run it; the mlp's fused
-/// kernel runs the same gemm), convolutions gantry's kernels.
+/// kernel runs the same gemm), or with one-hot labels gantry's product over them (a conditional
+/// dcgan G's projection); convolutions gantry's kernels.
 fn run(shape: LayerShape, grad: Grad, (x, w): (&Tensor<4>, &Tensor<4>)) {
     let y = match shape {
-        LayerShape::Dense { d_in, d_out } => {
+        LayerShape::Dense { d_in, d_out, labels } => {
             let b = x.dims()[2];
-            x.clone().reshape([b, d_in]).matmul(w.clone().reshape([d_in, d_out])).sum()
+            let (x, w) = (x.clone().reshape([b, d_in]), w.clone().reshape([d_in, d_out]));
+            match labels {
+                0 => x.matmul(w).sum(),
+                labels => one_hot_product(x, w, labels).sum(),
+            }
         }
         LayerShape::Conv { k, .. } => conv::conv2d(x.clone(), w.clone(), None, 2, k / 2).sum(),
         LayerShape::ConvTranspose { k, side_in, side_out, .. } => {
@@ -159,7 +174,10 @@ fn run(shape: LayerShape, grad: Grad, (x, w): (&Tensor<4>, &Tensor<4>)) {
 /// A layer's shape in words.
 fn describe(shape: LayerShape) -> String {
     match shape {
-        LayerShape::Dense { d_in, d_out } => format!("dense {d_in}->{d_out}"),
+        LayerShape::Dense { d_in, d_out, labels: 0 } => format!("dense {d_in}->{d_out}"),
+        LayerShape::Dense { d_in, d_out, labels } => {
+            format!("dense {}+{labels} one-hot->{d_out}", d_in - labels)
+        }
         LayerShape::Conv { c_in, c_out, k, side_in, side_out } => {
             format!("conv {c_in}->{c_out} k{k} {side_in}->{side_out}")
         }
@@ -211,5 +229,19 @@ mod tests {
             "{times:?}"
         );
         assert_eq!(times[0].flop, 2.0 * 8.0 * 100.0 * 16.0);
+    }
+
+    /// A conditional dcgan G's projection is timed through the product over its one-hot labels,
+    /// and its FLOPs count the noise's columns only (the labels pick rows).
+    #[test]
+    fn a_conditional_projection_counts_the_noise_columns() {
+        let mut c = Config::preset("dcgan").unwrap();
+        (c.model.g_channels, c.model.d_channels, c.model.latent_dim, c.model.classes) =
+            (vec![4, 2], vec![2, 4], 6, 5);
+        c.data.clusters = 5;
+        let times = time_layers(&c, 784, 3, 1);
+        assert_eq!(times[0].shape, "dense 6+5 one-hot->196");
+        assert_eq!(times[0].flop, 2.0 * 3.0 * 6.0 * 196.0);
+        assert!(times[0].forward_ms > 0.0 && times[0].weight_grad_ms >= 0.0, "{:?}", times[0]);
     }
 }
