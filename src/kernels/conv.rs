@@ -174,9 +174,19 @@ pub trait ConvOps: Backend {
         grad: FloatTensor<Self>,
         window: Window,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let gx = Self::gantry_conv_transpose2d_x_backward(x.clone(), weight.clone(), grad.clone(), window);
-        (gx, Self::gantry_conv_transpose2d_weight_backward(x, weight, grad, window))
+        transpose_grads_apart::<Self>(x, weight, grad, window)
     }
+}
+
+/// A transposed convolution's input and weight gradients, each from its own operation.
+fn transpose_grads_apart<B: ConvOps>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    window: Window,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let gx = B::gantry_conv_transpose2d_x_backward(x.clone(), weight.clone(), grad.clone(), window);
+    (gx, B::gantry_conv_transpose2d_weight_backward(x, weight, grad, window))
 }
 
 /// im2col rows per chunk of images, at most, in floats (4 MB, about a core's L2 cache): TensorFlow's
@@ -607,9 +617,7 @@ impl ConvOps for Flex {
         window: Window,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         if !fits(&x, &weight, 0, window) || !transpose_grad_fits(&x, &weight, &grad, window) {
-            let gx =
-                Self::conv_transpose2d_x_backward(weight.clone(), grad.clone(), transpose_options(window));
-            return (gx, Self::conv_transpose2d_weight_backward(x, weight, grad, transpose_options(window)));
+            return transpose_grads_apart::<Self>(x, weight, grad, window);
         }
         let plan = Plan::transpose(&x.shape(), &weight.shape(), window);
         let shape = weight.shape().dims::<4>();

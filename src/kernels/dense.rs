@@ -172,17 +172,7 @@ impl DenseOps for Flex {
         let (xs, ws, bs) = (&xs[..batch * d_in], &ws[..d_in * d_out], &bs[..d_out]);
 
         // [batch, d_out] = [batch, d_in] · [d_in, d_out]
-        let mut out = product(
-            batch,
-            d_out,
-            d_in,
-            xs,
-            (d_in as isize, 1),
-            ws,
-            (d_out as isize, 1),
-            Order::RowMajor,
-            Split::Columns,
-        );
+        let mut out = layer_output(batch, d_out, d_in, xs, d_in, ws);
 
         // Bias and activation in one pass over each row: [d_out] + [d_out].
         let finish_rows = |rows: &mut [f32]| {
@@ -262,17 +252,7 @@ impl DenseOps for Flex {
         let (batch, d_in, d_out) = (x.shape()[0], x.shape()[1], grad.shape()[1]);
         let (xs, gs) = (&x.storage::<f32>()[..batch * d_in], &grad.storage::<f32>()[..batch * d_out]);
         // [d_in, d_out] = [d_in, batch] · [batch, d_out], x read transposed in place.
-        let out = product(
-            d_in,
-            d_out,
-            batch,
-            xs,
-            (1, d_in as isize),
-            gs,
-            (d_out as isize, 1),
-            Order::RowMajor,
-            Split::Gemm,
-        );
+        let out = layer_weight_grad(d_in, d_out, batch, xs, d_in, gs);
         FloatTensor::<Self>::from_data(TensorData::new(out, [d_in, d_out]))
     }
 
@@ -355,6 +335,42 @@ pub(crate) enum Split {
     /// One gemm call on this thread, whatever the size: for callers that run several products
     /// side by side themselves (the convolutions' chunks of a batch).
     Single,
+}
+
+/// A layer's output `[batch, d_out] = x · W`: x's first `k` columns (its rows `x_row` apart), W
+/// `[k, d_out]` row-major; split across threads by the result's columns.
+pub(crate) fn layer_output(
+    batch: usize,
+    d_out: usize,
+    k: usize,
+    xs: &[f32],
+    x_row: usize,
+    ws: &[f32],
+) -> Vec<f32> {
+    product(
+        batch,
+        d_out,
+        k,
+        xs,
+        (x_row as isize, 1),
+        ws,
+        (d_out as isize, 1),
+        Order::RowMajor,
+        Split::Columns,
+    )
+}
+
+/// A layer's weight gradient `[k, d_out] = xᵀ · grad`: x's first `k` columns (its rows `x_row`
+/// apart) read transposed in place, grad `[batch, d_out]`; gemm's own split.
+pub(crate) fn layer_weight_grad(
+    k: usize,
+    d_out: usize,
+    batch: usize,
+    xs: &[f32],
+    x_row: usize,
+    gs: &[f32],
+) -> Vec<f32> {
+    product(k, d_out, batch, xs, (1, x_row as isize), gs, (d_out as isize, 1), Order::RowMajor, Split::Gemm)
 }
 
 /// `lhs [m, k] · rhs [k, n]` into a new `[m, n]` buffer, the operands read through their (row,

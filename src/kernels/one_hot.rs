@@ -20,7 +20,7 @@
 //! Backends: Flex (with and without `Autodiff`), f32. The wgpu backend (`Cube`, feature `gpu`)
 //! takes the composed default bodies: burn's own matrix products.
 
-use super::dense::{Order, Split, all_f32, product};
+use super::dense::{all_f32, layer_output, layer_weight_grad};
 use super::on_wide_lanes;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -98,17 +98,7 @@ impl OneHotOps for Flex {
         let head = d_in - labels;
         // [batch, d_out] = [batch, head] · [head, d_out], then each row's label terms.
         let mut out = if head > 0 && batch > 0 && d_out > 0 {
-            product(
-                batch,
-                d_out,
-                head,
-                xs,
-                (d_in as isize, 1),
-                ws,
-                (d_out as isize, 1),
-                Order::RowMajor,
-                Split::Columns,
-            )
+            layer_output(batch, d_out, head, xs, d_in, ws)
         } else {
             vec![0.0; batch * d_out]
         };
@@ -136,17 +126,7 @@ impl OneHotOps for Flex {
         // [head, d_out] = [head, batch] · [batch, d_out], x read transposed in place; then the
         // label rows, each the sum of the gradient rows that picked it, in batch order.
         let mut out = if head > 0 && batch > 0 && d_out > 0 {
-            product(
-                head,
-                d_out,
-                batch,
-                xs,
-                (1, d_in as isize),
-                gs,
-                (d_out as isize, 1),
-                Order::RowMajor,
-                Split::Gemm,
-            )
+            layer_weight_grad(head, d_out, batch, xs, d_in, gs)
         } else {
             Vec::new()
         };
