@@ -418,33 +418,28 @@ impl Plan {
     /// The weight's gradient `[cs, width]`: `Σ rows(small)ᵀ · rows(big)`, summed chunk after chunk
     /// within [`WEIGHT_GRAD_GROUPS`] groups side by side, then group after group.
     fn weight_grad(&self, big: &[f32], small: &[f32]) -> Vec<f32> {
-        let sums: Vec<Vec<f32>> = (0..self.groups())
-            .into_par_iter()
-            .map(|g| {
-                let (mut cols, mut grouped) = (Vec::new(), Vec::new());
-                let mut sum = vec![0.0f32; self.cs * self.width()];
-                for n in self.group_chunks(g) {
-                    let (first, images) = self.chunk_images(n);
-                    self.gather_chunk(big, first, images, &mut cols);
-                    self.add_weight_part(small, first, images, &cols, &mut grouped, &mut sum);
-                }
-                sum
-            })
-            .collect();
-        sum_in_order(sums, self.cs * self.width())
+        self.weight_grad_and(big, small, None)
     }
 
     /// A transposed convolution's input gradient (`small_from_big` of the output gradient `big`)
     /// and weight gradient (`weight_grad(big, small)`), each chunk's rows gathered once for both:
-    /// the same bits as the two apart. The groups of chunks run side by side.
+    /// the same bits as the two apart.
     fn small_and_weight_grad(&self, big: &[f32], small: &[f32], weight: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let mut out = vec![0.0f32; self.images * self.small_len()];
-        // Each group's images, a block of `out`.
-        let mut blocks = Vec::with_capacity(self.groups());
-        let mut rest = out.as_mut_slice();
+        let grad = self.weight_grad_and(big, small, Some((&mut out, weight)));
+        (out, grad)
+    }
+
+    /// The weight's gradient, the groups of chunks side by side; with `input` (the input
+    /// gradient's buffer and the weight) also `small_from_big(big)` from the same rows.
+    fn weight_grad_and(&self, big: &[f32], small: &[f32], input: Option<(&mut [f32], &[f32])>) -> Vec<f32> {
+        // Each group's block of the input gradient: its images'.
+        let (mut blocks, weight) = (Vec::with_capacity(self.groups()), input.as_ref().map(|(_, w)| *w));
+        let mut rest = input.map(|(out, _)| out);
         for g in 0..self.groups() {
             let images: usize = self.group_chunks(g).map(|n| self.chunk_images(n).1).sum();
-            let (block, tail) = rest.split_at_mut(images * self.small_len());
+            let split = rest.take().map(|r| r.split_at_mut(images * self.small_len()));
+            let (block, tail) = split.map_or((None, None), |(b, t)| (Some(b), Some(t)));
             blocks.push((g, block));
             rest = tail;
         }
@@ -453,18 +448,20 @@ impl Plan {
             .map(|(g, block)| {
                 let (mut cols, mut grouped) = (Vec::new(), Vec::new());
                 let mut sum = vec![0.0f32; self.cs * self.width()];
-                let mut dsts = block.chunks_mut(self.chunk * self.small_len());
+                let mut dsts = block.map(|b| b.chunks_mut(self.chunk * self.small_len()));
                 for n in self.group_chunks(g) {
                     let (first, images) = self.chunk_images(n);
                     self.gather_chunk(big, first, images, &mut cols);
-                    let dst = dsts.next().expect("one block of the output per chunk");
-                    self.small_of_chunk(&cols, weight, dst);
+                    if let (Some(dsts), Some(weight)) = (dsts.as_mut(), weight) {
+                        let dst = dsts.next().expect("one block of the output per chunk");
+                        self.small_of_chunk(&cols, weight, dst);
+                    }
                     self.add_weight_part(small, first, images, &cols, &mut grouped, &mut sum);
                 }
                 sum
             })
             .collect();
-        (out, sum_in_order(sums, self.cs * self.width()))
+        sum_in_order(sums, self.cs * self.width())
     }
 
     /// The groups the weight's gradient is summed in: [`WEIGHT_GRAD_GROUPS`], or one per chunk.

@@ -78,7 +78,7 @@ fn add_scaled(dst: &mut [f32], v: f32, src: &[f32]) {
     })
 }
 
-/// The shapes of a product: (batch, d_in, d_out, head), or None when the fast path does not apply
+/// The shapes of a product: [batch, d_in, d_out], or None when the fast path does not apply
 /// (another dtype, or more label columns than x has).
 fn shapes(x: &FloatTensor<Flex>, other: &FloatTensor<Flex>, labels: usize) -> Option<[usize; 3]> {
     let (xs, os) = (x.shape(), other.shape());
