@@ -71,6 +71,37 @@ pub fn conv2d(
         weight.into_dispatch(),
         window,
     ));
+    with_bias(y, bias)
+}
+
+/// [`conv2d`] when its output (before the bias) is already known: `output`, computed by
+/// [`conv2d`] from the same input values and weight, plus the bias, with the backward step of
+/// [`conv2d`] on an autodiff device, so that a second pass over the same values skips the product.
+/// An `output` of another shape than the convolution's is not taken: the convolution is computed.
+pub fn conv2d_known(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    (stride, padding): (usize, usize),
+    output: Tensor<4>,
+) -> Tensor<4> {
+    let ([b, _, h, w], [c, _, k, _]) = (x.dims(), weight.dims());
+    let side = |n: usize| (n + 2 * padding).checked_sub(k).map(|n| n / stride.max(1) + 1);
+    if Some(output.dims()) != side(h).zip(side(w)).map(|(oh, ow)| [b, c, oh, ow]) {
+        return conv2d(x, weight, bias, stride, padding);
+    }
+    let window = Window { stride, padding, padding_out: 0 };
+    let y = Tensor::from_dispatch(<Dispatch as ConvOps>::gantry_conv2d_known(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        output.into_dispatch(),
+        window,
+    ));
+    with_bias(y, bias)
+}
+
+/// `y + bias` on y's channel axis (the bias [`conv2d`] adds).
+pub fn with_bias(y: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
     match bias {
         Some(bias) => {
             let c = bias.dims()[0];
@@ -114,6 +145,18 @@ pub trait ConvOps: Backend {
     /// The convolution: x `[n, c_in, h, w]`, weight `[c_out, c_in, k, k]`.
     fn gantry_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, window: Window) -> FloatTensor<Self> {
         Self::conv2d(x, weight, None, conv_options(window))
+    }
+
+    /// The convolution whose output is known (`output`, from the same input values and weight):
+    /// that output; on an autodiff backend with the convolution's backward step.
+    fn gantry_conv2d_known(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        window: Window,
+    ) -> FloatTensor<Self> {
+        let _ = (x, weight, window);
+        output
     }
 
     /// The convolution's input gradient from its output gradient `grad`.
@@ -750,16 +793,19 @@ impl<B: Backend + ConvOps> Backward<B, 2> for ConvBackward {
     }
 }
 
-/// Either operation on an autodiff backend, with its backward step when x or the weight is tracked.
+/// Either operation on an autodiff backend, with its backward step when x or the weight is tracked;
+/// its output `known` (a convolution's, from the same values) when given, else computed.
 fn tracked_conv<B: Backend + ConvOps, C: CheckpointStrategy>(
     kind: Kind,
     x: FloatTensor<Autodiff<B, C>>,
     weight: FloatTensor<Autodiff<B, C>>,
     window: Window,
+    known: Option<FloatTensor<B>>,
 ) -> FloatTensor<Autodiff<B, C>> {
-    let forward = |x, weight| match kind {
-        Kind::Conv => B::gantry_conv2d(x, weight, window),
-        Kind::Transpose => B::gantry_conv_transpose2d(x, weight, window),
+    let forward = |x, weight| match (known, kind) {
+        (Some(output), _) => B::gantry_conv2d_known(x, weight, output, window),
+        (None, Kind::Conv) => B::gantry_conv2d(x, weight, window),
+        (None, Kind::Transpose) => B::gantry_conv_transpose2d(x, weight, window),
     };
     match ConvBackward(kind).prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
         OpsKind::Tracked(mut prep) => {
@@ -774,7 +820,16 @@ fn tracked_conv<B: Backend + ConvOps, C: CheckpointStrategy>(
 
 impl<B: Backend + ConvOps, C: CheckpointStrategy> ConvOps for Autodiff<B, C> {
     fn gantry_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, window: Window) -> FloatTensor<Self> {
-        tracked_conv::<B, C>(Kind::Conv, x, weight, window)
+        tracked_conv::<B, C>(Kind::Conv, x, weight, window, None)
+    }
+
+    fn gantry_conv2d_known(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        window: Window,
+    ) -> FloatTensor<Self> {
+        tracked_conv::<B, C>(Kind::Conv, x, weight, window, Some(output.into_primitive()))
     }
 
     fn gantry_conv_transpose2d(
@@ -782,7 +837,7 @@ impl<B: Backend + ConvOps, C: CheckpointStrategy> ConvOps for Autodiff<B, C> {
         weight: FloatTensor<Self>,
         window: Window,
     ) -> FloatTensor<Self> {
-        tracked_conv::<B, C>(Kind::Transpose, x, weight, window)
+        tracked_conv::<B, C>(Kind::Transpose, x, weight, window, None)
     }
 }
 
@@ -931,5 +986,29 @@ mod tests {
         let grads = conv2d(x.clone(), w.clone(), None, 2, 2).sum().backward();
         assert!(x.grad(&grads).is_some());
         assert!(w.grad(&grads).is_none());
+    }
+
+    /// A convolution given its known output gives what computing it gives: the output (plus the
+    /// bias) and every gradient, bit for bit; an output of the wrong shape is not taken.
+    #[test]
+    fn a_known_output_gives_the_convolutions_values_and_gradients() {
+        let device = Device::flex().autodiff();
+        let bits = |t: Tensor<4>| values(t).into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        let x = filled([3, 2, 9, 9], 1, &device).require_grad();
+        let w = filled([5, 2, 5, 5], 2, &device).require_grad();
+        let b = filled([5], 3, &device).require_grad();
+        let computed = conv2d(x.clone(), w.clone(), Some(b.clone()), 2, 2);
+        let plain = conv2d(x.clone().detach(), w.clone().detach(), None, 2, 2).detach();
+        let known = conv2d_known(x.clone(), w.clone(), Some(b.clone()), (2, 2), plain.clone());
+        assert_eq!(bits(known.clone()), bits(computed.clone()), "the output");
+        let upstream = filled([3, 5, 5, 5], 4, &device);
+        let grads_of = |y: Tensor<4>| {
+            let g = (y * upstream.clone()).sum().backward();
+            [x.grad(&g).unwrap(), w.grad(&g).unwrap()].map(|t| bits(Tensor::from_inner(t)))
+        };
+        assert_eq!(grads_of(known), grads_of(computed.clone()), "the input and weight gradients");
+        let wrong = plain.narrow(0, 0, 2);
+        let taken = conv2d_known(x.clone(), w.clone(), Some(b), (2, 2), wrong);
+        assert_eq!(bits(taken), bits(computed), "a wrong-shaped output is computed instead");
     }
 }

@@ -30,6 +30,17 @@ use crate::kernels::leaky_relu::leaky_relu as fused_leaky_relu;
 use crate::kernels::one_hot::one_hot_product;
 use crate::kernels::tanh::tanh_tensor;
 
+/// What a pass of a dcgan D does with its convolutions' outputs (before the bias) on gantry's
+/// kernels: compute them; compute them and keep them, in order; or take them from such a kept pass
+/// over the same inputs at the same weights (the same values; the simultaneous step's two passes
+/// over its fakes, see `train::gan`). burn's own modules (`train.kernels = "reference"`) always
+/// compute them.
+pub enum ConvPass<'a> {
+    Compute,
+    Keep(&'a mut Vec<Tensor<4>>),
+    Replay(&'a [Tensor<4>]),
+}
+
 /// One convolution of a dcgan: channels in and out, and the feature map's side before and after
 /// it (a transposed convolution of stride 2 doubles it, D's stride-2 convolutions halve it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,6 +232,27 @@ fn deconv(l: &ConvLayer, k: usize, rng: &mut impl rand::Rng, device: &Device) ->
 }
 
 /// The padding of D's k×k stride-2 convolutions on each side (`k / 2`: "same" for odd k).
+/// D's `i`-th convolution on gantry's kernels, its output (before the bias) computed, kept or
+/// replayed as `pass` says (an output the replayed pass lacks is computed).
+fn fused_conv(
+    x: Tensor<4>,
+    w: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    (stride, padding): (usize, usize),
+    (pass, i): (&mut ConvPass<'_>, usize),
+) -> Tensor<4> {
+    let y = match pass {
+        ConvPass::Replay(outputs) if i < outputs.len() => {
+            return conv::conv2d_known(x, w, bias, (stride, padding), outputs[i].clone());
+        }
+        _ => conv::conv2d(x, w, None, stride, padding),
+    };
+    if let ConvPass::Keep(outputs) = pass {
+        outputs.push(y.clone().detach());
+    }
+    conv::with_bias(y, bias)
+}
+
 fn strided_padding(k: usize) -> usize {
     k / 2
 }
@@ -379,11 +411,13 @@ impl Discriminator {
         dropout: Option<&[Tensor<4>]>,
         kernels: Kernels,
         sigmas: Option<&[Tensor<2>]>,
+        pass: ConvPass<'_>,
     ) -> (Tensor<2>, Option<Tensor<2>>) {
         let heads = self.heads();
         let concat = conditioning::input_labels(labels, &heads);
         let convs = self.convs.len();
-        let features = self.features(x, concat, dropout, kernels, sigmas.map(|s| &s[..convs]));
+        let sigmas_of_convs = sigmas.map(|s| &s[..convs]);
+        let features = self.features(x, concat, dropout, (kernels, pass), sigmas_of_convs);
         heads.apply(features, labels, sigmas.map(|s| &s[convs..]), kernels, false)
     }
 
@@ -400,7 +434,7 @@ impl Discriminator {
         x: Tensor<2>,
         concat: Option<&Tensor<2>>,
         dropout: Option<&[Tensor<4>]>,
-        kernels: Kernels,
+        (kernels, mut pass): (Kernels, ConvPass<'_>),
         sigmas: Option<&[Tensor<2>]>,
     ) -> Tensor<2> {
         let fused = kernels == Kernels::Fused;
@@ -421,7 +455,7 @@ impl Discriminator {
             };
             let (p, bias) = (strided_padding(layer.kernel_size[0]), layer.bias.as_ref().map(|b| b.val()));
             let y = if fused {
-                conv::conv2d(x, w, bias, layer.stride[0], p)
+                fused_conv(x, w, bias, (layer.stride[0], p), (&mut pass, i))
             } else if sigmas.is_some() {
                 let options = ConvOptions::new(layer.stride, [p, p], layer.dilation, layer.groups);
                 conv2d(x, w, bias, options)

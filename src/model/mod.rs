@@ -28,6 +28,7 @@ use burn::store::{ModuleRecord, RecordError};
 use burn::tensor::{Bytes, Device, Tensor};
 
 pub use conditioning::{g_input, one_hot};
+pub use dcgan::ConvPass;
 pub use spectral::{SpectralState, SpectralVectors};
 
 use crate::config::{Config, Kernels, ModelConfig, ModelKind};
@@ -181,11 +182,25 @@ impl Discriminator {
         kernels: Kernels,
         spectral: Option<&[SpectralState]>,
     ) -> (Tensor<2>, Option<Tensor<2>>) {
+        self.score_and_classes_in(x, labels, dropout, kernels, spectral, ConvPass::Compute)
+    }
+
+    /// [`Discriminator::score_and_classes`] where a dcgan D's convolutions on gantry's kernels
+    /// are computed, kept or replayed as `pass` says (an MLP D has none).
+    pub fn score_and_classes_in(
+        &self,
+        x: Tensor<2>,
+        labels: Option<&Tensor<2>>,
+        dropout: Option<&[Tensor<4>]>,
+        kernels: Kernels,
+        spectral: Option<&[SpectralState]>,
+        pass: ConvPass<'_>,
+    ) -> (Tensor<2>, Option<Tensor<2>>) {
         let sigmas = spectral.map(|states| spectral::sigmas(self.spectral_matrices(), states));
         let sigmas = sigmas.as_deref();
         match self {
             Self::Mlp(d) => d.score(x, labels, kernels, sigmas),
-            Self::Dcgan(d) => d.score(x, labels, dropout, kernels, sigmas),
+            Self::Dcgan(d) => d.score(x, labels, dropout, kernels, sigmas, pass),
         }
     }
 

@@ -1,6 +1,8 @@
-//! The fast schedule of the classic recipe: the reference step's passes side by side on the rayon
-//! pool, tested to give the same bits on the same kernels (`super::tests`).
+//! The fast schedules, each tested to give the reference step's bits on the same kernels
+//! (`super::tests`): the classic recipe's passes side by side on the rayon pool, and the
+//! simultaneous step with D's convolutions over the fakes computed once.
 
+use super::step::Batch;
 use super::*;
 
 impl Gan {
@@ -74,6 +76,55 @@ impl Gan {
             StepRecord::Read(IterationRecord::from_terms(iteration, on_real, on_fake, g_loss)),
         )
     }
+}
+
+impl Gan {
+    /// [`Gan::simultaneous_step`] with D's convolutions over the fakes computed once: D's loss
+    /// pass over them keeps their outputs and G's pass through D replays them (the same images at
+    /// the same weights with the same dropout masks, so the same values; [`replays_fakes`] says
+    /// when that holds). The rest is the reference step's, in the same order of random draws.
+    pub(super) fn simultaneous_step_replayed(
+        &mut self,
+        nets: Networks,
+        iteration: usize,
+        images: &TrainingImages,
+        streams: &mut Streams,
+    ) -> (Networks, StepRecord) {
+        let Networks { g, d } = nets;
+        let real = self.real_batch(images, &mut streams.data); // [b, pixels], labels
+        let (z, y) = self.noise(streams, &self.train_device.clone()); // [b, latent (+ classes)]
+        let generated = Batch { x: self.g_forward(&g, z), y }; // [b, pixels], training mode, with its graph
+        let fake = Batch { x: generated.x.clone().detach(), y: generated.y.clone() };
+        let masks = self.dropout_masks(&mut streams.dropout);
+
+        // D's loss on the real batch and the fakes, keeping its convolutions' outputs over the
+        // fakes; G's gradient through D at the same weights, replaying them; then both updates.
+        let mut outputs = Vec::new();
+        let batches = [Some(real), Some(fake)];
+        let (total, passes) = self.d_loss(&d, batches, Some(masks.clone()), streams, Some(&mut outputs));
+        let replay = ConvPass::Replay(&outputs);
+        let (g_grads, g_loss) = self.g_grads_through(&g, &d, generated, &masks, streams, replay);
+        let d = self.d_apply(d, total);
+        let g = self.opt_g.step(self.lr_g, g, g_grads);
+        (Networks { g, d }, StepRecord::OnDevice { iteration, passes, g_loss })
+    }
+}
+
+/// Whether the simultaneous step's two passes of D over its fakes see the same images at the same
+/// weights, so that the second may replay the first's convolutions
+/// ([`Gan::simultaneous_step_replayed`]): the simultaneous order with one joint D update (split
+/// updates move D between them), a dcgan D on gantry's kernels (where convolutions can be
+/// replayed), no augmentation (drawn anew for each pass), no spectral norm (its power iteration
+/// comes between them) and no BatchNorm in D (each pass moves its running statistics, in the
+/// reference step's order).
+pub(super) fn replays_fakes(model: &ModelConfig, t: &TrainConfig) -> bool {
+    t.order == UpdateOrder::Simultaneous
+        && t.d_update == DUpdate::Joint
+        && t.kernels == Kernels::Fused
+        && model.kind == ModelKind::Dcgan
+        && t.augment.is_empty()
+        && !model.d_spectral_norm
+        && !model.d_batch_norm
 }
 
 /// The fast path's D update on one batch, real or fake, under the classic objective (`ns`, real

@@ -16,12 +16,14 @@ mod step;
 use super::augment;
 use crate::checkpoint::{self, Snapshot, TrainingState};
 use crate::conditions::Conditions;
-use crate::config::{Config, DUpdate, Kernels, ModelKind, OptimizerKind, TrainConfig, UpdateOrder};
+use crate::config::{
+    Config, DUpdate, Kernels, ModelConfig, ModelKind, OptimizerKind, TrainConfig, UpdateOrder,
+};
 use crate::data::TrainingImages;
 use crate::error::{Error, Result};
 use crate::kernels::adam::FusedAdam;
 use crate::metrics::IterationRecord;
-use crate::model::{Discriminator, Generator, SpectralState};
+use crate::model::{ConvPass, Discriminator, Generator, SpectralState};
 use crate::objective::{Loss, Side};
 use crate::rng::{self, Streams};
 use crate::run_dir::RunDir;
@@ -74,6 +76,9 @@ pub(crate) struct Gan {
     /// The recipe the step follows, and whether it is the classic one (the fused parallel step).
     recipe: TrainConfig,
     classic: bool,
+    /// Whether the simultaneous step computes D's convolutions over the fakes once
+    /// ([`fast::replays_fakes`]).
+    replay_fakes: bool,
     batch: usize,
     latent: usize,
     /// The ids G and D are conditioned on (their one-hot's width: `conditions.ids()`, 0 when
@@ -130,6 +135,7 @@ impl Gan {
                 && spectral.is_none()
                 && config.model.kind == ModelKind::Mlp
                 && !config.model.is_conditional(),
+            replay_fakes: fast::replays_fakes(&config.model, t),
             batch: t.batch_size,
             latent: config.model.latent_dim,
             conditions: Conditions::of(config),
@@ -150,7 +156,9 @@ impl Gan {
     }
 
     /// One iteration of the configured recipe: Keras-GAN's classic one on the fused parallel
-    /// schedule ([`Gan::fast_step`]), any other on the sequential reference step; then, when the
+    /// schedule ([`Gan::fast_step`]), a simultaneous one whose passes over the fakes agree with D's
+    /// convolutions computed once ([`Gan::simultaneous_step_replayed`]), any other on the
+    /// sequential reference step; then, when the
     /// run keeps one, the moving average of G takes a step toward the new G.
     pub(crate) fn step(
         &mut self,
@@ -161,6 +169,8 @@ impl Gan {
     ) -> (Networks, StepRecord) {
         let (nets, record) = if self.classic {
             self.fast_step(nets, iteration, images, streams)
+        } else if self.replay_fakes {
+            self.simultaneous_step_replayed(nets, iteration, images, streams)
         } else {
             self.reference_step(nets, iteration, images, streams)
         };
@@ -339,6 +349,66 @@ mod tests {
         }
         assert!(fast_g == sequential_g, "G's samples after 8 iterations");
         assert_eq!(fast_streams, sequential_streams, "the same random numbers drawn");
+    }
+
+    /// The simultaneous step that computes D's convolutions over the fakes once gives the
+    /// reference step's records, G and random draws, bit for bit, iteration after iteration: on
+    /// dcgan-tf's recipe (an unconditional D with dropout) and cdcgan's (a projection D on
+    /// labels), with small networks.
+    #[test]
+    fn replaying_ds_convolutions_over_the_fakes_gives_the_reference_steps_bits() {
+        for (preset, g_channels, classes) in [("dcgan-tf", vec![16, 8, 8], 0), ("cdcgan", vec![16, 8], 10)] {
+            let mut config = Config::preset(preset).expect("a built-in preset");
+            (config.model.g_channels, config.model.d_channels) = (g_channels, vec![8, 16]);
+            config.model.clusters_per_class = 1;
+            config.train.batch_size = 8;
+            let images = super::super::bench::random_images(3, classes);
+            let device = Device::flex();
+            let run = |replay: bool| {
+                let mut streams = Streams::new(7);
+                let (mut gan, mut nets) = Gan::new(&config, (28, 28, 1), &mut streams, &device);
+                assert!(gan.replay_fakes, "{preset}: the recipe replays D's convolutions");
+                gan.replay_fakes = replay;
+                let mut records = Vec::new();
+                for i in 0..4 {
+                    let record;
+                    (nets, record) = gan.step(nets, i, &images, &mut streams);
+                    records.extend(gan.read_records(vec![record]));
+                }
+                let noise: Vec<f32> = (0..4 * 100).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+                let labels: Vec<u8> = (0..4).map(|i| (i * 3 % classes.max(1)) as u8).collect();
+                let labels = if classes > 0 { &labels[..] } else { &[] };
+                let samples: Vec<u32> =
+                    gan.generate(&nets, &noise, labels).iter().map(|v| v.to_bits()).collect();
+                let bits = |r: &IterationRecord| crate::metrics::METRICS.map(|(_, get)| get(r).to_bits());
+                (records.iter().map(bits).collect::<Vec<_>>(), samples, streams)
+            };
+            let (replayed, reference) = (run(true), run(false));
+            assert_eq!(replayed.0, reference.0, "{preset}: the records");
+            assert!(replayed.1 == reference.1, "{preset}: G's samples after 4 iterations");
+            assert_eq!(replayed.2, reference.2, "{preset}: the same random numbers drawn");
+        }
+    }
+
+    /// Which recipes replay D's convolutions over the fakes: the simultaneous joint step of a
+    /// dcgan D on the fused kernels, and none where D's two passes could differ.
+    #[test]
+    fn only_a_simultaneous_joint_step_of_a_plain_dcgan_d_replays_its_convolutions() {
+        let config = Config::preset("dcgan").expect("a built-in preset");
+        let (m, t) = (&config.model, &config.train);
+        assert!(fast::replays_fakes(m, t));
+        let with = |edit: &dyn Fn(&mut Config)| {
+            let mut c = config.clone();
+            edit(&mut c);
+            fast::replays_fakes(&c.model, &c.train)
+        };
+        assert!(!with(&|c| c.train.order = UpdateOrder::DFirst));
+        assert!(!with(&|c| c.train.d_update = DUpdate::Split));
+        assert!(!with(&|c| c.train.kernels = Kernels::Reference));
+        assert!(!with(&|c| c.model.kind = ModelKind::Mlp));
+        assert!(!with(&|c| c.train.augment = vec![crate::config::Augment::Translation]));
+        assert!(!with(&|c| c.model.d_spectral_norm = true));
+        assert!(!with(&|c| c.model.d_batch_norm = true));
     }
 
     /// The records of many iterations read in one transfer are those read one at a time, bit for

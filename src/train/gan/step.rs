@@ -67,18 +67,34 @@ impl Gan {
         let masks = self.dropout_masks(&mut streams.dropout);
 
         // G's gradient through D at its current weights (D's own gradient is not taken here).
-        let asked = generated.y.clone();
-        let (scores, classes) = self.d_forward(&d.clone().no_grad(), generated, &mut streams.augment, &masks);
-        let loss = self.recipe.loss.g(scores);
-        let g_loss = loss.clone().inner();
-        let loss = with_class_term(loss, classes, asked.as_ref(), self.recipe.aux_weight);
-        let g_grads = GradientsParams::from_grads(loss.backward(), &g);
+        let (g_grads, g_loss) = self.g_grads_through(&g, &d, generated, &masks, streams, ConvPass::Compute);
 
         // D's update on the real batch and the same fakes (one update on the summed losses, as
         // the tutorial, with `d_update = "joint"`), then G's.
         let (d, passes) = self.d_step(d, real, fake, Some(masks), streams);
         let g = self.opt_g.step(self.lr_g, g, g_grads);
         (Networks { g, d }, StepRecord::OnDevice { iteration, passes, g_loss })
+    }
+
+    /// G's gradient, and its loss [1], from D's scores of `generated` (G's batch with its graph)
+    /// at D's weights as they are, D's own gradient not taken; `masks`: D's dropout masks for it,
+    /// `pass`: what D does with its convolutions' outputs.
+    pub(super) fn g_grads_through(
+        &self,
+        g: &Generator,
+        d: &Discriminator,
+        generated: Batch,
+        masks: &[Tensor<4>],
+        streams: &mut Streams,
+        pass: ConvPass<'_>,
+    ) -> (GradientsParams, Tensor<1>) {
+        let asked = generated.y.clone();
+        let frozen = d.clone().no_grad();
+        let (scores, classes) = self.d_forward(&frozen, generated, &mut streams.augment, masks, pass); // [b, 1]
+        let loss = self.recipe.loss.g(scores);
+        let g_loss = loss.clone().inner();
+        let loss = with_class_term(loss, classes, asked.as_ref(), self.recipe.aux_weight);
+        (GradientsParams::from_grads(loss.backward(), g), g_loss)
     }
 
     /// Dropout masks for one pass of D over a batch: per convolution [b, c, s, s] of 0 (dropped,
@@ -161,9 +177,11 @@ impl Gan {
         batch: Batch,
         augment: &mut rand_chacha::ChaCha8Rng,
         dropout: &[Tensor<4>],
+        pass: ConvPass<'_>,
     ) -> (Tensor<2>, Option<Tensor<2>>) {
         let x = augment::apply(batch.x, &self.recipe.augment, self.shape, augment);
-        d.score_and_classes(x, batch.y.as_ref(), Some(dropout), self.recipe.kernels, self.spectral.as_deref())
+        let (y, kernels, spectral) = (batch.y.as_ref(), self.recipe.kernels, self.spectral.as_deref());
+        d.score_and_classes_in(x, y, Some(dropout), kernels, spectral, pass)
     }
 
     /// One D step on a real and a fake batch: one update on their summed losses
@@ -196,13 +214,29 @@ impl Gan {
         d: Discriminator,
         real: Option<Batch>,
         fake: Option<Batch>,
-        mut fake_masks: Option<Vec<Tensor<4>>>,
+        fake_masks: Option<Vec<Tensor<4>>>,
         streams: &mut Streams,
     ) -> (Discriminator, Vec<PassTerms>) {
-        let (loss, label) = (self.recipe.loss, self.recipe.real_label);
         if let Some(vectors) = &mut self.spectral {
             d.power_iteration(vectors);
         }
+        let (total, passes) = self.d_loss(&d, [real, fake], fake_masks, streams, None);
+        (self.d_apply(d, total), passes)
+    }
+
+    /// D's loss [1] on the real batch, the fake batch or both (summed), with its graph, and each
+    /// batch's loss and scores, real first. Each pass draws its dropout masks, but the fake
+    /// batch's when they are given (`fake_masks`); `keep`: where the fake pass keeps its
+    /// convolutions' outputs, when given.
+    pub(super) fn d_loss(
+        &self,
+        d: &Discriminator,
+        [real, fake]: [Option<Batch>; 2],
+        mut fake_masks: Option<Vec<Tensor<4>>>,
+        streams: &mut Streams,
+        mut keep: Option<&mut Vec<Tensor<4>>>,
+    ) -> (Tensor<1>, Vec<PassTerms>) {
+        let (loss, label) = (self.recipe.loss, self.recipe.real_label);
         let mut total: Option<Tensor<1>> = None;
         let mut passes = Vec::with_capacity(2);
         for (x, side) in [(real, Side::Real), (fake, Side::Fake)] {
@@ -211,7 +245,11 @@ impl Gan {
             let given = if is_real { None } else { fake_masks.take() };
             let masks = given.unwrap_or_else(|| self.dropout_masks(&mut streams.dropout));
             let asked = x.y.clone();
-            let (scores, classes) = self.d_forward(&d, x, &mut streams.augment, &masks); // [b, 1]
+            let pass = match keep.as_deref_mut() {
+                Some(outputs) if !is_real => ConvPass::Keep(outputs),
+                _ => ConvPass::Compute,
+            };
+            let (scores, classes) = self.d_forward(d, x, &mut streams.augment, &masks, pass); // [b, 1]
             let term = if is_real { loss.d_real(scores.clone(), label) } else { loss.d_fake(scores.clone()) };
             passes.push(PassTerms::new(side, &term, &scores));
             let term = with_class_term(term, classes, asked.as_ref(), self.recipe.aux_weight);
@@ -220,13 +258,15 @@ impl Gan {
                 None => term,
             });
         }
-        let total = total.expect("a D update has at least one batch");
+        (total.expect("a D update has at least one batch"), passes)
+    }
+
+    /// D's update from its loss `total` [1] (with its graph): the optimizer's step on its
+    /// gradient, then WGAN's clipping.
+    pub(super) fn d_apply(&mut self, d: Discriminator, total: Tensor<1>) -> Discriminator {
         let grads = GradientsParams::from_grads(total.backward(), &d);
-        let mut d = self.opt_d.step(self.lr_d, d, grads);
-        if loss == Loss::Wgan {
-            d = d.clipped(self.recipe.clip);
-        }
-        (d, passes)
+        let d = self.opt_d.step(self.lr_d, d, grads);
+        if self.recipe.loss == Loss::Wgan { d.clipped(self.recipe.clip) } else { d }
     }
 
     /// One G update on fresh noise through D with its weights untouched; returns G and its loss
@@ -240,12 +280,7 @@ impl Gan {
         let (z, y) = self.noise(streams, &self.train_device.clone()); // [b, latent (+ classes)]
         let generated = Batch { x: self.g_forward(&g, z), y }; // [b, pixels], with its graph
         let masks = self.dropout_masks(&mut streams.dropout);
-        let asked = generated.y.clone();
-        let (scores, classes) = self.d_forward(&d.clone().no_grad(), generated, &mut streams.augment, &masks); // [b, 1]
-        let loss = self.recipe.loss.g(scores);
-        let value = loss.clone().inner();
-        let loss = with_class_term(loss, classes, asked.as_ref(), self.recipe.aux_weight);
-        let grads = GradientsParams::from_grads(loss.backward(), &g);
+        let (grads, value) = self.g_grads_through(&g, d, generated, &masks, streams, ConvPass::Compute);
         (self.opt_g.step(self.lr_g, g, grads), value)
     }
 }
@@ -253,8 +288,8 @@ impl Gan {
 /// A batch D scores: images [b, pixels] and, in a conditional run, their one-hot labels
 /// [b, classes] (the real images' own, or the classes G was asked for).
 pub(super) struct Batch {
-    x: Tensor<2>,
-    y: Option<Tensor<2>>,
+    pub(super) x: Tensor<2>,
+    pub(super) y: Option<Tensor<2>>,
 }
 
 /// `term`, plus an acgan D's auxiliary term when `classes` (its class logits [b, classes]) are
