@@ -41,10 +41,12 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Tensor, TensorData};
+use channel_last::Columns;
 use rayon::prelude::*;
 use rows::Runs;
 use std::mem::MaybeUninit;
 
+mod channel_last;
 mod rows;
 
 /// A square window's stride and padding (both sides), and a transposed convolution's extra rows and
@@ -367,16 +369,26 @@ impl Plan {
     }
 
     /// The im2col rows of `images` images from `first` on (of `big`, all images) into `cols`,
-    /// written without being zeroed first.
-    fn gather_chunk(&self, big: &[f32], first: usize, images: usize, cols: &mut Vec<f32>) {
+    /// their columns in the order `columns`, written without being zeroed first.
+    fn gather_chunk(
+        &self,
+        big: &[f32],
+        (first, images): (usize, usize),
+        columns: Columns,
+        cols: &mut Vec<f32>,
+    ) {
         let per_image = self.positions() * self.width();
         assert!(big.len() >= (first + images) * self.big_len(), "a chunk past the batch");
         cols.clear();
         cols.reserve(images * per_image);
         let spare = &mut cols.spare_capacity_mut()[..images * per_image];
         let bigs = big[first * self.big_len()..].chunks_exact(self.big_len());
+        let mut scratch = Vec::new();
         for (image_cols, big) in spare.chunks_exact_mut(per_image).zip(bigs) {
-            self.gather(big, image_cols);
+            match columns {
+                Columns::ChannelFirst => self.gather(big, image_cols),
+                Columns::ChannelLast => self.gather_channel_last(big, &mut scratch, image_cols),
+            }
         }
         // SAFETY: `gather` wrote every value of each image's rows, images·per_image in all.
         unsafe { cols.set_len(images * per_image) };
@@ -399,7 +411,8 @@ impl Plan {
         small.par_chunks_mut(self.chunk * self.small_len()).enumerate().for_each_init(
             Vec::new,
             |cols, (n, dst)| {
-                self.gather_chunk(big, n * self.chunk, dst.len() / self.small_len(), cols);
+                let images = dst.len() / self.small_len();
+                self.gather_chunk(big, (n * self.chunk, images), Columns::ChannelFirst, cols);
                 self.small_of_chunk(cols, weight, dst);
             },
         );
@@ -428,13 +441,20 @@ impl Plan {
     }
 
     /// Small to big: each image's `rows(small) · W` scattered into a zeroed big side; the chunks
-    /// side by side.
+    /// side by side, the rows in the order [`Plan::free_columns`] picks.
     fn big_from_small(&self, small: &[f32], weight: &[f32]) -> Vec<f32> {
+        self.big_from_small_in(small, weight, self.free_columns())
+    }
+
+    /// [`Plan::big_from_small`] with the rows in the order `columns` (the same bits either way).
+    fn big_from_small_in(&self, small: &[f32], weight: &[f32], columns: Columns) -> Vec<f32> {
         let (p, cs, width) = (self.positions(), self.cs, self.width());
+        let permuted = (columns == Columns::ChannelLast).then(|| self.weight_channel_last(weight));
+        let weight = permuted.as_deref().unwrap_or(weight);
         let mut big = vec![0.0f32; self.images * self.big_len()];
         big.par_chunks_mut(self.chunk * self.big_len()).enumerate().for_each_init(
-            Vec::new,
-            |grouped, (n, dst)| {
+            || (Vec::new(), Vec::new()),
+            |(grouped, scratch), (n, dst)| {
                 let images = dst.len() / self.big_len();
                 self.small_by_channel(small, n * self.chunk, images, grouped);
                 // [images·p, width] = [images·p, cs] · [cs, width], the small side's rows read
@@ -451,7 +471,10 @@ impl Plan {
                     Split::Single,
                 );
                 for (big, cols) in dst.chunks_exact_mut(self.big_len()).zip(cols.chunks_exact(p * width)) {
-                    self.scatter(cols, big);
+                    match columns {
+                        Columns::ChannelFirst => self.scatter(cols, big),
+                        Columns::ChannelLast => self.scatter_channel_last(cols, scratch, big),
+                    }
                 }
             },
         );
@@ -461,7 +484,7 @@ impl Plan {
     /// The weight's gradient `[cs, width]`: `Σ rows(small)ᵀ · rows(big)`, summed chunk after chunk
     /// within [`WEIGHT_GRAD_GROUPS`] groups side by side, then group after group.
     fn weight_grad(&self, big: &[f32], small: &[f32]) -> Vec<f32> {
-        self.weight_grad_and(big, small, None)
+        self.weight_grad_and(big, small, None, self.free_columns())
     }
 
     /// A transposed convolution's input gradient (`small_from_big` of the output gradient `big`)
@@ -469,13 +492,22 @@ impl Plan {
     /// the same bits as the two apart.
     fn small_and_weight_grad(&self, big: &[f32], small: &[f32], weight: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let mut out = vec![0.0f32; self.images * self.small_len()];
-        let grad = self.weight_grad_and(big, small, Some((&mut out, weight)));
+        let grad = self.weight_grad_and(big, small, Some((&mut out, weight)), Columns::ChannelFirst);
         (out, grad)
     }
 
-    /// The weight's gradient, the groups of chunks side by side; with `input` (the input
-    /// gradient's buffer and the weight) also `small_from_big(big)` from the same rows.
-    fn weight_grad_and(&self, big: &[f32], small: &[f32], input: Option<(&mut [f32], &[f32])>) -> Vec<f32> {
+    /// The weight's gradient from rows in the order `columns` (the same bits either way), the
+    /// groups of chunks side by side; with `input` (the input gradient's buffer and the weight)
+    /// also `small_from_big(big)` from the same rows, which then keep [`Plan::gather`]'s order (the
+    /// input gradient's product sums over their columns).
+    fn weight_grad_and(
+        &self,
+        big: &[f32],
+        small: &[f32],
+        input: Option<(&mut [f32], &[f32])>,
+        columns: Columns,
+    ) -> Vec<f32> {
+        let columns = if input.is_some() { Columns::ChannelFirst } else { columns };
         // Each group's block of the input gradient: its images'.
         let (mut blocks, weight) = (Vec::with_capacity(self.groups()), input.as_ref().map(|(_, w)| *w));
         let mut rest = input.map(|(out, _)| out);
@@ -494,7 +526,7 @@ impl Plan {
                 let mut dsts = block.map(|b| b.chunks_mut(self.chunk * self.small_len()));
                 for n in self.group_chunks(g) {
                     let (first, images) = self.chunk_images(n);
-                    self.gather_chunk(big, first, images, &mut cols);
+                    self.gather_chunk(big, (first, images), columns, &mut cols);
                     if let (Some(dsts), Some(weight)) = (dsts.as_mut(), weight) {
                         let dst = dsts.next().expect("one block of the output per chunk");
                         self.small_of_chunk(&cols, weight, dst);
@@ -504,7 +536,11 @@ impl Plan {
                 sum
             })
             .collect();
-        sum_in_order(sums, self.cs * self.width())
+        let sum = sum_in_order(sums, self.cs * self.width());
+        match columns {
+            Columns::ChannelFirst => sum,
+            Columns::ChannelLast => self.weight_from_channel_last(&sum),
+        }
     }
 
     /// The groups the weight's gradient is summed in: [`WEIGHT_GRAD_GROUPS`], or one per chunk.
@@ -1010,5 +1046,39 @@ mod tests {
         let wrong = plain.narrow(0, 0, 2);
         let taken = conv2d_known(x.clone(), w.clone(), Some(b), (2, 2), wrong);
         assert_eq!(bits(taken), bits(computed), "a wrong-shaped output is computed instead");
+    }
+
+    /// Rows in channel-last order give col2im and the weight's gradient the bits of rows in
+    /// burn's order, on convolutions and transposed convolutions with and without padding.
+    #[test]
+    fn channel_last_rows_give_the_bits_of_channel_first_rows() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let conv = |x: [usize; 4], w: [usize; 4], stride, padding| {
+            Plan::conv(&x, &w, Window { stride, padding, padding_out: 0 })
+        };
+        let plans = [
+            conv([3, 4, 14, 14], [6, 4, 5, 5], 2, 2),
+            conv([2, 3, 9, 8], [5, 3, 3, 3], 1, 1),
+            conv([5, 2, 7, 7], [3, 2, 5, 5], 1, 0),
+            Plan::transpose(&[3, 6, 7, 7], &[6, 4, 5, 5], Window { stride: 2, padding: 2, padding_out: 1 }),
+            Plan::transpose(&[2, 5, 7, 7], &[5, 3, 5, 5], Window { stride: 1, padding: 2, padding_out: 0 }),
+        ];
+        for plan in plans {
+            assert_eq!(plan.free_columns(), Columns::ChannelLast, "{plan:?}");
+            let fill = |n: usize, seed: usize| -> Vec<f32> {
+                (0..n).map(|i| ((i * 7919 + seed * 31) % 997) as f32 / 331.0 - 1.5).collect()
+            };
+            let (big, small) =
+                (fill(plan.images * plan.big_len(), 1), fill(plan.images * plan.small_len(), 2));
+            let weight = fill(plan.cs * plan.width(), 3);
+            for chunk in [1, 2, plan.images] {
+                let plan = Plan { chunk, ..plan };
+                let [first, last] = [Columns::ChannelFirst, Columns::ChannelLast].map(|c| {
+                    (plan.big_from_small_in(&small, &weight, c), plan.weight_grad_and(&big, &small, None, c))
+                });
+                assert_eq!(bits(&first.0), bits(&last.0), "{plan:?}: col2im");
+                assert_eq!(bits(&first.1), bits(&last.1), "{plan:?}: the weight's gradient");
+            }
+        }
     }
 }
