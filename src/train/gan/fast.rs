@@ -79,10 +79,11 @@ impl Gan {
 }
 
 impl Gan {
-    /// [`Gan::simultaneous_step`] with D's convolutions over the fakes computed once: D's loss
-    /// pass over them keeps their outputs and G's pass through D replays them (the same images at
-    /// the same weights with the same dropout masks, so the same values; [`replays_fakes`] says
-    /// when that holds). The rest is the reference step's, in the same order of random draws.
+    /// [`Gan::simultaneous_step`] with D's convolutions over the fakes computed once: G's pass
+    /// through D keeps their outputs and D's pass over the same fakes replays them (the same images
+    /// at the same weights with the same dropout masks, so the same values; [`replays_fakes`] says
+    /// when that holds). The rest is the reference step's, in its order: G's gradient (and its
+    /// graphs freed) before D's forward passes, so that no more is held at once than there.
     pub(super) fn simultaneous_step_replayed(
         &mut self,
         nets: Networks,
@@ -97,14 +98,11 @@ impl Gan {
         let fake = Batch { x: generated.x.clone().detach(), y: generated.y.clone() };
         let masks = self.dropout_masks(&mut streams.dropout);
 
-        // D's loss on the real batch and the fakes, keeping its convolutions' outputs over the
-        // fakes; G's gradient through D at the same weights, replaying them; then both updates.
-        let mut outputs = Vec::new();
-        let batches = [Some(real), Some(fake)];
-        let (total, passes) = self.d_loss(&d, batches, Some(masks.clone()), streams, Some(&mut outputs));
-        let replay = ConvPass::Replay(&outputs);
-        let (g_grads, g_loss) = self.g_grads_through(&g, &d, generated, &masks, streams, replay);
-        let d = self.d_apply(d, total);
+        let mut outputs = Vec::new(); // D's convolutions over the fakes, before their biases
+        let keep = ConvPass::Keep(&mut outputs);
+        let (g_grads, g_loss) = self.g_grads_through(&g, &d, generated, &masks, streams, keep);
+        let fakes = ConvPass::Replay(&outputs);
+        let (d, passes) = self.d_update(d, [Some(real), Some(fake)], Some(masks), streams, fakes);
         let g = self.opt_g.step(self.lr_g, g, g_grads);
         (Networks { g, d }, StepRecord::OnDevice { iteration, passes, g_loss })
     }

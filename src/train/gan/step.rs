@@ -195,11 +195,13 @@ impl Gan {
         fake_masks: Option<Vec<Tensor<4>>>,
         streams: &mut Streams,
     ) -> (Discriminator, Vec<PassTerms>) {
+        let both = [Some(real), Some(fake)];
         match self.recipe.d_update {
-            DUpdate::Joint => self.d_update(d, Some(real), Some(fake), fake_masks, streams),
+            DUpdate::Joint => self.d_update(d, both, fake_masks, streams, ConvPass::Compute),
             DUpdate::Split => {
-                let (d, mut passes) = self.d_update(d, Some(real), None, None, streams);
-                let (d, on_fake) = self.d_update(d, None, Some(fake), fake_masks, streams);
+                let [real, fake] = both;
+                let (d, mut passes) = self.d_update(d, [real, None], None, streams, ConvPass::Compute);
+                let (d, on_fake) = self.d_update(d, [None, fake], fake_masks, streams, ConvPass::Compute);
                 passes.extend(on_fake);
                 (d, passes)
             }
@@ -207,37 +209,23 @@ impl Gan {
     }
 
     /// One D update on the real batch, the fake batch, or both (their losses summed: one update);
-    /// returns D and each batch's loss and scores from the forward pass before it, real first. With spectral norm, one power iteration on D's weights comes first. Each pass draws its
-    /// dropout masks, but the fake batch's when they are given (`fake_masks`).
+    /// returns D and each batch's loss and scores from the forward pass before it, real first. With
+    /// spectral norm, one power iteration on D's weights comes first. Each pass draws its dropout
+    /// masks, but the fake batch's when they are given (`fake_masks`); `fake_pass`: what the fake
+    /// batch's pass does with D's convolutions' outputs.
     pub(super) fn d_update(
         &mut self,
         d: Discriminator,
-        real: Option<Batch>,
-        fake: Option<Batch>,
-        fake_masks: Option<Vec<Tensor<4>>>,
-        streams: &mut Streams,
-    ) -> (Discriminator, Vec<PassTerms>) {
-        if let Some(vectors) = &mut self.spectral {
-            d.power_iteration(vectors);
-        }
-        let (total, passes) = self.d_loss(&d, [real, fake], fake_masks, streams, None);
-        (self.d_apply(d, total), passes)
-    }
-
-    /// D's loss [1] on the real batch, the fake batch or both (summed), with its graph, and each
-    /// batch's loss and scores, real first. Each pass draws its dropout masks, but the fake
-    /// batch's when they are given (`fake_masks`); `keep`: where the fake pass keeps its
-    /// convolutions' outputs, when given.
-    pub(super) fn d_loss(
-        &self,
-        d: &Discriminator,
         [real, fake]: [Option<Batch>; 2],
         mut fake_masks: Option<Vec<Tensor<4>>>,
         streams: &mut Streams,
-        mut keep: Option<&mut Vec<Tensor<4>>>,
-    ) -> (Tensor<1>, Vec<PassTerms>) {
+        fake_pass: ConvPass<'_>,
+    ) -> (Discriminator, Vec<PassTerms>) {
         let (loss, label) = (self.recipe.loss, self.recipe.real_label);
-        let mut total: Option<Tensor<1>> = None;
+        if let Some(vectors) = &mut self.spectral {
+            d.power_iteration(vectors);
+        }
+        let (mut total, mut fake_pass): (Option<Tensor<1>>, _) = (None, Some(fake_pass));
         let mut passes = Vec::with_capacity(2);
         for (x, side) in [(real, Side::Real), (fake, Side::Fake)] {
             let Some(x) = x else { continue };
@@ -245,11 +233,9 @@ impl Gan {
             let given = if is_real { None } else { fake_masks.take() };
             let masks = given.unwrap_or_else(|| self.dropout_masks(&mut streams.dropout));
             let asked = x.y.clone();
-            let pass = match keep.as_deref_mut() {
-                Some(outputs) if !is_real => ConvPass::Keep(outputs),
-                _ => ConvPass::Compute,
-            };
-            let (scores, classes) = self.d_forward(d, x, &mut streams.augment, &masks, pass); // [b, 1]
+            let pass =
+                if is_real { ConvPass::Compute } else { fake_pass.take().unwrap_or(ConvPass::Compute) };
+            let (scores, classes) = self.d_forward(&d, x, &mut streams.augment, &masks, pass); // [b, 1]
             let term = if is_real { loss.d_real(scores.clone(), label) } else { loss.d_fake(scores.clone()) };
             passes.push(PassTerms::new(side, &term, &scores));
             let term = with_class_term(term, classes, asked.as_ref(), self.recipe.aux_weight);
@@ -258,15 +244,13 @@ impl Gan {
                 None => term,
             });
         }
-        (total.expect("a D update has at least one batch"), passes)
-    }
-
-    /// D's update from its loss `total` [1] (with its graph): the optimizer's step on its
-    /// gradient, then WGAN's clipping.
-    pub(super) fn d_apply(&mut self, d: Discriminator, total: Tensor<1>) -> Discriminator {
+        let total = total.expect("a D update has at least one batch");
         let grads = GradientsParams::from_grads(total.backward(), &d);
-        let d = self.opt_d.step(self.lr_d, d, grads);
-        if self.recipe.loss == Loss::Wgan { d.clipped(self.recipe.clip) } else { d }
+        let mut d = self.opt_d.step(self.lr_d, d, grads);
+        if loss == Loss::Wgan {
+            d = d.clipped(self.recipe.clip);
+        }
+        (d, passes)
     }
 
     /// One G update on fresh noise through D with its weights untouched; returns G and its loss
