@@ -231,7 +231,6 @@ fn deconv(l: &ConvLayer, k: usize, rng: &mut impl rand::Rng, device: &Device) ->
     layer
 }
 
-/// The padding of D's k×k stride-2 convolutions on each side (`k / 2`: "same" for odd k).
 /// D's `i`-th convolution on gantry's kernels, its output (before the bias) computed, kept or
 /// replayed as `pass` says (an output the replayed pass lacks is computed).
 fn fused_conv(
@@ -253,6 +252,7 @@ fn fused_conv(
     conv::with_bias(y, bias)
 }
 
+/// The padding of D's k×k stride-2 convolutions on each side (`k / 2`: "same" for odd k).
 fn strided_padding(k: usize) -> usize {
     k / 2
 }

@@ -112,9 +112,8 @@ impl Gan {
 /// weights, so that the second may replay the first's convolutions
 /// ([`Gan::simultaneous_step_replayed`]): the simultaneous order with one joint D update (split
 /// updates move D between them), a dcgan D on gantry's kernels (where convolutions can be
-/// replayed), no augmentation (drawn anew for each pass), no spectral norm (its power iteration
-/// comes between them) and no BatchNorm in D (each pass moves its running statistics, in the
-/// reference step's order).
+/// replayed), no augmentation (drawn anew for each pass) and no spectral norm (its power iteration
+/// comes between them).
 pub(super) fn replays_fakes(model: &ModelConfig, t: &TrainConfig) -> bool {
     t.order == UpdateOrder::Simultaneous
         && t.d_update == DUpdate::Joint
@@ -122,7 +121,6 @@ pub(super) fn replays_fakes(model: &ModelConfig, t: &TrainConfig) -> bool {
         && model.kind == ModelKind::Dcgan
         && t.augment.is_empty()
         && !model.d_spectral_norm
-        && !model.d_batch_norm
 }
 
 /// The fast path's D update on one batch, real or fake, under the classic objective (`ns`, real

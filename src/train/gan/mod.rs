@@ -156,10 +156,10 @@ impl Gan {
     }
 
     /// One iteration of the configured recipe: Keras-GAN's classic one on the fused parallel
-    /// schedule ([`Gan::fast_step`]), a simultaneous one whose passes over the fakes agree with D's
-    /// convolutions computed once ([`Gan::simultaneous_step_replayed`]), any other on the
-    /// sequential reference step; then, when the
-    /// run keeps one, the moving average of G takes a step toward the new G.
+    /// schedule ([`Gan::fast_step`]), a simultaneous one whose two passes of D over the fakes see
+    /// the same values with D's convolutions over them computed once
+    /// ([`Gan::simultaneous_step_replayed`]), any other on the sequential reference step; then,
+    /// when the run keeps one, the moving average of G takes a step toward the new G.
     pub(crate) fn step(
         &mut self,
         nets: Networks,
@@ -353,13 +353,20 @@ mod tests {
 
     /// The simultaneous step that computes D's convolutions over the fakes once gives the
     /// reference step's records, G and random draws, bit for bit, iteration after iteration: on
-    /// dcgan-tf's recipe (an unconditional D with dropout) and cdcgan's (a projection D on
-    /// labels), with small networks.
+    /// dcgan-tf's recipe (an unconditional D with dropout), cdcgan's (a projection D on labels)
+    /// and cdcgan's with BatchNorm in D (whose running statistics both passes move), with small
+    /// networks.
     #[test]
     fn replaying_ds_convolutions_over_the_fakes_gives_the_reference_steps_bits() {
-        for (preset, g_channels, classes) in [("dcgan-tf", vec![16, 8, 8], 0), ("cdcgan", vec![16, 8], 10)] {
+        let cases = [
+            ("dcgan-tf", vec![16, 8, 8], 0, false),
+            ("cdcgan", vec![16, 8], 10, false),
+            ("cdcgan", vec![16, 8], 10, true),
+        ];
+        for (preset, g_channels, classes, d_batch_norm) in cases {
             let mut config = Config::preset(preset).expect("a built-in preset");
             (config.model.g_channels, config.model.d_channels) = (g_channels, vec![8, 16]);
+            config.model.d_batch_norm = d_batch_norm;
             config.model.clusters_per_class = 1;
             config.train.batch_size = 8;
             let images = super::super::bench::random_images(3, classes);
@@ -408,7 +415,7 @@ mod tests {
         assert!(!with(&|c| c.model.kind = ModelKind::Mlp));
         assert!(!with(&|c| c.train.augment = vec![crate::config::Augment::Translation]));
         assert!(!with(&|c| c.model.d_spectral_norm = true));
-        assert!(!with(&|c| c.model.d_batch_norm = true));
+        assert!(with(&|c| c.model.d_batch_norm = true), "both passes move D's statistics, in order");
     }
 
     /// The records of many iterations read in one transfer are those read one at a time, bit for
