@@ -451,7 +451,7 @@ impl Plan {
     /// [`Plan::big_from_small`] with the rows in the order `columns` (the same bits either way).
     fn big_from_small_in(&self, small: &[f32], weight: &[f32], columns: Columns) -> Vec<f32> {
         let (p, cs, width) = (self.positions(), self.cs, self.width());
-        let permuted = (columns == Columns::ChannelLast).then(|| self.weight_channel_last(weight));
+        let permuted = (columns == Columns::ChannelLast).then(|| self.weight_in(weight, columns));
         let weight = permuted.as_deref().unwrap_or(weight);
         let mut big = vec![0.0f32; self.images * self.big_len()];
         big.par_chunks_mut(self.chunk * self.big_len()).enumerate().for_each_init(
@@ -541,7 +541,7 @@ impl Plan {
         let sum = sum_in_order(sums, self.cs * self.width());
         match columns {
             Columns::ChannelFirst => sum,
-            Columns::ChannelLast => self.weight_from_channel_last(&sum),
+            Columns::ChannelLast => self.weight_in(&sum, Columns::ChannelFirst),
         }
     }
 

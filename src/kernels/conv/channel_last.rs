@@ -32,22 +32,17 @@ impl Plan {
         if self.cb > 1 { Columns::ChannelLast } else { Columns::ChannelFirst }
     }
 
-    /// The weight `[cs, cb·k·k]` with each row's columns in channel-last order.
-    pub(super) fn weight_channel_last(&self, weight: &[f32]) -> Vec<f32> {
+    /// A weight (or its gradient) `[cs, cb·k·k]` with each row's columns put in the order `to`,
+    /// from the other one.
+    pub(super) fn weight_in(&self, weight: &[f32], to: Columns) -> Vec<f32> {
         let (cb, kk) = (self.cb, self.k * self.k);
+        let (rows, cols) = match to {
+            Columns::ChannelLast => (cb, kk),
+            Columns::ChannelFirst => (kk, cb),
+        };
         let mut out = vec![0.0f32; self.cs * cb * kk];
         for (src, dst) in weight.chunks_exact(cb * kk).zip(out.chunks_exact_mut(cb * kk)) {
-            transpose(src, cb, kk, dst);
-        }
-        out
-    }
-
-    /// A weight's gradient with channel-last columns back in burn's order `[cs, cb·k·k]`.
-    pub(super) fn weight_from_channel_last(&self, grad: &[f32]) -> Vec<f32> {
-        let (cb, kk) = (self.cb, self.k * self.k);
-        let mut out = vec![0.0f32; self.cs * cb * kk];
-        for (src, dst) in grad.chunks_exact(cb * kk).zip(out.chunks_exact_mut(cb * kk)) {
-            transpose(src, kk, cb, dst);
+            transpose(src, rows, cols, dst);
         }
         out
     }

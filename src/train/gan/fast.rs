@@ -2,7 +2,7 @@
 //! (`super::tests`): the classic recipe's passes side by side on the rayon pool, and the
 //! simultaneous step with D's convolutions over the fakes computed once.
 
-use super::step::Batch;
+use super::step::Simultaneous;
 use super::*;
 
 impl Gan {
@@ -92,12 +92,7 @@ impl Gan {
         streams: &mut Streams,
     ) -> (Networks, StepRecord) {
         let Networks { g, d } = nets;
-        let real = self.real_batch(images, &mut streams.data); // [b, pixels], labels
-        let (z, y) = self.noise(streams, &self.train_device.clone()); // [b, latent (+ classes)]
-        let generated = Batch { x: self.g_forward(&g, z), y }; // [b, pixels], training mode, with its graph
-        let fake = Batch { x: generated.x.clone().detach(), y: generated.y.clone() };
-        let masks = self.dropout_masks(&mut streams.dropout);
-
+        let Simultaneous { real, generated, fake, masks } = self.simultaneous_batches(&g, images, streams);
         let mut outputs = Vec::new(); // D's convolutions over the fakes, before their biases
         let keep = ConvPass::Keep(&mut outputs);
         let (g_grads, g_loss) = self.g_grads_through(&g, &d, generated, &masks, streams, keep);

@@ -60,11 +60,7 @@ impl Gan {
         streams: &mut Streams,
     ) -> (Networks, StepRecord) {
         let Networks { g, d } = nets;
-        let real = self.real_batch(images, &mut streams.data); // [b, pixels], labels
-        let (z, y) = self.noise(streams, &self.train_device.clone()); // [b, latent (+ classes)]
-        let generated = Batch { x: self.g_forward(&g, z), y }; // [b, pixels], training mode, with its graph
-        let fake = Batch { x: generated.x.clone().detach(), y: generated.y.clone() };
-        let masks = self.dropout_masks(&mut streams.dropout);
+        let Simultaneous { real, generated, fake, masks } = self.simultaneous_batches(&g, images, streams);
 
         // G's gradient through D at its current weights (D's own gradient is not taken here).
         let (g_grads, g_loss) = self.g_grads_through(&g, &d, generated, &masks, streams, ConvPass::Compute);
@@ -74,6 +70,22 @@ impl Gan {
         let (d, passes) = self.d_step(d, real, fake, Some(masks), streams);
         let g = self.opt_g.step(self.lr_g, g, g_grads);
         (Networks { g, d }, StepRecord::OnDevice { iteration, passes, g_loss })
+    }
+
+    /// The simultaneous step's batches, drawn in its order: the real batch, one batch of noise
+    /// through G in training mode, and the dropout masks of D's passes over those fakes.
+    pub(super) fn simultaneous_batches(
+        &mut self,
+        g: &Generator,
+        images: &TrainingImages,
+        streams: &mut Streams,
+    ) -> Simultaneous {
+        let real = self.real_batch(images, &mut streams.data); // [b, pixels], labels
+        let (z, y) = self.noise(streams, &self.train_device.clone()); // [b, latent (+ classes)]
+        let generated = Batch { x: self.g_forward(g, z), y }; // [b, pixels], training mode, with its graph
+        let fake = Batch { x: generated.x.clone().detach(), y: generated.y.clone() };
+        let masks = self.dropout_masks(&mut streams.dropout);
+        Simultaneous { real, generated, fake, masks }
     }
 
     /// G's gradient, and its loss [1], from D's scores of `generated` (G's batch with its graph)
@@ -267,6 +279,15 @@ impl Gan {
         let (grads, value) = self.g_grads_through(&g, d, generated, &masks, streams, ConvPass::Compute);
         (self.opt_g.step(self.lr_g, g, grads), value)
     }
+}
+
+/// The simultaneous step's batches: real images, G's fakes with their graph (`generated`) and
+/// without (`fake`, the same values), and the dropout masks of D's passes over the fakes.
+pub(super) struct Simultaneous {
+    pub(super) real: Batch,
+    pub(super) generated: Batch,
+    pub(super) fake: Batch,
+    pub(super) masks: Vec<Tensor<4>>,
 }
 
 /// A batch D scores: images [b, pixels] and, in a conditional run, their one-hot labels
