@@ -1,8 +1,6 @@
-//! The fast schedules, each tested to give the reference step's bits on the same kernels
-//! (`super::tests`): the classic recipe's passes side by side on the rayon pool, and the
-//! simultaneous step with D's convolutions over the fakes computed once.
+//! The fast schedule of the classic recipe: the reference step's passes side by side on the rayon
+//! pool, tested to give the same bits on the same kernels (`super::tests`).
 
-use super::step::Simultaneous;
 use super::*;
 
 impl Gan {
@@ -76,46 +74,6 @@ impl Gan {
             StepRecord::Read(IterationRecord::from_terms(iteration, on_real, on_fake, g_loss)),
         )
     }
-}
-
-impl Gan {
-    /// [`Gan::simultaneous_step`] with D's convolutions over the fakes computed once: G's pass
-    /// through D keeps their outputs and D's pass over the same fakes replays them (the same images
-    /// at the same weights with the same dropout masks, so the same values; [`replays_fakes`] says
-    /// when that holds). The rest is the reference step's, in its order: G's gradient (and its
-    /// graphs freed) before D's forward passes, so that no more is held at once than there.
-    pub(super) fn simultaneous_step_replayed(
-        &mut self,
-        nets: Networks,
-        iteration: usize,
-        images: &TrainingImages,
-        streams: &mut Streams,
-    ) -> (Networks, StepRecord) {
-        let Networks { g, d } = nets;
-        let Simultaneous { real, generated, fake, masks } = self.simultaneous_batches(&g, images, streams);
-        let mut outputs = Vec::new(); // D's convolutions over the fakes, before their biases
-        let keep = ConvPass::Keep(&mut outputs);
-        let (g_grads, g_loss) = self.g_grads_through(&g, &d, generated, &masks, streams, keep);
-        let fakes = ConvPass::Replay(&outputs);
-        let (d, passes) = self.d_update(d, [Some(real), Some(fake)], Some(masks), streams, fakes);
-        let g = self.opt_g.step(self.lr_g, g, g_grads);
-        (Networks { g, d }, StepRecord::OnDevice { iteration, passes, g_loss })
-    }
-}
-
-/// Whether the simultaneous step's two passes of D over its fakes see the same images at the same
-/// weights, so that the second may replay the first's convolutions
-/// ([`Gan::simultaneous_step_replayed`]): the simultaneous order with one joint D update (split
-/// updates move D between them), a dcgan D on gantry's kernels (where convolutions can be
-/// replayed), no augmentation (drawn anew for each pass) and no spectral norm (its power iteration
-/// comes between them).
-pub(super) fn replays_fakes(model: &ModelConfig, t: &TrainConfig) -> bool {
-    t.order == UpdateOrder::Simultaneous
-        && t.d_update == DUpdate::Joint
-        && t.kernels == Kernels::Fused
-        && model.kind == ModelKind::Dcgan
-        && t.augment.is_empty()
-        && !model.d_spectral_norm
 }
 
 /// The fast path's D update on one batch, real or fake, under the classic objective (`ns`, real

@@ -77,7 +77,7 @@ pub(crate) struct Gan {
     recipe: TrainConfig,
     classic: bool,
     /// Whether the simultaneous step computes D's convolutions over the fakes once
-    /// ([`fast::replays_fakes`]).
+    /// ([`step::replays_fakes`]).
     replay_fakes: bool,
     batch: usize,
     latent: usize,
@@ -135,7 +135,7 @@ impl Gan {
                 && spectral.is_none()
                 && config.model.kind == ModelKind::Mlp
                 && !config.model.is_conditional(),
-            replay_fakes: fast::replays_fakes(&config.model, t),
+            replay_fakes: step::replays_fakes(&config.model, t),
             batch: t.batch_size,
             latent: config.model.latent_dim,
             conditions: Conditions::of(config),
@@ -156,10 +156,8 @@ impl Gan {
     }
 
     /// One iteration of the configured recipe: Keras-GAN's classic one on the fused parallel
-    /// schedule ([`Gan::fast_step`]), a simultaneous one whose two passes of D over the fakes see
-    /// the same values with D's convolutions over them computed once
-    /// ([`Gan::simultaneous_step_replayed`]), any other on the sequential reference step; then,
-    /// when the run keeps one, the moving average of G takes a step toward the new G.
+    /// schedule ([`Gan::fast_step`]), any other on the sequential reference step; then, when the
+    /// run keeps one, the moving average of G takes a step toward the new G.
     pub(crate) fn step(
         &mut self,
         nets: Networks,
@@ -169,8 +167,6 @@ impl Gan {
     ) -> (Networks, StepRecord) {
         let (nets, record) = if self.classic {
             self.fast_step(nets, iteration, images, streams)
-        } else if self.replay_fakes {
-            self.simultaneous_step_replayed(nets, iteration, images, streams)
         } else {
             self.reference_step(nets, iteration, images, streams)
         };
@@ -403,11 +399,11 @@ mod tests {
     fn only_a_simultaneous_joint_step_of_a_plain_dcgan_d_replays_its_convolutions() {
         let config = Config::preset("dcgan").expect("a built-in preset");
         let (m, t) = (&config.model, &config.train);
-        assert!(fast::replays_fakes(m, t));
+        assert!(step::replays_fakes(m, t));
         let with = |edit: &dyn Fn(&mut Config)| {
             let mut c = config.clone();
             edit(&mut c);
-            fast::replays_fakes(&c.model, &c.train)
+            step::replays_fakes(&c.model, &c.train)
         };
         assert!(!with(&|c| c.train.order = UpdateOrder::DFirst));
         assert!(!with(&|c| c.train.d_update = DUpdate::Split));

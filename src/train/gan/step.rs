@@ -34,7 +34,7 @@ impl Gan {
             let (z, y) = self.noise(streams, &self.plain_device.clone()); // [b, latent (+ classes)]
             let fake = Batch { x: Tensor::from_inner(self.g_forward(&g.valid(), z)), y }; // no graph
             let terms;
-            (d, terms) = self.d_step(d, real, fake, None, streams);
+            (d, terms) = self.d_step(d, real, fake, (None, ConvPass::Compute), streams);
             passes.extend(terms);
         }
         if order == UpdateOrder::DFirst {
@@ -49,9 +49,11 @@ impl Gan {
     /// TensorFlow's DCGAN tutorial step (`train.order = "simultaneous"`): one batch of noise
     /// through G in training mode; D on the real batch and on those fakes; G's loss from D's
     /// scores of the fakes and D's from both batches, every gradient taken at the same weights;
-    /// then both updates. burn's autodiff has no `retain_graph`, so D's forward pass on the fakes
-    /// is computed twice, once for each gradient, with the same weights and the same dropout
-    /// masks: the same values as one pass.
+    /// then both updates. burn's autodiff has no `retain_graph`, so D passes over the fakes
+    /// twice, once for each gradient, with the same weights and the same dropout masks: the same
+    /// values as one pass. Where [`replays_fakes`] says the two passes see the same values
+    /// (`self.replay_fakes`), G's pass keeps D's convolutions' outputs over the fakes and D's pass
+    /// replays them instead of computing them again: the same bits (a test runs both ways).
     pub(super) fn simultaneous_step(
         &mut self,
         nets: Networks,
@@ -60,32 +62,23 @@ impl Gan {
         streams: &mut Streams,
     ) -> (Networks, StepRecord) {
         let Networks { g, d } = nets;
-        let Simultaneous { real, generated, fake, masks } = self.simultaneous_batches(&g, images, streams);
+        let real = self.real_batch(images, &mut streams.data); // [b, pixels], labels
+        let (z, y) = self.noise(streams, &self.train_device.clone()); // [b, latent (+ classes)]
+        let generated = Batch { x: self.g_forward(&g, z), y }; // [b, pixels], training mode, with its graph
+        let fake = Batch { x: generated.x.clone().detach(), y: generated.y.clone() };
+        let masks = self.dropout_masks(&mut streams.dropout);
+        let mut outputs = Vec::new(); // D's convolutions over the fakes, before their biases
 
         // G's gradient through D at its current weights (D's own gradient is not taken here).
-        let (g_grads, g_loss) = self.g_grads_through(&g, &d, generated, &masks, streams, ConvPass::Compute);
+        let keep = if self.replay_fakes { ConvPass::Keep(&mut outputs) } else { ConvPass::Compute };
+        let (g_grads, g_loss) = self.g_grads_through(&g, &d, generated, &masks, streams, keep);
 
         // D's update on the real batch and the same fakes (one update on the summed losses, as
         // the tutorial, with `d_update = "joint"`), then G's.
-        let (d, passes) = self.d_step(d, real, fake, Some(masks), streams);
+        let replay = if self.replay_fakes { ConvPass::Replay(&outputs) } else { ConvPass::Compute };
+        let (d, passes) = self.d_step(d, real, fake, (Some(masks), replay), streams);
         let g = self.opt_g.step(self.lr_g, g, g_grads);
         (Networks { g, d }, StepRecord::OnDevice { iteration, passes, g_loss })
-    }
-
-    /// The simultaneous step's batches, drawn in its order: the real batch, one batch of noise
-    /// through G in training mode, and the dropout masks of D's passes over those fakes.
-    pub(super) fn simultaneous_batches(
-        &mut self,
-        g: &Generator,
-        images: &TrainingImages,
-        streams: &mut Streams,
-    ) -> Simultaneous {
-        let real = self.real_batch(images, &mut streams.data); // [b, pixels], labels
-        let (z, y) = self.noise(streams, &self.train_device.clone()); // [b, latent (+ classes)]
-        let generated = Batch { x: self.g_forward(g, z), y }; // [b, pixels], training mode, with its graph
-        let fake = Batch { x: generated.x.clone().detach(), y: generated.y.clone() };
-        let masks = self.dropout_masks(&mut streams.dropout);
-        Simultaneous { real, generated, fake, masks }
     }
 
     /// G's gradient, and its loss [1], from D's scores of `generated` (G's batch with its graph)
@@ -198,22 +191,23 @@ impl Gan {
 
     /// One D step on a real and a fake batch: one update on their summed losses
     /// (`d_update = "joint"`) or one on each, real first (`"split"`); returns D and both batches'
-    /// terms, real first. The fake batch's dropout masks are `fake_masks` when given.
+    /// terms, real first. The fake batch's dropout masks are `fake_masks` when given, and a joint
+    /// update's fake pass does with D's convolutions what `fake_pass` says (split updates move D
+    /// between the passes: theirs compute).
     pub(super) fn d_step(
         &mut self,
         d: Discriminator,
         real: Batch,
         fake: Batch,
-        fake_masks: Option<Vec<Tensor<4>>>,
+        (fake_masks, fake_pass): (Option<Vec<Tensor<4>>>, ConvPass<'_>),
         streams: &mut Streams,
     ) -> (Discriminator, Vec<PassTerms>) {
-        let both = [Some(real), Some(fake)];
         match self.recipe.d_update {
-            DUpdate::Joint => self.d_update(d, both, fake_masks, streams, ConvPass::Compute),
+            DUpdate::Joint => self.d_update(d, [Some(real), Some(fake)], fake_masks, streams, fake_pass),
             DUpdate::Split => {
-                let [real, fake] = both;
-                let (d, mut passes) = self.d_update(d, [real, None], None, streams, ConvPass::Compute);
-                let (d, on_fake) = self.d_update(d, [None, fake], fake_masks, streams, ConvPass::Compute);
+                let (d, mut passes) = self.d_update(d, [Some(real), None], None, streams, ConvPass::Compute);
+                let (d, on_fake) =
+                    self.d_update(d, [None, Some(fake)], fake_masks, streams, ConvPass::Compute);
                 passes.extend(on_fake);
                 (d, passes)
             }
@@ -281,20 +275,25 @@ impl Gan {
     }
 }
 
-/// The simultaneous step's batches: real images, G's fakes with their graph (`generated`) and
-/// without (`fake`, the same values), and the dropout masks of D's passes over the fakes.
-pub(super) struct Simultaneous {
-    pub(super) real: Batch,
-    pub(super) generated: Batch,
-    pub(super) fake: Batch,
-    pub(super) masks: Vec<Tensor<4>>,
+/// Whether the simultaneous step's two passes of D over its fakes see the same images at the same
+/// weights, so that the second may replay the first's convolutions: the simultaneous order with
+/// one joint D update (split updates move D between them), a dcgan D on gantry's kernels (where
+/// convolutions can be replayed), no augmentation (drawn anew for each pass) and no spectral norm
+/// (its power iteration comes between them).
+pub(super) fn replays_fakes(model: &ModelConfig, t: &TrainConfig) -> bool {
+    t.order == UpdateOrder::Simultaneous
+        && t.d_update == DUpdate::Joint
+        && t.kernels == Kernels::Fused
+        && model.kind == ModelKind::Dcgan
+        && t.augment.is_empty()
+        && !model.d_spectral_norm
 }
 
 /// A batch D scores: images [b, pixels] and, in a conditional run, their one-hot labels
 /// [b, classes] (the real images' own, or the classes G was asked for).
 pub(super) struct Batch {
-    pub(super) x: Tensor<2>,
-    pub(super) y: Option<Tensor<2>>,
+    x: Tensor<2>,
+    y: Option<Tensor<2>>,
 }
 
 /// `term`, plus an acgan D's auxiliary term when `classes` (its class logits [b, classes]) are
