@@ -25,6 +25,10 @@
 //! bits with any number of threads. They are not burn's bits: the sums run in another order (within
 //! float rounding; the tests below compare with burn's convolutions and their gradients).
 //!
+//! Where a window asks for [`Algorithm::Winograd`], the stride-1 5×5 and 3×3 windows that keep the
+//! size take Winograd's minimal filtering instead ([`winograd`]): fewer multiplications, other
+//! sums.
+//!
 //! Backends: Flex (with and without `Autodiff`), f32, square kernels, no dilation or groups;
 //! anything else, and the wgpu backend (`Cube`, feature `gpu`), takes the composed default bodies:
 //! burn's own convolutions.
@@ -50,26 +54,53 @@ use transpose::transpose;
 mod channel_last;
 mod rows;
 mod transpose;
+mod winograd;
 
-/// A square window's stride and padding (both sides), and a transposed convolution's extra rows and
-/// columns at the far end of its output (`padding_out`; 0 for a convolution).
+/// A square window's stride and padding (both sides), a transposed convolution's extra rows and
+/// columns at the far end of its output (`padding_out`; 0 for a convolution), and the algorithm
+/// its products take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub stride: usize,
     pub padding: usize,
     pub padding_out: usize,
+    pub algorithm: Algorithm,
+}
+
+/// How a convolution's sums are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Algorithm {
+    /// im2col rows, one product per chunk of images: every output the direct sum.
+    #[default]
+    Direct,
+    /// Winograd's minimal filtering ([`winograd`]) for the windows of stride 1 that keep the size,
+    /// 5×5 (F(2×2, 5×5): 2.1x fewer multiplications on 7×7 maps) and 3×3 (F(4×4, 3×3)), with 16
+    /// channels or more on both sides: the sums reassociated (other bits). Other windows direct.
+    Winograd,
+}
+
+impl Window {
+    /// A convolution's window, computed directly.
+    pub fn conv(stride: usize, padding: usize) -> Self {
+        Self { stride, padding, padding_out: 0, algorithm: Algorithm::Direct }
+    }
+
+    /// A transposed convolution's window, computed directly.
+    pub fn transpose(stride: usize, padding: usize, padding_out: usize) -> Self {
+        Self { stride, padding, padding_out, algorithm: Algorithm::Direct }
+    }
+
+    /// The same window computed by `algorithm` where it applies.
+    pub fn with(self, algorithm: Algorithm) -> Self {
+        Self { algorithm, ..self }
+    }
 }
 
 /// `conv2d(x, weight) + bias`: x `[batch, c_in, h, w]`, weight `[c_out, c_in, k, k]`, bias
-/// `[c_out]`, stride and padding on both axes. Differentiable on an autodiff device.
-pub fn conv2d(
-    x: Tensor<4>,
-    weight: Tensor<4>,
-    bias: Option<Tensor<1>>,
-    stride: usize,
-    padding: usize,
-) -> Tensor<4> {
-    let window = Window { stride, padding, padding_out: 0 };
+/// `[c_out]`, the window's stride and padding on both axes (its `padding_out` is not used).
+/// Differentiable on an autodiff device.
+pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, window: Window) -> Tensor<4> {
+    let window = Window { padding_out: 0, ..window };
     let y = Tensor::from_dispatch(<Dispatch as ConvOps>::gantry_conv2d(
         x.into_dispatch(),
         weight.into_dispatch(),
@@ -79,22 +110,24 @@ pub fn conv2d(
 }
 
 /// [`conv2d`] when its output (before the bias) is already known: `output`, computed by
-/// [`conv2d`] from the same input values and weight, plus the bias, with the backward step of
-/// [`conv2d`] on an autodiff device, so that a second pass over the same values skips the product.
-/// An `output` of another shape than the convolution's is not taken: the convolution is computed.
+/// [`conv2d`] from the same input values, weight and window, plus the bias, with the backward step
+/// of [`conv2d`] on an autodiff device, so that a second pass over the same values skips the
+/// product. An `output` of another shape than the convolution's is not taken: the convolution is
+/// computed.
 pub fn conv2d_known(
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
-    (stride, padding): (usize, usize),
+    window: Window,
     output: Tensor<4>,
 ) -> Tensor<4> {
+    let window = Window { padding_out: 0, ..window };
     let ([b, _, h, w], [c, _, k, _]) = (x.dims(), weight.dims());
+    let (stride, padding) = (window.stride, window.padding);
     let side = |n: usize| (n + 2 * padding).checked_sub(k).map(|n| n / stride.max(1) + 1);
     if Some(output.dims()) != side(h).zip(side(w)).map(|(oh, ow)| [b, c, oh, ow]) {
-        return conv2d(x, weight, bias, stride, padding);
+        return conv2d(x, weight, bias, window);
     }
-    let window = Window { stride, padding, padding_out: 0 };
     let y = Tensor::from_dispatch(<Dispatch as ConvOps>::gantry_conv2d_known(
         x.into_dispatch(),
         weight.into_dispatch(),
@@ -118,14 +151,7 @@ pub fn with_bias(y: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
 /// The transposed convolution (no bias): x `[batch, c_in, h, w]`, weight `[c_in, c_out, k, k]`
 /// -> `[batch, c_out, (h − 1)·stride − 2·padding + k + padding_out, ...]`. Differentiable on an
 /// autodiff device.
-pub fn conv_transpose2d(
-    x: Tensor<4>,
-    weight: Tensor<4>,
-    stride: usize,
-    padding: usize,
-    padding_out: usize,
-) -> Tensor<4> {
-    let window = Window { stride, padding, padding_out };
+pub fn conv_transpose2d(x: Tensor<4>, weight: Tensor<4>, window: Window) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as ConvOps>::gantry_conv_transpose2d(
         x.into_dispatch(),
         weight.into_dispatch(),
@@ -666,6 +692,50 @@ fn tensor(values: Vec<f32>, shape: [usize; 4]) -> FloatTensor<Flex> {
     FloatTensor::<Flex>::from_data(TensorData::new(values, shape))
 }
 
+/// How a layer's sums are computed: the direct plan, or Winograd's where the window asks for it
+/// and the algorithm applies ([`winograd::Layer::new`]).
+enum Route {
+    Direct(Plan),
+    Winograd(winograd::Layer),
+}
+
+impl Route {
+    fn new(plan: Plan, window: Window) -> Self {
+        let layer = (window.algorithm == Algorithm::Winograd)
+            .then(|| winograd::Layer::new(plan.big_shape(), plan.small_shape(), plan.k, window))
+            .flatten();
+        layer.map_or(Route::Direct(plan), Route::Winograd)
+    }
+
+    fn small_from_big(&self, big: &[f32], weight: &[f32]) -> Vec<f32> {
+        match self {
+            Route::Direct(plan) => plan.small_from_big(big, weight),
+            Route::Winograd(layer) => layer.small_from_big(big, weight),
+        }
+    }
+
+    fn big_from_small(&self, small: &[f32], weight: &[f32]) -> Vec<f32> {
+        match self {
+            Route::Direct(plan) => plan.big_from_small(small, weight),
+            Route::Winograd(layer) => layer.big_from_small(small, weight),
+        }
+    }
+
+    fn weight_grad(&self, big: &[f32], small: &[f32]) -> Vec<f32> {
+        match self {
+            Route::Direct(plan) => plan.weight_grad(big, small),
+            Route::Winograd(layer) => layer.weight_grad(big, small),
+        }
+    }
+
+    fn small_and_weight_grad(&self, big: &[f32], small: &[f32], weight: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        match self {
+            Route::Direct(plan) => plan.small_and_weight_grad(big, small, weight),
+            Route::Winograd(layer) => layer.small_and_weight_grad(big, small, weight),
+        }
+    }
+}
+
 impl ConvOps for Flex {
     fn gantry_conv_transpose2d_backward(
         x: FloatTensor<Self>,
@@ -677,9 +747,10 @@ impl ConvOps for Flex {
             return transpose_grads_apart::<Self>(x, weight, grad, window);
         }
         let plan = Plan::transpose(&x.shape(), &weight.shape(), window);
+        let route = Route::new(plan, window);
         let shape = weight.shape().dims::<4>();
         let (gx, gw) = with_values(grad, |gs| {
-            with_values(x, |xs| with_values(weight, |ws| plan.small_and_weight_grad(gs, xs, ws)))
+            with_values(x, |xs| with_values(weight, |ws| route.small_and_weight_grad(gs, xs, ws)))
         });
         (tensor(gx, plan.small_shape()), tensor(gw, shape))
     }
@@ -689,7 +760,8 @@ impl ConvOps for Flex {
             return Self::conv2d(x, weight, None, conv_options(window));
         }
         let plan = Plan::conv(&x.shape(), &weight.shape(), window);
-        let out = with_values(x, |xs| with_values(weight, |ws| plan.small_from_big(xs, ws)));
+        let route = Route::new(plan, window);
+        let out = with_values(x, |xs| with_values(weight, |ws| route.small_from_big(xs, ws)));
         tensor(out, plan.small_shape())
     }
 
@@ -703,7 +775,8 @@ impl ConvOps for Flex {
             return Self::conv2d_x_backward(x, weight, grad, conv_options(window));
         }
         let plan = Plan::conv(&x.shape(), &weight.shape(), window);
-        let out = with_values(grad, |gs| with_values(weight, |ws| plan.big_from_small(gs, ws)));
+        let route = Route::new(plan, window);
+        let out = with_values(grad, |gs| with_values(weight, |ws| route.big_from_small(gs, ws)));
         tensor(out, plan.big_shape())
     }
 
@@ -717,8 +790,9 @@ impl ConvOps for Flex {
             return Self::conv2d_weight_backward(x, weight, grad, conv_options(window));
         }
         let plan = Plan::conv(&x.shape(), &weight.shape(), window);
+        let route = Route::new(plan, window);
         let shape = weight.shape().dims::<4>();
-        let out = with_values(x, |xs| with_values(grad, |gs| plan.weight_grad(xs, gs)));
+        let out = with_values(x, |xs| with_values(grad, |gs| route.weight_grad(xs, gs)));
         tensor(out, shape)
     }
 
@@ -731,7 +805,8 @@ impl ConvOps for Flex {
             return Self::conv_transpose2d(x, weight, None, transpose_options(window));
         }
         let plan = Plan::transpose(&x.shape(), &weight.shape(), window);
-        let out = with_values(x, |xs| with_values(weight, |ws| plan.big_from_small(xs, ws)));
+        let route = Route::new(plan, window);
+        let out = with_values(x, |xs| with_values(weight, |ws| route.big_from_small(xs, ws)));
         tensor(out, plan.big_shape())
     }
 
@@ -745,7 +820,8 @@ impl ConvOps for Flex {
             return Self::conv_transpose2d_x_backward(weight, grad, transpose_options(window));
         }
         let plan = Plan::transpose(&x.shape(), &weight.shape(), window);
-        let out = with_values(grad, |gs| with_values(weight, |ws| plan.small_from_big(gs, ws)));
+        let route = Route::new(plan, window);
+        let out = with_values(grad, |gs| with_values(weight, |ws| route.small_from_big(gs, ws)));
         tensor(out, plan.small_shape())
     }
 
@@ -759,8 +835,9 @@ impl ConvOps for Flex {
             return Self::conv_transpose2d_weight_backward(x, weight, grad, transpose_options(window));
         }
         let plan = Plan::transpose(&x.shape(), &weight.shape(), window);
+        let route = Route::new(plan, window);
         let shape = weight.shape().dims::<4>();
-        let out = with_values(grad, |gs| with_values(x, |xs| plan.weight_grad(gs, xs)));
+        let out = with_values(grad, |gs| with_values(x, |xs| route.weight_grad(gs, xs)));
         tensor(out, shape)
     }
 }
@@ -885,7 +962,9 @@ mod tests {
     /// (x shape, weight's k and other channel count, stride, padding, padding_out): the shapes the
     /// networks use (5×5 stride 2 down and up, 5×5 stride 1, 4×4) and odd ones (an odd side, a
     /// window overhanging both edges, 3×3, 1×1).
-    const CASES: [([usize; 4], usize, usize, usize, usize, usize); 7] = [
+    /// The last three have 16 channels or more: Winograd's algorithm takes the 5×5 and 3×3 windows
+    /// of stride 1.
+    const CASES: [([usize; 4], usize, usize, usize, usize, usize); 10] = [
         ([3, 4, 14, 14], 5, 6, 2, 2, 1),
         ([2, 5, 7, 7], 5, 3, 1, 2, 0),
         ([2, 3, 9, 9], 5, 4, 2, 2, 1),
@@ -893,49 +972,80 @@ mod tests {
         ([1, 3, 5, 6], 3, 2, 1, 1, 0),
         ([2, 2, 3, 3], 5, 2, 1, 2, 0),
         ([2, 3, 4, 4], 1, 5, 1, 0, 0),
+        ([2, 16, 14, 10], 5, 17, 2, 2, 1),
+        ([3, 17, 7, 7], 5, 16, 1, 2, 0),
+        ([2, 16, 6, 5], 3, 18, 1, 1, 0),
     ];
 
-    /// Forward and both gradients (of a loss with a non-uniform gradient) against burn's.
+    /// Forward and both gradients (of a loss with a non-uniform gradient) against burn's, on
+    /// either algorithm (Winograd's takes the 5×5 stride-1 cases padded by 2).
     #[test]
     fn convolutions_and_their_gradients_match_burns() {
-        let device = Device::flex().autodiff();
-        for (shape, k, other, stride, padding, padding_out) in CASES {
-            let c = shape[1];
-            // A convolution c -> other.
-            let x = filled(shape, 1, &device).require_grad();
-            let w = filled([other, c, k, k], 2, &device).require_grad();
-            let b = filled([other], 3, &device).require_grad();
-            let ours = conv2d(x.clone(), w.clone(), Some(b.clone()), stride, padding);
-            let opts = ConvOptions::new([stride; 2], [padding; 2], [1, 1], 1);
-            let burns = module::conv2d(x.clone(), w.clone(), Some(b.clone()), opts);
-            let what = format!("conv {shape:?} k{k} s{stride} p{padding}");
-            assert_eq!(ours.dims(), burns.dims(), "{what}");
-            let weights = filled(ours.dims(), 4, &device);
-            let ga = (ours.clone() * weights.clone()).sum().backward();
-            let gb = (burns.clone() * weights).sum().backward();
-            close(&values(ours), &values(burns), &format!("{what}: output"));
-            for (name, [a, b]) in [("x", [x.grad(&ga), x.grad(&gb)]), ("weight", [w.grad(&ga), w.grad(&gb)])]
-            {
-                close(&values(a.unwrap()), &values(b.unwrap()), &format!("{what}: {name} gradient"));
-            }
-            close(&values(b.grad(&ga).unwrap()), &values(b.grad(&gb).unwrap()), &format!("{what}: bias"));
-
-            // A transposed convolution c -> other.
-            let w = filled([c, other, k, k], 5, &device).require_grad();
-            let ours = conv_transpose2d(x.clone(), w.clone(), stride, padding, padding_out);
-            let opts = ConvTransposeOptions::new([stride; 2], [padding; 2], [padding_out; 2], [1, 1], 1);
-            let burns = module::conv_transpose2d(x.clone(), w.clone(), None, opts);
-            let what = format!("transposed {shape:?} k{k} s{stride} p{padding} out+{padding_out}");
-            assert_eq!(ours.dims(), burns.dims(), "{what}");
-            let weights = filled(ours.dims(), 6, &device);
-            let ga = (ours.clone() * weights.clone()).sum().backward();
-            let gb = (burns.clone() * weights).sum().backward();
-            close(&values(ours), &values(burns), &format!("{what}: output"));
-            for (name, [a, b]) in [("x", [x.grad(&ga), x.grad(&gb)]), ("weight", [w.grad(&ga), w.grad(&gb)])]
-            {
-                close(&values(a.unwrap()), &values(b.unwrap()), &format!("{what}: {name} gradient"));
+        for algorithm in [Algorithm::Direct, Algorithm::Winograd] {
+            for case in CASES {
+                conv_matches_burns(case, algorithm);
             }
         }
+    }
+
+    fn conv_matches_burns(
+        (shape, k, other, stride, padding, padding_out): ([usize; 4], usize, usize, usize, usize, usize),
+        algorithm: Algorithm,
+    ) {
+        let device = Device::flex().autodiff();
+        let c = shape[1];
+        // A convolution c -> other.
+        let x = filled(shape, 1, &device).require_grad();
+        let w = filled([other, c, k, k], 2, &device).require_grad();
+        let b = filled([other], 3, &device).require_grad();
+        let ours =
+            conv2d(x.clone(), w.clone(), Some(b.clone()), Window::conv(stride, padding).with(algorithm));
+        let opts = ConvOptions::new([stride; 2], [padding; 2], [1, 1], 1);
+        let burns = module::conv2d(x.clone(), w.clone(), Some(b.clone()), opts);
+        let what = format!("{algorithm:?} conv {shape:?} k{k} s{stride} p{padding}");
+        assert_eq!(ours.dims(), burns.dims(), "{what}");
+        let weights = filled(ours.dims(), 4, &device);
+        let ga = (ours.clone() * weights.clone()).sum().backward();
+        let gb = (burns.clone() * weights).sum().backward();
+        close(&values(ours), &values(burns), &format!("{what}: output"));
+        for (name, [a, b]) in [("x", [x.grad(&ga), x.grad(&gb)]), ("weight", [w.grad(&ga), w.grad(&gb)])] {
+            close(&values(a.unwrap()), &values(b.unwrap()), &format!("{what}: {name} gradient"));
+        }
+        close(&values(b.grad(&ga).unwrap()), &values(b.grad(&gb).unwrap()), &format!("{what}: bias"));
+
+        // A transposed convolution c -> other.
+        let w = filled([c, other, k, k], 5, &device).require_grad();
+        let window = Window::transpose(stride, padding, padding_out).with(algorithm);
+        let ours = conv_transpose2d(x.clone(), w.clone(), window);
+        let opts = ConvTransposeOptions::new([stride; 2], [padding; 2], [padding_out; 2], [1, 1], 1);
+        let burns = module::conv_transpose2d(x.clone(), w.clone(), None, opts);
+        let what = format!("{algorithm:?} transposed {shape:?} k{k} s{stride} p{padding} out+{padding_out}");
+        assert_eq!(ours.dims(), burns.dims(), "{what}");
+        let weights = filled(ours.dims(), 6, &device);
+        let ga = (ours.clone() * weights.clone()).sum().backward();
+        let gb = (burns.clone() * weights).sum().backward();
+        close(&values(ours), &values(burns), &format!("{what}: output"));
+        for (name, [a, b]) in [("x", [x.grad(&ga), x.grad(&gb)]), ("weight", [w.grad(&ga), w.grad(&gb)])] {
+            close(&values(a.unwrap()), &values(b.unwrap()), &format!("{what}: {name} gradient"));
+        }
+    }
+
+    /// The Winograd algorithm is taken where it applies: on a 5×5 window of stride 1 with 16
+    /// channels or more its output differs from the direct sums' in the last bits (the sums
+    /// reassociated); with fewer channels, or another window, it is the direct path's to the bit.
+    #[test]
+    fn winograd_runs_only_where_it_applies() {
+        let device = Device::flex();
+        let bits = |t: Tensor<4>| values(t).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let run = |c_out: usize, k: usize, window: Window| {
+            let (x, w) = (filled([2, 24, 7, 7], 1, &device), filled([24, c_out, k, k], 2, &device));
+            let direct = conv_transpose2d(x.clone(), w.clone(), window);
+            bits(direct) == bits(conv_transpose2d(x, w, window.with(Algorithm::Winograd)))
+        };
+        assert!(!run(16, 5, Window::transpose(1, 2, 0)), "stride 1: Winograd's sums");
+        assert!(run(15, 5, Window::transpose(1, 2, 0)), "15 channels: the direct sums");
+        assert!(run(16, 5, Window::transpose(2, 2, 1)), "stride 2: the direct sums");
+        assert!(run(16, 4, Window::transpose(2, 1, 0)), "4×4: the direct sums");
     }
 
     /// A batch cut into chunks gives the same outputs and input gradients, bit for bit, as one
@@ -943,7 +1053,7 @@ mod tests {
     /// grouped by chunk); and any thread count gives the same bits.
     #[test]
     fn chunks_and_threads_do_not_change_the_results() {
-        let window = Window { stride: 2, padding: 2, padding_out: 1 };
+        let window = Window::transpose(2, 2, 1);
         let planned = Plan::transpose(&[7, 6, 7, 7], &[6, 4, 5, 5], window);
         assert_eq!(planned.chunk, 1, "7 images, MIN_CHUNKS chunks at most one image each");
         let whole = Plan { chunk: 7, ..planned };
@@ -976,7 +1086,7 @@ mod tests {
     /// alone, with one chunk, several, and groups of several chunks each.
     #[test]
     fn both_gradients_together_are_each_ones_bits() {
-        let window = Window { stride: 2, padding: 2, padding_out: 1 };
+        let window = Window::transpose(2, 2, 1);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for images in [1, 5, 19] {
             let plan = Plan::transpose(&[images, 6, 7, 7], &[6, 4, 5, 5], window);
@@ -1000,7 +1110,7 @@ mod tests {
         let device = Device::flex().autodiff();
         let x = filled([2, 3, 8, 8], 1, &device).require_grad();
         let w = filled([4, 3, 5, 5], 2, &device);
-        let grads = conv2d(x.clone(), w.clone(), None, 2, 2).sum().backward();
+        let grads = conv2d(x.clone(), w.clone(), None, Window::conv(2, 2)).sum().backward();
         assert!(x.grad(&grads).is_some());
         assert!(w.grad(&grads).is_none());
     }
@@ -1014,9 +1124,9 @@ mod tests {
         let x = filled([3, 2, 9, 9], 1, &device).require_grad();
         let w = filled([5, 2, 5, 5], 2, &device).require_grad();
         let b = filled([5], 3, &device).require_grad();
-        let computed = conv2d(x.clone(), w.clone(), Some(b.clone()), 2, 2);
-        let plain = conv2d(x.clone().detach(), w.clone().detach(), None, 2, 2).detach();
-        let known = conv2d_known(x.clone(), w.clone(), Some(b.clone()), (2, 2), plain.clone());
+        let computed = conv2d(x.clone(), w.clone(), Some(b.clone()), Window::conv(2, 2));
+        let plain = conv2d(x.clone().detach(), w.clone().detach(), None, Window::conv(2, 2)).detach();
+        let known = conv2d_known(x.clone(), w.clone(), Some(b.clone()), Window::conv(2, 2), plain.clone());
         assert_eq!(bits(known.clone()), bits(computed.clone()), "the output");
         let upstream = filled([3, 5, 5, 5], 4, &device);
         let grads_of = |y: Tensor<4>| {
@@ -1025,7 +1135,7 @@ mod tests {
         };
         assert_eq!(grads_of(known), grads_of(computed.clone()), "the input and weight gradients");
         let wrong = plain.narrow(0, 0, 2);
-        let taken = conv2d_known(x.clone(), w.clone(), Some(b), (2, 2), wrong);
+        let taken = conv2d_known(x.clone(), w.clone(), Some(b), Window::conv(2, 2), wrong);
         assert_eq!(bits(taken), bits(computed), "a wrong-shaped output is computed instead");
     }
 
@@ -1034,15 +1144,14 @@ mod tests {
     #[test]
     fn channel_last_rows_give_the_bits_of_channel_first_rows() {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        let conv = |x: [usize; 4], w: [usize; 4], stride, padding| {
-            Plan::conv(&x, &w, Window { stride, padding, padding_out: 0 })
-        };
+        let conv =
+            |x: [usize; 4], w: [usize; 4], stride, padding| Plan::conv(&x, &w, Window::conv(stride, padding));
         let plans = [
             conv([3, 4, 14, 14], [6, 4, 5, 5], 2, 2),
             conv([2, 3, 9, 8], [5, 3, 3, 3], 1, 1),
             conv([5, 2, 7, 7], [3, 2, 5, 5], 1, 0),
-            Plan::transpose(&[3, 6, 7, 7], &[6, 4, 5, 5], Window { stride: 2, padding: 2, padding_out: 1 }),
-            Plan::transpose(&[2, 5, 7, 7], &[5, 3, 5, 5], Window { stride: 1, padding: 2, padding_out: 0 }),
+            Plan::transpose(&[3, 6, 7, 7], &[6, 4, 5, 5], Window::transpose(2, 2, 1)),
+            Plan::transpose(&[2, 5, 7, 7], &[5, 3, 5, 5], Window::transpose(1, 2, 0)),
         ];
         for plan in plans {
             assert_eq!(plan.free_columns(), Columns::ChannelLast, "{plan:?}");

@@ -453,6 +453,49 @@ pub(crate) fn product(
     out
 }
 
+/// `dst [m, n] += lhs [m, k] · rhs [k, n]`, dst row-major, the operands read through their (row,
+/// column) strides, on this thread (gemm reads dst and adds its product to it): a sum of products
+/// accumulated in place.
+pub(crate) fn product_add(
+    (m, n, k): (usize, usize, usize),
+    (lhs, (lhs_rs, lhs_cs)): (&[f32], (isize, isize)),
+    (rhs, (rhs_rs, rhs_cs)): (&[f32], (isize, isize)),
+    dst: &mut [f32],
+) {
+    let extent = |rows: usize, cols: usize, rs: isize, cs: isize| {
+        (rows - 1) * rs as usize + (cols - 1) * cs as usize + 1
+    };
+    assert!(m > 0 && n > 0 && k > 0, "empty product");
+    assert!(lhs_rs >= 0 && lhs_cs >= 0 && rhs_rs >= 0 && rhs_cs >= 0, "negative strides");
+    assert!(lhs.len() >= extent(m, k, lhs_rs, lhs_cs) && rhs.len() >= extent(k, n, rhs_rs, rhs_cs));
+    assert!(dst.len() >= m * n, "the destination's length");
+    // SAFETY: the asserts above keep every operand read inside its slice and every element of
+    // dst written or read inside it.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            lhs.as_ptr(),
+            lhs_cs,
+            lhs_rs,
+            rhs.as_ptr(),
+            rhs_cs,
+            rhs_rs,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
 impl<B: Backend + DenseOps, C: CheckpointStrategy> DenseOps for Autodiff<B, C> {
     fn dense(
         x: FloatTensor<Self>,

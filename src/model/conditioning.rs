@@ -139,9 +139,7 @@ impl Heads<'_> {
             (Some(embed), Some(y)) => {
                 let e = match sigma(1) {
                     Some(s) => dense_spectral(y.clone(), embed, s),
-                    None if kernels == Kernels::Fused => {
-                        one_hot_product(y.clone(), embed.weight.val(), y.dims()[1])
-                    }
+                    None if kernels.is_fused() => one_hot_product(y.clone(), embed.weight.val(), y.dims()[1]),
                     None => embed.forward(y.clone()),
                 };
                 Some((e * features.clone()).sum_dim(1))

@@ -25,7 +25,7 @@ use super::conditioning::{self, Heads};
 use super::layers::{self, DISCRIMINATOR_IDS, GENERATOR_IDS, batch_norm_layer, glorot, glorot_dense};
 use crate::config::{Kernels, ModelConfig, square_shape};
 use crate::kernels::batch_norm::batch_norm;
-use crate::kernels::conv;
+use crate::kernels::conv::{self, Window};
 use crate::kernels::leaky_relu::leaky_relu as fused_leaky_relu;
 use crate::kernels::one_hot::one_hot_product;
 use crate::kernels::tanh::tanh_tensor;
@@ -237,14 +237,14 @@ fn fused_conv(
     x: Tensor<4>,
     w: Tensor<4>,
     bias: Option<Tensor<1>>,
-    (stride, padding): (usize, usize),
+    window: Window,
     (pass, i): (&mut ConvPass<'_>, usize),
 ) -> Tensor<4> {
     let y = match pass {
         ConvPass::Replay(outputs) if i < outputs.len() => {
-            return conv::conv2d_known(x, w, bias, (stride, padding), outputs[i].clone());
+            return conv::conv2d_known(x, w, bias, window, outputs[i].clone());
         }
-        _ => conv::conv2d(x, w, None, stride, padding),
+        _ => conv::conv2d(x, w, None, window),
     };
     if let ConvPass::Keep(outputs) = pass {
         outputs.push(y.clone().detach());
@@ -302,7 +302,7 @@ impl Generator {
     /// fewer passes, and its transposed convolutions (the same function, summed in another order);
     /// reference: burn's own modules.
     pub fn forward(&self, z: Tensor<2>, kernels: Kernels) -> Tensor<2> {
-        let fused = kernels == Kernels::Fused;
+        let fused = kernels.is_fused();
         let b = z.dims()[0];
         let slope = self.leaky_slope;
         let mut x = z;
@@ -325,7 +325,8 @@ impl Generator {
         for (i, layer) in self.deconvs.iter().enumerate() {
             x = if fused {
                 let (s, p, out) = (layer.stride[0], layer.padding[0], layer.padding_out[0]);
-                conv::conv_transpose2d(x, layer.weight.val(), s, p, out)
+                let window = Window::transpose(s, p, out).with(kernels.conv_algorithm());
+                conv::conv_transpose2d(x, layer.weight.val(), window)
             } else {
                 layer.forward(x)
             };
@@ -437,7 +438,7 @@ impl Discriminator {
         (kernels, mut pass): (Kernels, ConvPass<'_>),
         sigmas: Option<&[Tensor<2>]>,
     ) -> Tensor<2> {
-        let fused = kernels == Kernels::Fused;
+        let fused = kernels.is_fused();
         let (b, s) = (x.dims()[0], self.side);
         // Grey or RGB: the values per image say which.
         let channels = x.dims()[1] / (s * s);
@@ -455,7 +456,8 @@ impl Discriminator {
             };
             let (p, bias) = (strided_padding(layer.kernel_size[0]), layer.bias.as_ref().map(|b| b.val()));
             let y = if fused {
-                fused_conv(x, w, bias, (layer.stride[0], p), (&mut pass, i))
+                let window = Window::conv(layer.stride[0], p).with(kernels.conv_algorithm());
+                fused_conv(x, w, bias, window, (&mut pass, i))
             } else if sigmas.is_some() {
                 let options = ConvOptions::new(layer.stride, [p, p], layer.dilation, layer.groups);
                 conv2d(x, w, bias, options)

@@ -180,7 +180,7 @@ impl Discriminator {
         kernels: Kernels,
         sigmas: Option<&[Tensor<2>]>,
     ) -> (Tensor<2>, Option<Tensor<2>>) {
-        let fused = kernels == Kernels::Fused;
+        let fused = kernels.is_fused();
         let heads = self.heads();
         let mut x = match conditioning::input_labels(labels, &heads) {
             Some(y) => Tensor::cat(vec![x, y.clone()], 1),

@@ -95,8 +95,8 @@ impl Generator {
     /// The forward pass on `kernels`.
     pub fn forward_with(&self, z: Tensor<2>, kernels: Kernels) -> Tensor<2> {
         match (self, kernels) {
-            (Self::Mlp(g), Kernels::Fused) => g.forward(z),
             (Self::Mlp(g), Kernels::Reference) => g.forward_reference(z),
+            (Self::Mlp(g), Kernels::Fused | Kernels::Winograd) => g.forward(z),
             (Self::Dcgan(g), k) => g.forward(z, k),
         }
     }

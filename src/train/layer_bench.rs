@@ -12,7 +12,7 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use serde::Serialize;
 
 use crate::config::{Config, UpdateOrder};
-use crate::kernels::conv;
+use crate::kernels::conv::{self, Algorithm, Window};
 use crate::kernels::one_hot::one_hot_product;
 use crate::model::LayerShape;
 
@@ -63,12 +63,13 @@ pub fn passes(order: UpdateOrder, generator: bool, first: bool) -> [f64; 3] {
 pub fn time_layers(config: &Config, pixels: usize, batch: usize, reps: usize) -> Vec<LayerTime> {
     let (g, d) = crate::model::layer_shapes(&config.model, pixels);
     let device = Device::flex().autodiff();
+    let algorithm = config.train.kernels.conv_algorithm();
     let mut out = Vec::new();
     for (net, layers) in [("G", g), ("D", d)] {
         for (i, (name, shape)) in layers.into_iter().enumerate() {
             let [forward_ms, with_input, with_weight] = [Grad::None, Grad::Input, Grad::Weight].map(|grad| {
                 let (x, w) = inputs(shape, batch, grad, &device);
-                median_ms(reps, || run(shape, grad, (&x, &w)))
+                median_ms(reps, || run(shape, grad, (&x, &w), algorithm))
             });
             out.push(LayerTime {
                 net,
@@ -140,8 +141,8 @@ fn inputs(shape: LayerShape, b: usize, grad: Grad, device: &Device) -> (Tensor<4
 /// the input or of the weight (the one `inputs` required). Dense layers are burn's product
 /// (`x W`, as the dcgan's projection and logit and every `Linear::forward` run it; the mlp's fused
 /// kernel runs the same gemm), or with one-hot labels gantry's product over them (a conditional
-/// dcgan G's projection); convolutions gantry's kernels.
-fn run(shape: LayerShape, grad: Grad, (x, w): (&Tensor<4>, &Tensor<4>)) {
+/// dcgan G's projection); convolutions gantry's kernels, by `algorithm` where it applies.
+fn run(shape: LayerShape, grad: Grad, (x, w): (&Tensor<4>, &Tensor<4>), algorithm: Algorithm) {
     let y = match shape {
         LayerShape::Dense { d_in, d_out, labels } => {
             let b = x.dims()[2];
@@ -151,10 +152,17 @@ fn run(shape: LayerShape, grad: Grad, (x, w): (&Tensor<4>, &Tensor<4>)) {
                 labels => one_hot_product(x, w, labels).sum(),
             }
         }
-        LayerShape::Conv { k, .. } => conv::conv2d(x.clone(), w.clone(), None, 2, k / 2).sum(),
+        LayerShape::Conv { k, .. } => {
+            conv::conv2d(x.clone(), w.clone(), None, Window::conv(2, k / 2).with(algorithm)).sum()
+        }
         LayerShape::ConvTranspose { k, side_in, side_out, .. } => {
             let stride = side_out / side_in;
-            conv::conv_transpose2d(x.clone(), w.clone(), stride, k / 2, stride - 1).sum()
+            conv::conv_transpose2d(
+                x.clone(),
+                w.clone(),
+                Window::transpose(stride, k / 2, stride - 1).with(algorithm),
+            )
+            .sum()
         }
     };
     let read = |t: Tensor<4>| t.sum().into_scalar::<f32>();

@@ -168,8 +168,8 @@ impl Gan {
 
     pub(super) fn g_forward(&self, g: &Generator, z: Tensor<2>) -> Tensor<2> {
         match self.recipe.kernels {
-            Kernels::Fused => g.forward(z),
             Kernels::Reference => g.forward_reference(z),
+            kernels => g.forward_with(z, kernels),
         }
     }
 
@@ -283,7 +283,7 @@ impl Gan {
 pub(super) fn replays_fakes(model: &ModelConfig, t: &TrainConfig) -> bool {
     t.order == UpdateOrder::Simultaneous
         && t.d_update == DUpdate::Joint
-        && t.kernels == Kernels::Fused
+        && t.kernels.is_fused()
         && model.kind == ModelKind::Dcgan
         && t.augment.is_empty()
         && !model.d_spectral_norm

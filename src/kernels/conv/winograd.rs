@@ -1,0 +1,809 @@
+//! Winograd's minimal filtering (Lavin and Gray, "Fast Algorithms for Convolutional Neural
+//! Networks", 2016) for windows of stride 1 that keep the input's size: F(2×2, 5×5) for 5×5
+//! windows padded by 2 (TensorFlow's DCGAN G's first transposed convolution, 256 -> 128 channels on
+//! 7×7 maps, half of `dcgan-tf`'s arithmetic) and F(4×4, 3×3) for 3×3 windows padded by 1. Taken
+//! where `train.kernels = "winograd"` asks for it, with 16 channels or more on both sides
+//! ([`Layer::new`]); every other window stays on the direct products.
+//!
+//! Every such layer is a correlation `y[n, o] = Σ_c x[n, c] ⋆ g[o, c]` ([`correlate`]): the
+//! convolution with its weight, its input gradient with the weight turned 180° and its channels
+//! swapped ([`turned`]), and a transposed convolution the other way round ([`Layer`]). The output
+//! is cut into m×m tiles (m = 2 or 4); each reads a 6×6 tile of the input, and in the transformed
+//! domain a tile's outputs are 36 products where the direct sum takes 100 (5×5) or 144 (3×3):
+//! `Y = Aᵀ [Σ_c (G g Gᵀ) ⊙ (Bᵀ d B)] A`. For a chunk of images the sum over channels is, for each
+//! of the 36 points, one matrix product `[tiles, c_in] · [c_in, c_out]`: for F(2×2, 5×5) 2.1x
+//! fewer multiplications than the direct products on 7×7 maps (padded to 8×8 by the tiles), plus
+//! the transforms, which are additions and multiplications by small constants, vectorized over 16
+//! channels. The weight's gradient ([`weight_grad`]) is the same algorithm's:
+//! `dg = Gᵀ [Σ_tiles (Bᵀ d B) ⊙ (A dY Aᵀ)] G`, again 36 products, summed over the chunks.
+//!
+//! The points are 0, 1, −1, 2, −2 and ∞ for both (the same Bᵀ). The results are the
+//! convolution's within float rounding, not its direct sum's bits: the transforms reassociate the
+//! sums (the tests below bound the error against an f64 sum). They do not depend on the thread
+//! count (the chunks depend on the shapes only) or on the vector width (no fused multiply-adds).
+
+use super::super::dense::{Order, Split, product, product_add};
+use super::transpose::transpose;
+use super::{MIN_CHUNKS, WEIGHT_GRAD_GROUPS, Window, sum_in_order};
+use rayon::prelude::*;
+
+/// The input tile's side, and the points of the transformed domain.
+const TILE_IN: usize = 6;
+const POINTS: usize = TILE_IN * TILE_IN;
+
+/// The channels one transform handles at once.
+const LANES: usize = 16;
+
+/// The transformed tiles of a chunk of images, at most, in floats (4 MB).
+const CHUNK_FLOATS: usize = 1 << 20;
+
+type Lanes = [f32; LANES];
+
+/// `fn name(args) -> R { body }` whose body runs compiled for AVX-512 where the CPU has it
+/// (checked at run time), else as built: the transforms' loops over [`LANES`] channels then run on
+/// whole 16-lane vectors. Their arithmetic is the same IEEE operations either way (no fused
+/// multiply-adds), so the bits do not depend on it.
+macro_rules! wide {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                #[target_feature(enable = "avx512f")]
+                fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                // SAFETY: the CPU supports AVX-512F, checked just above.
+                return unsafe { avx512($($arg),*) };
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+/// The two filters: F(2×2, 5×5) and F(4×4, 3×3), each reading 6×6 input tiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Filter {
+    F2x5,
+    F4x3,
+}
+
+impl Filter {
+    /// The output tile's side.
+    fn m(self) -> usize {
+        match self {
+            Filter::F2x5 => 2,
+            Filter::F4x3 => 4,
+        }
+    }
+
+    /// The window's side.
+    fn r(self) -> usize {
+        match self {
+            Filter::F2x5 => 5,
+            Filter::F4x3 => 3,
+        }
+    }
+
+    /// The padding on every side that keeps the input's size: (r − 1) / 2.
+    fn pad(self) -> usize {
+        (self.r() - 1) / 2
+    }
+
+    fn taps(self) -> usize {
+        self.r() * self.r()
+    }
+}
+
+/// The shapes of a correlation: `x` `[images, ci, h, w]`, `g` `[co, ci, r, r]`, `y`
+/// `[images, co, h, w]`, by `filter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Same {
+    images: usize,
+    ci: usize,
+    co: usize,
+    h: usize,
+    w: usize,
+    filter: Filter,
+}
+
+impl Same {
+    fn tiles_y(&self) -> usize {
+        self.h.div_ceil(self.filter.m())
+    }
+
+    fn tiles_x(&self) -> usize {
+        self.w.div_ceil(self.filter.m())
+    }
+
+    fn tiles(&self) -> usize {
+        self.tiles_y() * self.tiles_x()
+    }
+
+    fn plane(&self) -> usize {
+        self.h * self.w
+    }
+
+    /// Images per chunk: as many as keep the widest side's transformed tiles within
+    /// [`CHUNK_FLOATS`], in [`MIN_CHUNKS`] chunks at least.
+    fn chunk(&self) -> usize {
+        let per_image = (POINTS * self.tiles() * self.ci.max(self.co)).max(1);
+        let fit = (CHUNK_FLOATS / per_image).max(1);
+        let chunks = self.images.div_ceil(fit).max(MIN_CHUNKS.min(self.images)).max(1);
+        self.images.div_ceil(chunks).max(1)
+    }
+
+    /// Output tile t's first output row or column.
+    fn first_out(&self, t: usize) -> usize {
+        t * self.filter.m()
+    }
+}
+
+/// The filter that computes a k×k window with this stride and padding as a correlation that
+/// keeps the input's size: 5×5 padded by 2 or 3×3 padded by 1, stride 1.
+fn filter_for(k: usize, window: Window) -> Option<Filter> {
+    match (k, window.stride, window.padding, window.padding_out) {
+        (5, 1, 2, 0) => Some(Filter::F2x5),
+        (3, 1, 1, 0) => Some(Filter::F4x3),
+        _ => None,
+    }
+}
+
+/// The fewest channels on either side for which the transforms pay (a layer with one channel
+/// stays direct).
+const MIN_CHANNELS: usize = 16;
+
+/// A convolution or transposed convolution as Winograd computes it, in [`super::Plan`]'s terms: a
+/// big side `[n, cb, h, w]`, a small side `[n, cs, h, w]` of the same size, the weight
+/// `[cs, cb, r, r]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Layer {
+    /// The correlation from the big side to the small side.
+    s: Same,
+}
+
+impl Layer {
+    /// The layer, if the algorithm computes it: a 5×5 or 3×3 window of stride 1 that keeps the
+    /// size ([`filter_for`]), with at least [`MIN_CHANNELS`] channels on both sides.
+    pub fn new(big: [usize; 4], small: [usize; 4], k: usize, window: Window) -> Option<Self> {
+        let ([n, cb, hb, wb], [_, cs, hs, ws]) = (big, small);
+        let filter = filter_for(k, window)?;
+        let s = Same { images: n, ci: cb, co: cs, h: hb, w: wb, filter };
+        (cb.min(cs) >= MIN_CHANNELS && hb == hs && wb == ws).then_some(Self { s })
+    }
+
+    /// Big to small (a convolution; a transposed convolution's input gradient).
+    pub fn small_from_big(&self, big: &[f32], weight: &[f32]) -> Vec<f32> {
+        correlate(big, self.s, weight)
+    }
+
+    /// Small to big (a transposed convolution; a convolution's input gradient): the correlation
+    /// the other way, with the weight turned.
+    pub fn big_from_small(&self, small: &[f32], weight: &[f32]) -> Vec<f32> {
+        let back = Same { ci: self.s.co, co: self.s.ci, ..self.s };
+        correlate(small, back, &turned(weight, self.s.co, self.s.ci, self.s.filter.r()))
+    }
+
+    /// The weight's gradient `[cs, cb, r, r]`.
+    pub fn weight_grad(&self, big: &[f32], small: &[f32]) -> Vec<f32> {
+        weight_grad(big, self.s, small)
+    }
+
+    /// A transposed convolution's input gradient (`small_from_big(big)`) and weight gradient
+    /// (`weight_grad(big, small)`), the big side transformed once for both.
+    pub fn small_and_weight_grad(&self, big: &[f32], small: &[f32], weight: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        correlate_and_weight_grad(big, self.s, weight, small)
+    }
+}
+
+/// `y[n, o] = Σ_c x[n, c] ⋆ g[o, c]` with (r − 1) / 2 zeros of padding: x `[images, ci, h, w]`,
+/// g `[co, ci, r, r]`, y `[images, co, h, w]`.
+fn correlate(x: &[f32], s: Same, g: &[f32]) -> Vec<f32> {
+    let u = transform_weights(g, s);
+    let (chunk, out_len, in_len) = (s.chunk(), s.co * s.plane(), s.ci * s.plane());
+    let mut y = vec![0.0f32; s.images * out_len];
+    y.par_chunks_mut(chunk * out_len).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(v, scratch), (n, dst)| {
+            let images = dst.len() / out_len;
+            transform_input(&x[n * chunk * in_len..][..images * in_len], s, s.ci, v, scratch);
+            output_of_chunk(v, &u, s, dst, scratch);
+        },
+    );
+    y
+}
+
+/// One chunk's output `dst` from its transformed input `v` and the transformed weight `u`: one
+/// product per point, `[tiles, co] = [tiles, ci] · [ci, co]`, then back from the points.
+fn output_of_chunk(v: &[f32], u: &[f32], s: Same, dst: &mut [f32], scratch: &mut Vec<f32>) {
+    let tiles = dst.len() / (s.co * s.plane()) * s.tiles();
+    let (ci, co) = (s.ci as isize, s.co as isize);
+    let parts: Vec<Vec<f32>> = (0..POINTS)
+        .map(|p| {
+            let (vp, up) = (&v[p * tiles * s.ci..], &u[p * s.ci * s.co..]);
+            product(tiles, s.co, s.ci, vp, (ci, 1), up, (co, 1), Order::RowMajor, Split::Single)
+        })
+        .collect();
+    transform_output(&parts, s, dst, scratch);
+}
+
+/// The weight's gradient of [`correlate`]: `dg[o, c, kh, kw] = Σ dy[n, o, i, j] · x[n, c,
+/// i − pad + kh, j − pad + kw]`, x `[images, ci, h, w]`, dy `[images, co, h, w]`, dg
+/// `[co, ci, r, r]`.
+fn weight_grad(x: &[f32], s: Same, dy: &[f32]) -> Vec<f32> {
+    weight_grad_and(x, s, dy, None)
+}
+
+/// [`correlate`]`(x, s, g)` and [`weight_grad`]`(x, s, dy)` together, each chunk of `x`
+/// transformed once for both: a transposed convolution's input and weight gradients (`x` its
+/// output's gradient, `dy` its input).
+fn correlate_and_weight_grad(x: &[f32], s: Same, g: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let mut y = vec![0.0f32; s.images * s.co * s.plane()];
+    let grad = weight_grad_and(x, s, dy, Some((&mut y, &transform_weights(g, s))));
+    (y, grad)
+}
+
+/// The weight's gradient, summed chunk after chunk within [`WEIGHT_GRAD_GROUPS`] groups side by
+/// side, then group after group; with `output` (the correlation's buffer and transformed weight)
+/// also the correlation's chunks from the same transformed input.
+fn weight_grad_and(x: &[f32], s: Same, dy: &[f32], output: Option<(&mut [f32], &[f32])>) -> Vec<f32> {
+    let (chunk, out_len, in_len) = (s.chunk(), s.co * s.plane(), s.ci * s.plane());
+    let chunks = s.images.div_ceil(chunk);
+    let groups = WEIGHT_GRAD_GROUPS.min(chunks).max(1);
+    let group_chunks = |g: usize| chunks * g / groups..chunks * (g + 1) / groups;
+    // Each group's block of the output: its chunks' images.
+    let (mut rest, u) = output.map_or((None, None), |(y, u)| (Some(y), Some(u)));
+    let mut blocks = Vec::with_capacity(groups);
+    for g in 0..groups {
+        let images = (group_chunks(g).end * chunk).min(s.images) - group_chunks(g).start * chunk;
+        let (block, tail) = rest.take().map(|r| r.split_at_mut(images * out_len)).unzip();
+        blocks.push((g, block));
+        rest = tail;
+    }
+    let sums: Vec<Vec<f32>> = blocks
+        .into_par_iter()
+        .map(|(g, mut block)| {
+            let (mut v, mut z, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
+            let mut sum = vec![0.0f32; POINTS * s.ci * s.co];
+            for n in group_chunks(g) {
+                let (first, images) = (n * chunk, chunk.min(s.images - n * chunk));
+                transform_input(&x[first * in_len..][..images * in_len], s, s.ci, &mut v, &mut scratch);
+                if let (Some(block), Some(u)) = (block.as_deref_mut(), u) {
+                    let at = (first - group_chunks(g).start * chunk) * out_len;
+                    output_of_chunk(&v, u, s, &mut block[at..][..images * out_len], &mut scratch);
+                }
+                transform_grad(&dy[first * out_len..][..images * out_len], s, &mut z, &mut scratch);
+                add_weight_part(&v, &z, s, images * s.tiles(), &mut sum);
+            }
+            sum
+        })
+        .collect();
+    weights_back(&sum_in_order(sums, POINTS * s.ci * s.co), s)
+}
+
+/// `sum[p] += v[p]ᵀ · z[p]` for each point p: `[ci, co] += [ci, tiles] · [tiles, co]`, the
+/// input's transformed tiles read transposed in place.
+fn add_weight_part(v: &[f32], z: &[f32], s: Same, tiles: usize, sum: &mut [f32]) {
+    let (ci, co) = (s.ci as isize, s.co as isize);
+    for p in 0..POINTS {
+        let (vp, zp) = (&v[p * tiles * s.ci..], &z[p * tiles * s.co..]);
+        let dst = &mut sum[p * s.ci * s.co..][..s.ci * s.co];
+        product_add((s.ci, s.co, tiles), (vp, (1, ci)), (zp, (co, 1)), dst);
+    }
+}
+
+/// A weight `[a, b, r, r]` turned 180° with its two channel axes swapped: `[b, a, r, r]`, the
+/// weight whose correlation is the other direction's (a convolution's input gradient, a
+/// transposed convolution's output).
+fn turned(g: &[f32], a: usize, b: usize, r: usize) -> Vec<f32> {
+    let taps = r * r;
+    let mut out = vec![0.0f32; a * b * taps];
+    for i in 0..a {
+        for j in 0..b {
+            let (src, dst) = (&g[(i * b + j) * taps..][..taps], &mut out[(j * a + i) * taps..][..taps]);
+            src.iter().rev().zip(dst).for_each(|(v, d)| *d = *v);
+        }
+    }
+    out
+}
+
+wide! {
+/// The chunk's input tiles transformed, `v` `[36, tiles, channels]`: `Bᵀ d B` for each tile's
+/// 6×6 values d (zero outside the image) of each channel; `padded` holds one image channel-last
+/// inside a border of zeros as wide as the tiles reach past it.
+fn transform_input(x: &[f32], s: Same, channels: usize, v: &mut Vec<f32>, padded: &mut Vec<f32>) {
+    let (plane, images, m, pad) = (s.plane(), x.len() / (channels * s.plane()), s.filter.m(), s.filter.pad());
+    let (rows, cols) = (m * (s.tiles_y() - 1) + TILE_IN, m * (s.tiles_x() - 1) + TILE_IN);
+    let tiles = images * s.tiles();
+    v.resize(POINTS * tiles * channels, 0.0);
+    padded.clear();
+    padded.resize(rows * cols * channels, 0.0);
+    let mut image = vec![0.0f32; plane * channels];
+    for (img, x) in x.chunks_exact(channels * plane).enumerate() {
+        transpose(x, channels, plane, &mut image);
+        for (i, row) in image.chunks_exact(s.w * channels).enumerate() {
+            padded[((i + pad) * cols + pad) * channels..][..row.len()].copy_from_slice(row);
+        }
+        for t in 0..s.tiles() {
+            let (ty, tx) = (t / s.tiles_x(), t % s.tiles_x());
+            let (tile, first) = (img * s.tiles() + t, (m * ty * cols + m * tx) * channels);
+            for c0 in (0..channels).step_by(LANES) {
+                let lanes = LANES.min(channels - c0);
+                let mut d = [[[0.0f32; LANES]; TILE_IN]; TILE_IN];
+                for (u, row) in d.iter_mut().enumerate() {
+                    for (q, value) in row.iter_mut().enumerate() {
+                        *value = load(&padded[first + (u * cols + q) * channels + c0..], lanes);
+                    }
+                }
+                let out = separable(&d, bt);
+                for (p, values) in out.iter().flatten().enumerate() {
+                    store(&mut v[(p * tiles + tile) * channels + c0..], values, lanes);
+                }
+            }
+        }
+    }
+}
+}
+
+wide! {
+/// The output gradient's tiles transformed, `z` `[36, tiles, co]`: `A dY Aᵀ` for each tile's m×m
+/// values (zero outside the image).
+fn transform_grad(dy: &[f32], s: Same, z: &mut Vec<f32>, scratch: &mut Vec<f32>) {
+    let (plane, co) = (s.plane(), s.co);
+    let tiles = dy.len() / (co * plane) * s.tiles();
+    z.resize(POINTS * tiles * co, 0.0);
+    scratch.resize(plane * co, 0.0);
+    for (img, dy) in dy.chunks_exact(co * plane).enumerate() {
+        transpose(dy, co, plane, scratch);
+        for t in 0..s.tiles() {
+            let tile = img * s.tiles() + t;
+            match s.filter {
+                Filter::F2x5 => grad_tile::<2>(scratch, s, (t, tile, tiles), z, a2),
+                Filter::F4x3 => grad_tile::<4>(scratch, s, (t, tile, tiles), z, a4),
+            }
+        }
+    }
+}
+}
+
+/// One output tile's gradient, from one image channel-last, into `z` (see [`transform_grad`]).
+#[inline(always)]
+fn grad_tile<const M: usize>(
+    image: &[f32],
+    s: Same,
+    (t, tile, tiles): (usize, usize, usize),
+    z: &mut [f32],
+    a: impl Fn([f32; M]) -> [f32; TILE_IN] + Copy,
+) {
+    let (ty, tx, co) = (t / s.tiles_x(), t % s.tiles_x(), s.co);
+    for o0 in (0..co).step_by(LANES) {
+        let lanes = LANES.min(co - o0);
+        let mut d = [[[0.0f32; LANES]; M]; M];
+        for (ia, row) in d.iter_mut().enumerate() {
+            let Some(i) = inside((s.first_out(ty) + ia) as isize, s.h) else { continue };
+            for (ib, value) in row.iter_mut().enumerate() {
+                let Some(j) = inside((s.first_out(tx) + ib) as isize, s.w) else { continue };
+                *value = load(&image[(i * s.w + j) * co + o0..], lanes);
+            }
+        }
+        let out = separable(&d, a);
+        for (p, values) in out.iter().flatten().enumerate() {
+            store(&mut z[(p * tiles + tile) * co + o0..], values, lanes);
+        }
+    }
+}
+
+wide! {
+/// The chunk's output `dst` `[images, co, h, w]` from the points' products `parts` (each
+/// `[tiles, co]`): `Aᵀ M A` for each tile, the positions inside the image kept.
+fn transform_output(parts: &[Vec<f32>], s: Same, dst: &mut [f32], scratch: &mut Vec<f32>) {
+    let (plane, co) = (s.plane(), s.co);
+    scratch.resize(plane * co, 0.0);
+    for (img, dst) in dst.chunks_exact_mut(co * plane).enumerate() {
+        for t in 0..s.tiles() {
+            let tile = img * s.tiles() + t;
+            match s.filter {
+                Filter::F2x5 => output_tile::<2>(parts, s, (t, tile), scratch, at2),
+                Filter::F4x3 => output_tile::<4>(parts, s, (t, tile), scratch, at4),
+            }
+        }
+        transpose(scratch, plane, co, dst);
+    }
+}
+}
+
+/// One output tile into one image channel-last (see [`transform_output`]).
+#[inline(always)]
+fn output_tile<const M: usize>(
+    parts: &[Vec<f32>],
+    s: Same,
+    (t, tile): (usize, usize),
+    image: &mut [f32],
+    at: impl Fn([f32; TILE_IN]) -> [f32; M] + Copy,
+) {
+    let (ty, tx, co) = (t / s.tiles_x(), t % s.tiles_x(), s.co);
+    for o0 in (0..co).step_by(LANES) {
+        let lanes = LANES.min(co - o0);
+        let mut m = [[[0.0f32; LANES]; TILE_IN]; TILE_IN];
+        for (p, value) in m.iter_mut().flatten().enumerate() {
+            *value = load(&parts[p][tile * co + o0..], lanes);
+        }
+        let y = separable(&m, at);
+        for (ia, row) in y.iter().enumerate() {
+            let Some(i) = inside((s.first_out(ty) + ia) as isize, s.h) else { continue };
+            for (ib, value) in row.iter().enumerate() {
+                let Some(j) = inside((s.first_out(tx) + ib) as isize, s.w) else { continue };
+                store(&mut image[(i * s.w + j) * co + o0..], value, lanes);
+            }
+        }
+    }
+}
+
+wide! {
+/// The weight `g` `[co, ci, r, r]` transformed, `[36, ci, co]`: `G g Gᵀ` for each pair of
+/// channels.
+fn transform_weights(g: &[f32], s: Same) -> Vec<f32> {
+    let (ci, co, taps) = (s.ci, s.co, s.filter.taps());
+    let mut by_tap = vec![0.0f32; ci * taps * co];
+    transpose(g, co, ci * taps, &mut by_tap);
+    let mut u = vec![0.0f32; POINTS * ci * co];
+    for c in 0..ci {
+        match s.filter {
+            Filter::F2x5 => weight_tiles::<5>(&by_tap, s, c, &mut u, g5),
+            Filter::F4x3 => weight_tiles::<3>(&by_tap, s, c, &mut u, g3),
+        }
+    }
+    u
+}
+}
+
+/// Input channel c's weights transformed (see [`transform_weights`]), from the weight with its
+/// output channels last (`by_tap` `[ci, r·r, co]`).
+#[inline(always)]
+fn weight_tiles<const R: usize>(
+    by_tap: &[f32],
+    s: Same,
+    c: usize,
+    u: &mut [f32],
+    g: impl Fn([f32; R]) -> [f32; TILE_IN] + Copy,
+) {
+    let (ci, co) = (s.ci, s.co);
+    for o0 in (0..co).step_by(LANES) {
+        let lanes = LANES.min(co - o0);
+        let mut k = [[[0.0f32; LANES]; R]; R];
+        for (tap, value) in k.iter_mut().flatten().enumerate() {
+            *value = load(&by_tap[(c * R * R + tap) * co + o0..], lanes);
+        }
+        let out = separable(&k, g);
+        for (p, values) in out.iter().flatten().enumerate() {
+            store(&mut u[(p * ci + c) * co + o0..], values, lanes);
+        }
+    }
+}
+
+wide! {
+/// The weight's gradient `[co, ci, r, r]` from its transform `du` `[36, ci, co]`: `Gᵀ du G`.
+fn weights_back(du: &[f32], s: Same) -> Vec<f32> {
+    let (ci, co, taps) = (s.ci, s.co, s.filter.taps());
+    let mut by_tap = vec![0.0f32; ci * taps * co];
+    for c in 0..ci {
+        match s.filter {
+            Filter::F2x5 => weight_tiles_back::<5>(du, s, c, &mut by_tap, gt5),
+            Filter::F4x3 => weight_tiles_back::<3>(du, s, c, &mut by_tap, gt3),
+        }
+    }
+    let mut g = vec![0.0f32; co * ci * taps];
+    transpose(&by_tap, ci * taps, co, &mut g);
+    g
+}
+}
+
+/// Input channel c's weight gradients back from the points (see [`weights_back`]), into
+/// `by_tap` `[ci, r·r, co]`.
+#[inline(always)]
+fn weight_tiles_back<const R: usize>(
+    du: &[f32],
+    s: Same,
+    c: usize,
+    by_tap: &mut [f32],
+    gt: impl Fn([f32; TILE_IN]) -> [f32; R] + Copy,
+) {
+    let (ci, co) = (s.ci, s.co);
+    for o0 in (0..co).step_by(LANES) {
+        let lanes = LANES.min(co - o0);
+        let mut m = [[[0.0f32; LANES]; TILE_IN]; TILE_IN];
+        for (p, value) in m.iter_mut().flatten().enumerate() {
+            *value = load(&du[(p * ci + c) * co + o0..], lanes);
+        }
+        let k = separable(&m, gt);
+        for (tap, values) in k.iter().flatten().enumerate() {
+            store(&mut by_tap[(c * R * R + tap) * co + o0..], values, lanes);
+        }
+    }
+}
+
+/// The first `lanes` values of `src` (the rest 0): a whole vector's move when `lanes` is
+/// [`LANES`].
+#[inline(always)]
+fn load(src: &[f32], lanes: usize) -> Lanes {
+    let mut v = [0.0f32; LANES];
+    if lanes == LANES {
+        v.copy_from_slice(&src[..LANES]);
+    } else {
+        v[..lanes].copy_from_slice(&src[..lanes]);
+    }
+    v
+}
+
+/// The first `lanes` values of `v` into `dst`.
+#[inline(always)]
+fn store(dst: &mut [f32], v: &Lanes, lanes: usize) {
+    if lanes == LANES {
+        dst[..LANES].copy_from_slice(v);
+    } else {
+        dst[..lanes].copy_from_slice(&v[..lanes]);
+    }
+}
+
+/// `i` if it is a row or column of a side of `n`.
+fn inside(i: isize, n: usize) -> Option<usize> {
+    (0..n as isize).contains(&i).then_some(i as usize)
+}
+
+/// `F X Fᵀ` for each lane of a square `X` of lane vectors, `f` applying the matrix `F` to one
+/// column of scalars. The lane loop is outermost with the rest unrolled, so that it runs as one
+/// pass over whole vectors: every lane the same operations in the same order.
+#[inline(always)]
+fn separable<const I: usize, const O: usize>(
+    x: &[[Lanes; I]; I],
+    f: impl Fn([f32; I]) -> [f32; O] + Copy,
+) -> [[Lanes; O]; O] {
+    let mut out = [[[0.0f32; LANES]; O]; O];
+    for l in 0..LANES {
+        let mut half = [[0.0f32; I]; O];
+        for j in 0..I {
+            let mut column = [0.0f32; I];
+            for (value, row) in column.iter_mut().zip(x) {
+                *value = row[j][l];
+            }
+            for (row, value) in half.iter_mut().zip(f(column)) {
+                row[j] = value;
+            }
+        }
+        for (out, half) in out.iter_mut().zip(half) {
+            for (value, v) in out.iter_mut().zip(f(half)) {
+                value[l] = v;
+            }
+        }
+    }
+    out
+}
+
+/// `Bᵀ d`: Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0;
+/// 0 4 0 −5 0 1].
+#[inline(always)]
+fn bt([d0, d1, d2, d3, d4, d5]: [f32; 6]) -> [f32; 6] {
+    [
+        4.0 * d0 - 5.0 * d2 + d4,
+        (d3 + d4) - 4.0 * (d1 + d2),
+        (d4 - d3) + 4.0 * (d1 - d2),
+        (d4 - d2) + 2.0 * (d3 - d1),
+        (d4 - d2) - 2.0 * (d3 - d1),
+        4.0 * d1 - 5.0 * d3 + d5,
+    ]
+}
+
+/// `G g` for F(2×2, 5×5): G = [1/4 0 0 0 0; −1/6 −1/6 −1/6 −1/6 −1/6; −1/6 1/6 −1/6 1/6 −1/6;
+/// 1/24 1/12 1/6 1/3 2/3; 1/24 −1/12 1/6 −1/3 2/3; 0 0 0 0 1].
+#[inline(always)]
+fn g5([g0, g1, g2, g3, g4]: [f32; 5]) -> [f32; 6] {
+    let (even, odd) = (g0 + g2 + g4, g1 + g3);
+    let (even4, odd4) = (g0 + 4.0 * g2 + 16.0 * g4, 2.0 * g1 + 8.0 * g3);
+    [g0 / 4.0, -(even + odd) / 6.0, -(even - odd) / 6.0, (even4 + odd4) / 24.0, (even4 - odd4) / 24.0, g4]
+}
+
+/// `G g` for F(4×4, 3×3): G = [1/4 0 0; −1/6 −1/6 −1/6; −1/6 1/6 −1/6; 1/24 1/12 1/6;
+/// 1/24 −1/12 1/6; 0 0 1].
+#[inline(always)]
+fn g3([g0, g1, g2]: [f32; 3]) -> [f32; 6] {
+    let (even, even4) = (g0 + g2, g0 + 4.0 * g2);
+    [
+        g0 / 4.0,
+        -(even + g1) / 6.0,
+        -(even - g1) / 6.0,
+        (even4 + 2.0 * g1) / 24.0,
+        (even4 - 2.0 * g1) / 24.0,
+        g2,
+    ]
+}
+
+/// `Aᵀ m` for F(2×2, 5×5): Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 1].
+#[inline(always)]
+fn at2([m0, m1, m2, m3, m4, m5]: [f32; 6]) -> [f32; 2] {
+    [m0 + (m1 + m2) + (m3 + m4), (m1 - m2) + 2.0 * (m3 - m4) + m5]
+}
+
+/// `Aᵀ m` for F(4×4, 3×3): Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1].
+#[inline(always)]
+fn at4([m0, m1, m2, m3, m4, m5]: [f32; 6]) -> [f32; 4] {
+    let (s1, d1, s2, d2) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
+    [m0 + s1 + s2, d1 + 2.0 * d2, s1 + 4.0 * s2, d1 + 8.0 * d2 + m5]
+}
+
+/// `A y` for F(2×2, 5×5) (A = (Aᵀ)ᵀ, 6×2): the transform of an output gradient's column.
+#[inline(always)]
+fn a2([y0, y1]: [f32; 2]) -> [f32; 6] {
+    [y0, y0 + y1, y0 - y1, y0 + 2.0 * y1, y0 - 2.0 * y1, y1]
+}
+
+/// `A y` for F(4×4, 3×3) (6×4).
+#[inline(always)]
+fn a4([y0, y1, y2, y3]: [f32; 4]) -> [f32; 6] {
+    let (even, odd, even4, odd8) = (y0 + y2, y1 + y3, y0 + 4.0 * y2, 2.0 * y1 + 8.0 * y3);
+    [y0, even + odd, even - odd, even4 + odd8, even4 - odd8, y3]
+}
+
+/// `Gᵀ u` for F(2×2, 5×5) (5×6): the weight gradient's way back from the transformed domain.
+#[inline(always)]
+fn gt5([u0, u1, u2, u3, u4, u5]: [f32; 6]) -> [f32; 5] {
+    let (s, d, t, e) = (u1 + u2, u1 - u2, u3 + u4, u3 - u4);
+    [
+        u0 / 4.0 - s / 6.0 + t / 24.0,
+        e / 12.0 - d / 6.0,
+        (t - s) / 6.0,
+        e / 3.0 - d / 6.0,
+        2.0 * t / 3.0 - s / 6.0 + u5,
+    ]
+}
+
+/// `Gᵀ u` for F(4×4, 3×3) (3×6).
+#[inline(always)]
+fn gt3([u0, u1, u2, u3, u4, u5]: [f32; 6]) -> [f32; 3] {
+    let (s, d, t, e) = (u1 + u2, u1 - u2, u3 + u4, u3 - u4);
+    [u0 / 4.0 - s / 6.0 + t / 24.0, e / 12.0 - d / 6.0, (t - s) / 6.0 + u5]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic spread of values in [−1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The direct correlation, summed in f64.
+    fn direct(x: &[f32], s: Same, g: &[f32]) -> Vec<f64> {
+        let (r, pad) = (s.filter.r(), s.filter.pad() as isize);
+        let mut y = vec![0.0f64; s.images * s.co * s.plane()];
+        for (k, y) in y.iter_mut().enumerate() {
+            let (n, o, i, j) = (k / (s.co * s.plane()), k / s.plane() % s.co, k / s.w % s.h, k % s.w);
+            for c in 0..s.ci {
+                for (kh, kw) in (0..r).flat_map(|kh| (0..r).map(move |kw| (kh, kw))) {
+                    let (a, b) = (i as isize + kh as isize - pad, j as isize + kw as isize - pad);
+                    let (Some(a), Some(b)) = (inside(a, s.h), inside(b, s.w)) else { continue };
+                    let xv = x[((n * s.ci + c) * s.h + a) * s.w + b] as f64;
+                    *y += xv * g[((o * s.ci + c) * r + kh) * r + kw] as f64;
+                }
+            }
+        }
+        y
+    }
+
+    /// The weight's gradient of [`direct`]: dg[o, c, kh, kw] = Σ dy[n, o, i, j] x[n, c, i − pad
+    /// + kh, j − pad + kw], summed in f64.
+    fn direct_weight_grad(x: &[f32], s: Same, dy: &[f32]) -> Vec<f64> {
+        let (r, pad) = (s.filter.r(), s.filter.pad() as isize);
+        let mut exact = vec![0.0f64; s.co * s.ci * r * r];
+        for (k, e) in exact.iter_mut().enumerate() {
+            let (o, c, kh, kw) = (k / (s.ci * r * r), k / (r * r) % s.ci, k / r % r, k % r);
+            for (n, i, j) in (0..s.images).flat_map(|n| (0..s.plane()).map(move |p| (n, p / s.w, p % s.w))) {
+                let (a, b) = (i as isize + kh as isize - pad, j as isize + kw as isize - pad);
+                let (Some(a), Some(b)) = (inside(a, s.h), inside(b, s.w)) else { continue };
+                let d = dy[((n * s.co + o) * s.h + i) * s.w + j] as f64;
+                *e += d * x[((n * s.ci + c) * s.h + a) * s.w + b] as f64;
+            }
+        }
+        exact
+    }
+
+    /// The bound on [`relative_error`]: measured (2026-12-07) 5e-8 to 8.4e-6 over these shapes,
+    /// the largest for F(2×2, 5×5) at 256 -> 128 channels (F(4×4, 3×3) at most 6.6e-6): the
+    /// transforms multiply f32 rounding by their constants.
+    const TOLERANCE: f64 = 3e-5;
+
+    /// The largest difference from the f64 sum, relative to the largest value of the sum.
+    fn relative_error(found: &[f32], exact: &[f64]) -> f64 {
+        assert_eq!(found.len(), exact.len());
+        let scale = exact.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let diff = found.iter().zip(exact).fold(0.0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
+        diff / scale
+    }
+
+    /// Odd sides (tiles past the image's edge), channels that are not a multiple of the lanes,
+    /// more images than a chunk, one image alone, and `dcgan-tf`'s layer; both filters.
+    fn shapes() -> Vec<Same> {
+        let f = Filter::F2x5;
+        let mut shapes = vec![
+            Same { images: 3, ci: 5, co: 18, h: 7, w: 7, filter: f },
+            Same { images: 9, ci: 17, co: 3, h: 6, w: 9, filter: f },
+            Same { images: 1, ci: 2, co: 2, h: 1, w: 3, filter: f },
+            Same { images: 2, ci: 32, co: 16, h: 8, w: 8, filter: f },
+            Same { images: 2, ci: 256, co: 128, h: 7, w: 7, filter: f },
+        ];
+        let f4 = shapes.iter().map(|s| Same { filter: Filter::F4x3, ..*s }).collect::<Vec<_>>();
+        shapes.extend(f4);
+        shapes
+    }
+
+    #[test]
+    fn correlate_matches_the_direct_sum() {
+        for (n, s) in shapes().into_iter().enumerate() {
+            let x = values(s.images * s.ci * s.plane(), n as u64);
+            let g = values(s.co * s.ci * s.filter.taps(), 100 + n as u64);
+            let error = relative_error(&correlate(&x, s, &g), &direct(&x, s, &g));
+            assert!(error < TOLERANCE, "{s:?}: relative error {error}");
+        }
+    }
+
+    #[test]
+    fn weight_grad_matches_the_direct_sum() {
+        for (n, s) in shapes().into_iter().enumerate() {
+            let x = values(s.images * s.ci * s.plane(), n as u64);
+            let dy = values(s.images * s.co * s.plane(), 200 + n as u64);
+            let error = relative_error(&weight_grad(&x, s, &dy), &direct_weight_grad(&x, s, &dy));
+            assert!(error < TOLERANCE, "{s:?}: relative error {error}");
+        }
+    }
+
+    #[test]
+    fn turned_weights_correlate_the_other_way() {
+        // <correlate(x, g), y> = <x, correlate(y, turned(g))>: the input gradient's identity.
+        for filter in [Filter::F2x5, Filter::F4x3] {
+            let s = Same { images: 2, ci: 3, co: 4, h: 5, w: 7, filter };
+            let x = values(s.images * s.ci * s.plane(), 1);
+            let y = values(s.images * s.co * s.plane(), 2);
+            let g = values(s.co * s.ci * filter.taps(), 3);
+            let back = Same { ci: s.co, co: s.ci, ..s };
+            let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>();
+            let forward = dot(&correlate(&x, s, &g), &y);
+            let adjoint = dot(&x, &correlate(&y, back, &turned(&g, s.co, s.ci, filter.r())));
+            assert!(
+                (forward - adjoint).abs() < 1e-4 * forward.abs().max(1.0),
+                "{filter:?}: {forward} vs {adjoint}"
+            );
+        }
+    }
+
+    #[test]
+    fn both_together_are_each_ones_bits() {
+        for images in [1, 5, 19] {
+            let s = Same { images, ci: 20, co: 9, h: 7, w: 7, filter: Filter::F2x5 };
+            let (x, g) = (values(s.images * s.ci * s.plane(), 7), values(s.co * s.ci * 25, 8));
+            let dy = values(s.images * s.co * s.plane(), 9);
+            let (y, grad) = correlate_and_weight_grad(&x, s, &g, &dy);
+            assert_eq!(y, correlate(&x, s, &g), "{images} images: the correlation");
+            assert_eq!(grad, weight_grad(&x, s, &dy), "{images} images: the weight's gradient");
+        }
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let s = Same { images: 11, ci: 20, co: 9, h: 14, w: 14, filter: Filter::F4x3 };
+        let (x, g) = (values(s.images * s.ci * s.plane(), 4), values(s.co * s.ci * 9, 5));
+        let dy = values(s.images * s.co * s.plane(), 6);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| (correlate(&x, s, &g), weight_grad(&x, s, &dy)))
+        };
+        assert_eq!(run(1), run(3));
+    }
+}
