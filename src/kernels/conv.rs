@@ -275,6 +275,61 @@ const MIN_CHUNKS: usize = 8;
 /// thread, its chunks in order), then the groups in order.
 const WEIGHT_GRAD_GROUPS: usize = 8;
 
+/// A batch of `images` cut into chunks of `size` images (the last may have fewer), and the chunks
+/// into the groups a weight's gradient is summed in: all of it from the shapes, never the threads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Chunks {
+    images: usize,
+    size: usize,
+}
+
+impl Chunks {
+    /// As many chunks as `floats_per_image` of each image's rows need to stay within
+    /// [`CHUNK_FLOATS`], and [`MIN_CHUNKS`] at least, of nearly equal sizes.
+    fn new(images: usize, floats_per_image: usize) -> Self {
+        let images_fit = (CHUNK_FLOATS / floats_per_image.max(1)).max(1);
+        let chunks = images.div_ceil(images_fit).max(MIN_CHUNKS.min(images)).max(1);
+        Self { images, size: images.div_ceil(chunks).max(1) }
+    }
+
+    fn count(&self) -> usize {
+        self.images.div_ceil(self.size)
+    }
+
+    /// Chunk `n`'s first image and image count.
+    fn images_of(&self, n: usize) -> (usize, usize) {
+        (n * self.size, self.size.min(self.images - n * self.size))
+    }
+
+    /// The groups the weight's gradient is summed in: [`WEIGHT_GRAD_GROUPS`], or one per chunk.
+    fn groups(&self) -> usize {
+        WEIGHT_GRAD_GROUPS.min(self.count()).max(1)
+    }
+
+    /// The chunks of group `g`, consecutive.
+    fn group(&self, g: usize) -> std::ops::Range<usize> {
+        let (chunks, groups) = (self.count(), self.groups());
+        chunks * g / groups..chunks * (g + 1) / groups
+    }
+
+    /// Each group with its block of `out` (`per_image` values an image, its chunks' images), or
+    /// with none when there is no `out`.
+    fn group_blocks<'a>(
+        &self,
+        out: Option<&'a mut [f32]>,
+        per_image: usize,
+    ) -> Vec<(usize, Option<&'a mut [f32]>)> {
+        let (mut rest, mut blocks) = (out, Vec::with_capacity(self.groups()));
+        for g in 0..self.groups() {
+            let images: usize = self.group(g).map(|n| self.images_of(n).1).sum();
+            let (block, tail) = rest.take().map(|r| r.split_at_mut(images * per_image)).unzip();
+            blocks.push((g, block));
+            rest = tail;
+        }
+        blocks
+    }
+}
+
 /// The geometry of a convolution seen from both sides (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Plan {
@@ -296,11 +351,7 @@ struct Plan {
 
 impl Plan {
     fn new(images: usize, [cb, hb, wb]: [usize; 3], [cs, hs, ws]: [usize; 3], k: usize, w: Window) -> Self {
-        let per_image = (hs * ws * cb * k * k).max(1);
-        let images_fit = (CHUNK_FLOATS / per_image).max(1);
-        // As many chunks as the rows need, and MIN_CHUNKS at least, of nearly equal sizes.
-        let chunks = images.div_ceil(images_fit).max(MIN_CHUNKS.min(images)).max(1);
-        let chunk = images.div_ceil(chunks).max(1);
+        let chunk = Chunks::new(images, hs * ws * cb * k * k).size;
         Self { images, cb, hb, wb, cs, hs, ws, k, stride: w.stride, pad: w.padding, chunk }
     }
 
@@ -343,8 +394,8 @@ impl Plan {
         [self.images, self.cs, self.hs, self.ws]
     }
 
-    fn chunk_count(&self) -> usize {
-        self.images.div_ceil(self.chunk)
+    fn chunks(&self) -> Chunks {
+        Chunks { images: self.images, size: self.chunk }
     }
 
     /// The window positions kw with 0 <= j·s − p + kw < wb: (first, end), and the first one's
@@ -536,24 +587,17 @@ impl Plan {
         columns: Columns,
     ) -> Vec<f32> {
         let columns = if input.is_some() { Columns::ChannelFirst } else { columns };
-        // Each group's block of the input gradient: its images'.
-        let (mut blocks, weight) = (Vec::with_capacity(self.groups()), input.as_ref().map(|(_, w)| *w));
-        let mut rest = input.map(|(out, _)| out);
-        for g in 0..self.groups() {
-            let images: usize = self.group_chunks(g).map(|n| self.chunk_images(n).1).sum();
-            let split = rest.take().map(|r| r.split_at_mut(images * self.small_len()));
-            let (block, tail) = split.map_or((None, None), |(b, t)| (Some(b), Some(t)));
-            blocks.push((g, block));
-            rest = tail;
-        }
-        let sums: Vec<Vec<f32>> = blocks
+        let (out, weight) = input.unzip();
+        let chunks = self.chunks();
+        let sums: Vec<Vec<f32>> = chunks
+            .group_blocks(out, self.small_len())
             .into_par_iter()
             .map(|(g, block)| {
                 let (mut cols, mut grouped) = (Vec::new(), Vec::new());
                 let mut sum = vec![0.0f32; self.cs * self.width()];
                 let mut dsts = block.map(|b| b.chunks_mut(self.chunk * self.small_len()));
-                for n in self.group_chunks(g) {
-                    let (first, images) = self.chunk_images(n);
+                for n in chunks.group(g) {
+                    let (first, images) = chunks.images_of(n);
                     self.gather_chunk(big, (first, images), columns, &mut cols);
                     if let (Some(dsts), Some(weight)) = (dsts.as_mut(), weight) {
                         let dst = dsts.next().expect("one block of the output per chunk");
@@ -569,22 +613,6 @@ impl Plan {
             Columns::ChannelFirst => sum,
             Columns::ChannelLast => self.weight_in(&sum, Columns::ChannelFirst),
         }
-    }
-
-    /// The groups the weight's gradient is summed in: [`WEIGHT_GRAD_GROUPS`], or one per chunk.
-    fn groups(&self) -> usize {
-        WEIGHT_GRAD_GROUPS.min(self.chunk_count()).max(1)
-    }
-
-    /// The chunks of group `g`, consecutive.
-    fn group_chunks(&self, g: usize) -> std::ops::Range<usize> {
-        let (chunks, groups) = (self.chunk_count(), self.groups());
-        chunks * g / groups..chunks * (g + 1) / groups
-    }
-
-    /// Chunk `n`'s first image and image count.
-    fn chunk_images(&self, n: usize) -> (usize, usize) {
-        (n * self.chunk, self.chunk.min(self.images - n * self.chunk))
     }
 
     /// `sum += rows(small)ᵀ · cols` for the chunk of `images` images from `first` on, `cols` its

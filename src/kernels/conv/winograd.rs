@@ -24,7 +24,7 @@
 
 use super::super::dense::{Order, Split, product, product_add};
 use super::transpose::transpose;
-use super::{MIN_CHUNKS, WEIGHT_GRAD_GROUPS, Window, sum_in_order};
+use super::{Chunks, Window, sum_in_order};
 use rayon::prelude::*;
 
 /// The input tile's side, and the points of the transformed domain.
@@ -33,9 +33,6 @@ const POINTS: usize = TILE_IN * TILE_IN;
 
 /// The channels one transform handles at once.
 const LANES: usize = 16;
-
-/// The transformed tiles of a chunk of images, at most, in floats (4 MB).
-const CHUNK_FLOATS: usize = 1 << 20;
 
 type Lanes = [f32; LANES];
 
@@ -126,13 +123,10 @@ impl Same {
         self.h * self.w
     }
 
-    /// Images per chunk: as many as keep the widest side's transformed tiles within
-    /// [`CHUNK_FLOATS`], in [`MIN_CHUNKS`] chunks at least.
-    fn chunk(&self) -> usize {
-        let per_image = (POINTS * self.tiles() * self.ci.max(self.co)).max(1);
-        let fit = (CHUNK_FLOATS / per_image).max(1);
-        let chunks = self.images.div_ceil(fit).max(MIN_CHUNKS.min(self.images)).max(1);
-        self.images.div_ceil(chunks).max(1)
+    /// The batch's chunks: the widest side's transformed tiles of a chunk within the convolutions'
+    /// budget ([`Chunks::new`]).
+    fn chunks(&self) -> Chunks {
+        Chunks::new(self.images, POINTS * self.tiles() * self.ci.max(self.co))
     }
 
     /// Output tile t's first output row or column.
@@ -202,13 +196,13 @@ impl Layer {
 /// g `[co, ci, r, r]`, y `[images, co, h, w]`.
 fn correlate(x: &[f32], s: Same, g: &[f32]) -> Vec<f32> {
     let u = transform_weights(g, s);
-    let (chunk, out_len, in_len) = (s.chunk(), s.co * s.plane(), s.ci * s.plane());
+    let (chunk, out_len, in_len) = (s.chunks().size, s.co * s.plane(), s.ci * s.plane());
     let mut y = vec![0.0f32; s.images * out_len];
     y.par_chunks_mut(chunk * out_len).enumerate().for_each_init(
         || (Vec::new(), Vec::new()),
         |(v, scratch), (n, dst)| {
             let images = dst.len() / out_len;
-            transform_input(&x[n * chunk * in_len..][..images * in_len], s, s.ci, v, scratch);
+            transform_input(&x[n * chunk * in_len..][..images * in_len], s, v, scratch);
             output_of_chunk(v, &u, s, dst, scratch);
         },
     );
@@ -249,30 +243,21 @@ fn correlate_and_weight_grad(x: &[f32], s: Same, g: &[f32], dy: &[f32]) -> (Vec<
 /// side, then group after group; with `output` (the correlation's buffer and transformed weight)
 /// also the correlation's chunks from the same transformed input.
 fn weight_grad_and(x: &[f32], s: Same, dy: &[f32], output: Option<(&mut [f32], &[f32])>) -> Vec<f32> {
-    let (chunk, out_len, in_len) = (s.chunk(), s.co * s.plane(), s.ci * s.plane());
-    let chunks = s.images.div_ceil(chunk);
-    let groups = WEIGHT_GRAD_GROUPS.min(chunks).max(1);
-    let group_chunks = |g: usize| chunks * g / groups..chunks * (g + 1) / groups;
-    // Each group's block of the output: its chunks' images.
-    let (mut rest, u) = output.map_or((None, None), |(y, u)| (Some(y), Some(u)));
-    let mut blocks = Vec::with_capacity(groups);
-    for g in 0..groups {
-        let images = (group_chunks(g).end * chunk).min(s.images) - group_chunks(g).start * chunk;
-        let (block, tail) = rest.take().map(|r| r.split_at_mut(images * out_len)).unzip();
-        blocks.push((g, block));
-        rest = tail;
-    }
-    let sums: Vec<Vec<f32>> = blocks
+    let (chunks, out_len, in_len) = (s.chunks(), s.co * s.plane(), s.ci * s.plane());
+    let (out, u) = output.unzip();
+    let sums: Vec<Vec<f32>> = chunks
+        .group_blocks(out, out_len)
         .into_par_iter()
-        .map(|(g, mut block)| {
+        .map(|(g, block)| {
             let (mut v, mut z, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
             let mut sum = vec![0.0f32; POINTS * s.ci * s.co];
-            for n in group_chunks(g) {
-                let (first, images) = (n * chunk, chunk.min(s.images - n * chunk));
-                transform_input(&x[first * in_len..][..images * in_len], s, s.ci, &mut v, &mut scratch);
-                if let (Some(block), Some(u)) = (block.as_deref_mut(), u) {
-                    let at = (first - group_chunks(g).start * chunk) * out_len;
-                    output_of_chunk(&v, u, s, &mut block[at..][..images * out_len], &mut scratch);
+            let mut dsts = block.map(|b| b.chunks_mut(chunks.size * out_len));
+            for n in chunks.group(g) {
+                let (first, images) = chunks.images_of(n);
+                transform_input(&x[first * in_len..][..images * in_len], s, &mut v, &mut scratch);
+                if let (Some(dsts), Some(u)) = (dsts.as_mut(), u) {
+                    let dst = dsts.next().expect("one block of the output per chunk");
+                    output_of_chunk(&v, u, s, dst, &mut scratch);
                 }
                 transform_grad(&dy[first * out_len..][..images * out_len], s, &mut z, &mut scratch);
                 add_weight_part(&v, &z, s, images * s.tiles(), &mut sum);
@@ -310,11 +295,12 @@ fn turned(g: &[f32], a: usize, b: usize, r: usize) -> Vec<f32> {
 }
 
 wide! {
-/// The chunk's input tiles transformed, `v` `[36, tiles, channels]`: `Bᵀ d B` for each tile's
-/// 6×6 values d (zero outside the image) of each channel; `padded` holds one image channel-last
-/// inside a border of zeros as wide as the tiles reach past it.
-fn transform_input(x: &[f32], s: Same, channels: usize, v: &mut Vec<f32>, padded: &mut Vec<f32>) {
-    let (plane, images, m, pad) = (s.plane(), x.len() / (channels * s.plane()), s.filter.m(), s.filter.pad());
+/// The chunk's input tiles transformed, `v` `[36, tiles, ci]`: `Bᵀ d B` for each tile's 6×6
+/// values d (zero outside the image) of each channel; `padded` holds one image channel-last inside
+/// a border of zeros as wide as the tiles reach past it.
+fn transform_input(x: &[f32], s: Same, v: &mut Vec<f32>, padded: &mut Vec<f32>) {
+    let (channels, plane, m, pad) = (s.ci, s.plane(), s.filter.m(), s.filter.pad());
+    let images = x.len() / (channels * plane);
     let (rows, cols) = (m * (s.tiles_y() - 1) + TILE_IN, m * (s.tiles_x() - 1) + TILE_IN);
     let tiles = images * s.tiles();
     v.resize(POINTS * tiles * channels, 0.0);
@@ -450,35 +436,36 @@ fn transform_weights(g: &[f32], s: Same) -> Vec<f32> {
     transpose(g, co, ci * taps, &mut by_tap);
     let mut u = vec![0.0f32; POINTS * ci * co];
     for c in 0..ci {
+        let (src, dst) = ((&by_tap[..], |tap| c * taps + tap), (&mut u[..], |p| p * ci + c));
         match s.filter {
-            Filter::F2x5 => weight_tiles::<5>(&by_tap, s, c, &mut u, g5),
-            Filter::F4x3 => weight_tiles::<3>(&by_tap, s, c, &mut u, g3),
+            Filter::F2x5 => channel_tiles::<5, TILE_IN>(src, dst, co, g5),
+            Filter::F4x3 => channel_tiles::<3, TILE_IN>(src, dst, co, g3),
         }
     }
     u
 }
 }
 
-/// Input channel c's weights transformed (see [`transform_weights`]), from the weight with its
-/// output channels last (`by_tap` `[ci, r·r, co]`).
+/// One input channel's block of `src` (I×I values for each output channel) through `f` into
+/// `dst` (O×O values), 16 output channels at a time: the block's value i of output channel o at
+/// `src[from(i)·co + o]`, the result's value p at `dst[to(p)·co + o]`. A weight's transform and
+/// its gradient's way back.
 #[inline(always)]
-fn weight_tiles<const R: usize>(
-    by_tap: &[f32],
-    s: Same,
-    c: usize,
-    u: &mut [f32],
-    g: impl Fn([f32; R]) -> [f32; TILE_IN] + Copy,
+fn channel_tiles<const I: usize, const O: usize>(
+    (src, from): (&[f32], impl Fn(usize) -> usize),
+    (dst, to): (&mut [f32], impl Fn(usize) -> usize),
+    co: usize,
+    f: impl Fn([f32; I]) -> [f32; O] + Copy,
 ) {
-    let (ci, co) = (s.ci, s.co);
     for o0 in (0..co).step_by(LANES) {
         let lanes = LANES.min(co - o0);
-        let mut k = [[[0.0f32; LANES]; R]; R];
-        for (tap, value) in k.iter_mut().flatten().enumerate() {
-            *value = load(&by_tap[(c * R * R + tap) * co + o0..], lanes);
+        let mut block = [[[0.0f32; LANES]; I]; I];
+        for (i, value) in block.iter_mut().flatten().enumerate() {
+            *value = load(&src[from(i) * co + o0..], lanes);
         }
-        let out = separable(&k, g);
+        let out = separable(&block, f);
         for (p, values) in out.iter().flatten().enumerate() {
-            store(&mut u[(p * ci + c) * co + o0..], values, lanes);
+            store(&mut dst[to(p) * co + o0..], values, lanes);
         }
     }
 }
@@ -489,39 +476,16 @@ fn weights_back(du: &[f32], s: Same) -> Vec<f32> {
     let (ci, co, taps) = (s.ci, s.co, s.filter.taps());
     let mut by_tap = vec![0.0f32; ci * taps * co];
     for c in 0..ci {
+        let (src, dst) = ((du, |p| p * ci + c), (&mut by_tap[..], |tap| c * taps + tap));
         match s.filter {
-            Filter::F2x5 => weight_tiles_back::<5>(du, s, c, &mut by_tap, gt5),
-            Filter::F4x3 => weight_tiles_back::<3>(du, s, c, &mut by_tap, gt3),
+            Filter::F2x5 => channel_tiles::<TILE_IN, 5>(src, dst, co, gt5),
+            Filter::F4x3 => channel_tiles::<TILE_IN, 3>(src, dst, co, gt3),
         }
     }
     let mut g = vec![0.0f32; co * ci * taps];
     transpose(&by_tap, ci * taps, co, &mut g);
     g
 }
-}
-
-/// Input channel c's weight gradients back from the points (see [`weights_back`]), into
-/// `by_tap` `[ci, r·r, co]`.
-#[inline(always)]
-fn weight_tiles_back<const R: usize>(
-    du: &[f32],
-    s: Same,
-    c: usize,
-    by_tap: &mut [f32],
-    gt: impl Fn([f32; TILE_IN]) -> [f32; R] + Copy,
-) {
-    let (ci, co) = (s.ci, s.co);
-    for o0 in (0..co).step_by(LANES) {
-        let lanes = LANES.min(co - o0);
-        let mut m = [[[0.0f32; LANES]; TILE_IN]; TILE_IN];
-        for (p, value) in m.iter_mut().flatten().enumerate() {
-            *value = load(&du[(p * ci + c) * co + o0..], lanes);
-        }
-        let k = separable(&m, gt);
-        for (tap, values) in k.iter().flatten().enumerate() {
-            store(&mut by_tap[(c * R * R + tap) * co + o0..], values, lanes);
-        }
-    }
 }
 
 /// The first `lanes` values of `src` (the rest 0): a whole vector's move when `lanes` is
