@@ -74,7 +74,7 @@ pub enum Algorithm {
     #[default]
     Direct,
     /// Winograd's minimal filtering ([`winograd`]) for the windows of stride 1 that keep the size,
-    /// 5×5 (F(2×2, 5×5): 2.1x fewer multiplications on 7×7 maps) and 3×3 (F(4×4, 3×3)), with 16
+    /// 5×5 (F(4×4, 5×5): 4.8x fewer multiplications on 7×7 maps) and 3×3 (F(4×4, 3×3)), with 16
     /// channels or more on both sides: the sums reassociated (other bits). Other windows direct.
     Winograd,
 }

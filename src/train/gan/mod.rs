@@ -394,7 +394,7 @@ mod tests {
     }
 
     /// `train.kernels = "winograd"` reaches the step's convolutions: on dcgan-tf's recipe (with a
-    /// 32 -> 16 channel stride-1 layer in G, which Winograd's F(2×2, 5×5) computes) its records
+    /// 32 -> 16 channel stride-1 layer in G, which Winograd's F(4×4, 5×5) computes) its records
     /// differ from the fused kernels' in the last bits and agree with them within float rounding.
     #[test]
     fn the_winograd_kernels_train_what_the_fused_kernels_train_within_rounding() {
