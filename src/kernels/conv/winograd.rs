@@ -625,8 +625,8 @@ trait Matrix<const I: usize, const O: usize>: Copy {
     fn apply<const N: usize>(self, x: [Lanes<N>; I]) -> [Lanes<N>; O];
 }
 
-/// `Bᵀ d`: Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0;
-/// 0 4 0 −5 0 1].
+/// `Bᵀ d` for F(4×4, 3×3), the points 0, ±1, ±2 and ∞: Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0;
+/// 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1].
 #[derive(Clone, Copy)]
 struct Bt6;
 
