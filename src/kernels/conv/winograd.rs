@@ -41,6 +41,9 @@ struct Lanes<const N: usize = 1>([[f32; LANES]; N]);
 impl<const N: usize> Lanes<N> {
     const ZERO: Self = Lanes([[0.0; LANES]; N]);
 
+    /// `f` value by value with `other`'s values. The one-operand operations go through it too
+    /// (with zeros): written as their own one-operand loops, the compiler vectorized the
+    /// transforms around them with gathers again (seen in the disassembly).
     #[inline(always)]
     fn each(mut self, other: Self, f: impl Fn(f32, f32) -> f32) -> Self {
         let values = self.0.as_flattened_mut().iter_mut();
@@ -120,14 +123,10 @@ enum Filter {
     F4x3,
 }
 
-impl Filter {
-    /// The output tile's side.
-    fn m(self) -> usize {
-        match self {
-            Filter::F4x5 | Filter::F4x3 => 4,
-        }
-    }
+/// The output tile's side, for both filters.
+const M: usize = 4;
 
+impl Filter {
     /// The window's side.
     fn r(self) -> usize {
         match self {
@@ -136,9 +135,9 @@ impl Filter {
         }
     }
 
-    /// The input tile's side: m + r − 1.
+    /// The input tile's side: M + r − 1.
     fn alpha(self) -> usize {
-        self.m() + self.r() - 1
+        M + self.r() - 1
     }
 
     /// The points of the transformed domain: one per value of an input tile.
@@ -170,11 +169,11 @@ struct Same {
 
 impl Same {
     fn tiles_y(&self) -> usize {
-        self.h.div_ceil(self.filter.m())
+        self.h.div_ceil(M)
     }
 
     fn tiles_x(&self) -> usize {
-        self.w.div_ceil(self.filter.m())
+        self.w.div_ceil(M)
     }
 
     fn tiles(&self) -> usize {
@@ -193,7 +192,7 @@ impl Same {
 
     /// Output tile t's first output row or column.
     fn first_out(&self, t: usize) -> usize {
-        t * self.filter.m()
+        t * M
     }
 }
 
@@ -368,9 +367,9 @@ wide! {
 /// values d (zero outside the image) of each channel; `padded` holds one image channel-last inside
 /// a border of zeros as wide as the tiles reach past it.
 fn transform_input(x: &[f32], s: Same, v: &mut Vec<f32>, padded: &mut Vec<f32>) {
-    let (channels, plane, m, pad, alpha) = (s.ci, s.plane(), s.filter.m(), s.filter.pad(), s.filter.alpha());
+    let (channels, plane, pad, alpha) = (s.ci, s.plane(), s.filter.pad(), s.filter.alpha());
     let images = x.len() / (channels * plane);
-    let (rows, cols) = (m * (s.tiles_y() - 1) + alpha, m * (s.tiles_x() - 1) + alpha);
+    let (rows, cols) = (M * (s.tiles_y() - 1) + alpha, M * (s.tiles_x() - 1) + alpha);
     let tiles = images * s.tiles();
     v.resize(s.filter.points() * point_stride(tiles, channels), 0.0);
     padded.clear();
@@ -383,7 +382,7 @@ fn transform_input(x: &[f32], s: Same, v: &mut Vec<f32>, padded: &mut Vec<f32>) 
         }
         for t in 0..s.tiles() {
             let (ty, tx) = (t / s.tiles_x(), t % s.tiles_x());
-            let (tile, first) = (img * s.tiles() + t, (m * ty * cols + m * tx) * channels);
+            let (tile, first) = (img * s.tiles() + t, (M * ty * cols + M * tx) * channels);
             match s.filter {
                 Filter::F4x3 => input_tile::<6>(padded, (first, cols), s, (tile, tiles), v, Bt6),
                 Filter::F4x5 => input_tile::<8>(padded, (first, cols), s, (tile, tiles), v, Bt8),
@@ -421,7 +420,7 @@ fn input_tile<const A: usize>(
 }
 
 wide! {
-/// The output gradient's tiles transformed, `z` `[points, tiles, co]`: `A dY Aᵀ` for each tile's m×m
+/// The output gradient's tiles transformed, `z` `[points, tiles, co]`: `A dY Aᵀ` for each tile's M×M
 /// values (zero outside the image).
 fn transform_grad(dy: &[f32], s: Same, z: &mut Vec<f32>, scratch: &mut Vec<f32>) {
     let (plane, co) = (s.plane(), s.co);
@@ -433,8 +432,8 @@ fn transform_grad(dy: &[f32], s: Same, z: &mut Vec<f32>, scratch: &mut Vec<f32>)
         for t in 0..s.tiles() {
             let tile = img * s.tiles() + t;
             match s.filter {
-                Filter::F4x5 => grad_tile::<4, 8>(scratch, s, (t, tile, tiles), z, A4x8),
-                Filter::F4x3 => grad_tile::<4, 6>(scratch, s, (t, tile, tiles), z, A4),
+                Filter::F4x5 => grad_tile::<8>(scratch, s, (t, tile, tiles), z, A4x8),
+                Filter::F4x3 => grad_tile::<6>(scratch, s, (t, tile, tiles), z, A4),
             }
         }
     }
@@ -443,7 +442,7 @@ fn transform_grad(dy: &[f32], s: Same, z: &mut Vec<f32>, scratch: &mut Vec<f32>)
 
 /// One output tile's gradient, from one image channel-last, into `z` (see [`transform_grad`]).
 #[inline(always)]
-fn grad_tile<const M: usize, const A: usize>(
+fn grad_tile<const A: usize>(
     image: &[f32],
     s: Same,
     (t, tile, tiles): (usize, usize, usize),
@@ -478,8 +477,8 @@ fn transform_output(parts: &[Vec<f32>], s: Same, dst: &mut [f32], scratch: &mut 
         for t in 0..s.tiles() {
             let tile = img * s.tiles() + t;
             match s.filter {
-                Filter::F4x5 => output_tile::<8, 4>(parts, s, (t, tile), scratch, At4x8),
-                Filter::F4x3 => output_tile::<6, 4>(parts, s, (t, tile), scratch, At4),
+                Filter::F4x5 => output_tile::<8>(parts, s, (t, tile), scratch, At4x8),
+                Filter::F4x3 => output_tile::<6>(parts, s, (t, tile), scratch, At4),
             }
         }
         transpose(scratch, plane, co, dst);
@@ -489,7 +488,7 @@ fn transform_output(parts: &[Vec<f32>], s: Same, dst: &mut [f32], scratch: &mut 
 
 /// One output tile into one image channel-last (see [`transform_output`]).
 #[inline(always)]
-fn output_tile<const A: usize, const M: usize>(
+fn output_tile<const A: usize>(
     parts: &[Vec<f32>],
     s: Same,
     (t, tile): (usize, usize),
